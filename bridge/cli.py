@@ -1,0 +1,157 @@
+"""The click group ``tcx-bridge``: the only place that configures logging or exits.
+
+Our errors become ``click.ClickException`` (exit 1) at this edge.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from bridge.config import Loaded, Settings, describe, load_settings, redact_url
+from bridge.errors import OutboxError, TcxBridgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Our errors as one-line click errors; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except TcxBridgeError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def loaded(ctx: click.Context) -> Loaded:
+    """The effective settings for this invocation (flags from the group)."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "loaded" not in obj:
+        with friendly_errors():
+            obj["loaded"] = load_settings(obj.get("flags", {}))
+    result: Loaded = obj["loaded"]
+    return result
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    return loaded(ctx).settings
+
+
+def with_settings(command: F) -> F:
+    """Pass the effective settings as the first argument; our errors become ClickExceptions."""
+
+    @functools.wraps(command)
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        settings = settings_of(ctx)
+        with friendly_errors():
+            return ctx.invoke(command, settings, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]  # click's decorators keep the signature
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--amqp-url", help="Broker URL (env TCX_BRIDGE_AMQP_URL).")
+@click.option("--namespace", help="Prefix of every exchange and queue (env TCX_BRIDGE_NAMESPACE).")
+@click.option("--exchange", help="Events exchange (env TCX_BRIDGE_EXCHANGE).")
+@click.option("--desk", "desk_flag", help="This desk's id (env TCX_BRIDGE_DESK).")
+@click.option("--extension", "extension_flag", help="The agent's extension (env TCX_BRIDGE_EXTENSION).")
+@click.option("--data-dir", help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.version_option(package_name="tcx-bridge")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, **flags: Any) -> None:
+    """tcx-bridge: 3CX Assistant call events on RabbitMQ.
+
+    \b
+    Example:
+        tcx-bridge config
+        tcx-bridge --amqp-url amqp://guest:guest@mq:5672/%2F spool flush
+    """
+    names = {"desk_flag": "desk", "extension_flag": "extension"}
+    ctx.ensure_object(dict)["flags"] = {names.get(key, key): value for key, value in flags.items()}
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+@cli.command("config")
+@click.pass_context
+def config_command(ctx: click.Context) -> None:
+    """Print the effective configuration and where each value came from (password masked).
+
+    \b
+    Example:
+        TCX_BRIDGE_DESK=desk-7 tcx-bridge config
+    """
+    rows = describe(loaded(ctx))
+    width = max(len(row[0]) for row in rows)
+    env_width = max(len(row[1]) for row in rows)
+    for name, env, value, source in rows:
+        click.echo(f"{name:<{width}}  {env:<{env_width}}  {value or '-'}  ({source})")
+
+
+@cli.group()
+def spool() -> None:
+    """The local outbox of events that could not be published yet."""
+
+
+@spool.command("list")
+@with_settings
+def spool_list(settings: Settings) -> None:
+    """List outboxed events, oldest first.
+
+    \b
+    Example:
+        tcx-bridge spool list
+    """
+    from bridge.outbox import Outbox
+
+    outbox = Outbox(settings.outbox_dir)
+    paths = outbox.paths()
+    for path in paths:
+        try:
+            message = outbox.load(path)
+        except OutboxError as error:
+            click.echo(f"{path.name}  unreadable: {error}")
+            continue
+        click.echo(f"{path.name}  {message.routing_key}  {message.type}")
+    click.echo(f"{len(paths)} event(s) in {settings.outbox_dir}")
+
+
+@spool.command("flush")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for a replay in progress.")
+@with_settings
+def spool_flush(settings: Settings, wait: float) -> None:
+    """Publish every outboxed event, oldest first; each leaves the outbox after its confirm.
+
+    \b
+    Example:
+        tcx-bridge spool flush
+    """
+    from bridge.outbox import Outbox
+    from bridge.topology import publish_event
+    from bridge.transport import Broker
+
+    outbox = Outbox(settings.outbox_dir)
+    with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
+        result = outbox.replay(lambda message: publish_event(broker, settings, message), wait=wait)
+    if result.locked_out:
+        raise click.ClickException(f"another process is replaying the outbox; {result.remaining} event(s) wait")
+    click.echo(f"flushed {result.published} event(s) to {redact_url(settings.amqp_url)}; "
+               f"{result.remaining} left")
+
+
+def main() -> None:
+    """Entry point of ``tcx-bridge``."""
+    cli(prog_name="tcx-bridge")

@@ -1,0 +1,320 @@
+"""Settings: defaults < TOML file < environment < flags.
+
+The file is ``TCX_BRIDGE_CONFIG`` if set, else ``config.toml`` in the platform
+config dir (missing is fine there). Its keys are the setting names below, at top
+level. Every bad value raises :class:`ConfigError` naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from bridge.errors import ConfigError
+
+APP_NAME = "tcx-bridge"
+ENV_PREFIX = "TCX_BRIDGE_"
+CONFIG_ENV = "TCX_BRIDGE_CONFIG"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_DISALLOWED_IN_DESK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The effective configuration. Derived names (exchanges, queues) are properties."""
+
+    amqp_url: str
+    ca_file: str | None
+    namespace: str
+    exchange: str
+    desk: str
+    extension: str | None
+    data_dir: str
+    publish_budget: float
+    replay_batch: int
+    log_max_bytes: int
+    region: str
+    prefetch: int
+    quorum: bool
+    max_attempts: int
+    assistant: str
+    assistant_timeout: float
+    popup_command: str | None
+    crm_lookup_url: str | None
+    crm_journal_url: str | None
+    crm_timeout: float
+    popup_ttl: float
+
+    @property
+    def unrouted_exchange(self) -> str:
+        return f"{self.namespace}.unrouted"
+
+    @property
+    def commands_exchange(self) -> str:
+        return f"{self.namespace}.commands"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def queue(self, consumer: str) -> str:
+        """The durable queue of one consumer, e.g. ``tcx.crm``."""
+        return f"{self.namespace}.{consumer}"
+
+    def dead_queue(self, consumer: str) -> str:
+        """The dead-letter queue of one consumer, e.g. ``tcx.dead.crm``."""
+        return f"{self.namespace}.dead.{consumer}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return Path(self.data_dir) / "outbox"
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.data_dir) / "logs"
+
+
+class Key(NamedTuple):
+    """One setting: its name, environment variable, default and parser."""
+
+    name: str
+    default: Callable[[dict[str, Any]], Any]
+    parse: Callable[[str, Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``****``, for logs and display."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc}"))
+
+
+def reduce_desk(value: str) -> str:
+    """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
+    return _DISALLOWED_IN_DESK.sub("", value)
+
+
+def _default_desk(_: dict[str, Any]) -> str:
+    return reduce_desk(socket.gethostname().split(".")[0]) or "desk"
+
+
+def _default_data_dir(_: dict[str, Any]) -> str:
+    import platformdirs  # only when TCX_BRIDGE_DATA_DIR is not set
+
+    return platformdirs.user_data_dir(APP_NAME, appauthor=False)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: {value!r} is not a string; give it as text")
+    return value
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    return _text(name, value).strip() or None if value is not None else None
+
+
+def _amqp_url(name: str, value: Any) -> str:
+    url = _text(name, value).strip()
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("amqp", "amqps"):
+        raise ConfigError(
+            f"{name}: {redact_url(url)!r} is not an AMQP URL; "
+            "use amqp://user:password@host:5672/%2F or amqps://..."
+        )
+    return url
+
+
+def _name(name: str, value: Any) -> str:
+    text = _text(name, value).strip()
+    if not _NAME_RE.match(text):
+        raise ConfigError(
+            f"{name}: {value!r} is not a valid name; use 1 to 200 of A-Z a-z 0-9 _ . : -"
+        )
+    return text
+
+
+def _desk(name: str, value: Any) -> str:
+    reduced = reduce_desk(_text(name, value))
+    if not reduced:
+        raise ConfigError(f"{name}: {value!r} has no character of A-Z a-z 0-9 _ -; give a desk id")
+    return reduced
+
+
+def _extension(name: str, value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = _optional_text(name, value)
+    if text is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,32}", text):
+        raise ConfigError(f"{name}: {value!r} is not an extension; use digits like 101")
+    return text
+
+
+def _number(kind: type, low: float) -> Callable[[str, Any], Any]:
+    def parse(name: str, value: Any) -> Any:
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {value!r} is not a number; give e.g. {kind(low + 1)}") from None
+        if number < low:
+            raise ConfigError(f"{name}: {value!r} is too small; give at least {kind(low)}")
+        return number
+
+    return parse
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean; use true or false")
+
+
+def _region(name: str, value: Any) -> str:
+    text = _text(name, value).strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", text):
+        raise ConfigError(f"{name}: {value!r} is not a two-letter region code; use e.g. CH")
+    return text
+
+
+def _url_template(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is not None and not text.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL template")
+    return text
+
+
+def _const(value: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda _: value
+
+
+KEYS: tuple[Key, ...] = (
+    Key("amqp_url", _const("amqp://guest:guest@localhost:5672/%2F"), _amqp_url,
+        "broker URL; amqps:// verifies the server certificate"),
+    Key("ca_file", _const(None), _optional_text, "CA bundle for amqps:// (default: system CAs)"),
+    Key("namespace", _const("tcx"), _name, "prefix of every exchange and queue name"),
+    Key("exchange", lambda v: f"{v['namespace']}.events", _name, "the events exchange (topic)"),
+    Key("desk", _default_desk, _desk, "this desk's id in routing keys (default: host name)"),
+    Key("extension", _const(None), _extension, "the agent's 3CX extension"),
+    Key("data_dir", _default_data_dir, _text, "outbox, logs and local stores"),
+    Key("publish_budget", _const(3.0), _number(float, 0.1),
+        "seconds a launch may spend on retries before it outboxes the event"),
+    Key("replay_batch", _const(20), _number(int, 0), "outboxed events one launch replays at most"),
+    Key("log_max_bytes", _const(1_000_000), _number(int, 10_000), "size of the notify log before it rotates"),
+    Key("region", _const("CH"), _region, "default region for national caller ids"),
+    Key("prefetch", _const(100), _number(int, 1), "unacked messages a consumer holds at most"),
+    Key("quorum", _const(False), _boolean, "declare consumer queues as quorum queues"),
+    Key("max_attempts", _const(5), _number(int, 1), "deliveries of one message before it is dead-lettered"),
+    Key("assistant", _const("tcx.assistant.client.exe"), _text, "the 3CX Assistant client executable"),
+    Key("assistant_timeout", _const(15.0), _number(float, 0.1), "seconds the Assistant may take to dial"),
+    Key("popup_command", _const(None), _optional_text,
+        "command template for screen pops, e.g. 'crm-open {url}' (default: open the URL in a browser)"),
+    Key("crm_lookup_url", _const(None), _url_template,
+        "HTTP contact lookup, e.g. https://crm.example.com/api/contacts?phone={e164}"),
+    Key("crm_journal_url", _const(None), _url_template, "HTTP endpoint the call journal is POSTed to"),
+    Key("crm_timeout", _const(5.0), _number(float, 0.1), "seconds an HTTP CRM request may take"),
+    Key("popup_ttl", _const(30.0), _number(float, 1.0), "seconds a screen pop stays useful"),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+class Loaded(NamedTuple):
+    """Settings with, for each key, where its value came from."""
+
+    settings: Settings
+    sources: dict[str, str]
+
+
+def config_path(environ: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """The config file to read, and whether it was asked for explicitly."""
+    explicit = environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit), True
+    import platformdirs  # only when TCX_BRIDGE_CONFIG is not set
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml", False
+
+
+def _read_file(path: Path | None, explicit: bool) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{CONFIG_ENV}: config file {str(path)!r} does not exist") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
+    unknown = sorted(set(data) - set(KEYS_BY_NAME))
+    if unknown:
+        raise ConfigError(
+            f"config file {str(path)!r}: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS_BY_NAME)}"
+        )
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    read_file: bool = True,
+) -> Loaded:
+    """Resolve every setting from defaults, the TOML file, the environment and flags."""
+    environ = os.environ if environ is None else environ
+    flags = {name: value for name, value in (flags or {}).items() if value is not None}
+    unknown = sorted(set(flags) - set(KEYS_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    path, explicit = config_path(environ) if read_file else (None, False)
+    from_file = _read_file(path, explicit)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in KEYS:
+        if key.name in flags:
+            raw, source, label = flags[key.name], "flag", f"--{key.name.replace('_', '-')}"
+        elif key.env in environ:
+            raw, source, label = environ[key.env], f"env {key.env}", key.env
+        elif key.name in from_file:
+            raw, source, label = from_file[key.name], f"file {path}", f"{key.name} in {path}"
+        else:
+            values[key.name] = key.default(values)
+            sources[key.name] = "default"
+            continue
+        values[key.name] = key.parse(label, raw)
+        sources[key.name] = source
+    return Loaded(Settings(**values), sources)
+
+
+def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
+    """Rows of (key, environment variable, shown value, source), password masked."""
+    rows = []
+    for key in KEYS:
+        value = getattr(loaded.settings, key.name)
+        shown = redact_url(value) if key.name == "amqp_url" else ("" if value is None else str(value))
+        rows.append((key.name, key.env, shown, loaded.sources[key.name]))
+    return rows

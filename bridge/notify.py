@@ -1,0 +1,199 @@
+"""The registered executable: one 3CX Assistant launch -> one confirmed event.
+
+Path of a launch: parse argv, build and encode the event (before connecting),
+publish it with confirms; on failure retry within ``publish_budget`` seconds,
+then store it in the outbox and still exit 0: the event is safe. After a
+successful publish, replay a bounded batch of older outboxed events.
+
+Exit status: 0 published or outboxed, 2 the launch was not understood (it is
+still published to ``call.invalid.<desk>``), 1 the event could be neither
+published nor stored, or the configuration is bad.
+
+This module is imported once per call: it imports only what the publish path
+needs (no click; tenacity only when a retry happens).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import time
+from collections.abc import Sequence
+
+from bridge import events
+from bridge.config import Settings, load_settings, redact_url
+from bridge.errors import ConfigError, LaunchError, TcxBridgeError, TransportError
+from bridge.launch import parse_launch, scan_options
+from bridge.outbox import Outbox
+from bridge.topology import publish_event
+from bridge.transport import Broker, OutgoingMessage
+
+logger = logging.getLogger("bridge.notify")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
+    """The event for one launch, and the problems to log (invalid launches included)."""
+    common = {
+        "event_id": events.new_event_id(),
+        "desk": settings.desk,
+        "extension": settings.extension,
+        "occurred_at": events.utc_now(),
+        "argv": tuple(argv),
+    }
+    try:
+        launch = parse_launch(argv)
+    except LaunchError as error:
+        options = scan_options(argv)  # keep what can be read of a bad launch
+        event = events.CallEvent(
+            kind="invalid", direction="unknown", call_id=options.get("I", "").strip() or None,
+            caller_id=options.get("C"),
+            reason=str(error), **common,  # type: ignore[arg-type]  # keys checked by msgspec
+        )
+        return event, [str(error)]
+    event = events.CallEvent(
+        kind=launch.kind,
+        direction=launch.direction,
+        call_id=launch.call_id,
+        caller_id=launch.caller_id,
+        anonymous=launch.anonymous,
+        **common,  # type: ignore[arg-type]  # keys checked by msgspec
+    )
+    return event, list(launch.warnings)
+
+
+def to_message(event: events.CallEvent) -> OutgoingMessage:
+    """The AMQP message of a call event."""
+    return OutgoingMessage(
+        routing_key=event.routing_key,
+        body=events.ENCODER.encode(event),
+        message_id=event.event_id,
+        type=f"call.{event.kind}",
+        timestamp=int(time.time()),
+        app_id="tcx-bridge-notify",
+    )
+
+
+def deliver(message: OutgoingMessage, settings: Settings) -> tuple[str, int]:
+    """Publish message (retrying within the budget) or outbox it; return (outcome, replayed).
+
+    Raises OutboxError only when the event can be neither published nor stored.
+    """
+    deadline = time.monotonic() + settings.publish_budget
+    outbox = Outbox(settings.outbox_dir)
+    try:
+        return "published", _publish_and_replay(message, settings, outbox, settings.publish_budget)
+    except TransportError as error:
+        logger.warning("publish failed, retrying: %s", error)
+    remaining = deadline - time.monotonic()
+    if remaining > 0.05:
+        import tenacity  # only on the slow path
+
+        try:
+            for attempt in tenacity.Retrying(
+                stop=tenacity.stop_before_delay(remaining),
+                wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+                retry=tenacity.retry_if_exception_type(TransportError),
+                reraise=True,
+            ):
+                with attempt:
+                    left = max(deadline - time.monotonic(), 0.1)
+                    return "published", _publish_and_replay(message, settings, outbox, left)
+        except TransportError as error:
+            logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
+    outbox.put(message)
+    return "outboxed", 0
+
+
+def _publish_and_replay(message: OutgoingMessage, settings: Settings, outbox: Outbox, timeout: float) -> int:
+    with Broker(settings.amqp_url, ca_file=settings.ca_file, timeout=timeout) as broker:
+        publish_event(broker, settings, message)
+        if settings.replay_batch == 0:
+            return 0
+        try:
+            replay = outbox.replay(
+                lambda old: publish_event(broker, settings, old), limit=settings.replay_batch
+            )
+        except TcxBridgeError as error:  # our event is out; the backlog waits for the next try
+            logger.warning("outbox replay stopped: %s", error)
+            return 0
+        return replay.published
+
+
+def configure_logging(settings: Settings | None) -> None:
+    """One size-bounded log file under the data dir, and errors to stderr (if there is one)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # its failures reach us as our errors
+    formatter = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
+    if settings is not None:
+        try:
+            settings.log_dir.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.handlers.RotatingFileHandler(
+                settings.log_dir / "notify.log", maxBytes=settings.log_max_bytes, backupCount=3,
+                encoding="utf-8", delay=True,
+            )
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
+        except OSError as error:
+            print(f"tcx-bridge-notify: cannot log to {settings.log_dir}: {error}", file=sys.stderr)
+    if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(logging.ERROR)
+        console.setFormatter(logging.Formatter("tcx-bridge-notify: %(message)s"))
+        root.addHandler(console)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Handle one launch; return the exit status."""
+    started = time.perf_counter()
+    try:
+        settings = load_settings().settings
+    except ConfigError as error:
+        return _rescue_with_defaults(argv, error)
+    configure_logging(settings)
+    event, problems = build_event(argv, settings)
+    message = to_message(event)
+    for problem in problems:
+        log = logger.error if event.kind == "invalid" else logger.warning
+        log("launch %r: %s", list(argv), problem)
+    try:
+        outcome, replayed = deliver(message, settings)
+    except TcxBridgeError as error:
+        logger.error("LOST %s event_id=%s: %s (broker %s)", message.routing_key, event.event_id,
+                     error, redact_url(settings.amqp_url))
+        return EXIT_FAILED
+    logger.info(
+        "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d",
+        outcome, message.routing_key, event.event_id, event.call_id,
+        (time.perf_counter() - started) * 1000, replayed,
+    )
+    return EXIT_INVALID if event.kind == "invalid" else EXIT_OK
+
+
+def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
+    """Bad configuration: keep the event in the default outbox so that it is not lost."""
+    try:
+        settings = load_settings(read_file=False, environ={}).settings
+    except TcxBridgeError:
+        settings = None
+    configure_logging(settings)
+    logger.error("configuration error: %s", error)
+    if settings is not None:
+        event, _ = build_event(argv, settings)
+        try:
+            path = Outbox(settings.outbox_dir).put(to_message(event))
+        except TcxBridgeError as outbox_error:
+            logger.error("LOST event_id=%s: %s", event.event_id, outbox_error)
+        else:
+            logger.error("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
+    return EXIT_FAILED
+
+
+def main() -> None:
+    """Entry point of ``tcx-bridge-notify`` and ``tcx-bridge-notifyw``."""
+    sys.exit(run(sys.argv[1:]))

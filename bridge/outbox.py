@@ -1,0 +1,209 @@
+"""The durable local outbox: events the broker did not confirm wait here.
+
+One file per event in ``<data_dir>/outbox``, named ``<time_ns>-<event_id>.json``
+so that name order is age order. A file appears atomically (written to a hidden
+temporary file, fsync'd, renamed, directory fsync'd), so a crash or power cut
+never leaves half an event. Replay holds an exclusive lock on ``.lock`` (released
+by the OS if the process dies), so concurrent launches and ``spool flush`` never
+publish the same file twice; a file is deleted only after its publish was
+confirmed. The contract is at-least-once: a crash between confirm and delete
+replays that one event again, with the same event_id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+from bridge.errors import OutboxError
+from bridge.transport import OutgoingMessage
+
+logger = logging.getLogger(__name__)
+
+_SUFFIX = ".json"
+_LOCK = ".lock"
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """An outboxed message as stored on disk; body is the original JSON."""
+
+    routing_key: str
+    message_id: str
+    type: str
+    timestamp: int
+    app_id: str
+    body: msgspec.Raw
+
+
+_ENTRY_DECODER = msgspec.json.Decoder(Entry)
+_ENCODER = msgspec.json.Encoder()
+
+
+class Replay(NamedTuple):
+    """What one replay did."""
+
+    published: int
+    remaining: int
+    locked_out: bool = False
+
+
+class Outbox:
+    """A directory of events waiting for the broker."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def put(self, message: OutgoingMessage) -> Path:
+        """Store message durably; return its file."""
+        entry = Entry(
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            type=message.type,
+            timestamp=message.timestamp,
+            app_id=message.app_id,
+            body=msgspec.Raw(message.body),
+        )
+        final = self.directory / f"{time.time_ns():020d}-{message.message_id}{_SUFFIX}"
+        temporary = self.directory / f".tmp-{uuid.uuid4().hex}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as handle:
+                handle.write(_ENCODER.encode(entry))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+            _fsync_directory(self.directory)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise OutboxError(f"cannot write to the outbox {str(self.directory)!r}: {error}") from None
+        return final
+
+    def paths(self) -> list[Path]:
+        """Outboxed files, oldest first."""
+        try:
+            names = sorted(
+                entry.name
+                for entry in os.scandir(self.directory)
+                if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+        return [self.directory / name for name in names]
+
+    def load(self, path: Path) -> OutgoingMessage:
+        """Read one outboxed file back into the message it was."""
+        try:
+            entry = _ENTRY_DECODER.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError) as error:
+            raise OutboxError(f"outbox file {str(path)!r} cannot be read: {error}") from None
+        return OutgoingMessage(
+            routing_key=entry.routing_key,
+            body=bytes(entry.body),
+            message_id=entry.message_id,
+            type=entry.type,
+            timestamp=entry.timestamp,
+            app_id=entry.app_id,
+        )
+
+    def replay(
+        self,
+        publish: Callable[[OutgoingMessage], None],
+        *,
+        limit: int | None = None,
+        wait: float = 0.0,
+    ) -> Replay:
+        """Publish outboxed messages oldest first, deleting each after its confirm.
+
+        Stops at the first failure (publish's error propagates) to keep the order.
+        If another process is replaying, waits up to ``wait`` seconds for it, then
+        gives up with ``locked_out``.
+        """
+        if not self.paths():
+            return Replay(0, 0)
+        published = 0
+        with self._lock(wait) as acquired:
+            if not acquired:
+                return Replay(0, len(self.paths()), locked_out=True)
+            for path in self.paths():
+                if limit is not None and published >= limit:
+                    break
+                try:
+                    message = self.load(path)
+                except OutboxError as error:
+                    self._quarantine(path, error)
+                    continue
+                publish(message)
+                path.unlink(missing_ok=True)
+                published += 1
+            return Replay(published, len(self.paths()))
+
+    def _quarantine(self, path: Path, error: OutboxError) -> None:
+        """Move an unreadable file aside so it cannot block the ones behind it."""
+        logger.error("%s; moved to %s", error, self.directory / "corrupt")
+        corrupt = self.directory / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        os.replace(path, corrupt / path.name)
+
+    @contextmanager
+    def _lock(self, wait: float) -> Iterator[bool]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        try:
+            while not _try_lock(descriptor):
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+            try:
+                yield True
+            finally:
+                _unlock(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows desks only
+    import msvcrt
+
+    def _try_lock(descriptor: int) -> bool:
+        try:
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(descriptor: int) -> None:
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
+
+    def _fsync_directory(directory: Path) -> None:
+        """Windows cannot open a directory for fsync; NTFS journals the rename."""
+
+else:
+    import fcntl
+
+    def _try_lock(descriptor: int) -> bool:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(descriptor: int) -> None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+    def _fsync_directory(directory: Path) -> None:
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -1,0 +1,49 @@
+"""Every exchange, queue and binding tcx-bridge uses, declared idempotently.
+
+    tcx.events    topic, durable, alternate-exchange tcx.unrouted   call.* and dial.* events
+    tcx.unrouted  fanout, durable -> queue tcx.unrouted             events nobody was bound for yet
+    tcx.commands  topic, durable                                    desk.<desk>.dial|popup, ext.<ext>.*
+    tcx.dead      topic, durable -> queue tcx.dead.<consumer>       dead letters, routed by consumer
+
+(``tcx`` is the namespace setting; the events exchange may be renamed on its own.)
+"""
+
+from __future__ import annotations
+
+from bridge.config import Settings
+from bridge.errors import BrokerRejectedError
+from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
+
+
+def declare_events(broker: Broker, settings: Settings) -> None:
+    """Declare the events exchange with its alternate exchange and the unrouted queue."""
+    broker.declare_exchange(settings.unrouted_exchange, "fanout")
+    broker.declare_queue(settings.unrouted_exchange)
+    broker.bind_queue(settings.unrouted_exchange, settings.unrouted_exchange, "")
+    try:
+        broker.declare_exchange(
+            settings.exchange, "topic", arguments={"alternate-exchange": settings.unrouted_exchange}
+        )
+    except BrokerRejectedError as error:
+        # Someone declared it already with other arguments: use it as it is.
+        if error.reply_code != PRECONDITION_FAILED:
+            raise
+
+
+def declare_commands(broker: Broker, settings: Settings) -> None:
+    """Declare the commands exchange (dial requests and screen pops to desks)."""
+    broker.declare_exchange(settings.commands_exchange, "topic")
+
+
+def publish_event(broker: Broker, settings: Settings, message: OutgoingMessage) -> None:
+    """Publish to the events exchange; declare the topology first if the exchange is missing.
+
+    The fast path is one publish; a fresh broker costs one extra round of declares.
+    """
+    try:
+        broker.publish(settings.exchange, message)
+    except BrokerRejectedError as error:
+        if error.reply_code != NOT_FOUND:
+            raise
+        declare_events(broker, settings)
+        broker.publish(settings.exchange, message)

@@ -1,0 +1,268 @@
+"""Everything that touches pika: connect, declare, publish with confirms, get, consume.
+
+pika's exceptions are mapped to ours in :func:`mapped_errors`, the one place
+they are caught; none escapes this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from bridge.errors import (
+    BrokerRejectedError,
+    BrokerUnreachableError,
+    PublishNackedError,
+    TransportError,
+    UnroutableError,
+)
+
+logger = logging.getLogger(__name__)
+
+NOT_FOUND = 404
+PRECONDITION_FAILED = 406
+
+
+class OutgoingMessage(NamedTuple):
+    """A message to publish; persistent, JSON."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    type: str
+    timestamp: int
+    app_id: str = "tcx-bridge"
+    expiration_ms: int | None = None
+    headers: dict[str, Any] | None = None
+
+
+class Delivery(NamedTuple):
+    """A message received from a queue."""
+
+    body: bytes
+    routing_key: str
+    exchange: str
+    delivery_tag: int
+    redelivered: bool
+    message_id: str | None
+    type: str | None
+    headers: dict[str, Any]
+
+
+def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) -> pika.URLParameters:
+    """Connection parameters for url; amqps:// verifies the certificate (optionally against ca_file)."""
+    try:
+        params = pika.URLParameters(url)
+    except ValueError as error:
+        raise BrokerUnreachableError(f"broker URL is not usable: {error}") from None
+    if params.ssl_options is not None and ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    params.connection_attempts = 1
+    params.socket_timeout = timeout
+    params.stack_timeout = timeout
+    params.blocked_connection_timeout = timeout
+    return params
+
+
+@contextmanager
+def mapped_errors(action: str) -> Iterator[None]:
+    """Turn pika's (and the socket layer's) exceptions into our TransportError tree."""
+    try:
+        yield
+    except pika.exceptions.UnroutableError:
+        raise UnroutableError(f"{action}: the broker returned the message as unroutable") from None
+    except pika.exceptions.NackError:
+        raise PublishNackedError(f"{action}: the broker nacked the message") from None
+    except pika.exceptions.ChannelClosedByBroker as error:
+        raise BrokerRejectedError(
+            f"{action}: the broker refused: {error.reply_code} {error.reply_text}", error.reply_code
+        ) from None
+    except pika.exceptions.ProbableAuthenticationError:
+        raise BrokerUnreachableError(f"{action}: the broker refused the login; check the user and password") from None
+    except (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed, ssl.SSLError, OSError) as error:
+        detail = _describe(error)
+        raise BrokerUnreachableError(f"{action}: the broker cannot be reached ({detail})") from None
+    except pika.exceptions.AMQPError as error:
+        raise TransportError(f"{action}: {type(error).__name__}: {error}") from None
+
+
+class Broker:
+    """One connection with one channel in publisher-confirm mode."""
+
+    def __init__(self, url: str, *, ca_file: str | None = None, timeout: float = 5.0) -> None:
+        self._params = parameters(url, ca_file=ca_file, timeout=timeout)
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def __enter__(self) -> Broker:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        with mapped_errors(f"connect to {self._params.host}:{self._params.port}"):
+            self._connection = pika.BlockingConnection(self._params)
+
+    @property
+    def channel(self) -> BlockingChannel:
+        """The open channel, reopened (with confirms) after the broker closed it."""
+        if self._connection is None or not self._connection.is_open:
+            raise BrokerUnreachableError("the connection to the broker is closed")
+        if self._channel is None or not self._channel.is_open:
+            with mapped_errors("open a channel"):
+                self._channel = self._connection.channel()
+                self._channel.confirm_delivery()
+        return self._channel
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError) as error:  # closing is best effort
+                logger.debug("closing the connection failed: %s", error)
+
+    def publish(self, exchange: str, message: OutgoingMessage, *, mandatory: bool = True) -> None:
+        """Publish and wait for the confirm; raise PublishError unless the broker took it."""
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+            expiration=None if message.expiration_ms is None else str(message.expiration_ms),
+            headers=message.headers,
+        )
+        with mapped_errors(f"publish {message.routing_key} to {exchange!r}"):
+            self.channel.basic_publish(exchange, message.routing_key, message.body, properties, mandatory)
+
+    def declare_exchange(self, name: str, kind: str, *, arguments: dict[str, Any] | None = None) -> None:
+        with mapped_errors(f"declare exchange {name!r}"):
+            self.channel.exchange_declare(name, kind, durable=True, arguments=arguments)
+
+    def exchange_exists(self, name: str) -> bool:
+        try:
+            with mapped_errors(f"check exchange {name!r}"):
+                self.channel.exchange_declare(name, passive=True)
+        except BrokerRejectedError as error:
+            if error.reply_code == NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def declare_queue(self, name: str, *, arguments: dict[str, Any] | None = None) -> int:
+        """Declare a durable queue; return how many messages it holds."""
+        with mapped_errors(f"declare queue {name!r}"):
+            result = self.channel.queue_declare(name, durable=True, arguments=arguments)
+        return int(result.method.message_count)
+
+    def queue_depth(self, name: str) -> int | None:
+        """Messages ready in a queue, or None when it does not exist."""
+        try:
+            with mapped_errors(f"check queue {name!r}"):
+                result = self.channel.queue_declare(name, passive=True)
+        except BrokerRejectedError as error:
+            if error.reply_code == NOT_FOUND:
+                return None
+            raise
+        return int(result.method.message_count)
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        with mapped_errors(f"bind {queue!r} to {exchange!r} with {routing_key!r}"):
+            self.channel.queue_bind(queue, exchange, routing_key)
+
+    def delete_queue(self, name: str) -> None:
+        with mapped_errors(f"delete queue {name!r}"):
+            self.channel.queue_delete(name)
+
+    def delete_exchange(self, name: str) -> None:
+        with mapped_errors(f"delete exchange {name!r}"):
+            self.channel.exchange_delete(name)
+
+    def get(self, queue: str, *, timeout: float) -> Delivery | None:
+        """Wait up to timeout seconds for one message of queue and ack it."""
+        with mapped_errors(f"get from {queue!r}"):
+            self.channel.basic_qos(prefetch_count=1)
+            for method, properties, body in self.channel.consume(queue, inactivity_timeout=timeout):
+                if method is None:
+                    break
+                self.channel.basic_ack(method.delivery_tag)
+                self.channel.cancel()
+                return _delivery(method, properties, body)
+            self.channel.cancel()
+        return None
+
+    def consume(
+        self,
+        queue: str,
+        handle: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        should_stop: Callable[[], bool],
+        tick: float = 0.5,
+    ) -> None:
+        """Deliver queue's messages to handle until should_stop(); handle acks or rejects."""
+        with mapped_errors(f"consume {queue!r}"):
+            channel = self.channel
+            channel.basic_qos(prefetch_count=prefetch)
+
+            def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+                handle(_delivery(method, properties, body))
+
+            tag = channel.basic_consume(queue, on_message)
+            while not should_stop():
+                self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
+            channel.basic_cancel(tag)
+
+    def ack(self, delivery_tag: int) -> None:
+        with mapped_errors("ack"):
+            self.channel.basic_ack(delivery_tag)
+
+    def reject(self, delivery_tag: int, *, requeue: bool) -> None:
+        with mapped_errors("reject"):
+            self.channel.basic_reject(delivery_tag, requeue=requeue)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while keeping the connection serviced (heartbeats)."""
+        with mapped_errors("wait"):
+            if self._connection is not None:
+                self._connection.sleep(seconds)
+
+
+def _describe(error: BaseException) -> str:
+    """The innermost useful text of a pika connection error (its workflow nests the cause)."""
+    for _ in range(5):
+        nested = getattr(error, "exceptions", None)
+        if nested:
+            error = nested[-1]
+        elif isinstance(getattr(error, "exception", None), BaseException):
+            error = error.exception  # type: ignore[attr-defined]  # pika's phase errors wrap the cause
+        elif error.args and isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        else:
+            break
+    return str(error) or type(error).__name__
+
+
+def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
+    return Delivery(
+        body=body,
+        routing_key=method.routing_key,
+        exchange=method.exchange,
+        delivery_tag=method.delivery_tag,
+        redelivered=bool(method.redelivered),
+        message_id=properties.message_id,
+        type=properties.type,
+        headers=dict(properties.headers or {}),
+    )
