@@ -155,3 +155,6 @@ def spool_flush(settings: Settings, wait: float) -> None:
 def main() -> None:
     """Entry point of ``tcx-bridge``."""
     cli(prog_name="tcx-bridge")
+
+if __name__ == "__main__":
+    main()

@@ -197,3 +197,6 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
 def main() -> None:
     """Entry point of ``tcx-bridge-notify`` and ``tcx-bridge-notifyw``."""
     sys.exit(run(sys.argv[1:]))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Shared fixtures: a real broker, and unique names so runs never see each other's messages.
+
+Broker selection: TCX_BRIDGE_TEST_AMQP_URL, else the local broker on
+127.0.0.1:5672 if it answers, else testcontainers' RabbitMqContainer where Docker
+runs, else the integration tests fail saying how to provide a broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Settings, load_settings
+from bridge.errors import TransportError
+from bridge.transport import Broker, Delivery
+
+LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+NO_BROKER = (
+    "no RabbitMQ broker for the integration tests: set TCX_BRIDGE_TEST_AMQP_URL=amqp://user:pass@host:5672/%2F, "
+    "or start one on 127.0.0.1:5672 (rabbitmq-server -detached), or install Docker for testcontainers"
+)
+
+
+def _local_broker_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    """The AMQP URL of the broker every integration test uses."""
+    explicit = os.environ.get("TCX_BRIDGE_TEST_AMQP_URL")
+    if explicit:
+        yield explicit
+        return
+    if _local_broker_answers():
+        yield LOCAL_URL
+        return
+    try:
+        try:
+            from testcontainers.rabbitmq import RabbitMqContainer
+        except ImportError:  # recent releases moved it
+            from testcontainers.community.rabbitmq import RabbitMqContainer  # type: ignore[no-redef]
+        container = RabbitMqContainer("rabbitmq:3.13-management")
+        container.start()
+    except Exception as error:  # noqa: BLE001  # any failure here means: no Docker
+        pytest.fail(f"{NO_BROKER} ({type(error).__name__}: {error})", pytrace=False)
+    try:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/%2F"
+    finally:
+        container.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace (prefix of every exchange and queue) of this test alone."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def desk() -> str:
+    return f"desk-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def env(broker_url: str, namespace: str, desk: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a desk configured for this test's broker and names."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TCX_BRIDGE_")}
+    environ.update(
+        TCX_BRIDGE_AMQP_URL=broker_url,
+        TCX_BRIDGE_NAMESPACE=namespace,
+        TCX_BRIDGE_DESK=desk,
+        TCX_BRIDGE_EXTENSION="101",
+        TCX_BRIDGE_DATA_DIR=str(tmp_path / "data"),
+        TCX_BRIDGE_CONFIG=str(config),
+    )
+    return environ
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings(environ=env).settings
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[Broker]:
+    """A connection to the test broker; deletes this test's namespace afterwards."""
+    with Broker(settings.amqp_url) as connection:
+        yield connection
+    _cleanup(settings)
+
+
+def _cleanup(settings: Settings) -> None:
+    with Broker(settings.amqp_url) as connection:
+        for queue in [settings.unrouted_exchange, *TAPS.pop(settings.namespace, [])]:
+            try:
+                connection.delete_queue(queue)
+            except TransportError:
+                pass
+        for exchange in (settings.exchange, settings.unrouted_exchange, settings.commands_exchange,
+                         settings.dead_exchange):
+            try:
+                connection.delete_exchange(exchange)
+            except TransportError:
+                pass
+
+
+TAPS: dict[str, list[str]] = {}
+
+
+class Tap:
+    """A queue bound to an exchange to watch what is published there."""
+
+    def __init__(self, broker: Broker, settings: Settings, exchange: str, pattern: str) -> None:
+        self.broker = broker
+        self.name = f"{settings.namespace}.tap.{uuid.uuid4().hex[:6]}"
+        TAPS.setdefault(settings.namespace, []).append(self.name)
+        broker.declare_queue(self.name)
+        broker.bind_queue(self.name, exchange, pattern)
+
+    def get(self, timeout: float = 5.0) -> Delivery | None:
+        return self.broker.get(self.name, timeout=timeout)
+
+    def drain(self, idle: float = 1.0) -> list[Delivery]:
+        """Everything until the queue stays empty for idle seconds."""
+        found = []
+        while (delivery := self.get(timeout=idle)) is not None:
+            found.append(delivery)
+        return found
+
+
+@pytest.fixture
+def events_tap(broker: Broker, settings: Settings) -> Tap:
+    """A queue bound to every event of this test's events exchange (declared first)."""
+    from bridge.topology import declare_events
+
+    declare_events(broker, settings)
+    return Tap(broker, settings, settings.exchange, "#")
+
+
+def script(name: str) -> list[str]:
+    """The command of an installed console script, falling back to python -m."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    if found:
+        return [found]
+    module = {"tcx-bridge-notify": "bridge.notify", "tcx-bridge": "bridge.cli"}[name]
+    return [sys.executable, "-m", module]
+
+
+def run_notify(env: dict[str, str], *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """One launch of the registered executable, as the Assistant does it."""
+    return subprocess.run([*script("tcx-bridge-notify"), *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_cli(env: dict[str, str], *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*script("tcx-bridge"), *argv], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)

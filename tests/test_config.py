@@ -1,0 +1,123 @@
+"""Settings precedence, validation and credential masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import describe, load_settings, redact_url, reduce_desk
+from bridge.errors import ConfigError
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('desk = "from-file"\nnamespace = "filens"\nreplay_batch = 7\n')
+    return path
+
+
+def test_precedence_defaults_file_environment_flags(config_file: Path, tmp_path: Path) -> None:
+    environ = {"TCX_BRIDGE_CONFIG": str(config_file), "TCX_BRIDGE_DESK": "from-env",
+               "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    loaded = load_settings({"desk": "from-flag"}, environ)
+    assert loaded.settings.desk == "from-flag"
+    assert loaded.sources["desk"] == "flag"
+    loaded = load_settings({}, environ)
+    assert loaded.settings.desk == "from-env"
+    assert loaded.settings.namespace == "filens"
+    assert loaded.settings.replay_batch == 7
+    assert loaded.sources["namespace"] == f"file {config_file}"
+    assert loaded.settings.publish_budget == 3.0
+    assert loaded.sources["publish_budget"] == "default"
+
+
+def test_exchange_follows_namespace_unless_set(tmp_path: Path) -> None:
+    base = {"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml"), "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    (tmp_path / "none.toml").write_text("")
+    settings = load_settings({}, {**base, "TCX_BRIDGE_NAMESPACE": "acme"}).settings
+    assert settings.exchange == "acme.events"
+    assert settings.unrouted_exchange == "acme.unrouted"
+    assert settings.queue("crm") == "acme.crm"
+    assert settings.dead_queue("crm") == "acme.dead.crm"
+    settings = load_settings({}, {**base, "TCX_BRIDGE_EXCHANGE": "calls"}).settings
+    assert settings.exchange == "calls"
+
+
+def test_default_amqp_url(tmp_path: Path) -> None:
+    settings = load_settings({}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings
+    assert settings.amqp_url == "amqp://guest:guest@localhost:5672/%2F"
+    assert settings.exchange == "tcx.events"
+
+
+BAD = [
+    ("TCX_BRIDGE_AMQP_URL", "http://example.com",
+     "TCX_BRIDGE_AMQP_URL: 'http://example.com' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..."),
+    # the password is masked even in the error
+    ("TCX_BRIDGE_AMQP_URL", "ftp://u:secret@h/",
+     "TCX_BRIDGE_AMQP_URL: 'ftp://u:****@h/' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..."),
+    ("TCX_BRIDGE_PUBLISH_BUDGET", "soon", "TCX_BRIDGE_PUBLISH_BUDGET: 'soon' is not a number; give e.g. 1.1"),
+    ("TCX_BRIDGE_PUBLISH_BUDGET", "0", "TCX_BRIDGE_PUBLISH_BUDGET: '0' is too small; give at least 0.1"),
+    ("TCX_BRIDGE_DESK", "...", "TCX_BRIDGE_DESK: '...' has no character of A-Z a-z 0-9 _ -; give a desk id"),
+    ("TCX_BRIDGE_EXCHANGE", "bad name", "TCX_BRIDGE_EXCHANGE: 'bad name' is not a valid name; use 1 to 200 of A-Z a-z 0-9 _ . : -"),
+    ("TCX_BRIDGE_QUORUM", "maybe", "TCX_BRIDGE_QUORUM: 'maybe' is not a boolean; use true or false"),
+    ("TCX_BRIDGE_REGION", "Swiss", "TCX_BRIDGE_REGION: 'Swiss' is not a two-letter region code; use e.g. CH"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), BAD)
+def test_bad_value_names_key_and_value(variable: str, value: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {variable: value, "TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False)
+    assert str(caught.value) == message
+
+
+def test_unknown_file_key_fails_loudly(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('dsek = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown key 'dsek'"):
+        load_settings({}, {"TCX_BRIDGE_CONFIG": str(path), "TCX_BRIDGE_DATA_DIR": str(tmp_path)})
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"TCX_BRIDGE_CONFIG": str(missing)})
+    assert str(caught.value) == f"TCX_BRIDGE_CONFIG: config file {str(missing)!r} does not exist"
+
+
+def test_bad_value_in_file_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('prefetch = "lots"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {"TCX_BRIDGE_CONFIG": str(path), "TCX_BRIDGE_DATA_DIR": str(tmp_path)})
+    assert str(caught.value) == f"prefetch in {path}: 'lots' is not a number; give e.g. 2"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://guest:guest@localhost:5672/%2F", "amqp://guest:****@localhost:5672/%2F"),
+        ("amqps://u:p%40ss@mq.example.com/vh", "amqps://u:****@mq.example.com/vh"),
+        # no password: unchanged
+        ("amqp://mq.example.com/", "amqp://mq.example.com/"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_describe_never_shows_the_password(tmp_path: Path) -> None:
+    loaded = load_settings({"amqp_url": "amqp://bob:hunter2@mq/%2F"}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)},
+                           read_file=False)
+    rows = describe(loaded)
+    assert all("hunter2" not in value for _, _, value, _ in rows)
+    assert ("amqp_url", "TCX_BRIDGE_AMQP_URL", "amqp://bob:****@mq/%2F", "flag") in rows
+
+
+@pytest.mark.parametrize(
+    ("raw", "reduced"),
+    [("DESK-07", "DESK-07"), ("desk 7.corp", "desk7corp"), ("Zoë_1", "Zo_1")],
+)
+def test_reduce_desk(raw: str, reduced: str) -> None:
+    assert reduce_desk(raw) == reduced

@@ -1,0 +1,66 @@
+"""The wire format of call events: fields, timestamps, routing keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+from bridge import events
+from bridge.config import Settings
+from bridge.notify import build_event, to_message
+
+
+def test_event_body_has_the_contract_fields(settings: Settings) -> None:
+    event, problems = build_event(["/N:S", "/C:0791234567", "/T:I", "/I:42"], settings)
+    body = json.loads(events.ENCODER.encode(event))
+    assert problems == []
+    assert body["type"] == "call"
+    assert body["schema_version"] == 1
+    assert body["kind"] == "started"
+    assert body["direction"] == "inbound"
+    assert body["call_id"] == "42"
+    assert body["caller_id"] == "0791234567"
+    assert body["desk"] == settings.desk
+    assert body["extension"] == "101"
+    assert body["argv"] == ["/N:S", "/C:0791234567", "/T:I", "/I:42"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", body["occurred_at"])
+    assert body["reason"] is None
+
+
+def test_event_ids_are_unique(settings: Settings) -> None:
+    ids = {build_event(["/N:E", "/T:I", "/I:1"], settings)[0].event_id for _ in range(100)}
+    assert len(ids) == 100
+
+
+def test_invalid_launch_keeps_what_it_could_read(settings: Settings) -> None:
+    event, problems = build_event(["/N:Z", "/C:555", "/I:9"], settings)
+    assert event.kind == "invalid"
+    assert event.routing_key == f"call.invalid.{settings.desk}"
+    assert event.call_id == "9"
+    assert event.caller_id == "555"
+    assert event.reason == problems[0] == "unknown notification type /N:'Z'; expected S, C or E"
+
+
+def test_message_properties(settings: Settings) -> None:
+    event, _ = build_event(["/N:C", "/T:O", "/I:7"], settings)
+    message = to_message(event)
+    assert message.routing_key == f"call.connected.outbound.{settings.desk}"
+    assert message.message_id == event.event_id
+    assert message.type == "call.connected"
+    assert abs(message.timestamp - datetime.now(timezone.utc).timestamp()) < 5
+
+
+def test_time_format_always_has_microseconds() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert events.format_time(moment) == "2026-01-02T03:04:05.000000Z"
+    assert events.parse_time("2026-01-02T03:04:05.000000Z") == moment
+
+
+def test_decoder_ignores_fields_from_newer_producers() -> None:
+    body = (b'{"type":"call","schema_version":2,"event_id":"e","kind":"ended","direction":"inbound",'
+            b'"call_id":"1","caller_id":null,"desk":"d","extension":null,'
+            b'"occurred_at":"2026-01-02T03:04:05.000000Z","argv":[],"new_field":true}')
+    event = events.EVENT_DECODER.decode(body)
+    assert isinstance(event, events.CallEvent)
+    assert event.schema_version == 2

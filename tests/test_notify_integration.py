@@ -1,0 +1,165 @@
+"""The registered executable against the real broker: routing, bodies, outages, bursts."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Settings
+from bridge.outbox import Outbox
+from bridge.transport import Broker
+from tests.conftest import Tap, run_cli, run_notify
+
+pytestmark = pytest.mark.integration
+
+CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
+
+SEED = [
+    (["/N:S", "/C:0791234567", "/T:I", "/I:5001"], "call.started.inbound", "started", "inbound", "0791234567"),
+    (["/N:C", "/T:I", "/I:5001"], "call.connected.inbound", "connected", "inbound", None),
+    (["/N:E", "/T:I", "/I:5001"], "call.ended.inbound", "ended", "inbound", None),
+    (["/N:S", "/T:O", "/I:0441234567"], "call.started.outbound", "started", "outbound", None),
+    (["/N:C", "/T:O", "/I:0441234567"], "call.connected.outbound", "connected", "outbound", None),
+    (["/N:E", "/T:O", "/I:0441234567"], "call.ended.outbound", "ended", "outbound", None),
+]
+
+
+@pytest.mark.parametrize(("argv", "prefix", "kind", "direction", "caller_id"), SEED)
+def test_seed_launch_arrives_routed_with_its_body(
+    env: dict[str, str], settings: Settings, events_tap: Tap,
+    argv: list[str], prefix: str, kind: str, direction: str, caller_id: str | None,
+) -> None:
+    done = run_notify(env, *argv)
+    assert done.returncode == 0, done.stderr
+    delivery = events_tap.get()
+    assert delivery is not None
+    assert delivery.routing_key == f"{prefix}.{settings.desk}"
+    body = json.loads(delivery.body)
+    assert (body["kind"], body["direction"], body["caller_id"]) == (kind, direction, caller_id)
+    assert body["call_id"] == argv[-1][3:]
+    assert body["argv"] == argv
+    assert delivery.message_id == body["event_id"]
+    assert delivery.type == f"call.{kind}"
+
+
+def test_fresh_broker_gets_the_topology_from_the_first_launch(
+    env: dict[str, str], settings: Settings, broker: Broker
+) -> None:
+    """No exchange exists yet: the launch declares it, and with nobody bound the event is kept."""
+    assert not broker.exchange_exists(settings.exchange)
+    done = run_notify(env, "/N:S", "/C:1", "/T:I", "/I:1")
+    assert done.returncode == 0, done.stderr
+    assert broker.exchange_exists(settings.exchange)
+    kept = broker.get(settings.unrouted_exchange, timeout=5)
+    assert kept is not None
+    assert kept.routing_key == f"call.started.inbound.{settings.desk}"
+    assert list(Outbox(settings.outbox_dir).paths()) == []
+
+
+def test_invalid_launch_is_published_to_the_invalid_route(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    done = run_notify(env, "/N:X", "/I:77")
+    assert done.returncode == 2
+    assert "unknown notification type /N:'X'; expected S, C or E" in done.stderr
+    delivery = events_tap.get()
+    assert delivery is not None
+    assert delivery.routing_key == f"call.invalid.{settings.desk}"
+    body = json.loads(delivery.body)
+    assert body["kind"] == "invalid"
+    assert body["argv"] == ["/N:X", "/I:77"]
+    assert body["reason"] == "unknown notification type /N:'X'; expected S, C or E"
+    log = (Path(settings.log_dir) / "notify.log").read_text()
+    assert "call.invalid" in log
+
+
+def test_launch_with_no_arguments_is_published_as_invalid(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    done = run_notify(env)
+    assert done.returncode == 2
+    delivery = events_tap.get()
+    assert delivery is not None
+    assert json.loads(delivery.body)["argv"] == []
+
+
+def test_outage_outboxes_then_flush_delivers_each_once_in_order(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.5"}
+    call_ids = [f"out-{n}" for n in range(5)]
+    for call_id in call_ids:
+        started = time.monotonic()
+        done = run_notify(down, "/N:E", "/T:I", f"/I:{call_id}")
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started < 5  # bounded by the budget, not hung
+    assert len(Outbox(settings.outbox_dir).paths()) == 5
+    assert events_tap.get(timeout=0.5) is None
+    log = (Path(settings.log_dir) / "notify.log").read_text()
+    assert log.count("outboxed call.ended.inbound") == 5
+    assert "guest:guest" not in log
+
+    flushed = run_cli(env, "spool", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert "flushed 5 event(s)" in flushed.stdout
+    arrived = [json.loads(d.body)["call_id"] for d in events_tap.drain()]
+    assert arrived == call_ids
+    assert Outbox(settings.outbox_dir).paths() == []
+
+
+def test_next_launch_replays_the_outbox(env: dict[str, str], settings: Settings, events_tap: Tap) -> None:
+    down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.2"}
+    assert run_notify(down, "/N:S", "/C:1", "/T:I", "/I:old").returncode == 0
+    assert run_notify(env, "/N:S", "/C:1", "/T:I", "/I:new").returncode == 0
+    arrived = [json.loads(d.body)["call_id"] for d in events_tap.drain()]
+    assert sorted(arrived) == ["new", "old"]
+    assert arrived[0] == "new"  # the fresh event goes first; the backlog follows
+    assert Outbox(settings.outbox_dir).paths() == []
+
+
+def test_replay_per_launch_is_bounded(env: dict[str, str], settings: Settings, events_tap: Tap) -> None:
+    down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.2"}
+    for n in range(4):
+        assert run_notify(down, "/N:E", "/T:I", f"/I:{n}").returncode == 0
+    assert run_notify({**env, "TCX_BRIDGE_REPLAY_BATCH": "2"}, "/N:E", "/T:I", "/I:now").returncode == 0
+    assert len(events_tap.drain()) == 3
+    assert len(Outbox(settings.outbox_dir).paths()) == 2
+
+
+def test_fifty_concurrent_launches_during_an_outage_are_flushed_once_each(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.5"}
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda n: run_notify(down, "/N:S", f"/C:{n}", "/T:I", f"/I:burst-{n}"),
+                                range(50)))
+    assert [r.returncode for r in results] == [0] * 50
+    assert len(Outbox(settings.outbox_dir).paths()) == 50
+
+    # replays race: two flushes and a live launch at once must still publish each event once
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        jobs = [pool.submit(run_cli, env, "spool", "flush"), pool.submit(run_cli, env, "spool", "flush"),
+                pool.submit(run_notify, env, "/N:E", "/T:I", "/I:live")]
+        assert [job.result().returncode for job in jobs] == [0, 0, 0]
+    call_ids = [json.loads(d.body)["call_id"] for d in events_tap.drain()]
+    burst = [c for c in call_ids if c.startswith("burst-")]
+    assert len(burst) == 50
+    assert sorted(set(burst)) == sorted(f"burst-{n}" for n in range(50))
+    assert "live" in call_ids
+    assert Outbox(settings.outbox_dir).paths() == []
+
+
+def test_mandatory_unroutable_without_alternate_exchange_goes_to_the_outbox(
+    env: dict[str, str], settings: Settings, broker: Broker
+) -> None:
+    """An exchange declared by someone else without our alternate exchange: a return is a failure."""
+    broker.declare_exchange(settings.exchange, "topic")
+    done = run_notify({**env, "TCX_BRIDGE_PUBLISH_BUDGET": "0.3"}, "/N:E", "/T:I", "/I:1")
+    assert done.returncode == 0, done.stderr
+    assert len(Outbox(settings.outbox_dir).paths()) == 1
+    log = (Path(settings.log_dir) / "notify.log").read_text()
+    assert "returned the message as unroutable" in log
