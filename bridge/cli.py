@@ -66,7 +66,7 @@ def with_settings(command: F) -> F:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
 @click.version_option(package_name="tcx-bridge")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool, **flags: Any) -> None:
+def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
     """tcx-bridge: 3CX Assistant call events on RabbitMQ.
 
     \b
@@ -147,14 +147,18 @@ def spool_flush(settings: Settings, wait: float) -> None:
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         result = outbox.replay(lambda message: publish_event(broker, settings, message), wait=wait)
     if result.locked_out:
-        raise click.ClickException(f"another process is replaying the outbox; {result.remaining} event(s) wait")
-    click.echo(f"flushed {result.published} event(s) to {redact_url(settings.amqp_url)}; "
-               f"{result.remaining} left")
+        raise click.ClickException(
+            f"another process is replaying the outbox; {result.remaining} event(s) wait"
+        )
+    click.echo(
+        f"flushed {result.published} event(s) to {redact_url(settings.amqp_url)}; {result.remaining} left"
+    )
 
 
 def main() -> None:
     """Entry point of ``tcx-bridge``."""
     cli(prog_name="tcx-bridge")
+
 
 if __name__ == "__main__":
     main()

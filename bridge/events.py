@@ -9,7 +9,7 @@ Every message carries ``type`` (its tag) and ``schema_version``.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -120,17 +120,17 @@ def new_event_id() -> str:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC, always with microseconds."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def utc_now() -> str:
     """The current time as a wire timestamp."""
-    return format_time(datetime.now(timezone.utc))
+    return format_time(datetime.now(UTC))
 
 
 def parse_time(value: str) -> datetime:
     """Parse a wire timestamp (or any RFC 3339 time) into an aware datetime."""
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment

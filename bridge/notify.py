@@ -16,7 +16,7 @@ needs (no click; tenacity only when a retry happens).
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -50,9 +50,12 @@ def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEve
     except LaunchError as error:
         options = scan_options(argv)  # keep what can be read of a bad launch
         event = events.CallEvent(
-            kind="invalid", direction="unknown", call_id=options.get("I", "").strip() or None,
+            kind="invalid",
+            direction="unknown",
+            call_id=options.get("I", "").strip() or None,
             caller_id=options.get("C"),
-            reason=str(error), **common,  # type: ignore[arg-type]  # keys checked by msgspec
+            reason=str(error),
+            **common,  # type: ignore[arg-type]  # keys checked by msgspec
         )
         return event, [str(error)]
     event = events.CallEvent(
@@ -124,6 +127,23 @@ def _publish_and_replay(message: OutgoingMessage, settings: Settings, outbox: Ou
         return replay.published
 
 
+class BoundedFileHandler(logging.FileHandler):
+    """Append to a log file; past max_bytes, rename it to ``.1`` (keeping one old file).
+
+    logging.handlers.RotatingFileHandler would do, but importing logging.handlers
+    (with pickle, queue, socket) costs every launch milliseconds. Each launch logs a
+    few lines, so checking the size once, when the file is opened, is enough.
+    """
+
+    def __init__(self, filename: str, max_bytes: int) -> None:
+        try:
+            if os.path.getsize(filename) > max_bytes:
+                os.replace(filename, filename + ".1")
+        except OSError:  # missing (fine) or held open by another launch (rotate next time)
+            pass
+        super().__init__(filename, encoding="utf-8", delay=True)
+
+
 def configure_logging(settings: Settings | None) -> None:
     """One size-bounded log file under the data dir, and errors to stderr (if there is one)."""
     root = logging.getLogger()
@@ -133,9 +153,8 @@ def configure_logging(settings: Settings | None) -> None:
     if settings is not None:
         try:
             settings.log_dir.mkdir(parents=True, exist_ok=True)
-            handler: logging.Handler = logging.handlers.RotatingFileHandler(
-                settings.log_dir / "notify.log", maxBytes=settings.log_max_bytes, backupCount=3,
-                encoding="utf-8", delay=True,
+            handler: logging.Handler = BoundedFileHandler(
+                str(settings.log_dir / "notify.log"), settings.log_max_bytes
             )
             handler.setFormatter(formatter)
             root.addHandler(handler)
@@ -164,13 +183,22 @@ def run(argv: Sequence[str]) -> int:
     try:
         outcome, replayed = deliver(message, settings)
     except TcxBridgeError as error:
-        logger.error("LOST %s event_id=%s: %s (broker %s)", message.routing_key, event.event_id,
-                     error, redact_url(settings.amqp_url))
+        logger.error(
+            "LOST %s event_id=%s: %s (broker %s)",
+            message.routing_key,
+            event.event_id,
+            error,
+            redact_url(settings.amqp_url),
+        )
         return EXIT_FAILED
     logger.info(
         "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d",
-        outcome, message.routing_key, event.event_id, event.call_id,
-        (time.perf_counter() - started) * 1000, replayed,
+        outcome,
+        message.routing_key,
+        event.event_id,
+        event.call_id,
+        (time.perf_counter() - started) * 1000,
+        replayed,
     )
     return EXIT_INVALID if event.kind == "invalid" else EXIT_OK
 
@@ -197,6 +225,7 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
 def main() -> None:
     """Entry point of ``tcx-bridge-notify`` and ``tcx-bridge-notifyw``."""
     sys.exit(run(sys.argv[1:]))
+
 
 if __name__ == "__main__":
     main()

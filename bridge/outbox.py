@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -171,7 +172,7 @@ class Outbox:
             os.close(descriptor)
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows desks only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows desks only
     import msvcrt
 
     def _try_lock(descriptor: int) -> bool:

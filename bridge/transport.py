@@ -86,8 +86,15 @@ def mapped_errors(action: str) -> Iterator[None]:
             f"{action}: the broker refused: {error.reply_code} {error.reply_text}", error.reply_code
         ) from None
     except pika.exceptions.ProbableAuthenticationError:
-        raise BrokerUnreachableError(f"{action}: the broker refused the login; check the user and password") from None
-    except (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed, ssl.SSLError, OSError) as error:
+        raise BrokerUnreachableError(
+            f"{action}: the broker refused the login; check the user and password"
+        ) from None
+    except (
+        pika.exceptions.AMQPConnectionError,
+        pika.exceptions.ConnectionClosed,
+        ssl.SSLError,
+        OSError,
+    ) as error:
         detail = _describe(error)
         raise BrokerUnreachableError(f"{action}: the broker cannot be reached ({detail})") from None
     except pika.exceptions.AMQPError as error:

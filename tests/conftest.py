@@ -111,8 +111,12 @@ def _cleanup(settings: Settings) -> None:
                 connection.delete_queue(queue)
             except TransportError:
                 pass
-        for exchange in (settings.exchange, settings.unrouted_exchange, settings.commands_exchange,
-                         settings.dead_exchange):
+        for exchange in (
+            settings.exchange,
+            settings.unrouted_exchange,
+            settings.commands_exchange,
+            settings.dead_exchange,
+        ):
             try:
                 connection.delete_exchange(exchange)
             except TransportError:
@@ -163,10 +167,17 @@ def script(name: str) -> list[str]:
 
 def run_notify(env: dict[str, str], *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """One launch of the registered executable, as the Assistant does it."""
-    return subprocess.run([*script("tcx-bridge-notify"), *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*script("tcx-bridge-notify"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_cli(env: dict[str, str], *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*script("tcx-bridge"), *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*script("tcx-bridge"), *argv], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -18,8 +18,11 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def test_precedence_defaults_file_environment_flags(config_file: Path, tmp_path: Path) -> None:
-    environ = {"TCX_BRIDGE_CONFIG": str(config_file), "TCX_BRIDGE_DESK": "from-env",
-               "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    environ = {
+        "TCX_BRIDGE_CONFIG": str(config_file),
+        "TCX_BRIDGE_DESK": "from-env",
+        "TCX_BRIDGE_DATA_DIR": str(tmp_path),
+    }
     loaded = load_settings({"desk": "from-flag"}, environ)
     assert loaded.settings.desk == "from-flag"
     assert loaded.sources["desk"] == "flag"
@@ -51,15 +54,25 @@ def test_default_amqp_url(tmp_path: Path) -> None:
 
 
 BAD = [
-    ("TCX_BRIDGE_AMQP_URL", "http://example.com",
-     "TCX_BRIDGE_AMQP_URL: 'http://example.com' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..."),
+    (
+        "TCX_BRIDGE_AMQP_URL",
+        "http://example.com",
+        "TCX_BRIDGE_AMQP_URL: 'http://example.com' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://...",
+    ),
     # the password is masked even in the error
-    ("TCX_BRIDGE_AMQP_URL", "ftp://u:secret@h/",
-     "TCX_BRIDGE_AMQP_URL: 'ftp://u:****@h/' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..."),
+    (
+        "TCX_BRIDGE_AMQP_URL",
+        "ftp://u:secret@h/",
+        "TCX_BRIDGE_AMQP_URL: 'ftp://u:****@h/' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://...",
+    ),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "soon", "TCX_BRIDGE_PUBLISH_BUDGET: 'soon' is not a number; give e.g. 1.1"),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "0", "TCX_BRIDGE_PUBLISH_BUDGET: '0' is too small; give at least 0.1"),
     ("TCX_BRIDGE_DESK", "...", "TCX_BRIDGE_DESK: '...' has no character of A-Z a-z 0-9 _ -; give a desk id"),
-    ("TCX_BRIDGE_EXCHANGE", "bad name", "TCX_BRIDGE_EXCHANGE: 'bad name' is not a valid name; use 1 to 200 of A-Z a-z 0-9 _ . : -"),
+    (
+        "TCX_BRIDGE_EXCHANGE",
+        "bad name",
+        "TCX_BRIDGE_EXCHANGE: 'bad name' is not a valid name; use 1 to 200 of A-Z a-z 0-9 _ . : -",
+    ),
     ("TCX_BRIDGE_QUORUM", "maybe", "TCX_BRIDGE_QUORUM: 'maybe' is not a boolean; use true or false"),
     ("TCX_BRIDGE_REGION", "Swiss", "TCX_BRIDGE_REGION: 'Swiss' is not a two-letter region code; use e.g. CH"),
 ]
@@ -108,8 +121,9 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_describe_never_shows_the_password(tmp_path: Path) -> None:
-    loaded = load_settings({"amqp_url": "amqp://bob:hunter2@mq/%2F"}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)},
-                           read_file=False)
+    loaded = load_settings(
+        {"amqp_url": "amqp://bob:hunter2@mq/%2F"}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False
+    )
     rows = describe(loaded)
     assert all("hunter2" not in value for _, _, value, _ in rows)
     assert ("amqp_url", "TCX_BRIDGE_AMQP_URL", "amqp://bob:****@mq/%2F", "flag") in rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bridge import events
 from bridge.config import Settings
@@ -48,19 +48,21 @@ def test_message_properties(settings: Settings) -> None:
     assert message.routing_key == f"call.connected.outbound.{settings.desk}"
     assert message.message_id == event.event_id
     assert message.type == "call.connected"
-    assert abs(message.timestamp - datetime.now(timezone.utc).timestamp()) < 5
+    assert abs(message.timestamp - datetime.now(UTC).timestamp()) < 5
 
 
 def test_time_format_always_has_microseconds() -> None:
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert events.format_time(moment) == "2026-01-02T03:04:05.000000Z"
     assert events.parse_time("2026-01-02T03:04:05.000000Z") == moment
 
 
 def test_decoder_ignores_fields_from_newer_producers() -> None:
-    body = (b'{"type":"call","schema_version":2,"event_id":"e","kind":"ended","direction":"inbound",'
-            b'"call_id":"1","caller_id":null,"desk":"d","extension":null,'
-            b'"occurred_at":"2026-01-02T03:04:05.000000Z","argv":[],"new_field":true}')
+    body = (
+        b'{"type":"call","schema_version":2,"event_id":"e","kind":"ended","direction":"inbound",'
+        b'"call_id":"1","caller_id":null,"desk":"d","extension":null,'
+        b'"occurred_at":"2026-01-02T03:04:05.000000Z","argv":[],"new_field":true}'
+    )
     event = events.EVENT_DECODER.decode(body)
     assert isinstance(event, events.CallEvent)
     assert event.schema_version == 2

@@ -21,10 +21,15 @@ SEED = [
 
 
 @pytest.mark.parametrize(("argv", "kind", "direction", "call_id", "caller_id"), SEED)
-def test_seed_launches(argv: list[str], kind: str, direction: str, call_id: str, caller_id: str | None) -> None:
+def test_seed_launches(
+    argv: list[str], kind: str, direction: str, call_id: str, caller_id: str | None
+) -> None:
     launch = parse_launch(argv)
     assert (launch.kind, launch.direction, launch.call_id, launch.caller_id) == (
-        kind, direction, call_id, caller_id,
+        kind,
+        direction,
+        call_id,
+        caller_id,
     )
     assert launch.warnings == ()
 
@@ -52,10 +57,15 @@ TOLERANT = [
 
 
 @pytest.mark.parametrize(("argv", "kind", "direction", "call_id", "caller_id"), TOLERANT)
-def test_tolerant_forms(argv: list[str], kind: str, direction: str, call_id: str, caller_id: str | None) -> None:
+def test_tolerant_forms(
+    argv: list[str], kind: str, direction: str, call_id: str, caller_id: str | None
+) -> None:
     launch = parse_launch(argv)
     assert (launch.kind, launch.direction, launch.call_id, launch.caller_id) == (
-        kind, direction, call_id, caller_id,
+        kind,
+        direction,
+        call_id,
+        caller_id,
     )
 
 
@@ -77,11 +87,20 @@ def test_unknown_call_type_warns_and_keeps_the_event() -> None:
 
 INVALID = [
     ([], "no arguments were given; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId"),
-    (["/T:I", "/I:5"], "no notification type /N: in ['/T:I', '/I:5']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId"),
+    (
+        ["/T:I", "/I:5"],
+        "no notification type /N: in ['/T:I', '/I:5']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId",
+    ),
     (["/N:Q", "/T:I", "/I:5"], "unknown notification type /N:'Q'; expected S, C or E"),
-    (["/N:S", "/C:1", "/T:I"], "no call id /I: in ['/N:S', '/C:1', '/T:I']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId"),
+    (
+        ["/N:S", "/C:1", "/T:I"],
+        "no call id /I: in ['/N:S', '/C:1', '/T:I']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId",
+    ),
     # an empty call id is no call id
-    (["/N:E", "/T:I", "/I:"], "no call id /I: in ['/N:E', '/T:I', '/I:']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId"),
+    (
+        ["/N:E", "/T:I", "/I:"],
+        "no call id /I: in ['/N:E', '/T:I', '/I:']; expected /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId",
+    ),
 ]
 
 
@@ -99,12 +118,15 @@ def test_arbitrary_argv_raises_only_launch_error(argv: list[str]) -> None:
     except LaunchError:
         return
     assert launch.kind in ("started", "connected", "ended")
-    assert launch.call_id and launch.call_id == launch.call_id.strip()
+    assert launch.call_id
+    assert launch.call_id == launch.call_id.strip()
 
 
 option = st.builds(
     lambda dash, letter, value: f"{dash}{letter}:{value}",
-    st.sampled_from("/-"), st.sampled_from("NCTIncti"), st.text(max_size=12),
+    st.sampled_from("/-"),
+    st.sampled_from("NCTIncti"),
+    st.text(max_size=12),
 )
 
 
@@ -114,4 +136,7 @@ def test_option_shaped_argv_raises_only_launch_error(argv: list[str]) -> None:
     try:
         parse_launch(argv)
     except LaunchError as error:
-        assert str(error)
+        message = str(error)
+    else:
+        return
+    assert message

@@ -19,7 +19,13 @@ pytestmark = pytest.mark.integration
 CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 SEED = [
-    (["/N:S", "/C:0791234567", "/T:I", "/I:5001"], "call.started.inbound", "started", "inbound", "0791234567"),
+    (
+        ["/N:S", "/C:0791234567", "/T:I", "/I:5001"],
+        "call.started.inbound",
+        "started",
+        "inbound",
+        "0791234567",
+    ),
     (["/N:C", "/T:I", "/I:5001"], "call.connected.inbound", "connected", "inbound", None),
     (["/N:E", "/T:I", "/I:5001"], "call.ended.inbound", "ended", "inbound", None),
     (["/N:S", "/T:O", "/I:0441234567"], "call.started.outbound", "started", "outbound", None),
@@ -30,8 +36,14 @@ SEED = [
 
 @pytest.mark.parametrize(("argv", "prefix", "kind", "direction", "caller_id"), SEED)
 def test_seed_launch_arrives_routed_with_its_body(
-    env: dict[str, str], settings: Settings, events_tap: Tap,
-    argv: list[str], prefix: str, kind: str, direction: str, caller_id: str | None,
+    env: dict[str, str],
+    settings: Settings,
+    events_tap: Tap,
+    argv: list[str],
+    prefix: str,
+    kind: str,
+    direction: str,
+    caller_id: str | None,
 ) -> None:
     done = run_notify(env, *argv)
     assert done.returncode == 0, done.stderr
@@ -135,15 +147,19 @@ def test_fifty_concurrent_launches_during_an_outage_are_flushed_once_each(
 ) -> None:
     down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.5"}
     with ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(pool.map(lambda n: run_notify(down, "/N:S", f"/C:{n}", "/T:I", f"/I:burst-{n}"),
-                                range(50)))
+        results = list(
+            pool.map(lambda n: run_notify(down, "/N:S", f"/C:{n}", "/T:I", f"/I:burst-{n}"), range(50))
+        )
     assert [r.returncode for r in results] == [0] * 50
     assert len(Outbox(settings.outbox_dir).paths()) == 50
 
     # replays race: two flushes and a live launch at once must still publish each event once
     with ThreadPoolExecutor(max_workers=3) as pool:
-        jobs = [pool.submit(run_cli, env, "spool", "flush"), pool.submit(run_cli, env, "spool", "flush"),
-                pool.submit(run_notify, env, "/N:E", "/T:I", "/I:live")]
+        jobs = [
+            pool.submit(run_cli, env, "spool", "flush"),
+            pool.submit(run_cli, env, "spool", "flush"),
+            pool.submit(run_notify, env, "/N:E", "/T:I", "/I:live"),
+        ]
         assert [job.result().returncode for job in jobs] == [0, 0, 0]
     call_ids = [json.loads(d.body)["call_id"] for d in events_tap.drain()]
     burst = [c for c in call_ids if c.startswith("burst-")]

@@ -13,8 +13,13 @@ from bridge.transport import OutgoingMessage
 
 
 def message(n: int) -> OutgoingMessage:
-    return OutgoingMessage(routing_key=f"call.started.inbound.d{n}", body=b'{"n":%d}' % n,
-                           message_id=f"id-{n}", type="call.started", timestamp=1700000000 + n)
+    return OutgoingMessage(
+        routing_key=f"call.started.inbound.d{n}",
+        body=b'{"n":%d}' % n,
+        message_id=f"id-{n}",
+        type="call.started",
+        timestamp=1700000000 + n,
+    )
 
 
 def test_put_then_load_roundtrips(tmp_path: Path) -> None:

@@ -1,0 +1,150 @@
+"""Wall time of one launch of the registered executable, against a minimal pika floor.
+
+Interleaves, in the same run against the same broker:
+  * notify: ``tcx-bridge-notify /N:S /C:0791234567 /T:I /I:<n>`` (a fresh process, as the Assistant runs it);
+  * floor:  a fresh Python process that imports pika, connects and publishes one
+            persistent message with publisher confirms.
+Prints median, p95 and peak RSS of each, and the ratio (target: at most 1.15x).
+
+    python bench/notify_latency.py [--runs 40] [--amqp-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+# Linux keeps a process's peak RSS across fork+exec, so children forked from this
+# process (which imports pika) would report at least our own RSS. A small launcher,
+# started before anything heavy is imported, forks every measured process instead.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    command, env = json.loads(line)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    error = process.stderr.read().decode()
+    print(json.dumps([elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status), error]), flush=True)
+"""
+_launcher = subprocess.Popen(
+    [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bridge  # noqa: E402
+from bridge.config import load_settings  # noqa: E402
+from bridge.topology import declare_events  # noqa: E402
+from bridge.transport import Broker  # noqa: E402
+
+FLOOR = """
+import sys, pika
+connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+channel = connection.channel()
+channel.confirm_delivery()
+channel.basic_publish(sys.argv[2], "call.started.inbound.floor", b'{"call_id":"1"}',
+                      pika.BasicProperties(content_type="application/json", delivery_mode=2), mandatory=True)
+connection.close()
+"""
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    assert _launcher.stdin is not None
+    assert _launcher.stdout is not None
+    _launcher.stdin.write(json.dumps([command, env]) + "\n")
+    _launcher.stdin.flush()
+    elapsed, max_rss, status, stderr = json.loads(_launcher.stdout.readline())
+    if status != 0:
+        raise SystemExit(f"{command[0]} failed with {status}: {stderr}")
+    return elapsed, max_rss
+
+
+def summary(name: str, samples: list[float], rss: list[int]) -> str:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"{name:<7} median {statistics.median(samples) * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms   "
+        f"peak RSS {max(rss) / 1024:6.1f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("TCX_BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+    )
+    args = parser.parse_args()
+
+    notify = shutil.which("tcx-bridge-notify", path=str(Path(sys.executable).parent))
+    if notify is None:
+        raise SystemExit("tcx-bridge-notify is not installed: pip install -e .")
+    # Installed code runs from bytecode; this machine may set PYTHONDONTWRITEBYTECODE.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(bridge.__file__).parent)], check=True)
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
+    # As on a desk: no TCX_BRIDGE_CONFIG or TCX_BRIDGE_DATA_DIR, so the platform dirs are looked up.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TCX_BRIDGE_")}
+    env.update(
+        TCX_BRIDGE_AMQP_URL=args.amqp_url,
+        TCX_BRIDGE_NAMESPACE=namespace,
+        TCX_BRIDGE_DESK="bench",
+        XDG_CONFIG_HOME=f"{data_dir}/config",
+        XDG_DATA_HOME=f"{data_dir}/data",
+        APPDATA=data_dir,
+        LOCALAPPDATA=data_dir,
+    )
+    settings = load_settings(environ=env).settings
+    with Broker(args.amqp_url) as broker:
+        declare_events(broker, settings)  # both sides publish to an existing exchange
+        broker.declare_queue(f"{namespace}.sink")
+        broker.bind_queue(f"{namespace}.sink", settings.exchange, "#")
+
+    notify_times: list[float] = []
+    floor_times: list[float] = []
+    notify_rss: list[int] = []
+    floor_rss: list[int] = []
+    try:
+        for warmup in range(3):
+            timed([notify, "/N:S", "/C:1", "/T:I", f"/I:warm{warmup}"], env)
+            timed([sys.executable, "-c", FLOOR, args.amqp_url, settings.exchange], env)
+        for n in range(args.runs):
+            order = [("notify", n % 2 == 0), ("floor", n % 2 == 1)]
+            for name, _ in sorted(order, key=lambda item: not item[1]):
+                if name == "notify":
+                    seconds, rss = timed([notify, "/N:S", "/C:0791234567", "/T:I", f"/I:{n}"], env)
+                    notify_times.append(seconds)
+                    notify_rss.append(rss)
+                else:
+                    seconds, rss = timed([sys.executable, "-c", FLOOR, args.amqp_url, settings.exchange], env)
+                    floor_times.append(seconds)
+                    floor_rss.append(rss)
+    finally:
+        with Broker(args.amqp_url) as broker:
+            for queue in (f"{namespace}.sink", settings.unrouted_exchange):
+                broker.delete_queue(queue)
+            for exchange in (settings.exchange, settings.unrouted_exchange):
+                broker.delete_exchange(exchange)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print(f"{args.runs} interleaved launches each, broker {settings.amqp_url.split('@')[-1]}")
+    print(summary("notify", notify_times, notify_rss))
+    print(summary("floor", floor_times, floor_rss))
+    ratio = statistics.median(notify_times) / statistics.median(floor_times)
+    print(f"ratio   median {ratio:.2f}x the floor (target <= 1.15x): {'OK' if ratio <= 1.15 else 'OVER'}")
+
+
+if __name__ == "__main__":
+    main()

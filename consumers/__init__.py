@@ -1,0 +1,1 @@
+"""Consumers of tcx-bridge events: the shared runtime and one module per consumer."""
