@@ -155,6 +155,83 @@ def spool_flush(settings: Settings, wait: float) -> None:
     )
 
 
+@cli.command("agent")
+@click.option("--max-messages", type=int, help="Stop after this many messages (for tests and demos).")
+@with_settings
+def agent_command(settings: Settings, max_messages: int | None) -> None:
+    """Run the desk agent: dial requests and screen pops for this desk, outbox replays.
+
+    \b
+    Example:
+        TCX_BRIDGE_DESK=DESK-07 TCX_BRIDGE_EXTENSION=107 tcx-bridge agent
+    """
+    from consumers.agent import DeskAgent
+    from consumers.runtime import Runner
+
+    runner = Runner(DeskAgent(settings), settings, max_messages=max_messages)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+@cli.command("dial")
+@click.argument("number")
+@click.option("--desk", help="The desk that dials (routing key desk.<desk>.dial).")
+@click.option("--extension", help="Or the extension that dials (routing key ext.<extension>.dial).")
+@click.option("--ttl", type=float, help="Seconds after which the request must not be dialed any more.")
+@click.option("--requested-by", help="Who asks (kept in the request and the agent's log).")
+@click.option("--wait", is_flag=True, help="Wait for the result; exit 1 unless the number was dialed.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits for the result.")
+@with_settings
+def dial_command(
+    settings: Settings,
+    number: str,
+    desk: str | None,
+    extension: str | None,
+    ttl: float | None,
+    requested_by: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Queue a dial request for a desk's 3CX Assistant.
+
+    \b
+    Example:
+        tcx-bridge dial --desk DESK-07 "+41 44 123 45 67" --ttl 60 --wait
+    """
+    from bridge.dial import ResultWatch, request_dial
+
+    if bool(desk) == bool(extension):
+        raise click.UsageError("give exactly one of --desk and --extension")
+    if not wait:
+        request = request_dial(
+            settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
+        )
+        click.echo(f"queued {request.request_id}")
+        return
+    with ResultWatch(settings) as watch:
+        request = request_dial(
+            settings,
+            number,
+            desk=desk,
+            extension=extension,
+            ttl=ttl,
+            requested_by=requested_by,
+            broker=watch.broker,
+        )
+        click.echo(f"queued {request.request_id}")
+        result = watch.wait(request.request_id, timeout=timeout)
+    if result is None:
+        raise click.ClickException(
+            f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
+        )
+    line = f"{result.status} {result.number} on {result.desk}" + (
+        f": {result.reason}" if result.reason else ""
+    )
+    if result.status != "dialed":
+        raise click.ClickException(line)
+    click.echo(line)
+
+
 def main() -> None:
     """Entry point of ``tcx-bridge``."""
     cli(prog_name="tcx-bridge")

@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     crm_journal_url: str | None
     crm_timeout: float
     popup_ttl: float
+    replay_interval: float
 
     @property
     def unrouted_exchange(self) -> str:
@@ -266,6 +267,12 @@ KEYS: tuple[Key, ...] = (
     Key("crm_journal_url", _const(None), _url_template, "HTTP endpoint the call journal is POSTed to"),
     Key("crm_timeout", _const(5.0), _number(float, 0.1), "seconds an HTTP CRM request may take"),
     Key("popup_ttl", _const(30.0), _number(float, 1.0), "seconds a screen pop stays useful"),
+    Key(
+        "replay_interval",
+        _const(30.0),
+        _number(float, 0.1),
+        "seconds between the desk agent's outbox replays",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 

@@ -4,7 +4,9 @@
     ├── ConfigError                 a setting has a bad value, or the config file is unreadable
     ├── LaunchError                 a 3CX Assistant launch cannot be understood
     ├── OutboxError                 the local outbox cannot be written or read
-    ├── DialError                   a dial request is not acceptable (bad number, expired)
+    ├── DialError                   a dial request is not acceptable: a bad number
+    │   └── DialExpiredError        ... or it expired before it could be dialed
+    ├── HandlerError                a message that can never be handled: dead-letter it at once
     └── TransportError              anything between us and the broker (pika never escapes transport.py)
         ├── BrokerUnreachableError  no connection: refused, timed out, TLS or login failed
         ├── BrokerRejectedError     the broker closed the channel (missing exchange, access refused)
@@ -36,6 +38,14 @@ class OutboxError(TcxBridgeError):
 
 class DialError(TcxBridgeError):
     """A dial request is not acceptable."""
+
+
+class DialExpiredError(DialError):
+    """A dial request expired before it could be dialed."""
+
+
+class HandlerError(TcxBridgeError):
+    """A message can never be handled (it is dead-lettered without retries)."""
 
 
 class TransportError(TcxBridgeError):

@@ -111,6 +111,7 @@ ENCODER = msgspec.json.Encoder()
 CALL_EVENT_DECODER = msgspec.json.Decoder(CallEvent)
 EVENT_DECODER = msgspec.json.Decoder(CallEvent | DialResult)
 SCREEN_POP_DECODER = msgspec.json.Decoder(ScreenPop)
+DIAL_REQUEST_DECODER = msgspec.json.Decoder(DialRequest)
 
 
 def new_event_id() -> str:

@@ -54,6 +54,8 @@ class Delivery(NamedTuple):
     message_id: str | None
     type: str | None
     headers: dict[str, Any]
+    timestamp: int | None = None
+    expiration: str | None = None
 
 
 def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) -> pika.URLParameters:
@@ -174,6 +176,12 @@ class Broker:
             result = self.channel.queue_declare(name, durable=True, arguments=arguments)
         return int(result.method.message_count)
 
+    def declare_private_queue(self) -> str:
+        """A server-named queue that lives as long as this connection; return its name."""
+        with mapped_errors("declare a private queue"):
+            result = self.channel.queue_declare("", exclusive=True, auto_delete=True)
+        return str(result.method.queue)
+
     def queue_depth(self, name: str) -> int | None:
         """Messages ready in a queue, or None when it does not exist."""
         try:
@@ -217,9 +225,13 @@ class Broker:
         *,
         prefetch: int,
         should_stop: Callable[[], bool],
+        on_tick: Callable[[], None] | None = None,
         tick: float = 0.5,
     ) -> None:
-        """Deliver queue's messages to handle until should_stop(); handle acks or rejects."""
+        """Deliver queue's messages to handle until should_stop(); handle acks or rejects.
+
+        on_tick runs between deliveries at least every tick seconds (periodic work).
+        """
         with mapped_errors(f"consume {queue!r}"):
             channel = self.channel
             channel.basic_qos(prefetch_count=prefetch)
@@ -230,6 +242,8 @@ class Broker:
             tag = channel.basic_consume(queue, on_message)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
+                if on_tick is not None:
+                    on_tick()
             channel.basic_cancel(tag)
 
     def ack(self, delivery_tag: int) -> None:
@@ -272,4 +286,6 @@ def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
         message_id=properties.message_id,
         type=properties.type,
         headers=dict(properties.headers or {}),
+        timestamp=properties.timestamp,
+        expiration=properties.expiration,
     )

@@ -1,0 +1,164 @@
+"""Dial requests: number validation, and the Python API for CRM servers.
+
+    from bridge.config import load_settings
+    from bridge.dial import request_dial, wait_for_result
+
+    settings = load_settings().settings
+    request = request_dial(settings, "+41 44 123 45 67", desk="DESK-07", ttl=60)
+    result = wait_for_result(settings, request.request_id, timeout=30)   # optional
+
+A request goes to ``tcx.commands`` with routing key ``desk.<desk>.dial`` (or
+``ext.<extension>.dial``); the desk agent answers on ``tcx.events`` with
+``dial.<status>.<desk>``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from bridge import events
+from bridge.config import Settings, reduce_desk
+from bridge.errors import DialError
+from bridge.topology import declare_commands, declare_events
+from bridge.transport import Broker, OutgoingMessage
+
+MAX_DIGITS = 32
+EXPIRATION_GRACE = 300.0  # seconds the broker keeps a request past its expires_at
+_SEPARATORS = re.compile(r"[ .()\-]")
+_DIALABLE = re.compile(r"\+?[0-9*#]+")
+
+
+def clean_number(raw: str) -> str:
+    """Remove visual separators, then allow only an optional leading + and 0-9 * #.
+
+    Nothing else is rewritten: the PBX's outbound rules decide the rest.
+    """
+    shown = repr(raw) if len(raw) <= 40 else repr(raw[:40]) + "..."
+    number = _SEPARATORS.sub("", raw)
+    if not number:
+        raise DialError(f"number {shown} is empty; give digits like +41441234567")
+    if not _DIALABLE.fullmatch(number):
+        raise DialError(
+            f"number {shown} has characters other than digits, * and # (and a leading +); "
+            "only spaces, dashes, dots and parentheses may separate digits"
+        )
+    if len(number.lstrip("+")) > MAX_DIGITS:
+        raise DialError(f"number {shown} has more than {MAX_DIGITS} digits")
+    return number
+
+
+def dial_routing_key(desk: str | None, extension: str | None) -> str:
+    """``desk.<desk>.dial`` or ``ext.<extension>.dial``."""
+    if desk:
+        return f"desk.{reduce_desk(desk)}.dial"
+    if extension:
+        return f"ext.{reduce_desk(extension)}.dial"
+    raise DialError("give a desk or an extension to dial from")
+
+
+def new_request(
+    number: str,
+    *,
+    ttl: float | None = None,
+    requested_by: str | None = None,
+    desk: str | None = None,
+    request_id: str | None = None,
+) -> events.DialRequest:
+    """A dial request; the number is checked here too, so a CRM learns of a typo at once."""
+    clean_number(number)
+    expires_at = None
+    if ttl is not None:
+        if ttl <= 0:
+            raise DialError(f"ttl {ttl!r} must be positive seconds")
+        expires_at = events.format_time(datetime.now(UTC) + timedelta(seconds=ttl))
+    return events.DialRequest(
+        request_id=request_id or events.new_event_id(),
+        number=number,
+        desk=desk,
+        requested_by=requested_by,
+        expires_at=expires_at,
+    )
+
+
+def to_message(request: events.DialRequest, routing_key: str, ttl: float | None) -> OutgoingMessage:
+    return OutgoingMessage(
+        routing_key=routing_key,
+        body=events.ENCODER.encode(request),
+        message_id=request.request_id,
+        type="dial",
+        timestamp=int(time.time()),
+        app_id="tcx-bridge-dial",
+        # The agent reports "expired" from expires_at; the broker's expiration, later, only
+        # clears the queue of a desk that stays offline (to its dead-letter queue).
+        expiration_ms=None if ttl is None else int((ttl + EXPIRATION_GRACE) * 1000),
+    )
+
+
+def request_dial(
+    settings: Settings,
+    number: str,
+    *,
+    desk: str | None = None,
+    extension: str | None = None,
+    ttl: float | None = None,
+    requested_by: str | None = None,
+    broker: Broker | None = None,
+) -> events.DialRequest:
+    """Queue a dial request for a desk (or an extension); return it (its request_id identifies the result)."""
+    routing_key = dial_routing_key(desk, extension)
+    request = new_request(number, ttl=ttl, requested_by=requested_by, desk=desk)
+    message = to_message(request, routing_key, ttl)
+    if broker is not None:
+        _publish(broker, settings, message)
+        return request
+    with Broker(settings.amqp_url, ca_file=settings.ca_file) as own:
+        _publish(own, settings, message)
+    return request
+
+
+def _publish(broker: Broker, settings: Settings, message: OutgoingMessage) -> None:
+    declare_commands(broker, settings)
+    broker.publish(settings.commands_exchange, message, mandatory=False)
+
+
+class ResultWatch:
+    """Listen for dial results before publishing, so that none is missed.
+
+    with ResultWatch(settings) as watch:
+        request = request_dial(settings, number, desk=desk, broker=watch.broker)
+        result = watch.wait(request.request_id, timeout=30)
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = Broker(settings.amqp_url, ca_file=settings.ca_file)
+        self.queue = ""
+
+    def __enter__(self) -> ResultWatch:
+        self.broker.connect()
+        declare_events(self.broker, self.settings)
+        self.queue = self.broker.declare_private_queue()
+        self.broker.bind_queue(self.queue, self.settings.exchange, "dial.#")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.broker.close()
+
+    def wait(self, request_id: str, *, timeout: float) -> events.DialResult | None:
+        """The result for request_id, or None after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            delivery = self.broker.get(self.queue, timeout=left)
+            if delivery is None:
+                return None
+            try:
+                result = events.EVENT_DECODER.decode(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if isinstance(result, events.DialResult) and result.request_id == request_id:
+                return result
+        return None

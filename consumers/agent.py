@@ -1,0 +1,249 @@
+"""The desk agent: dials on the local 3CX Assistant, shows screen pops, replays the outbox.
+
+One per desk, long-running: ``tcx-bridge agent``. Its queue ``tcx.desk.<desk>``
+is bound on ``tcx.commands`` to ``desk.<desk>.*`` and, with an extension
+configured, to ``ext.<extension>.dial`` and ``ext.<extension>.popup``.
+
+At most once: a request_id is recorded durably (status ``dialing``) before the
+Assistant runs, so a redelivery (after a crash, a lost ack, or a duplicate
+publish) never dials again. A request found still ``dialing`` means the agent
+died while dialing; it is reported ``failed`` and not retried, since the call
+may have been placed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge import events
+from bridge.config import Settings
+from bridge.dial import clean_number
+from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
+from bridge.outbox import Outbox
+from bridge.topology import declare_commands, declare_events, publish_event
+from bridge.transport import Broker, OutgoingMessage
+from consumers.runtime import Binding, Consumer, Context
+from consumers.store import open_database
+
+logger = logging.getLogger(__name__)
+
+DIALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dials (
+    request_id TEXT PRIMARY KEY,
+    number TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    requested_by TEXT,
+    received_at TEXT NOT NULL,
+    finished_at TEXT
+);
+"""
+
+
+def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, str | None]:
+    """Run ``<assistant> -cmd makecall:<number>`` (an argument list, never a shell)."""
+    command = [settings.assistant, "-cmd", f"makecall:{number}"]
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=settings.assistant_timeout,
+            check=False,
+            shell=False,
+        )
+    except FileNotFoundError:
+        return "failed", (
+            f"the 3CX Assistant client {settings.assistant!r} was not found; install it or "
+            "set TCX_BRIDGE_ASSISTANT to its path"
+        )
+    except PermissionError:
+        return "failed", f"the 3CX Assistant client {settings.assistant!r} cannot be run (permission denied)"
+    except subprocess.TimeoutExpired:
+        return "failed", f"the 3CX Assistant did not finish within {settings.assistant_timeout:g}s"
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        tail = f": {detail[-1][:200]}" if detail else ""
+        return "failed", (
+            f"the 3CX Assistant exited with status {done.returncode}{tail} (is it running and logged in?)"
+        )
+    return "dialed", None
+
+
+class DeskAgent(Consumer):
+    """Takes dial requests and screen pops addressed to this desk."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name = f"desk.{settings.desk}"
+        self.settings = settings
+        self.database = open_database(settings.outbox_dir.parent / "agent.sqlite3", DIALS_SCHEMA)
+        self._next_replay = 0.0
+
+    def bindings(self, settings: Settings) -> Sequence[Binding]:
+        found = [Binding(settings.commands_exchange, f"desk.{settings.desk}.*")]
+        if settings.extension:
+            found += [
+                Binding(settings.commands_exchange, f"ext.{settings.extension}.dial"),
+                Binding(settings.commands_exchange, f"ext.{settings.extension}.popup"),
+            ]
+        return found
+
+    def declare(self, broker: Broker, settings: Settings) -> None:
+        declare_events(broker, settings)  # results go there
+        declare_commands(broker, settings)
+
+    def decode(self, body: bytes, routing_key: str) -> Any:
+        if routing_key.endswith(".dial"):
+            return events.DIAL_REQUEST_DECODER.decode(body)
+        if routing_key.endswith(".popup"):
+            return events.SCREEN_POP_DECODER.decode(body)
+        raise HandlerError(f"routing key {routing_key!r} is neither a dial nor a popup")
+
+    def handle(self, message: Any, context: Context) -> str:
+        if isinstance(message, events.DialRequest):
+            return self.dial(message, context)
+        return self.popup(message)
+
+    # dialing ---------------------------------------------------------------
+    def dial(self, request: events.DialRequest, context: Context) -> str:
+        row = self.database.execute(
+            "SELECT status, number FROM dials WHERE request_id = ?", (request.request_id,)
+        ).fetchone()
+        if row is not None:
+            if row["status"] == "dialing":  # we died between recording and finishing
+                stale = (
+                    "the desk agent stopped while dialing; not dialed again: the call may have been placed"
+                )
+                self._finish(request.request_id, "failed", stale)
+                self._report(context, request, row["number"], "failed", stale)
+            return "duplicate"
+        try:
+            number = self._check(request)
+        except DialError as error:
+            status: events.DialStatus = "expired" if isinstance(error, DialExpiredError) else "rejected"
+            self._record(request, request.number, status, str(error))
+            self._report(context, request, request.number, status, str(error))
+            return status
+        self._record(request, number, "dialing", None)  # durable before anything runs
+        status, reason = run_assistant(self.settings, number)
+        self._finish(request.request_id, status, reason)
+        self._report(context, request, number, status, reason)
+        return status
+
+    @staticmethod
+    def _check(request: events.DialRequest) -> str:
+        """The number to dial; DialError if the request expired or the number is not acceptable."""
+        if request.expires_at is not None and events.parse_time(request.expires_at) <= datetime.now(UTC):
+            raise DialExpiredError(f"the request expired at {request.expires_at}")
+        return clean_number(request.number)
+
+    def _record(self, request: events.DialRequest, number: str, status: str, reason: str | None) -> None:
+        self.database.execute(
+            "INSERT INTO dials (request_id, number, status, reason, requested_by, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (request.request_id, number, status, reason, request.requested_by, events.utc_now()),
+        )
+
+    def _finish(self, request_id: str, status: str, reason: str | None) -> None:
+        self.database.execute(
+            "UPDATE dials SET status = ?, reason = ?, finished_at = ? WHERE request_id = ?",
+            (status, reason, events.utc_now(), request_id),
+        )
+
+    def _report(
+        self,
+        context: Context,
+        request: events.DialRequest,
+        number: str,
+        status: events.DialStatus,
+        reason: str | None,
+    ) -> None:
+        result = events.DialResult(
+            request_id=request.request_id,
+            desk=self.settings.desk,
+            number=number,
+            status=status,
+            reason=reason,
+            occurred_at=events.utc_now(),
+        )
+        if reason:
+            logger.warning("dial %s %s: %s", request.request_id, status, reason)
+        context.publish(
+            self.settings.exchange,
+            OutgoingMessage(
+                routing_key=result.routing_key,
+                body=events.ENCODER.encode(result),
+                message_id=events.new_event_id(),
+                type="dial.result",
+                timestamp=int(time.time()),
+                app_id="tcx-bridge-agent",
+            ),
+        )
+
+    # screen pops -----------------------------------------------------------
+    def popup(self, pop: events.ScreenPop) -> str:
+        age = (datetime.now(UTC) - events.parse_time(pop.occurred_at)).total_seconds()
+        if age > self.settings.popup_ttl:
+            return "expired"
+        contact = pop.contact
+        values = {
+            "url": (contact.url if contact else None) or "",
+            "name": contact.name if contact else "",
+            "company": (contact.company if contact else None) or "",
+            "email": (contact.email if contact else None) or "",
+            "number": pop.caller_id or "",
+            "e164": pop.number_e164 or "",
+            "call_id": pop.call_id,
+            "desk": pop.desk,
+        }
+        shown = f"{values['name'] or 'unknown caller'} {values['e164'] or values['number']}".strip()
+        if self.settings.popup_command:
+            argv = popup_argv(self.settings.popup_command, values)
+            try:
+                subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            except OSError as error:
+                raise HandlerError(f"popup command {argv[0]!r} cannot run: {error}") from None
+            logger.info("popup %s: ran %s", shown, argv[0])
+            return "popped"
+        if values["url"]:
+            import webbrowser
+
+            webbrowser.open(values["url"])
+            logger.info("popup %s: opened %s", shown, values["url"])
+            return "popped"
+        logger.info("popup %s (no url to open)", shown)
+        return "shown"
+
+    # the notify outbox -----------------------------------------------------
+    def tick(self, broker: Broker, settings: Settings) -> None:
+        now = time.monotonic()
+        if now < self._next_replay:
+            return
+        self._next_replay = now + settings.replay_interval
+        outbox = Outbox(settings.outbox_dir)
+        try:
+            replay = outbox.replay(lambda message: publish_event(broker, settings, message))
+        except TcxBridgeError as error:
+            logger.warning("outbox replay stopped: %s", error)
+            return
+        if replay.published:
+            logger.info("replayed %d outboxed event(s); %d left", replay.published, replay.remaining)
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def popup_argv(template: str, values: dict[str, str]) -> list[str]:
+    """Split the template like a shell would, then fill each word: values never become new words."""
+    try:
+        return [word.format(**values) for word in shlex.split(template)]
+    except (KeyError, IndexError, ValueError) as error:
+        raise HandlerError(f"popup_command {template!r} is not a usable template: {error}") from None

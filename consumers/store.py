@@ -1,0 +1,39 @@
+"""SQLite stores under the data dir, and the processed-event record that makes handlers idempotent.
+
+Every store is opened in WAL mode with ``synchronous=FULL``: a committed row
+survives a crash or power cut, which is what "record it durably before acting"
+and "ack only after side effects are durable" rely on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+PROCESSED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed (
+    event_id TEXT PRIMARY KEY,
+    processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) WITHOUT ROWID;
+"""
+
+
+def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
+    """Open (and create) a durable SQLite database with the processed table and schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.executescript(PROCESSED_SCHEMA + schema)
+    return connection
+
+
+def already_processed(connection: sqlite3.Connection, event_id: str) -> bool:
+    """True if event_id was recorded; call inside the transaction that records it."""
+    row = connection.execute("SELECT 1 FROM processed WHERE event_id = ?", (event_id,)).fetchone()
+    return row is not None
+
+
+def mark_processed(connection: sqlite3.Connection, event_id: str) -> None:
+    connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
