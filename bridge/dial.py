@@ -22,7 +22,7 @@ import msgspec
 
 from bridge import events
 from bridge.config import Settings, reduce_desk
-from bridge.errors import DialError
+from bridge.errors import DialError, UnroutableError
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
 
@@ -122,7 +122,13 @@ def request_dial(
 
 def _publish(broker: Broker, settings: Settings, message: OutgoingMessage) -> None:
     declare_commands(broker, settings)
-    broker.publish(settings.commands_exchange, message, mandatory=False)
+    try:
+        broker.publish(settings.commands_exchange, message)
+    except UnroutableError:
+        raise DialError(
+            f"no desk agent listens for {message.routing_key!r} on {settings.commands_exchange!r}; "
+            "start tcx-bridge agent on that desk (or run tcx-bridge topology declare) first"
+        ) from None
 
 
 class ResultWatch:

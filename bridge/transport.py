@@ -182,8 +182,8 @@ class Broker:
             result = self.channel.queue_declare("", exclusive=True, auto_delete=True)
         return str(result.method.queue)
 
-    def queue_depth(self, name: str) -> int | None:
-        """Messages ready in a queue, or None when it does not exist."""
+    def queue_info(self, name: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) of a queue, or None when it does not exist."""
         try:
             with mapped_errors(f"check queue {name!r}"):
                 result = self.channel.queue_declare(name, passive=True)
@@ -191,7 +191,7 @@ class Broker:
             if error.reply_code == NOT_FOUND:
                 return None
             raise
-        return int(result.method.message_count)
+        return int(result.method.message_count), int(result.method.consumer_count)
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
         with mapped_errors(f"bind {queue!r} to {exchange!r} with {routing_key!r}"):

@@ -7,13 +7,16 @@ runs, else the integration tests fail saying how to provide a broker.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -181,3 +184,89 @@ def run_cli(env: dict[str, str], *argv: str, timeout: float = 60) -> subprocess.
     return subprocess.run(
         [*script("tcx-bridge"), *argv], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, every: float = 0.05) -> None:
+    """Poll a condition (a broker state, a file) until it holds; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(every)
+
+
+FAKE_ASSISTANT = """#!{python}
+# A stand-in for tcx.assistant.client.exe: records its argv, then behaves as told.
+import json, os, signal, sys
+with open({log!r}, "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+mode = os.environ.get("FAKE_ASSISTANT_MODE", "ok")
+if mode == "fail":
+    print("Assistant is not running", file=sys.stderr)
+    sys.exit(3)
+if mode == "kill-agent":
+    os.kill(os.getppid(), signal.SIGKILL)
+"""
+
+
+class FakeAssistant:
+    """An executable that records every argv it is run with."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = directory / "assistant.log"
+        self.path = directory / "fake-assistant"
+        self.path.write_text(FAKE_ASSISTANT.format(python=sys.executable, log=str(self.log)))
+        self.path.chmod(0o755)
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def fake_assistant(tmp_path: Path) -> FakeAssistant:
+    return FakeAssistant(tmp_path)
+
+
+class Service:
+    """A long-running tcx-bridge command (consumer, agent) in its own process."""
+
+    def __init__(self, env: dict[str, str], *argv: str) -> None:
+        self.argv = argv
+        self.log = Path(env["TCX_BRIDGE_DATA_DIR"]).parent / f"service-{uuid.uuid4().hex[:6]}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen([*script("tcx-bridge"), *argv], env=env, stdout=out, stderr=out)
+
+    def wait_consuming(self, broker: Broker, queue: str, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.argv} exited with {self.process.returncode}:\n{self.output()}")
+            info = broker.queue_info(queue)
+            return info is not None and info[1] > 0
+
+        wait_until(ready, timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """Started services, stopped (killed if need be) after the test."""
+    started: list[Service] = []
+    yield started
+    for service in started:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait(10)

@@ -1,0 +1,274 @@
+"""The desk agent against the real broker, with a fake 3CX Assistant that records its argv."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pika
+import pytest
+
+from bridge.config import Settings
+from bridge.events import format_time
+from bridge.outbox import Outbox
+from bridge.topology import declare_commands, declare_events
+from bridge.transport import Broker
+from tests.conftest import FakeAssistant, Service, Tap, run_cli, run_notify, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agent_env(env: dict[str, str], fake_assistant: FakeAssistant) -> dict[str, str]:
+    return {**env, "TCX_BRIDGE_ASSISTANT": str(fake_assistant.path), "TCX_BRIDGE_REPLAY_INTERVAL": "0.5"}
+
+
+@pytest.fixture
+def results(broker: Broker, settings: Settings) -> Tap:
+    declare_events(broker, settings)
+    return Tap(broker, settings, settings.exchange, "dial.#")
+
+
+@pytest.fixture
+def agent(agent_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
+    service = Service(agent_env, "agent")
+    services.append(service)
+    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    return service
+
+
+@pytest.fixture
+def plain(settings: Settings) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A plain pika channel, as a CRM server in any language would have."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    yield connection.channel()
+    connection.close()
+
+
+def publish_raw(channel: object, settings: Settings, body: dict[str, object], routing_key: str) -> None:
+    channel.basic_publish(  # type: ignore[attr-defined]
+        settings.commands_exchange,
+        routing_key,
+        json.dumps(body).encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2),
+    )
+
+
+def result_for(results: Tap, request_id: str) -> dict[str, object]:
+    delivery = results.get(timeout=15)
+    assert delivery is not None, "no dial result"
+    body = json.loads(delivery.body)
+    assert body["request_id"] == request_id
+    assert delivery.routing_key == f"dial.{body['status']}.{body['desk']}"
+    return body
+
+
+def test_plain_pika_request_runs_exactly_makecall(
+    agent: Service, plain: object, settings: Settings, results: Tap, fake_assistant: FakeAssistant
+) -> None:
+    publish_raw(
+        plain, settings, {"request_id": "r1", "number": "+41 44 123-45-67"}, f"desk.{settings.desk}.dial"
+    )
+    body = result_for(results, "r1")
+    assert body["status"] == "dialed"
+    assert body["number"] == "+41441234567"
+    assert body["desk"] == settings.desk
+    assert fake_assistant.calls() == [["-cmd", "makecall:+41441234567"]]
+
+
+@pytest.mark.parametrize("number", ["123;touch x", "$(id)", "12 && calc", "12\n34", "1" * 200, ""])
+def test_hostile_numbers_never_run_anything(
+    agent: Service,
+    plain: object,
+    settings: Settings,
+    results: Tap,
+    fake_assistant: FakeAssistant,
+    number: str,
+) -> None:
+    request_id = uuid.uuid4().hex
+    publish_raw(plain, settings, {"request_id": request_id, "number": number}, f"desk.{settings.desk}.dial")
+    body = result_for(results, request_id)
+    assert body["status"] == "rejected"
+    assert body["reason"]
+    assert fake_assistant.calls() == []
+
+
+def test_expired_request_is_not_dialed(
+    agent: Service, plain: object, settings: Settings, results: Tap, fake_assistant: FakeAssistant
+) -> None:
+    past = format_time(datetime.now(UTC) - timedelta(minutes=5))
+    publish_raw(
+        plain,
+        settings,
+        {"request_id": "old", "number": "123", "expires_at": past},
+        f"desk.{settings.desk}.dial",
+    )
+    body = result_for(results, "old")
+    assert body["status"] == "expired"
+    assert fake_assistant.calls() == []
+
+
+def test_same_request_twice_dials_once(
+    agent: Service,
+    plain: object,
+    settings: Settings,
+    results: Tap,
+    fake_assistant: FakeAssistant,
+    broker: Broker,
+) -> None:
+    for _ in range(2):
+        publish_raw(plain, settings, {"request_id": "twice", "number": "555"}, f"desk.{settings.desk}.dial")
+    assert result_for(results, "twice")["status"] == "dialed"
+    wait_until(lambda: broker.queue_info(settings.queue(f"desk.{settings.desk}")) == (0, 1))
+    wait_until(lambda: "outcome=duplicate" in agent.output())
+    assert fake_assistant.calls() == [["-cmd", "makecall:555"]]
+
+
+def test_sigkill_right_after_dialing_never_dials_again(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    results: Tap,
+    plain: object,
+    fake_assistant: FakeAssistant,
+    services: list[Service],
+) -> None:
+    """The Assistant dials, then the agent dies before it can ack; the redelivery must not dial."""
+    first = Service({**agent_env, "FAKE_ASSISTANT_MODE": "kill-agent"}, "agent")
+    services.append(first)
+    queue = settings.queue(f"desk.{settings.desk}")
+    first.wait_consuming(broker, queue)
+    publish_raw(plain, settings, {"request_id": "k1", "number": "777"}, f"desk.{settings.desk}.dial")
+    assert first.process.wait(20) == -9
+    assert fake_assistant.calls() == [["-cmd", "makecall:777"]]
+
+    second = Service(agent_env, "agent")
+    services.append(second)
+    body = result_for(results, "k1")
+    assert body["status"] == "failed"
+    assert "not dialed again" in str(body["reason"])
+    assert fake_assistant.calls() == [["-cmd", "makecall:777"]]
+
+
+def test_failing_assistant_gives_failed_and_the_agent_goes_on(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    results: Tap,
+    plain: object,
+    services: list[Service],
+) -> None:
+    service = Service({**agent_env, "FAKE_ASSISTANT_MODE": "fail"}, "agent")
+    services.append(service)
+    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    publish_raw(plain, settings, {"request_id": "f1", "number": "123"}, f"desk.{settings.desk}.dial")
+    body = result_for(results, "f1")
+    assert body["status"] == "failed"
+    assert "exited with status 3: Assistant is not running" in str(body["reason"])
+    publish_raw(plain, settings, {"request_id": "f2", "number": "456"}, f"desk.{settings.desk}.dial")
+    assert result_for(results, "f2")["status"] == "failed"
+
+
+def test_missing_assistant_gives_failed(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    results: Tap,
+    plain: object,
+    services: list[Service],
+) -> None:
+    service = Service({**agent_env, "TCX_BRIDGE_ASSISTANT": "/nonexistent/tcx.assistant.client.exe"}, "agent")
+    services.append(service)
+    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    publish_raw(plain, settings, {"request_id": "m1", "number": "123"}, f"desk.{settings.desk}.dial")
+    body = result_for(results, "m1")
+    assert body["status"] == "failed"
+    assert "was not found" in str(body["reason"])
+
+
+def test_dial_wait_succeeds_for_a_dialed_request(
+    agent: Service, agent_env: dict[str, str], settings: Settings, fake_assistant: FakeAssistant
+) -> None:
+    done = run_cli(agent_env, "dial", "--desk", settings.desk, "044 123 45 67", "--ttl", "60", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"dialed 0441234567 on {settings.desk}"
+    assert fake_assistant.calls() == [["-cmd", "makecall:0441234567"]]
+
+
+def test_dial_wait_fails_for_a_rejected_request_by_extension(
+    agent: Service, agent_env: dict[str, str]
+) -> None:
+    """The agent also answers ext.<extension>.dial; a rejected dial exits non-zero."""
+    done = run_cli(agent_env, "dial", "--extension", "101", "*21#", "--wait")
+    assert done.returncode == 0, done.stderr
+    done = run_cli(agent_env, "dial", "--extension", "101", "0800 FLOWERS", "--wait")
+    assert done.returncode == 1
+    assert "Error: number '0800 FLOWERS' has characters other than digits" in done.stderr
+
+
+def test_dial_to_a_desk_nobody_listens_for_is_an_error(
+    env: dict[str, str], broker: Broker, settings: Settings
+) -> None:
+    declare_commands(broker, settings)
+    done = run_cli(env, "dial", "--desk", "nobody-here", "123")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("Error: no desk agent listens for 'desk.nobody-here.dial'")
+
+
+def test_popup_runs_the_command_template(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    plain: object,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "popup.json"
+    recorder = tmp_path / "recorder"
+    recorder.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    recorder.chmod(0o755)
+    service = Service({**agent_env, "TCX_BRIDGE_POPUP_COMMAND": f"{recorder} {{name}} {{e164}}"}, "agent")
+    services.append(service)
+    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    pop = {
+        "type": "popup",
+        "event_id": "p1",
+        "call_id": "c1",
+        "desk": settings.desk,
+        "caller_id": "0791234567",
+        "number_e164": "+41791234567",
+        "contact": {"name": "Anna Muster; $(id)"},
+        "occurred_at": format_time(datetime.now(UTC)),
+    }
+    publish_raw(plain, settings, pop, f"desk.{settings.desk}.popup")
+    wait_until(lambda: out.exists() and out.read_text())
+    assert json.loads(out.read_text()) == ["Anna Muster; $(id)", "+41791234567"]
+
+
+def test_agent_replays_the_notify_outbox(
+    agent_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, services: list[Service]
+) -> None:
+    down = {
+        **agent_env,
+        "TCX_BRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
+        "TCX_BRIDGE_PUBLISH_BUDGET": "0.2",
+    }
+    assert run_notify(down, "/N:S", "/C:1", "/T:I", "/I:kept").returncode == 0
+    assert len(Outbox(settings.outbox_dir).paths()) == 1
+    service = Service(agent_env, "agent")
+    services.append(service)
+    delivery = events_tap.get(timeout=15)
+    assert delivery is not None
+    assert json.loads(delivery.body)["call_id"] == "kept"
+    wait_until(lambda: Outbox(settings.outbox_dir).paths() == [])
+
+
+def test_sigterm_stops_the_agent_cleanly(agent: Service) -> None:
+    assert agent.stop() == 0
+    assert "stopped after" in agent.output()

@@ -1,0 +1,77 @@
+"""Dial number validation, routing keys, popup command templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.dial import clean_number, dial_routing_key, new_request
+from bridge.errors import DialError, HandlerError
+from consumers.agent import popup_argv
+
+CHARS = (
+    "has characters other than digits, * and # (and a leading +); "
+    "only spaces, dashes, dots and parentheses may separate digits"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("0441234567", "0441234567"),
+        ("+41 44 123 45 67", "+41441234567"),
+        ("(044) 123-45.67", "0441234567"),
+        ("*21#", "*21#"),  # feature codes pass as given
+        ("101", "101"),  # an internal extension
+        ("0041441234567", "0041441234567"),  # no E.164 rewriting: the PBX decides
+    ],
+)
+def test_clean_number_removes_only_separators(raw: str, number: str) -> None:
+    assert clean_number(raw) == number
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("123;touch x", f"number '123;touch x' {CHARS}"),
+        ("$(id)", f"number '$(id)' {CHARS}"),
+        ("12 && calc", f"number '12 && calc' {CHARS}"),
+        ("12\n34", f"number '12\\n34' {CHARS}"),
+        ("1" * 200, f"number '{'1' * 40}'... has more than 32 digits"),
+        ("", "number '' is empty; give digits like +41441234567"),
+        ("1+2", f"number '1+2' {CHARS}"),  # + only in front
+        ("١٢٣", f"number '١٢٣' {CHARS}"),  # non-ASCII digits are not digits for the PBX
+        ("12\t34", f"number '12\\t34' {CHARS}"),  # a tab is not a visual separator
+    ],
+)
+def test_hostile_numbers_are_rejected_with_the_value(raw: str, message: str) -> None:
+    with pytest.raises(DialError) as caught:
+        clean_number(raw)
+    assert str(caught.value) == message
+
+
+def test_routing_keys() -> None:
+    assert dial_routing_key("DESK-07", None) == "desk.DESK-07.dial"
+    assert dial_routing_key(None, "107") == "ext.107.dial"
+    with pytest.raises(DialError, match="give a desk or an extension"):
+        dial_routing_key(None, None)
+
+
+def test_new_request_rejects_a_bad_number_before_publishing() -> None:
+    with pytest.raises(DialError):
+        new_request("12;rm -rf /")
+
+
+def test_new_request_sets_expiry_from_ttl() -> None:
+    request = new_request("123", ttl=60)
+    assert request.expires_at is not None
+    assert request.expires_at.endswith("Z")
+
+
+def test_popup_template_values_never_become_new_words() -> None:
+    argv = popup_argv("crm-open --name {name} {url}", {"name": "Bob; rm -rf / $(id)", "url": "https://x/1"})
+    assert argv == ["crm-open", "--name", "Bob; rm -rf / $(id)", "https://x/1"]
+
+
+def test_popup_template_with_unknown_field_is_a_handler_error() -> None:
+    with pytest.raises(HandlerError, match="not a usable template"):
+        popup_argv("open {nope}", {"url": ""})
