@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -230,6 +231,125 @@ def dial_command(
     if result.status != "dialed":
         raise click.ClickException(line)
     click.echo(line)
+
+
+@cli.command("consume")
+@click.argument("name", required=False)
+@click.option("--list", "list_them", is_flag=True, help="List the consumers and exit.")
+@click.option("--max-messages", type=int, help="Stop after this many messages (for tests and benchmarks).")
+@click.option("--idle-exit", type=float, help="Stop after this many seconds without a message.")
+@click.pass_context
+def consume_command(
+    ctx: click.Context, name: str | None, list_them: bool, max_messages: int | None, idle_exit: float | None
+) -> None:
+    """Run a consumer until SIGTERM or Ctrl-C.
+
+    \b
+    Example:
+        tcx-bridge consume crm
+        tcx-bridge consume --list
+    """
+    import importlib
+
+    from consumers import CONSUMERS
+
+    if list_them:
+        for known, (_, _, about) in CONSUMERS.items():
+            click.echo(f"{known:<10} {about}")
+        return
+    if name not in CONSUMERS:
+        raise click.BadParameter(
+            f"{name!r} is not a consumer; choose from {', '.join(CONSUMERS)}", param_hint="NAME"
+        )
+    settings = settings_of(ctx)
+    module, cls, _ = CONSUMERS[name]
+    with friendly_errors():
+        from consumers.runtime import Runner
+
+        consumer = getattr(importlib.import_module(module), cls)(settings)
+        runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
+        runner.install_signal_handlers()
+        runner.run()
+
+
+@cli.group()
+def contacts() -> None:
+    """The embedded SQLite contacts store the CRM consumer looks callers up in."""
+
+
+@contacts.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Delete every contact first.")
+@with_settings
+def contacts_import(settings: Settings, csv_file: Path, replace: bool) -> None:
+    """Import contacts from a CSV file (header: name, phone; optional company, email, url; others kept).
+
+    \b
+    Example:
+        tcx-bridge contacts import contacts.csv
+    """
+    from consumers.contacts import SqliteContacts
+    from consumers.crm import contacts_path
+
+    store = SqliteContacts(contacts_path(settings))
+    imported, problems = store.import_csv(csv_file, settings.region, replace=replace)
+    for problem in problems[:20]:
+        click.echo(f"{csv_file}: {problem}", err=True)
+    if len(problems) > 20:
+        click.echo(f"{csv_file}: ... and {len(problems) - 20} more skipped", err=True)
+    click.echo(
+        f"imported {imported} contact(s), skipped {len(problems)}; "
+        f"{store.count()} in {contacts_path(settings)}"
+    )
+
+
+@cli.command("report")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option("--calls", is_flag=True, help="Print the per-call records instead of the summaries.")
+@click.option("--direction", type=click.Choice(["inbound", "outbound", "unknown"]), help="Only these calls.")
+@with_settings
+def report_command(settings: Settings, fmt: str, calls: bool, direction: str | None) -> None:
+    """Call analytics: per-day and per-desk summaries, or the per-call records.
+
+    \b
+    Example:
+        tcx-bridge report
+        tcx-bridge report --calls --format json
+    """
+    import csv
+    import json
+
+    from consumers.analytics import database_path
+    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report
+
+    records = load_calls(database_path(settings), direction)
+    if calls:
+        if fmt == "json":
+            click.echo(json.dumps(records, indent=2))
+        elif fmt == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=CALL_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(records)
+        else:
+            click.echo(render_table(records, CALL_COLUMNS))
+        return
+    summary = report(records)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["group", "key", *COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        for group, key in (("by_day", "day"), ("by_desk", "desk")):
+            for row in summary[group]:
+                writer.writerow({"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}})
+    else:
+        click.echo("Calls by day (UTC)")
+        click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))
+        click.echo("")
+        click.echo("Calls by desk")
+        click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     assistant_timeout: float
     popup_command: str | None
     crm_lookup_url: str | None
+    crm_fields: str
     crm_journal_url: str | None
     crm_timeout: float
     popup_ttl: float
@@ -263,6 +264,12 @@ KEYS: tuple[Key, ...] = (
         _const(None),
         _url_template,
         "HTTP contact lookup, e.g. https://crm.example.com/api/contacts?phone={e164}",
+    ),
+    Key(
+        "crm_fields",
+        _const("name=name,company=company,email=email,url=url"),
+        _text,
+        "how the HTTP lookup's JSON maps to contact fields (dotted paths)",
     ),
     Key("crm_journal_url", _const(None), _url_template, "HTTP endpoint the call journal is POSTed to"),
     Key("crm_timeout", _const(5.0), _number(float, 0.1), "seconds an HTTP CRM request may take"),

@@ -1,0 +1,96 @@
+"""Call records built from call events in any order, stored in SQLite.
+
+A call is identified by desk, direction and call_id. For outbound calls 3CX may
+use the dialed number as call_id, so one key can hold several calls over time:
+an event joins the newest record of its key whose slot for it is still empty and
+whose times stay in order (started <= connected <= ended) within 12 hours;
+otherwise it starts a new record. Times come from ``occurred_at``, never from
+the arrival order, so the record is right whatever order the events arrive in.
+
+    ring_seconds  started -> connected (null when not answered)
+    talk_seconds  connected -> ended   (null when not answered or not ended yet)
+    answered      connected_at is known
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from bridge.events import CallEvent, parse_time
+
+WINDOW_SECONDS = 12 * 3600
+SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
+
+CALLS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    desk TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    caller_id TEXT,
+    extension TEXT,
+    started_at TEXT,
+    connected_at TEXT,
+    ended_at TEXT,
+    ring_seconds REAL,
+    talk_seconds REAL,
+    answered INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS calls_key ON calls (desk, direction, call_id);
+CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
+"""
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((parse_time(end) - parse_time(start)).total_seconds(), 6)
+
+
+def _fits(record: sqlite3.Row, slot: str, moment: datetime) -> bool:
+    if record[slot] is not None:
+        return False
+    times = {name: parse_time(record[name]) for name in SLOTS.values() if record[name] is not None}
+    if any(abs((moment - other).total_seconds()) > WINDOW_SECONDS for other in times.values()):
+        return False
+    order = list(SLOTS.values())
+    position = order.index(slot)
+    before = [times[name] for name in order[:position] if name in times]
+    after = [times[name] for name in order[position + 1 :] if name in times]
+    return all(other <= moment for other in before) and all(moment <= other for other in after)
+
+
+def apply_event(connection: sqlite3.Connection, event: CallEvent) -> dict[str, Any]:
+    """Merge one started/connected/ended event into its call record; return the record.
+
+    Runs inside the caller's transaction.
+    """
+    slot = SLOTS[event.kind]
+    moment = parse_time(event.occurred_at)
+    candidates = connection.execute(
+        "SELECT * FROM calls WHERE desk = ? AND direction = ? AND call_id = ? ORDER BY id DESC LIMIT 20",
+        (event.desk, event.direction, event.call_id),
+    ).fetchall()
+    record = next((row for row in candidates if _fits(row, slot, moment)), None)
+    if record is None:
+        cursor = connection.execute(
+            "INSERT INTO calls (desk, direction, call_id, extension) VALUES (?, ?, ?, ?)",
+            (event.desk, event.direction, event.call_id, event.extension),
+        )
+        record_id = cursor.lastrowid
+    else:
+        record_id = record["id"]
+    connection.execute(f"UPDATE calls SET {slot} = ? WHERE id = ?", (event.occurred_at, record_id))
+    if event.kind == "started" and event.caller_id is not None:
+        connection.execute("UPDATE calls SET caller_id = ? WHERE id = ?", (event.caller_id, record_id))
+    row = connection.execute("SELECT * FROM calls WHERE id = ?", (record_id,)).fetchone()
+    ring = _seconds(row["started_at"], row["connected_at"])
+    talk = _seconds(row["connected_at"], row["ended_at"])
+    answered = row["connected_at"] is not None
+    connection.execute(
+        "UPDATE calls SET ring_seconds = ?, talk_seconds = ?, answered = ? WHERE id = ?",
+        (ring, talk, int(answered), record_id),
+    )
+    return {**dict(row), "ring_seconds": ring, "talk_seconds": talk, "answered": answered}

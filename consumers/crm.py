@@ -1,0 +1,189 @@
+"""The CRM consumer: screen pops by caller id, and the call journal.
+
+``tcx-bridge consume crm``; queue ``tcx.crm`` bound to ``call.started.#``,
+``call.connected.#`` and ``call.ended.#``.
+
+* On an inbound ``started`` event it looks the caller up (E.164, region
+  setting; internal and anonymous callers are not looked up) and publishes a
+  screen pop to ``tcx.commands`` with routing key ``desk.<desk>.popup`` and an
+  AMQP expiration of ``popup_ttl``. An event older than that (an outbox replay)
+  gets no pop: it would be useless.
+* When a call has ended it writes the journal entry: SQLite table ``journal``
+  in ``<data_dir>/crm.sqlite3``, or an HTTP POST to ``crm_journal_url`` (with an
+  ``Idempotency-Key`` header). A late event of an ended call rewrites the entry.
+
+Everything happens in one SQLite transaction with the event id, so a redelivery
+or duplicate changes nothing; a failure (CRM down) rolls back and the runtime
+retries the event later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bridge import events
+from bridge.config import Settings
+from bridge.topology import declare_commands, declare_events
+from bridge.transport import Broker, OutgoingMessage
+from consumers.analytics import CALL_PATTERNS
+from consumers.calls import CALLS_SCHEMA, apply_event
+from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
+from consumers.numbers import CallerNumber, normalise
+from consumers.runtime import Binding, Consumer, Context
+from consumers.store import already_processed, mark_processed, open_database, transaction
+
+JOURNAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    call_key INTEGER PRIMARY KEY,
+    desk TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    number TEXT,
+    number_e164 TEXT,
+    contact_name TEXT,
+    contact TEXT,
+    answered INTEGER NOT NULL,
+    ring_seconds REAL,
+    talk_seconds REAL,
+    started_at TEXT,
+    connected_at TEXT,
+    ended_at TEXT
+);
+"""
+
+
+def contacts_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "contacts.sqlite3"
+
+
+def contact_lookup(settings: Settings) -> ContactLookup:
+    """The configured backend: HTTP when crm_lookup_url is set, else the SQLite store."""
+    if settings.crm_lookup_url:
+        return HttpContacts(settings)
+    return SqliteContacts(contacts_path(settings))
+
+
+class Crm(Consumer):
+    name = "crm"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.contacts = contact_lookup(settings)
+        self.database = open_database(Path(settings.data_dir) / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA)
+
+    def bindings(self, settings: Settings) -> Sequence[Binding]:
+        return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
+
+    def declare(self, broker: Broker, settings: Settings) -> None:
+        declare_events(broker, settings)
+        declare_commands(broker, settings)  # pops go there
+
+    def decode(self, body: bytes, routing_key: str) -> Any:
+        return events.CALL_EVENT_DECODER.decode(body)
+
+    def handle(self, message: Any, context: Context) -> str:
+        event: events.CallEvent = message
+        if event.kind == "invalid" or event.call_id is None:
+            return "ignored"
+        with transaction(self.database) as db:
+            if already_processed(db, event.event_id):
+                return "duplicate"
+            record = apply_event(db, event)
+            outcome = "recorded"
+            number = normalise(record["caller_id"], self.settings.region)
+            if event.kind == "started" and event.direction == "inbound":
+                outcome = self._pop(event, number, context)
+            if record["ended_at"] is not None:
+                self._journal(db, record, number)
+                outcome += "+journaled"
+            mark_processed(db, event.event_id)
+        return outcome
+
+    def _lookup(self, number: CallerNumber) -> events.Contact | None:
+        if number.kind != "external" or number.e164 is None:
+            return None
+        return self.contacts.lookup(number.e164, number.raw)
+
+    def _pop(self, event: events.CallEvent, number: CallerNumber, context: Context) -> str:
+        age = (datetime.now(UTC) - events.parse_time(event.occurred_at)).total_seconds()
+        if age > self.settings.popup_ttl:
+            return "stale-no-pop"
+        pop = events.ScreenPop(
+            event_id=event.event_id,
+            call_id=event.call_id or "",
+            desk=event.desk,
+            caller_id=event.caller_id,
+            number_e164=number.e164,
+            contact=self._lookup(number),
+            occurred_at=event.occurred_at,
+        )
+        context.publish(
+            self.settings.commands_exchange,
+            OutgoingMessage(
+                routing_key=f"desk.{event.desk}.popup",
+                body=events.ENCODER.encode(pop),
+                message_id=pop.event_id,
+                type="popup",
+                timestamp=int(time.time()),
+                app_id="tcx-bridge-crm",
+                expiration_ms=int(self.settings.popup_ttl * 1000),
+            ),
+        )
+        return "popped" if pop.contact else "popped-unknown"
+
+    def _journal(self, db: sqlite3.Connection, record: dict[str, Any], number: CallerNumber) -> None:
+        number_raw = (
+            record["caller_id"]
+            if record["caller_id"] is not None
+            else (record["call_id"] if record["direction"] == "outbound" else None)
+        )
+        if record["direction"] == "outbound":
+            number = normalise(number_raw, self.settings.region)
+        contact = self._lookup(number)
+        entry = {
+            "call_key": record["id"],
+            "desk": record["desk"],
+            "direction": record["direction"],
+            "call_id": record["call_id"],
+            "number": number_raw,
+            "number_e164": number.e164,
+            "contact_name": contact.name if contact else None,
+            "contact": json.loads(events.ENCODER.encode(contact)) if contact else None,
+            "answered": bool(record["answered"]),
+            "ring_seconds": record["ring_seconds"],
+            "talk_seconds": record["talk_seconds"],
+            "started_at": record["started_at"],
+            "connected_at": record["connected_at"],
+            "ended_at": record["ended_at"],
+        }
+        if self.settings.crm_journal_url:
+            first = record["started_at"] or record["ended_at"]
+            key = f"{record['desk']}/{record['direction']}/{record['call_id']}/{first}"
+            request_json(
+                "POST",
+                self.settings.crm_journal_url,
+                {k: v for k, v in entry.items() if k != "call_key"},
+                self.settings.crm_timeout,
+                headers={"Idempotency-Key": key},
+            )
+            return
+        db.execute(
+            "INSERT OR REPLACE INTO journal (call_key, desk, direction, call_id, number, number_e164, "
+            "contact_name, contact, answered, ring_seconds, talk_seconds, started_at, connected_at, ended_at) "
+            "VALUES (:call_key, :desk, :direction, :call_id, :number, :number_e164, :contact_name, :contact, "
+            ":answered, :ring_seconds, :talk_seconds, :started_at, :connected_at, :ended_at)",
+            {
+                **entry,
+                "contact": json.dumps(entry["contact"]) if entry["contact"] else None,
+                "answered": int(entry["answered"]),
+            },
+        )
+
+    def close(self) -> None:
+        self.database.close()

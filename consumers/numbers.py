@@ -1,0 +1,44 @@
+"""Caller ids to E.164 with phonenumbers, keeping the raw value.
+
+Anonymous callers (empty, "anonymous", "unknown", ...) and internal extensions
+(up to ``INTERNAL_MAX_DIGITS`` digits) are recognised and never looked up.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, NamedTuple
+
+import phonenumbers
+
+INTERNAL_MAX_DIGITS = 6
+ANONYMOUS = frozenset({"", "anonymous", "unknown", "private", "withheld", "restricted", "unavailable"})
+_SEPARATORS = re.compile(r"[\s().\-/]")
+
+NumberKind = Literal["external", "internal", "anonymous", "invalid"]
+
+
+class CallerNumber(NamedTuple):
+    """A caller id as given, what kind it is, and its E.164 form when it has one."""
+
+    raw: str | None
+    kind: NumberKind
+    e164: str | None = None
+
+
+def normalise(raw: str | None, region: str = "CH") -> CallerNumber:
+    """Classify and normalise a caller id; national numbers are read in region."""
+    if raw is None or raw.strip().lower() in ANONYMOUS:
+        return CallerNumber(raw, "anonymous")
+    compact = _SEPARATORS.sub("", raw)
+    if compact.isdigit() and len(compact) <= INTERNAL_MAX_DIGITS and not compact.startswith("0"):
+        return CallerNumber(raw, "internal")
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return CallerNumber(raw, "invalid")
+    if not phonenumbers.is_possible_number(parsed):
+        return CallerNumber(raw, "invalid")
+    return CallerNumber(
+        raw, "external", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    )
