@@ -174,10 +174,7 @@ class Crm(Consumer):
             )
             return
         db.execute(
-            "INSERT OR REPLACE INTO journal (call_key, desk, direction, call_id, number, number_e164, "
-            "contact_name, contact, answered, ring_seconds, talk_seconds, started_at, connected_at, ended_at) "
-            "VALUES (:call_key, :desk, :direction, :call_id, :number, :number_e164, :contact_name, :contact, "
-            ":answered, :ring_seconds, :talk_seconds, :started_at, :connected_at, :ended_at)",
+            f"INSERT OR REPLACE INTO journal ({', '.join(entry)}) VALUES ({', '.join(':' + k for k in entry)})",
             {
                 **entry,
                 "contact": json.dumps(entry["contact"]) if entry["contact"] else None,
