@@ -174,7 +174,8 @@ class Crm(Consumer):
             )
             return
         db.execute(
-            f"INSERT OR REPLACE INTO journal ({', '.join(entry)}) VALUES ({', '.join(':' + k for k in entry)})",
+            f"INSERT OR REPLACE INTO journal ({', '.join(entry)}) "
+            f"VALUES ({', '.join(':' + key for key in entry)})",
             {
                 **entry,
                 "contact": json.dumps(entry["contact"]) if entry["contact"] else None,
