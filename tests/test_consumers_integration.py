@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -293,7 +293,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
 class FakeCrm(BaseHTTPRequestHandler):
     """A CRM's HTTP API: lookups by E.164 and journal POSTs."""
 
-    journal: list[dict[str, Any]] = []
+    journal: ClassVar[list[dict[str, Any]]] = []
     down = False
 
     def do_GET(self) -> None:  # the http.server API
