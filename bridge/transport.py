@@ -221,34 +221,40 @@ class Broker:
     def consume(
         self,
         queue: str,
-        handle: Callable[[Delivery], None],
+        handle_batch: Callable[[list[Delivery]], None],
         *,
         prefetch: int,
         should_stop: Callable[[], bool],
         on_tick: Callable[[], None] | None = None,
         tick: float = 0.5,
     ) -> None:
-        """Deliver queue's messages to handle until should_stop(); handle acks or rejects.
+        """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        on_tick runs between deliveries at least every tick seconds (periodic work).
+        handle_batch acks or rejects them. on_tick runs at least every tick seconds.
         """
+        pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):
             channel = self.channel
             channel.basic_qos(prefetch_count=prefetch)
 
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-                handle(_delivery(method, properties, body))
+                pending.append(_delivery(method, properties, body))
 
             tag = channel.basic_consume(queue, on_message)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
+                if pending:
+                    batch = pending[:]
+                    pending.clear()
+                    handle_batch(batch)
                 if on_tick is not None:
                     on_tick()
             channel.basic_cancel(tag)
 
-    def ack(self, delivery_tag: int) -> None:
+    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
         with mapped_errors("ack"):
-            self.channel.basic_ack(delivery_tag)
+            self.channel.basic_ack(delivery_tag, multiple=multiple)
 
     def reject(self, delivery_tag: int, *, requeue: bool) -> None:
         with mapped_errors("reject"):

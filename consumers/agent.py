@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bridge import events
@@ -82,7 +83,8 @@ class DeskAgent(Consumer):
     def __init__(self, settings: Settings) -> None:
         self.name = f"desk.{settings.desk}"
         self.settings = settings
-        self.database = open_database(settings.outbox_dir.parent / "agent.sqlite3", DIALS_SCHEMA)
+        # not `database`: each dial commits on its own, before the Assistant runs (no batching)
+        self.dials = open_database(Path(settings.data_dir) / "agent.sqlite3", DIALS_SCHEMA)
         self._next_replay = 0.0
 
     def bindings(self, settings: Settings) -> Sequence[Binding]:
@@ -112,7 +114,7 @@ class DeskAgent(Consumer):
 
     # dialing ---------------------------------------------------------------
     def dial(self, request: events.DialRequest, context: Context) -> str:
-        row = self.database.execute(
+        row = self.dials.execute(
             "SELECT status, number FROM dials WHERE request_id = ?", (request.request_id,)
         ).fetchone()
         if row is not None:
@@ -144,14 +146,14 @@ class DeskAgent(Consumer):
         return clean_number(request.number)
 
     def _record(self, request: events.DialRequest, number: str, status: str, reason: str | None) -> None:
-        self.database.execute(
+        self.dials.execute(
             "INSERT INTO dials (request_id, number, status, reason, requested_by, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (request.request_id, number, status, reason, request.requested_by, events.utc_now()),
         )
 
     def _finish(self, request_id: str, status: str, reason: str | None) -> None:
-        self.database.execute(
+        self.dials.execute(
             "UPDATE dials SET status = ?, reason = ?, finished_at = ? WHERE request_id = ?",
             (status, reason, events.utc_now(), request_id),
         )
@@ -238,7 +240,7 @@ class DeskAgent(Consumer):
             logger.info("replayed %d outboxed event(s); %d left", replay.published, replay.remaining)
 
     def close(self) -> None:
-        self.database.close()
+        self.dials.close()
 
 
 def popup_argv(template: str, values: dict[str, str]) -> list[str]:

@@ -8,6 +8,7 @@ is recorded in the same transaction, so a duplicate changes nothing.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from bridge import events
 from bridge.config import Settings
 from consumers.calls import CALLS_SCHEMA, apply_event
 from consumers.runtime import Binding, Consumer, Context
-from consumers.store import already_processed, mark_processed, open_database, transaction
+from consumers.store import already_processed, mark_processed, open_database
 
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 
@@ -29,7 +30,7 @@ class Analytics(Consumer):
     name = "analytics"
 
     def __init__(self, settings: Settings) -> None:
-        self.database = open_database(database_path(settings), CALLS_SCHEMA)
+        self.database: sqlite3.Connection = open_database(database_path(settings), CALLS_SCHEMA)
 
     def bindings(self, settings: Settings) -> Sequence[Binding]:
         return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
@@ -41,11 +42,11 @@ class Analytics(Consumer):
         event: events.CallEvent = message
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
-        with transaction(self.database) as db:
-            if already_processed(db, event.event_id):
-                return "duplicate"
-            apply_event(db, event)
-            mark_processed(db, event.event_id)
+        db = self.database  # the runtime's batch transaction is open
+        if already_processed(db, event.event_id):
+            return "duplicate"
+        apply_event(db, event)
+        mark_processed(db, event.event_id)
         return "recorded"
 
     def close(self) -> None:

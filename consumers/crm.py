@@ -36,7 +36,7 @@ from consumers.calls import CALLS_SCHEMA, apply_event
 from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
 from consumers.numbers import CallerNumber, normalise
 from consumers.runtime import Binding, Consumer, Context
-from consumers.store import already_processed, mark_processed, open_database, transaction
+from consumers.store import already_processed, mark_processed, open_database
 
 JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -75,7 +75,9 @@ class Crm(Consumer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.contacts = contact_lookup(settings)
-        self.database = open_database(Path(settings.data_dir) / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA)
+        self.database: sqlite3.Connection = open_database(
+            Path(settings.data_dir) / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA
+        )
 
     def bindings(self, settings: Settings) -> Sequence[Binding]:
         return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
@@ -91,18 +93,18 @@ class Crm(Consumer):
         event: events.CallEvent = message
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
-        with transaction(self.database) as db:
-            if already_processed(db, event.event_id):
-                return "duplicate"
-            record = apply_event(db, event)
-            outcome = "recorded"
-            number = normalise(record["caller_id"], self.settings.region)
-            if event.kind == "started" and event.direction == "inbound":
-                outcome = self._pop(event, number, context)
-            if record["ended_at"] is not None:
-                self._journal(db, record, number)
-                outcome += "+journaled"
-            mark_processed(db, event.event_id)
+        db = self.database  # the runtime's batch transaction is open
+        if already_processed(db, event.event_id):
+            return "duplicate"
+        record = apply_event(db, event)
+        outcome = "recorded"
+        number = normalise(record["caller_id"], self.settings.region)
+        if event.kind == "started" and event.direction == "inbound":
+            outcome = self._pop(event, number, context)
+        if record["ended_at"] is not None:
+            self._journal(db, record, number)
+            outcome += "+journaled"
+        mark_processed(db, event.event_id)
         return outcome
 
     def _lookup(self, number: CallerNumber) -> events.Contact | None:

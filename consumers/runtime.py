@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ class Consumer:
     """Base of every consumer: a name, bindings, a decoder and a handler."""
 
     name: str = "consumer"
+    database: sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
 
     def bindings(self, settings: Settings) -> Sequence[Binding]:
         raise NotImplementedError
@@ -165,7 +167,7 @@ class Runner:
             self._last_activity = time.monotonic()
             broker.consume(
                 self.queue,
-                self._on_delivery,
+                self._on_batch,
                 prefetch=self.settings.prefetch,
                 should_stop=self._should_stop,
                 on_tick=lambda: self.consumer.tick(broker, self.settings),
@@ -178,48 +180,92 @@ class Runner:
             self._stop.set()
         return self.stopping
 
-    # one message -----------------------------------------------------------
-    def _on_delivery(self, delivery: Delivery) -> None:
+    # a batch of messages -----------------------------------------------------
+    def _on_batch(self, deliveries: list[Delivery]) -> None:
+        """Handle what arrived; commit the consumer's store once; then ack them all at once.
+
+        With a store (``Consumer.database``), every message runs inside a savepoint of
+        one transaction, so a failing message rolls back alone; the commit comes before
+        the ack, so nothing is acked before it is durable.
+        """
         if self.stopping:
-            return  # left unacked: the broker redelivers it after we close
+            return  # left unacked: the broker redelivers them after we close
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
-        started = time.perf_counter()
+        database = self.consumer.database
+        lines = []
+        if database is not None:
+            database.execute("BEGIN IMMEDIATE")
+        try:
+            for delivery in deliveries:
+                started = time.perf_counter()
+                outcome, attempts, routing_key = self._handle_one(broker, delivery)
+                lines.append((delivery, routing_key, outcome, attempts, time.perf_counter() - started))
+        except BaseException:
+            if database is not None:
+                database.execute("ROLLBACK")
+            raise
+        if database is not None:
+            database.execute("COMMIT")
+        broker.ack(deliveries[-1].delivery_tag, multiple=True)
+        self.handled += len(deliveries)
+        self._last_activity = time.monotonic()
+        for delivery, routing_key, outcome, attempts, seconds in lines:
+            logger.info(
+                "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
+                self.consumer.name,
+                delivery.type,
+                delivery.message_id,
+                routing_key,
+                outcome,
+                attempts,
+                seconds * 1000,
+            )
+        if self._max_messages is not None and self.handled >= self._max_messages:
+            self._stop.set()
+
+    def _handle_one(self, broker: Broker, delivery: Delivery) -> tuple[str, int, str]:
         attempts = _attempts(delivery)
         routing_key = str(delivery.headers.get(ROUTING_KEY, delivery.routing_key))
         context = Context(self.settings, delivery, routing_key, broker.publish)
+        database = self.consumer.database
+        if database is not None:
+            database.execute("SAVEPOINT message")
         try:
             message = self.consumer.decode(delivery.body, routing_key)
             outcome = self.consumer.handle(message, context)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            outcome = self._dead_letter(broker, delivery, routing_key, attempts, f"undecodable: {error}")
-        except HandlerError as error:
-            outcome = self._dead_letter(broker, delivery, routing_key, attempts, str(error))
         except TransportError:
-            raise  # the connection is gone: the message stays unacked and comes back
-        except Exception as error:  # noqa: BLE001  # a backend down or a handler bug: retry, then dead-letter
-            reason = f"{type(error).__name__}: {error}"
-            if attempts >= self.settings.max_attempts:
-                outcome = self._dead_letter(
-                    broker, delivery, routing_key, attempts, f"failed {attempts} times; last: {reason}"
-                )
-            else:
-                outcome = self._retry(broker, delivery, routing_key, attempts, reason)
-        broker.ack(delivery.delivery_tag)
-        self.handled += 1
-        self._last_activity = time.monotonic()
-        logger.info(
-            "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
+            raise  # the connection is gone: the batch stays unacked and comes back
+        except Exception as error:  # noqa: BLE001  # decided below: dead-letter or retry
+            if database is not None:
+                database.execute("ROLLBACK TO message")
+                database.execute("RELEASE message")
+            return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
+        if database is not None:
+            database.execute("RELEASE message")
+        return outcome, attempts, routing_key
+
+    def _failed(
+        self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, error: Exception
+    ) -> str:
+        """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
+        if isinstance(error, (msgspec.DecodeError, msgspec.ValidationError)):
+            return self._dead_letter(broker, delivery, routing_key, attempts, f"undecodable: {error}")
+        if isinstance(error, HandlerError):
+            return self._dead_letter(broker, delivery, routing_key, attempts, str(error))
+        reason = f"{type(error).__name__}: {error}"
+        if attempts >= self.settings.max_attempts:
+            return self._dead_letter(
+                broker, delivery, routing_key, attempts, f"failed {attempts} times; last: {reason}"
+            )
+        logger.warning(
+            "consumer=%s id=%s attempt %d failed: %s",
             self.consumer.name,
-            delivery.type,
             delivery.message_id,
-            routing_key,
-            outcome,
             attempts,
-            (time.perf_counter() - started) * 1000,
+            reason,
         )
-        if self._max_messages is not None and self.handled >= self._max_messages:
-            self._stop.set()
+        return self._retry(broker, delivery, routing_key, attempts, reason)
 
     def _retry(self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, reason: str) -> str:
         delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)

@@ -8,8 +8,6 @@ and "ack only after side effects are durable" rely on.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 PROCESSED_SCHEMA = """
@@ -39,15 +37,3 @@ def already_processed(connection: sqlite3.Connection, event_id: str) -> bool:
 
 def mark_processed(connection: sqlite3.Connection, event_id: str) -> None:
     connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
-
-
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
