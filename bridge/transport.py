@@ -179,7 +179,7 @@ class Broker:
     def declare_private_queue(self) -> str:
         """A server-named queue that lives as long as this connection; return its name."""
         with mapped_errors("declare a private queue"):
-            result = self.channel.queue_declare("", exclusive=True, auto_delete=True)
+            result = self.channel.queue_declare("", exclusive=True)  # gone with the connection
         return str(result.method.queue)
 
     def queue_info(self, name: str) -> tuple[int, int] | None:

@@ -272,3 +272,28 @@ def test_agent_replays_the_notify_outbox(
 def test_sigterm_stops_the_agent_cleanly(agent: Service) -> None:
     assert agent.stop() == 0
     assert "stopped after" in agent.output()
+
+
+def test_result_watch_skips_other_requests_results(broker: Broker, settings: Settings) -> None:
+    """--wait keeps listening past results for other requests (its queue outlives each get)."""
+    from bridge.dial import ResultWatch
+    from bridge.events import ENCODER, DialResult, utc_now
+    from bridge.transport import OutgoingMessage
+
+    with ResultWatch(settings) as watch:
+        for request_id in ("someone-else", "mine"):
+            result = DialResult(
+                request_id=request_id,
+                desk=settings.desk,
+                number="1",
+                status="dialed",
+                reason=None,
+                occurred_at=utc_now(),
+            )
+            broker.publish(
+                settings.exchange,
+                OutgoingMessage(result.routing_key, ENCODER.encode(result), request_id, "dial.result", 0),
+            )
+        found = watch.wait("mine", timeout=10)
+    assert found is not None
+    assert found.request_id == "mine"
