@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -350,6 +351,129 @@ def report_command(settings: Settings, fmt: str, calls: bool, direction: str | N
         click.echo("")
         click.echo("Calls by desk")
         click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
+
+
+@cli.group()
+def topology() -> None:
+    """Every exchange, queue, binding and dead-letter route tcx-bridge uses."""
+
+
+@topology.command("declare")
+@click.option("--desk", "desks", multiple=True, help="Also declare this desk agent's queue (repeatable).")
+@with_settings
+def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
+    """Declare everything (idempotent, safe on a live system).
+
+    \b
+    Example:
+        tcx-bridge topology declare --desk DESK-07 --desk DESK-08
+    """
+    from bridge.transport import Broker
+    from consumers.topology import declare_all, expected
+
+    with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
+        declare_all(broker, settings, list(desks))
+    entities = expected(settings, list(desks))
+    click.echo(f"declared {len(entities)} exchanges and queues on {redact_url(settings.amqp_url)}")
+
+
+@topology.command("show")
+@click.option("--desk", "desks", multiple=True, help="Also show this desk agent's queues (repeatable).")
+@with_settings
+def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
+    """Show what exists on the broker: each exchange and queue, its messages and consumers.
+
+    \b
+    Example:
+        tcx-bridge topology show --desk DESK-07
+    """
+    from bridge.transport import Broker
+    from consumers.topology import expected, inspect
+
+    with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
+        rows = inspect(broker, expected(settings, list(desks)))
+    width = max(len(entity.name) for entity, _ in rows)
+    for entity, state in rows:
+        click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<28} {entity.about}")
+
+
+@cli.command("schema")
+@click.option("--asyncapi", "as_asyncapi", is_flag=True, help="An AsyncAPI 3 document instead.")
+@click.option("--markdown", is_flag=True, help="docs/messages.md instead.")
+def schema_command(as_asyncapi: bool, markdown: bool) -> None:
+    """Print the JSON Schema of every message, generated from the msgspec types.
+
+    \b
+    Example:
+        tcx-bridge schema --asyncapi > asyncapi.json
+        tcx-bridge schema --markdown > docs/messages.md
+    """
+    import json
+
+    from bridge.schema import asyncapi, json_schemas, render_markdown
+
+    if markdown:
+        click.echo(render_markdown(), nl=False)
+    else:
+        click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
+
+
+@cli.command("simulate")
+@click.option("--calls", default=40, show_default=True, help="How many calls.")
+@click.option("--desks", default=3, show_default=True, help="Across how many desks (sim-1, sim-2, ...).")
+@click.option("--concurrency", default=8, show_default=True, help="Launches running at once, at most.")
+@click.option("--seed", default=1, show_default=True, help="Same seed, same traffic.")
+@click.option("--speed", default=60.0, show_default=True, help="Simulated seconds per real second.")
+@with_settings
+def simulate_command(
+    settings: Settings, calls: int, desks: int, concurrency: int, seed: int, speed: float
+) -> None:
+    """Play realistic call traffic as 3CX Assistant would: one tcx-bridge-notify launch per event.
+
+    \b
+    Example:
+        tcx-bridge simulate --calls 100 --desks 5 --seed 42
+    """
+    from bridge.simulate import notify_command, plan_traffic, play
+
+    if min(calls, desks, concurrency) < 1 or speed <= 0:
+        raise click.BadParameter("--calls, --desks, --concurrency and --speed must be positive")
+    plan = plan_traffic(calls, [f"sim-{n + 1}" for n in range(desks)], seed=seed, speed=speed)
+    env = {
+        **os.environ,
+        "TCX_BRIDGE_AMQP_URL": settings.amqp_url,
+        "TCX_BRIDGE_NAMESPACE": settings.namespace,
+        "TCX_BRIDGE_EXCHANGE": settings.exchange,
+        "TCX_BRIDGE_DATA_DIR": settings.data_dir,
+    }
+    label = f"{calls} calls, {plan.launches} launches"
+    with click.progressbar(length=plan.launches, label=label, file=sys.stderr) as bar:
+        outcome = play(
+            plan, notify_command(), env, concurrency=concurrency, on_launch=lambda *_: bar.update(1)
+        )
+    kinds = ", ".join(f"{count} {kind}" for kind, count in plan.kinds.items())
+    click.echo(f"{outcome.launched} launches ({kinds}) in {outcome.seconds:.1f}s; {outcome.failed} failed")
+    if outcome.failed:
+        raise click.ClickException(f"{outcome.failed} launch(es) failed; see {settings.log_dir}/notify.log")
+
+
+@cli.command("demo")
+@click.option("--calls", default=30, show_default=True, help="How many calls to simulate.")
+@click.option("--seed", default=7, show_default=True, help="Same seed, same traffic.")
+@with_settings
+def demo_command(settings: Settings, calls: int, seed: int) -> None:
+    """See the whole system work: topology, contacts, consumers, desk agent, calls, a dial, the report.
+
+    Uses TCX_BRIDGE_AMQP_URL (default: the local broker), with a namespace and a
+    data dir of its own that it removes at the end.
+
+    \b
+    Example:
+        tcx-bridge demo
+    """
+    from consumers.demo import run_demo
+
+    run_demo(settings, click.echo, calls=calls, seed=seed)
 
 
 def main() -> None:

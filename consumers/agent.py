@@ -81,13 +81,18 @@ class DeskAgent(Consumer):
     """Takes dial requests and screen pops addressed to this desk."""
 
     def __init__(self, settings: Settings) -> None:
-        self.name = f"desk.{settings.desk}"
+        self.name = self.name_for(settings)
         self.settings = settings
         # not `database`: each dial commits on its own, before the Assistant runs (no batching)
         self.dials = open_database(Path(settings.data_dir) / "agent.sqlite3", DIALS_SCHEMA)
         self._next_replay = 0.0
 
-    def bindings(self, settings: Settings) -> Sequence[Binding]:
+    @classmethod
+    def name_for(cls, settings: Settings) -> str:
+        return f"desk.{settings.desk}"
+
+    @classmethod
+    def bindings(cls, settings: Settings) -> Sequence[Binding]:
         found = [Binding(settings.commands_exchange, f"desk.{settings.desk}.*")]
         if settings.extension:
             found += [
@@ -96,7 +101,8 @@ class DeskAgent(Consumer):
             ]
         return found
 
-    def declare(self, broker: Broker, settings: Settings) -> None:
+    @classmethod
+    def declare(cls, broker: Broker, settings: Settings) -> None:
         declare_events(broker, settings)  # results go there
         declare_commands(broker, settings)
 

@@ -32,7 +32,8 @@ class Analytics(Consumer):
     def __init__(self, settings: Settings) -> None:
         self.database: sqlite3.Connection = open_database(database_path(settings), CALLS_SCHEMA)
 
-    def bindings(self, settings: Settings) -> Sequence[Binding]:
+    @classmethod
+    def bindings(cls, settings: Settings) -> Sequence[Binding]:
         return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
 
     def decode(self, body: bytes, routing_key: str) -> Any:

@@ -79,10 +79,12 @@ class Crm(Consumer):
             Path(settings.data_dir) / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA
         )
 
-    def bindings(self, settings: Settings) -> Sequence[Binding]:
+    @classmethod
+    def bindings(cls, settings: Settings) -> Sequence[Binding]:
         return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
 
-    def declare(self, broker: Broker, settings: Settings) -> None:
+    @classmethod
+    def declare(cls, broker: Broker, settings: Settings) -> None:
         declare_events(broker, settings)
         declare_commands(broker, settings)  # pops go there
 

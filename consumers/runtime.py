@@ -67,10 +67,17 @@ class Consumer:
     name: str = "consumer"
     database: sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
 
-    def bindings(self, settings: Settings) -> Sequence[Binding]:
+    @classmethod
+    def name_for(cls, settings: Settings) -> str:
+        """The consumer's name (its queue is ``<namespace>.<name>``)."""
+        return cls.name
+
+    @classmethod
+    def bindings(cls, settings: Settings) -> Sequence[Binding]:
         raise NotImplementedError
 
-    def declare(self, broker: Broker, settings: Settings) -> None:
+    @classmethod
+    def declare(cls, broker: Broker, settings: Settings) -> None:
         """Declare the exchanges this consumer binds to (the events exchange by default)."""
         declare_events(broker, settings)
 
@@ -294,9 +301,9 @@ class Runner:
         return "dead-lettered"
 
 
-def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer) -> None:
+def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer | type[Consumer]) -> None:
     """The consumer's queue, retry queue, dead-letter route and bindings (idempotent)."""
-    name = consumer.name
+    name = consumer.name_for(settings)
     queue = settings.queue(name)
     consumer.declare(broker, settings)
     broker.declare_exchange(settings.dead_exchange, "topic")

@@ -1,0 +1,182 @@
+"""JSON Schema and AsyncAPI 3 documents of the wire format, generated from the msgspec types.
+
+``docs/messages.md`` is ``render_markdown()``; a test fails when it is stale
+(regenerate with ``tcx-bridge schema --markdown > docs/messages.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+import msgspec
+
+from bridge import events
+
+
+class Channel(NamedTuple):
+    """Where a message travels: exchange and routing key (with {parameters})."""
+
+    key: str
+    exchange: str
+    address: str
+    message: type[msgspec.Struct]
+    sender: str
+    summary: str
+
+
+CHANNELS = (
+    Channel(
+        "callEvents",
+        "tcx.events",
+        "call.{kind}.{direction}.{desk}",
+        events.CallEvent,
+        "tcx-bridge-notify",
+        "One launch of the registered executable by 3CX Assistant.",
+    ),
+    Channel(
+        "invalidCallEvents",
+        "tcx.events",
+        "call.invalid.{desk}",
+        events.CallEvent,
+        "tcx-bridge-notify",
+        "A launch that could not be understood (kind invalid, with reason and argv).",
+    ),
+    Channel(
+        "dialResults",
+        "tcx.events",
+        "dial.{status}.{desk}",
+        events.DialResult,
+        "tcx-bridge agent",
+        "What became of a dial request.",
+    ),
+    Channel(
+        "dialRequests",
+        "tcx.commands",
+        "desk.{desk}.dial",
+        events.DialRequest,
+        "CRM servers, tcx-bridge dial",
+        "Ask a desk's 3CX Assistant to dial (also ext.{extension}.dial).",
+    ),
+    Channel(
+        "screenPops",
+        "tcx.commands",
+        "desk.{desk}.popup",
+        events.ScreenPop,
+        "tcx-bridge consume crm",
+        "Who is calling, for the desk (also ext.{extension}.popup).",
+    ),
+)
+PARAMETERS = {
+    "kind": "started, connected or ended",
+    "direction": "inbound, outbound or unknown",
+    "desk": "the desk id, [A-Za-z0-9_-]",
+    "status": "dialed, rejected, expired or failed",
+}
+
+
+def json_schemas(ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
+    """{"$defs": {...}} with one JSON Schema per message (and its parts)."""
+    _, components = msgspec.json.schema_components(events.MESSAGES, ref_template=ref_template)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$defs": components}
+
+
+def asyncapi() -> dict[str, Any]:
+    """An AsyncAPI 3.0 document of the channels (exchanges and routing keys) and messages."""
+    _, schemas = msgspec.json.schema_components(events.MESSAGES, ref_template="#/components/schemas/{name}")
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for channel in CHANNELS:
+        name = channel.message.__name__
+        parameters = {
+            p: {"description": PARAMETERS[p]} for p in PARAMETERS if "{" + p + "}" in channel.address
+        }
+        channels[channel.key] = {
+            "address": channel.address,
+            "description": channel.summary,
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+            **({"parameters": parameters} if parameters else {}),
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {
+                        "name": channel.exchange,
+                        "type": "topic",
+                        "durable": True,
+                        "autoDelete": False,
+                        "vhost": "/",
+                    },
+                    "bindingVersion": "0.3.0",
+                }
+            },
+        }
+        operations[f"send_{channel.key}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel.key}"},
+            "summary": f"Published by {channel.sender}.",
+            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "tcx-bridge",
+            "version": str(events.SCHEMA_VERSION),
+            "description": "3CX Assistant call events, screen pops and dial requests on RabbitMQ. "
+            "Exchange names use the default namespace tcx.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"rabbitmq": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}},
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "messages": {
+                message.__name__: {
+                    "name": message.__name__,
+                    "contentType": "application/json",
+                    "payload": {"$ref": f"#/components/schemas/{message.__name__}"},
+                }
+                for message in events.MESSAGES
+            },
+            "schemas": schemas,
+        },
+    }
+
+
+def render_markdown() -> str:
+    """docs/messages.md: every message, where it travels, and its JSON Schema."""
+    schemas = json_schemas()["$defs"]
+    lines = [
+        "# Messages",
+        "",
+        "Generated by `tcx-bridge schema --markdown` from the msgspec types in `bridge/events.py`;",
+        "do not edit by hand. Exchange names use the default namespace `tcx`. Every body is JSON;",
+        "consumers must ignore fields they do not know (new fields may be added, types never change).",
+        "",
+        "| exchange | routing key | message | published by |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{c.exchange}` | `{c.address}` | {c.message.__name__} | {c.sender} |" for c in CHANNELS]
+    for message in events.MESSAGES:
+        name = message.__name__
+        schema = schemas[name]
+        lines += ["", f"## {name}", "", (message.__doc__ or "").strip().splitlines()[0], ""]
+        lines += ["| field | type | required |", "|---|---|---|"]
+        required = set(schema.get("required", []))
+        for field, spec in schema["properties"].items():
+            lines.append(f"| `{field}` | {_type(spec)} | {'yes' if field in required else 'no'} |")
+        lines += ["", "```json", json.dumps(schema, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _type(spec: dict[str, Any]) -> str:
+    if "$ref" in spec:
+        return str(spec["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in spec:
+        return " or ".join(_type(option) for option in spec["anyOf"])
+    if "enum" in spec:
+        return " \\| ".join(f"`{value}`" for value in spec["enum"])
+    if "const" in spec:
+        return f"`{spec['const']}`"
+    if spec.get("type") == "array":
+        return f"array of {_type(spec.get('items', {}))}"
+    return str(spec.get("type", "any"))

@@ -1,0 +1,176 @@
+"""Realistic 3CX Assistant traffic: separate launches of the registered executable.
+
+Every call is a script of launches with the seed's exact arguments, played at
+compressed times (``speed`` simulated seconds per real second) on one of N desks:
+
+* answered inbound   ``/N:S /C:<caller> /T:I /I:<id>``, ``/N:C /T:I /I:<id>``, ``/N:E /T:I /I:<id>``
+* missed inbound     S then E
+* outbound           ``/N:S /T:O /I:<number>``, C (if answered), E
+* bursts             several calls ringing at the same moment on different desks
+
+Callers are known contacts, unknown numbers, anonymous (``/C:``) or internal
+extensions. ``seed`` makes a run reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+SAMPLE_CONTACTS = tuple(
+    (f"{first} {last}", f"+41 {prefix} {n:03d} {10 + n % 90:02d} {20 + n % 70:02d}", company)
+    for n, (first, last, prefix, company) in enumerate(
+        [
+            ("Anna", "Muster", "79", "Muster AG"),
+            ("Beat", "Keller", "78", "Keller Treuhand"),
+            ("Carla", "Rossi", "76", "Rossi Import"),
+            ("Daniel", "Weber", "44", "Weber & Co"),
+            ("Eva", "Schmid", "31", "Schmid Bau"),
+            ("Fabio", "Bernasconi", "91", "Ticino Viaggi"),
+            ("Gabi", "Meier", "61", "Meier Druck"),
+            ("Hans", "Huber", "41", "Huber Holz"),
+            ("Ines", "Favre", "22", "Favre Avocats"),
+            ("Jonas", "Brunner", "52", "Brunner Velo"),
+            ("Katrin", "Frei", "71", "Frei Optik"),
+            ("Luca", "Ferrari", "79", "Ferrari Gelati"),
+        ]
+    )
+)
+
+
+class Launch(NamedTuple):
+    """One launch of the registered executable: when (real seconds from the start), where, with what."""
+
+    at: float
+    desk: str
+    argv: tuple[str, ...]
+
+
+class Plan(NamedTuple):
+    calls: list[list[Launch]]
+    kinds: dict[str, int]
+
+    @property
+    def launches(self) -> int:
+        return sum(len(call) for call in self.calls)
+
+
+def plan_traffic(
+    calls: int, desks: Sequence[str], *, seed: int, speed: float = 60.0, minutes: float = 3.0
+) -> Plan:
+    """A reproducible mix of calls over ``minutes`` simulated minutes, compressed by speed."""
+    rng = random.Random(seed)
+    known = [phone for _, phone, _ in SAMPLE_CONTACTS]
+    kinds = {"answered": 0, "missed": 0, "outbound": 0, "burst": 0}
+    script: list[list[Launch]] = []
+    start = 0.0
+    burst_left = 0
+    for n in range(calls):
+        if burst_left == 0 and rng.random() < 0.1:
+            burst_left = rng.randint(3, 5)  # a burst: these calls ring at once
+        if burst_left:
+            burst_left -= 1
+            kinds["burst"] += 1
+        else:
+            start += rng.expovariate(calls / (minutes * 60))
+        desk = desks[n % len(desks)] if not burst_left else desks[rng.randrange(len(desks))]
+        call_id = f"{seed}-{n:05d}"
+        ring = rng.uniform(2, 25)
+        talk = rng.uniform(10, 240)
+        roll = rng.random()
+        at = start / speed
+        if roll < 0.2:
+            number = (
+                f"0{rng.choice(['44', '31', '61', '79'])} {rng.randint(100, 999)} {rng.randint(10, 99)} 00"
+            )
+            answered = rng.random() < 0.8
+            launches = [Launch(at, desk, ("/N:S", "/T:O", f"/I:{number}"))]
+            if answered:
+                launches.append(Launch(at + ring / speed, desk, ("/N:C", "/T:O", f"/I:{number}")))
+            launches.append(
+                Launch(
+                    at + (ring + (talk if answered else 0)) / speed, desk, ("/N:E", "/T:O", f"/I:{number}")
+                )
+            )
+            kinds["outbound"] += 1
+        else:
+            caller = rng.random()
+            if caller < 0.5:
+                caller_id = rng.choice(known).replace(" ", "")
+            elif caller < 0.8:
+                caller_id = f"07{rng.randint(5, 9)}{rng.randint(1000000, 9999999)}"
+            elif caller < 0.9:
+                caller_id = ""  # anonymous
+            else:
+                caller_id = str(rng.randint(100, 199))  # internal extension
+            launches = [Launch(at, desk, ("/N:S", f"/C:{caller_id}", "/T:I", f"/I:{call_id}"))]
+            if roll < 0.75:
+                launches.append(Launch(at + ring / speed, desk, ("/N:C", "/T:I", f"/I:{call_id}")))
+                launches.append(Launch(at + (ring + talk) / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}")))
+                kinds["answered"] += 1
+            else:
+                launches.append(Launch(at + ring / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}")))
+                kinds["missed"] += 1
+        script.append(launches)
+    return Plan(script, kinds)
+
+
+class Outcome(NamedTuple):
+    launched: int
+    failed: int
+    seconds: float
+
+
+def play(
+    plan: Plan,
+    notify: Sequence[str],
+    env: dict[str, str],
+    *,
+    concurrency: int,
+    on_launch: Callable[[Launch, int], None] | None = None,
+) -> Outcome:
+    """Play every call on its own schedule; at most ``concurrency`` launches run at once."""
+    gate = threading.Semaphore(concurrency)
+    lock = threading.Lock()
+    counts = {"launched": 0, "failed": 0}
+    started = time.monotonic()
+
+    def run_call(call: list[Launch]) -> None:
+        for launch in call:
+            delay = started + launch.at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with gate:
+                done = subprocess.run(
+                    [*notify, *launch.argv],
+                    env={**env, "TCX_BRIDGE_DESK": launch.desk},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            with lock:
+                counts["launched"] += 1
+                counts["failed"] += done.returncode != 0
+            if on_launch is not None:
+                on_launch(launch, done.returncode)
+
+    workers = max(1, min(len(plan.calls), 256))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run_call, plan.calls))
+    return Outcome(counts["launched"], counts["failed"], time.monotonic() - started)
+
+
+def notify_command() -> list[str]:
+    """The installed tcx-bridge-notify next to this Python, or ``python -m bridge.notify``."""
+    import shutil
+    import sys
+
+    found = shutil.which("tcx-bridge-notify", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "bridge.notify"]

@@ -1,0 +1,265 @@
+"""``tcx-bridge demo``: the whole system on one machine in under a minute.
+
+1. declares the topology (a namespace of its own, removed at the end);
+2. imports sample contacts;
+3. starts the CRM and analytics consumers and a desk agent with the fake Assistant;
+4. simulates a few minutes of calls, compressed into seconds, across three desks;
+5. queues a dial request for the first desk;
+6. shows screen pops and dial results as they happen;
+7. prints the analytics report;
+8. stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from bridge import events
+from bridge.config import Settings, redact_url
+from bridge.dial import request_dial
+from bridge.errors import BrokerUnreachableError, TcxBridgeError
+from bridge.simulate import SAMPLE_CONTACTS, notify_command, plan_traffic, play
+from bridge.transport import Broker
+from consumers.analytics import database_path
+from consumers.contacts import SqliteContacts
+from consumers.crm import contacts_path
+from consumers.report import COLUMNS, load_calls, render_table, report
+from consumers.topology import declare_all, expected
+
+DESKS = ("demo-1", "demo-2", "demo-3")
+Say = Callable[[str], None]
+
+
+def broker_url(settings: Settings, say: Say) -> Iterator[str]:
+    """The configured broker if it answers; else a testcontainers RabbitMQ where Docker runs."""
+    try:
+        with Broker(settings.amqp_url, timeout=3):
+            pass
+    except BrokerUnreachableError as error:
+        if (
+            shutil.which("docker") is None
+            or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0
+        ):
+            raise BrokerUnreachableError(
+                f"no RabbitMQ at {redact_url(settings.amqp_url)} ({error}) and no Docker to start one: "
+                "start RabbitMQ (docker compose up -d rabbitmq, or rabbitmq-server -detached) "
+                "or set TCX_BRIDGE_AMQP_URL"
+            ) from None
+        say(f"no RabbitMQ at {redact_url(settings.amqp_url)}: starting one with testcontainers")
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as container:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+            yield f"amqp://guest:guest@{host}:{port}/%2F"
+        return
+    yield settings.amqp_url
+
+
+def tcx_bridge() -> list[str]:
+    found = shutil.which("tcx-bridge", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "bridge.cli"]
+
+
+def fake_assistant() -> str:
+    found = shutil.which("tcx-bridge-fake-assistant", path=os.path.dirname(sys.executable))
+    if found is None:
+        raise TcxBridgeError(
+            "tcx-bridge-fake-assistant is not installed next to tcx-bridge; reinstall the package"
+        )
+    return found
+
+
+class Watcher(threading.Thread):
+    """Prints screen pops and dial results as they arrive."""
+
+    def __init__(self, settings: Settings, say: Say) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.say = settings, say
+        self.pops = 0
+        self.results: list[events.DialResult] = []
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with Broker(self.settings.amqp_url) as broker:
+            queue = broker.declare_private_queue()
+            broker.bind_queue(queue, self.settings.commands_exchange, "desk.*.popup")
+            broker.bind_queue(queue, self.settings.exchange, "dial.#")
+            self.ready.set()
+            while not self.stop.is_set():
+                delivery = broker.get(queue, timeout=0.2)
+                if delivery is None:
+                    continue
+                if delivery.routing_key.endswith(".popup"):
+                    pop = events.SCREEN_POP_DECODER.decode(delivery.body)
+                    who = f"{pop.contact.name} ({pop.contact.company})" if pop.contact else "unknown caller"
+                    self.say(f"  pop    {pop.desk:<7} {pop.caller_id or 'anonymous':<14} {who}")
+                    self.pops += 1
+                else:
+                    result = msgspec.json.decode(delivery.body, type=events.DialResult)
+                    self.say(
+                        f"  dial   {result.desk:<7} {result.number:<14} {result.status}"
+                        + (f": {result.reason}" if result.reason else "")
+                    )
+                    self.results.append(result)
+
+
+@contextmanager
+def services(settings: Settings, env: dict[str, str], say: Say) -> Iterator[None]:
+    """The CRM and analytics consumers and the desk agent of the first desk, stopped with SIGTERM."""
+    started = []
+    log_dir = Path(settings.data_dir)
+    commands = [
+        ("crm", ["consume", "crm"], {}),
+        ("analytics", ["consume", "analytics"], {}),
+        (f"agent {DESKS[0]}", ["agent"], {"TCX_BRIDGE_DESK": DESKS[0], "TCX_BRIDGE_EXTENSION": "201"}),
+    ]
+    try:
+        for name, argv, extra in commands:
+            with (log_dir / f"{name.split()[0]}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    [*tcx_bridge(), *argv], env={**env, **extra}, stdout=log, stderr=log
+                )
+            started.append((name, process))
+        with Broker(settings.amqp_url) as broker:
+            queues = [settings.queue("crm"), settings.queue("analytics"), settings.queue(f"desk.{DESKS[0]}")]
+            deadline = time.monotonic() + 30
+            for queue in queues:
+                while (info := broker.queue_info(queue)) is None or info[1] == 0:
+                    if time.monotonic() > deadline:
+                        raise TcxBridgeError(f"the consumer of {queue!r} did not start; see {log_dir}")
+                    time.sleep(0.05)
+        say("3. started: " + ", ".join(name for name, _ in started))
+        yield
+    finally:
+        for _, process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = []
+        for name, process in started:
+            try:
+                codes.append(f"{name} exit {process.wait(20)}")
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(f"{name} killed")
+        say("8. stopped: " + ", ".join(codes))
+
+
+def wait_processed(settings: Settings, expected_events: int, timeout: float) -> int:
+    """Wait until analytics has processed expected_events (or timeout); return how many it did."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        try:
+            connection = sqlite3.connect(database_path(settings))
+            count = int(connection.execute("SELECT count(*) FROM processed").fetchone()[0])
+            connection.close()
+        except sqlite3.Error:
+            count = 0
+        if count >= expected_events:
+            break
+        time.sleep(0.1)
+    return count
+
+
+def run_demo(base: Settings, say: Say, *, calls: int = 30, seed: int = 7, speed: float = 60.0) -> None:
+    """The whole demo; raises TcxBridgeError when something is wrong."""
+    work = Path(tempfile.mkdtemp(prefix="tcx-demo-"))
+    namespace = f"tcxdemo-{uuid.uuid4().hex[:6]}"
+    try:
+        for url in broker_url(base, say):
+            settings = msgspec.structs.replace(
+                base,
+                amqp_url=url,
+                namespace=namespace,
+                exchange=f"{namespace}.events",
+                data_dir=str(work),
+                desk=DESKS[0],
+            )
+            _run(settings, work, say, calls=calls, seed=seed, speed=speed)
+    except TcxBridgeError:
+        say(f"the demo failed; its logs and stores are kept in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, speed: float) -> None:
+    started = time.monotonic()
+    say(f"broker {redact_url(settings.amqp_url)}, namespace {settings.namespace}, data in {work}")
+    with Broker(settings.amqp_url) as broker:
+        declare_all(broker, settings, list(DESKS))
+    say(f"1. declared the topology: {len(expected(settings, list(DESKS)))} exchanges and queues")
+
+    contacts_csv = work / "contacts.csv"
+    with contacts_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "phone", "company", "url"])
+        for n, (name, phone, company) in enumerate(SAMPLE_CONTACTS):
+            writer.writerow([name, phone, company, f"https://crm.example.com/contacts/{n + 1}"])
+    imported, _ = SqliteContacts(contacts_path(settings)).import_csv(contacts_csv, settings.region)
+    say(f"2. imported {imported} sample contacts")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TCX_BRIDGE_")}
+    env.update(
+        TCX_BRIDGE_AMQP_URL=settings.amqp_url,
+        TCX_BRIDGE_NAMESPACE=settings.namespace,
+        TCX_BRIDGE_DATA_DIR=str(work),
+        TCX_BRIDGE_CONFIG=str(work / "none.toml"),
+        TCX_BRIDGE_ASSISTANT=fake_assistant(),
+        TCX_BRIDGE_REGION=settings.region,
+        TCX_BRIDGE_POPUP_COMMAND=f"{fake_assistant()} popup {{name}} {{e164}}",
+    )
+    (work / "none.toml").write_text("")
+    watcher = Watcher(settings, say)
+    with services(settings, env, say):
+        watcher.start()
+        watcher.ready.wait(10)
+        plan = plan_traffic(calls, DESKS, seed=seed, speed=speed)
+        kinds = ", ".join(f"{count} {kind}" for kind, count in plan.kinds.items())
+        say(f"4. simulating {calls} calls ({kinds}): {plan.launches} launches of tcx-bridge-notify")
+        outcome = play(plan, notify_command(), env, concurrency=8)
+        say(f"   {outcome.launched} launches in {outcome.seconds:.1f}s, {outcome.failed} failed")
+        number = SAMPLE_CONTACTS[0][1]
+        request = request_dial(settings, number, desk=DESKS[0], ttl=60, requested_by="demo")
+        say(f"5. queued dial request {request.request_id} for {DESKS[0]}: {number}")
+        deadline = time.monotonic() + 20
+        while not watcher.results and time.monotonic() < deadline:
+            time.sleep(0.1)
+        total = plan.launches + 3  # the fake Assistant reports the dialed call too (S, C, E)
+        done = wait_processed(settings, total, timeout=30)
+        say(
+            f"6. {watcher.pops} screen pops, {len(watcher.results)} dial result(s); "
+            f"analytics processed {done}/{total} events"
+        )
+        watcher.stop.set()
+        watcher.join(5)
+        summary = report(load_calls(database_path(settings)))
+        say(f"7. report (times compressed {speed:g}x)")
+        say(render_table(summary["by_desk"], ["desk", *COLUMNS]))
+    with Broker(settings.amqp_url) as broker:
+        for entity in reversed(expected(settings, list(DESKS))):
+            if entity.kind == "queue":
+                broker.delete_queue(entity.name)
+            else:
+                broker.delete_exchange(entity.name)
+    if not watcher.results or watcher.results[0].status != "dialed":
+        raise TcxBridgeError("the dial request was not dialed; see the logs in the data dir")
+    if done < total:
+        raise TcxBridgeError(f"analytics processed only {done} of {total} events")
+    say(f"done in {time.monotonic() - started:.1f}s")
