@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Settings, load_settings
-from bridge.errors import TransportError
 from bridge.transport import Broker, Delivery
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -108,24 +107,20 @@ def broker(settings: Settings) -> Iterator[Broker]:
 
 
 def _cleanup(settings: Settings) -> None:
+    """Delete every queue and exchange this test's namespace may have (missing ones are fine)."""
+    from consumers.topology import expected
+
+    entities = expected(settings, [settings.desk, *EXTRA_DESKS])
+    queues = [e.name for e in entities if e.kind == "queue"] + TAPS.pop(settings.namespace, [])
+    exchanges = [e.name for e in entities if e.kind == "exchange"]
     with Broker(settings.amqp_url) as connection:
-        for queue in [settings.unrouted_exchange, *TAPS.pop(settings.namespace, [])]:
-            try:
-                connection.delete_queue(queue)
-            except TransportError:
-                pass
-        for exchange in (
-            settings.exchange,
-            settings.unrouted_exchange,
-            settings.commands_exchange,
-            settings.dead_exchange,
-        ):
-            try:
-                connection.delete_exchange(exchange)
-            except TransportError:
-                pass
+        for queue in queues:
+            connection.delete_queue(queue)
+        for exchange in exchanges:
+            connection.delete_exchange(exchange)
 
 
+EXTRA_DESKS = ["d1", "nobody-here"]
 TAPS: dict[str, list[str]] = {}
 
 

@@ -1,0 +1,14 @@
+# The consumers (and every tcx-bridge command) in a container; the notify executable
+# and the desk agent run on the agents' Windows desks instead.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY consumers ./consumers
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 tcx \
+    && mkdir /data && chown tcx /data
+USER tcx
+ENV TCX_BRIDGE_DATA_DIR=/data
+ENTRYPOINT ["tcx-bridge"]
+CMD ["--help"]

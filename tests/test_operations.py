@@ -1,0 +1,142 @@
+"""Operations: the demo, topology, schema and docs in sync, the compose file, simulate."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bridge.cli import cli
+from bridge.config import Settings
+from bridge.schema import asyncapi, json_schemas, render_markdown
+from bridge.simulate import plan_traffic
+from bridge.transport import Broker
+from consumers import CONSUMERS
+from tests.conftest import Tap, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_demo_runs_to_completion(env: dict[str, str]) -> None:
+    started = time.monotonic()
+    done = run_cli(env, "demo", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    out = done.stdout
+    assert "  pop    demo-" in out
+    assert "(Muster AG)" in out or "unknown caller" in out
+    assert "  dial   demo-1  +41790001020   dialed" in out
+    assert "desk    calls  answered  missed  answer_rate" in out
+    assert "8. stopped: crm exit 0, analytics exit 0, agent demo-1 exit 0" in out
+
+
+@pytest.mark.integration
+def test_topology_declare_twice_is_idempotent(
+    env: dict[str, str], broker: Broker, settings: Settings
+) -> None:
+    for _ in range(2):
+        done = run_cli(env, "topology", "declare", "--desk", "d1")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("declared 14 exchanges and queues on amqp://guest:****@")
+    shown = run_cli(env, "topology", "show", "--desk", "d1")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 14  # 5 exchanges and queues of the events, 3 queues each for crm, analytics, d1
+    assert not [line for line in lines if "MISSING" in line]
+    assert any(line.split()[1] == f"{settings.namespace}.dead.crm" for line in lines)
+    assert any(line.split()[1] == f"{settings.namespace}.desk.d1" for line in lines)
+
+
+@pytest.mark.integration
+def test_topology_show_reports_what_is_missing(env: dict[str, str], broker: Broker) -> None:
+    shown = run_cli(env, "topology", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert all("MISSING" in line for line in shown.stdout.splitlines())
+
+
+def test_messages_doc_is_generated_from_the_schema() -> None:
+    """Regenerate with: tcx-bridge schema --markdown > docs/messages.md"""
+    assert (ROOT / "docs" / "messages.md").read_text() == render_markdown()
+
+
+def test_schema_covers_every_message() -> None:
+    defs = json_schemas()["$defs"]
+    assert {"CallEvent", "ScreenPop", "DialRequest", "DialResult", "Contact"} <= set(defs)
+    assert set(defs["CallEvent"]["required"]) >= {
+        "event_id",
+        "kind",
+        "direction",
+        "call_id",
+        "caller_id",
+        "desk",
+        "extension",
+        "occurred_at",
+        "argv",
+    }
+    assert set(defs["DialRequest"]["required"]) >= {"request_id", "number"}
+
+
+def test_asyncapi_document() -> None:
+    document = asyncapi()
+    assert document["asyncapi"] == "3.0.0"
+    channel = document["channels"]["callEvents"]
+    assert channel["address"] == "call.{kind}.{direction}.{desk}"
+    assert channel["bindings"]["amqp"]["exchange"]["name"] == "tcx.events"
+    assert document["channels"]["dialRequests"]["address"] == "desk.{desk}.dial"
+    for operation in document["operations"].values():
+        target = operation["channel"]["$ref"].rsplit("/", 1)[-1]
+        assert target in document["channels"]
+    result = CliRunner().invoke(cli, ["schema", "--asyncapi"])
+    assert json.loads(result.output) == document
+
+
+def test_compose_file_parses_and_runs_only_commands_that_exist() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:")
+    assert "management" in services["rabbitmq"]["image"]
+    assert services["rabbitmq"]["healthcheck"]["test"]
+    assert any(volume.endswith(":/var/lib/rabbitmq") for volume in services["rabbitmq"]["volumes"])
+    assert {"crm", "analytics"} <= set(services)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["tcx-bridge"]' in dockerfile
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        command = service["command"]
+        result = CliRunner().invoke(cli, [*command, "--help"])
+        assert result.exit_code == 0, f"{name}: {command}: {result.output}"
+        if command[0] == "consume":
+            assert command[1] in CONSUMERS
+        assert service["environment"]["TCX_BRIDGE_AMQP_URL"].startswith("amqp://")
+
+
+def test_traffic_plan_is_reproducible_and_mixed() -> None:
+    one = plan_traffic(60, ["a", "b"], seed=5)
+    assert one == plan_traffic(60, ["a", "b"], seed=5)
+    assert one != plan_traffic(60, ["a", "b"], seed=6)
+    assert all(one.kinds[kind] > 0 for kind in ("answered", "missed", "outbound"))
+    for call in one.calls:
+        assert [launch.at for launch in call] == sorted(launch.at for launch in call)
+        assert call[0].argv[0] == "/N:S"
+        assert call[-1].argv[0] == "/N:E"
+
+
+@pytest.mark.integration
+def test_simulate_launches_the_registered_executable(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    plan = plan_traffic(6, ["sim-1", "sim-2"], seed=3, speed=600)
+    done = run_cli(env, "simulate", "--calls", "6", "--desks", "2", "--seed", "3", "--speed", "600")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{plan.launches} launches (")
+    arrived = events_tap.drain()
+    assert len(arrived) == plan.launches
+    argvs = sorted(tuple(json.loads(d.body)["argv"]) for d in arrived)
+    assert argvs == sorted(launch.argv for call in plan.calls for launch in call)
+    assert {d.routing_key.rsplit(".", 1)[-1] for d in arrived} <= {"sim-1", "sim-2"}
