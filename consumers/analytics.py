@@ -17,7 +17,7 @@ from bridge import events
 from bridge.config import Settings
 from consumers.calls import CALLS_SCHEMA, apply_event
 from consumers.runtime import Binding, Consumer, Context
-from consumers.store import already_processed, mark_processed, open_database
+from consumers.store import first_time, open_database
 
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 
@@ -44,10 +44,9 @@ class Analytics(Consumer):
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
         db = self.database  # the runtime's batch transaction is open
-        if already_processed(db, event.event_id):
+        if not first_time(db, event.event_id):
             return "duplicate"
         apply_event(db, event)
-        mark_processed(db, event.event_id)
         return "recorded"
 
     def close(self) -> None:

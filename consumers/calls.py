@@ -74,23 +74,34 @@ def apply_event(connection: sqlite3.Connection, event: CallEvent) -> dict[str, A
         (event.desk, event.direction, event.call_id),
     ).fetchall()
     record = next((row for row in candidates if _fits(row, slot, moment)), None)
-    if record is None:
-        cursor = connection.execute(
-            "INSERT INTO calls (desk, direction, call_id, extension) VALUES (?, ?, ?, ?)",
-            (event.desk, event.direction, event.call_id, event.extension),
-        )
-        record_id = cursor.lastrowid
-    else:
-        record_id = record["id"]
-    connection.execute(f"UPDATE calls SET {slot} = ? WHERE id = ?", (event.occurred_at, record_id))
-    if event.kind == "started" and event.caller_id is not None:
-        connection.execute("UPDATE calls SET caller_id = ? WHERE id = ?", (event.caller_id, record_id))
-    row = connection.execute("SELECT * FROM calls WHERE id = ?", (record_id,)).fetchone()
-    ring = _seconds(row["started_at"], row["connected_at"])
-    talk = _seconds(row["connected_at"], row["ended_at"])
-    answered = row["connected_at"] is not None
-    connection.execute(
-        "UPDATE calls SET ring_seconds = ?, talk_seconds = ?, answered = ? WHERE id = ?",
-        (ring, talk, int(answered), record_id),
+    merged: dict[str, Any] = (
+        dict(record)
+        if record is not None
+        else {
+            "id": None,
+            "desk": event.desk,
+            "direction": event.direction,
+            "call_id": event.call_id,
+            "caller_id": None,
+            "extension": event.extension,
+            **dict.fromkeys(SLOTS.values()),
+        }
     )
-    return {**dict(row), "ring_seconds": ring, "talk_seconds": talk, "answered": answered}
+    merged[slot] = event.occurred_at
+    if event.kind == "started" and event.caller_id is not None:
+        merged["caller_id"] = event.caller_id
+    merged["ring_seconds"] = _seconds(merged["started_at"], merged["connected_at"])
+    merged["talk_seconds"] = _seconds(merged["connected_at"], merged["ended_at"])
+    merged["answered"] = merged["connected_at"] is not None
+    values = {**merged, "answered": int(merged["answered"])}
+    if record is None:
+        columns = [name for name in values if name != "id"]
+        cursor = connection.execute(
+            f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})", values
+        )
+        merged["id"] = cursor.lastrowid
+    else:
+        changed = ("caller_id", *SLOTS.values(), "ring_seconds", "talk_seconds", "answered")
+        assignments = ", ".join(f"{name} = :{name}" for name in changed)
+        connection.execute(f"UPDATE calls SET {assignments} WHERE id = :id", values)
+    return merged

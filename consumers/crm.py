@@ -36,7 +36,7 @@ from consumers.calls import CALLS_SCHEMA, apply_event
 from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
 from consumers.numbers import CallerNumber, normalise
 from consumers.runtime import Binding, Consumer, Context
-from consumers.store import already_processed, mark_processed, open_database
+from consumers.store import first_time, open_database
 
 JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -96,7 +96,7 @@ class Crm(Consumer):
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
         db = self.database  # the runtime's batch transaction is open
-        if already_processed(db, event.event_id):
+        if not first_time(db, event.event_id):
             return "duplicate"
         record = apply_event(db, event)
         outcome = "recorded"
@@ -106,7 +106,6 @@ class Crm(Consumer):
         if record["ended_at"] is not None:
             self._journal(db, record, number)
             outcome += "+journaled"
-        mark_processed(db, event.event_id)
         return outcome
 
     def _lookup(self, number: CallerNumber) -> events.Contact | None:

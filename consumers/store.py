@@ -29,11 +29,11 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
     return connection
 
 
-def already_processed(connection: sqlite3.Connection, event_id: str) -> bool:
-    """True if event_id was recorded; call inside the transaction that records it."""
-    row = connection.execute("SELECT 1 FROM processed WHERE event_id = ?", (event_id,)).fetchone()
-    return row is not None
+def first_time(connection: sqlite3.Connection, event_id: str) -> bool:
+    """Record event_id as processed; False if it already was (a duplicate).
 
-
-def mark_processed(connection: sqlite3.Connection, event_id: str) -> None:
-    connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
+    Call it inside the transaction (or savepoint) that holds the event's side effects,
+    so that both are committed, or rolled back, together.
+    """
+    cursor = connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
+    return cursor.rowcount == 1
