@@ -329,15 +329,25 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     read_file: bool = True,
+    lenient: bool = False,
 ) -> Loaded:
-    """Resolve every setting from defaults, the TOML file, the environment and flags."""
+    """Resolve every setting from defaults, the TOML file, the environment and flags.
+
+    lenient: a bad value (or an unreadable file) falls back to the default instead of
+    raising, so that the notify executable can still keep the event somewhere.
+    """
     environ = os.environ if environ is None else environ
     flags = {name: value for name, value in (flags or {}).items() if value is not None}
     unknown = sorted(set(flags) - set(KEYS_BY_NAME))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}")
     path, explicit = config_path(environ) if read_file else (None, False)
-    from_file = _read_file(path, explicit)
+    try:
+        from_file = _read_file(path, explicit)
+    except ConfigError:
+        if not lenient:
+            raise
+        from_file = {}
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -352,7 +362,13 @@ def load_settings(
             values[key.name] = key.default(values, environ)
             sources[key.name] = "default"
             continue
-        values[key.name] = key.parse(label, raw)
+        try:
+            values[key.name] = key.parse(label, raw)
+        except ConfigError:
+            if not lenient:
+                raise
+            values[key.name] = key.default(values, environ)
+            source = f"default, {label} is bad"
         sources[key.name] = source
     return Loaded(Settings(**values), sources)
 

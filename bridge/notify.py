@@ -204,9 +204,9 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
-    """Bad configuration: keep the event in the default outbox so that it is not lost."""
+    """Bad configuration: keep the event in the outbox (bad values taken as defaults) so it is not lost."""
     try:
-        settings = load_settings(read_file=False, environ={}).settings
+        settings: Settings | None = load_settings(lenient=True).settings  # the bad values as defaults
     except TcxBridgeError:
         settings = None
     configure_logging(settings)

@@ -179,3 +179,21 @@ def test_mandatory_unroutable_without_alternate_exchange_goes_to_the_outbox(
     assert len(Outbox(settings.outbox_dir).paths()) == 1
     log = (Path(settings.log_dir) / "notify.log").read_text()
     assert "returned the message as unroutable" in log
+
+
+def test_bad_configuration_keeps_the_event_for_later(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    """A typo in the configuration must not lose the call: the event waits in the outbox."""
+    done = run_notify({**env, "TCX_BRIDGE_PUBLISH_BUDGET": "3s"}, "/N:S", "/C:1", "/T:I", "/I:typo")
+    assert done.returncode == 1
+    assert (
+        "configuration error: TCX_BRIDGE_PUBLISH_BUDGET: '3s' is not a number; give e.g. 1.1" in done.stderr
+    )
+    assert len(Outbox(settings.outbox_dir).paths()) == 1
+    assert run_cli(env, "spool", "flush").returncode == 0
+    delivery = events_tap.get()
+    assert delivery is not None
+    body = json.loads(delivery.body)
+    assert body["call_id"] == "typo"
+    assert body["desk"] == settings.desk  # the good settings were kept
