@@ -138,7 +138,11 @@ def test_reduce_desk(raw: str, reduced: str) -> None:
 
 
 def test_lenient_load_keeps_good_values_and_defaults_bad_ones(tmp_path: Path) -> None:
-    environ = {"TCX_BRIDGE_DESK": "desk-9", "TCX_BRIDGE_PREFETCH": "lots", "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    environ = {
+        "TCX_BRIDGE_DESK": "desk-9",
+        "TCX_BRIDGE_PREFETCH": "lots",
+        "TCX_BRIDGE_DATA_DIR": str(tmp_path),
+    }
     loaded = load_settings({}, environ, read_file=False, lenient=True)
     assert loaded.settings.desk == "desk-9"
     assert loaded.settings.prefetch == 100

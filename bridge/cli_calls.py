@@ -1,0 +1,280 @@
+"""The tcx-bridge commands that run the system: consumers, the desk agent, dialing, reports, traffic.
+
+Registered on the group in cli.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from bridge.clikit import friendly_errors, settings_of, with_settings
+from bridge.config import Settings
+
+
+@click.command("agent")
+@click.option("--max-messages", type=int, help="Stop after this many messages (for tests and demos).")
+@with_settings
+def agent_command(settings: Settings, max_messages: int | None) -> None:
+    """Run the desk agent: dial requests and screen pops for this desk, outbox replays.
+
+    \b
+    Example:
+        TCX_BRIDGE_DESK=DESK-07 TCX_BRIDGE_EXTENSION=107 tcx-bridge agent
+    """
+    from consumers.agent import DeskAgent
+    from consumers.runtime import Runner
+
+    runner = Runner(DeskAgent(settings), settings, max_messages=max_messages)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+@click.command("dial")
+@click.argument("number")
+@click.option("--desk", help="The desk that dials (routing key desk.<desk>.dial).")
+@click.option("--extension", help="Or the extension that dials (routing key ext.<extension>.dial).")
+@click.option("--ttl", type=float, help="Seconds after which the request must not be dialed any more.")
+@click.option("--requested-by", help="Who asks (kept in the request and the agent's log).")
+@click.option("--wait", is_flag=True, help="Wait for the result; exit 1 unless the number was dialed.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits for the result.")
+@with_settings
+def dial_command(
+    settings: Settings,
+    number: str,
+    desk: str | None,
+    extension: str | None,
+    ttl: float | None,
+    requested_by: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Queue a dial request for a desk's 3CX Assistant.
+
+    \b
+    Example:
+        tcx-bridge dial --desk DESK-07 "+41 44 123 45 67" --ttl 60 --wait
+    """
+    from bridge.dial import ResultWatch, request_dial
+
+    if bool(desk) == bool(extension):
+        raise click.UsageError("give exactly one of --desk and --extension")
+    if not wait:
+        request = request_dial(
+            settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
+        )
+        click.echo(f"queued {request.request_id}")
+        return
+    with ResultWatch(settings) as watch:
+        request = request_dial(
+            settings,
+            number,
+            desk=desk,
+            extension=extension,
+            ttl=ttl,
+            requested_by=requested_by,
+            broker=watch.broker,
+        )
+        click.echo(f"queued {request.request_id}")
+        result = watch.wait(request.request_id, timeout=timeout)
+    if result is None:
+        raise click.ClickException(
+            f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
+        )
+    line = f"{result.status} {result.number} on {result.desk}" + (
+        f": {result.reason}" if result.reason else ""
+    )
+    if result.status != "dialed":
+        raise click.ClickException(line)
+    click.echo(line)
+
+
+@click.command("consume")
+@click.argument("name", required=False)
+@click.option("--list", "list_them", is_flag=True, help="List the consumers and exit.")
+@click.option("--max-messages", type=int, help="Stop after this many messages (for tests and benchmarks).")
+@click.option("--idle-exit", type=float, help="Stop after this many seconds without a message.")
+@click.pass_context
+def consume_command(
+    ctx: click.Context, name: str | None, list_them: bool, max_messages: int | None, idle_exit: float | None
+) -> None:
+    """Run a consumer until SIGTERM or Ctrl-C.
+
+    \b
+    Example:
+        tcx-bridge consume crm
+        tcx-bridge consume --list
+    """
+    import importlib
+
+    from consumers import CONSUMERS
+
+    if list_them:
+        for known, (_, _, about) in CONSUMERS.items():
+            click.echo(f"{known:<10} {about}")
+        return
+    if name not in CONSUMERS:
+        raise click.BadParameter(
+            f"{name!r} is not a consumer; choose from {', '.join(CONSUMERS)}", param_hint="NAME"
+        )
+    settings = settings_of(ctx)
+    module, cls, _ = CONSUMERS[name]
+    with friendly_errors():
+        from consumers.runtime import Runner
+
+        consumer = getattr(importlib.import_module(module), cls)(settings)
+        runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
+        runner.install_signal_handlers()
+        runner.run()
+
+
+@click.group()
+def contacts() -> None:
+    """The embedded SQLite contacts store the CRM consumer looks callers up in."""
+
+
+@contacts.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Delete every contact first.")
+@with_settings
+def contacts_import(settings: Settings, csv_file: Path, replace: bool) -> None:
+    """Import contacts from a CSV file (header: name, phone; optional company, email, url; others kept).
+
+    \b
+    Example:
+        tcx-bridge contacts import contacts.csv
+    """
+    from consumers.contacts import SqliteContacts
+    from consumers.crm import contacts_path
+
+    store = SqliteContacts(contacts_path(settings))
+    imported, problems = store.import_csv(csv_file, settings.region, replace=replace)
+    for problem in problems[:20]:
+        click.echo(f"{csv_file}: {problem}", err=True)
+    if len(problems) > 20:
+        click.echo(f"{csv_file}: ... and {len(problems) - 20} more skipped", err=True)
+    click.echo(
+        f"imported {imported} contact(s), skipped {len(problems)}; "
+        f"{store.count()} in {contacts_path(settings)}"
+    )
+
+
+@click.command("report")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option("--calls", is_flag=True, help="Print the per-call records instead of the summaries.")
+@click.option("--direction", type=click.Choice(["inbound", "outbound", "unknown"]), help="Only these calls.")
+@with_settings
+def report_command(settings: Settings, fmt: str, calls: bool, direction: str | None) -> None:
+    """Call analytics: per-day and per-desk summaries, or the per-call records.
+
+    \b
+    Example:
+        tcx-bridge report
+        tcx-bridge report --calls --format json
+    """
+    import csv
+    import json
+
+    from consumers.analytics import database_path
+    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report
+
+    records = load_calls(database_path(settings), direction)
+    if calls:
+        if fmt == "json":
+            click.echo(json.dumps(records, indent=2))
+        elif fmt == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=CALL_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(records)
+        else:
+            click.echo(render_table(records, CALL_COLUMNS))
+        return
+    summary = report(records)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["group", "key", *COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        for group, key in (("by_day", "day"), ("by_desk", "desk")):
+            for row in summary[group]:
+                writer.writerow({"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}})
+    else:
+        click.echo("Calls by day (UTC)")
+        click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))
+        click.echo("")
+        click.echo("Calls by desk")
+        click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
+
+
+@click.command("simulate")
+@click.option("--calls", default=40, show_default=True, help="How many calls.")
+@click.option("--desks", default=3, show_default=True, help="Across how many desks (sim-1, sim-2, ...).")
+@click.option("--concurrency", default=8, show_default=True, help="Launches running at once, at most.")
+@click.option("--seed", default=1, show_default=True, help="Same seed, same traffic.")
+@click.option("--speed", default=60.0, show_default=True, help="Simulated seconds per real second.")
+@with_settings
+def simulate_command(
+    settings: Settings, calls: int, desks: int, concurrency: int, seed: int, speed: float
+) -> None:
+    """Play realistic call traffic as 3CX Assistant would: one tcx-bridge-notify launch per event.
+
+    \b
+    Example:
+        tcx-bridge simulate --calls 100 --desks 5 --seed 42
+    """
+    from bridge.simulate import notify_command, plan_traffic, play
+
+    if min(calls, desks, concurrency) < 1 or speed <= 0:
+        raise click.BadParameter("--calls, --desks, --concurrency and --speed must be positive")
+    plan = plan_traffic(calls, [f"sim-{n + 1}" for n in range(desks)], seed=seed, speed=speed)
+    env = {
+        **os.environ,
+        "TCX_BRIDGE_AMQP_URL": settings.amqp_url,
+        "TCX_BRIDGE_NAMESPACE": settings.namespace,
+        "TCX_BRIDGE_EXCHANGE": settings.exchange,
+        "TCX_BRIDGE_DATA_DIR": settings.data_dir,
+    }
+    label = f"{calls} calls, {plan.launches} launches"
+    with click.progressbar(length=plan.launches, label=label, file=sys.stderr) as bar:
+        outcome = play(
+            plan, notify_command(), env, concurrency=concurrency, on_launch=lambda *_: bar.update(1)
+        )
+    kinds = ", ".join(f"{count} {kind}" for kind, count in plan.kinds.items())
+    click.echo(f"{outcome.launched} launches ({kinds}) in {outcome.seconds:.1f}s; {outcome.failed} failed")
+    if outcome.failed:
+        raise click.ClickException(f"{outcome.failed} launch(es) failed; see {settings.log_dir}/notify.log")
+
+
+@click.command("demo")
+@click.option("--calls", default=30, show_default=True, help="How many calls to simulate.")
+@click.option("--seed", default=7, show_default=True, help="Same seed, same traffic.")
+@with_settings
+def demo_command(settings: Settings, calls: int, seed: int) -> None:
+    """See the whole system work: topology, contacts, consumers, desk agent, calls, a dial, the report.
+
+    Uses TCX_BRIDGE_AMQP_URL (default: the local broker), with a namespace and a
+    data dir of its own that it removes at the end.
+
+    \b
+    Example:
+        tcx-bridge demo
+    """
+    from consumers.demo import run_demo
+
+    run_demo(settings, click.echo, calls=calls, seed=seed)
+
+
+COMMANDS = (
+    agent_command,
+    dial_command,
+    consume_command,
+    contacts,
+    report_command,
+    simulate_command,
+    demo_command,
+)

@@ -1,0 +1,54 @@
+"""Helpers shared by the CLI modules: settings for a command, our errors as click errors.
+
+click is used only in the CLI layer (this module, cli.py and cli_calls.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from bridge.config import Loaded, Settings, load_settings
+from bridge.errors import TcxBridgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Our errors as one-line click errors; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except TcxBridgeError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def loaded(ctx: click.Context) -> Loaded:
+    """The effective settings for this invocation (flags from the group)."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "loaded" not in obj:
+        with friendly_errors():
+            obj["loaded"] = load_settings(obj.get("flags", {}))
+    result: Loaded = obj["loaded"]
+    return result
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    return loaded(ctx).settings
+
+
+def with_settings(command: F) -> F:
+    """Pass the effective settings as the first argument; our errors become ClickExceptions."""
+
+    @functools.wraps(command)
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        settings = settings_of(ctx)
+        with friendly_errors():
+            return ctx.invoke(command, settings, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]  # click's decorators keep the signature
