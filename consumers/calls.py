@@ -15,12 +15,17 @@ the arrival order, so the record is right whatever order the events arrive in.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bridge.events import CallEvent, parse_time
+from bridge.config import Settings
+from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
+from consumers.runtime import Binding, Consumer, Context
+from consumers.store import first_time
 
 WINDOW_SECONDS = 12 * 3600
+CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
 
 CALLS_SCHEMA = """
@@ -105,3 +110,35 @@ def apply_event(connection: sqlite3.Connection, event: CallEvent) -> dict[str, A
         assignments = ", ".join(f"{name} = :{name}" for name in changed)
         connection.execute(f"UPDATE calls SET {assignments} WHERE id = :id", values)
     return merged
+
+
+class CallConsumer(Consumer):
+    """Base of the consumers that keep call records: bound to the call events, duplicates dropped.
+
+    handle() merges each new event into its record (in the runtime's batch
+    transaction, with the event id) and passes the record to on_record().
+    """
+
+    database: sqlite3.Connection
+
+    @classmethod
+    def bindings(cls, settings: Settings) -> Sequence[Binding]:
+        return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
+
+    def decode(self, body: bytes, routing_key: str) -> Any:
+        return CALL_EVENT_DECODER.decode(body)
+
+    def handle(self, message: Any, context: Context) -> str:
+        event: CallEvent = message
+        if event.kind == "invalid" or event.call_id is None:
+            return "ignored"
+        if not first_time(self.database, event.event_id):
+            return "duplicate"
+        return self.on_record(event, apply_event(self.database, event), context)
+
+    def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
+        """React to an updated call record; return the outcome for the log line."""
+        return "recorded"
+
+    def close(self) -> None:
+        self.database.close()

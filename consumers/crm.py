@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,11 @@ from bridge import events
 from bridge.config import Settings
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
-from consumers.analytics import CALL_PATTERNS
-from consumers.calls import CALLS_SCHEMA, apply_event
+from consumers.calls import CALLS_SCHEMA, CallConsumer
 from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
 from consumers.numbers import CallerNumber, normalise
-from consumers.runtime import Binding, Consumer, Context
-from consumers.store import first_time, open_database
+from consumers.runtime import Context
+from consumers.store import open_database
 
 JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -69,7 +67,7 @@ def contact_lookup(settings: Settings) -> ContactLookup:
     return SqliteContacts(contacts_path(settings))
 
 
-class Crm(Consumer):
+class Crm(CallConsumer):
     name = "crm"
 
     def __init__(self, settings: Settings) -> None:
@@ -80,31 +78,17 @@ class Crm(Consumer):
         )
 
     @classmethod
-    def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
-
-    @classmethod
     def declare(cls, broker: Broker, settings: Settings) -> None:
         declare_events(broker, settings)
         declare_commands(broker, settings)  # pops go there
 
-    def decode(self, body: bytes, routing_key: str) -> Any:
-        return events.CALL_EVENT_DECODER.decode(body)
-
-    def handle(self, message: Any, context: Context) -> str:
-        event: events.CallEvent = message
-        if event.kind == "invalid" or event.call_id is None:
-            return "ignored"
-        db = self.database  # the runtime's batch transaction is open
-        if not first_time(db, event.event_id):
-            return "duplicate"
-        record = apply_event(db, event)
+    def on_record(self, event: events.CallEvent, record: dict[str, Any], context: Context) -> str:
         outcome = "recorded"
         number = normalise(record["caller_id"], self.settings.region)
         if event.kind == "started" and event.direction == "inbound":
             outcome = self._pop(event, number, context)
         if record["ended_at"] is not None:
-            self._journal(db, record, number)
+            self._journal(self.database, record, number)
             outcome += "+journaled"
         return outcome
 
@@ -185,6 +169,3 @@ class Crm(Consumer):
                 "answered": int(entry["answered"]),
             },
         )
-
-    def close(self) -> None:
-        self.database.close()

@@ -256,6 +256,16 @@ class Service:
         self.process.wait(10)
 
 
+def start_service(
+    services: list[Service], env: dict[str, str], broker: Broker, queue: str, *argv: str
+) -> Service:
+    """Start a long-running command and wait until it consumes queue."""
+    service = Service(env, *argv)
+    services.append(service)
+    service.wait_consuming(broker, queue)
+    return service
+
+
 @pytest.fixture
 def services() -> Iterator[list[Service]]:
     """Started services, stopped (killed if need be) after the test."""

@@ -17,7 +17,7 @@ from bridge.events import format_time
 from bridge.outbox import Outbox
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker
-from tests.conftest import FakeAssistant, Service, Tap, run_cli, run_notify, wait_until
+from tests.conftest import FakeAssistant, Service, Tap, run_cli, run_notify, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,7 @@ def results(broker: Broker, settings: Settings) -> Tap:
 
 @pytest.fixture
 def agent(agent_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
-    service = Service(agent_env, "agent")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    service = start_service(services, agent_env, broker, desk_queue(settings), "agent")
     return service
 
 
@@ -47,6 +45,10 @@ def plain(settings: Settings) -> Iterator[pika.adapters.blocking_connection.Bloc
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     yield connection.channel()
     connection.close()
+
+
+def desk_queue(settings: Settings) -> str:
+    return settings.queue(f"desk.{settings.desk}")
 
 
 def publish_raw(channel: object, settings: Settings, body: dict[str, object], routing_key: str) -> None:
@@ -138,10 +140,9 @@ def test_sigkill_right_after_dialing_never_dials_again(
     services: list[Service],
 ) -> None:
     """The Assistant dials, then the agent dies before it can ack; the redelivery must not dial."""
-    first = Service({**agent_env, "FAKE_ASSISTANT_MODE": "kill-agent"}, "agent")
-    services.append(first)
-    queue = settings.queue(f"desk.{settings.desk}")
-    first.wait_consuming(broker, queue)
+    first = start_service(
+        services, {**agent_env, "FAKE_ASSISTANT_MODE": "kill-agent"}, broker, desk_queue(settings), "agent"
+    )
     publish_raw(plain, settings, {"request_id": "k1", "number": "777"}, f"desk.{settings.desk}.dial")
     assert first.process.wait(20) == -9
     assert fake_assistant.calls() == [["-cmd", "makecall:777"]]
@@ -162,9 +163,9 @@ def test_failing_assistant_gives_failed_and_the_agent_goes_on(
     plain: object,
     services: list[Service],
 ) -> None:
-    service = Service({**agent_env, "FAKE_ASSISTANT_MODE": "fail"}, "agent")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    start_service(
+        services, {**agent_env, "FAKE_ASSISTANT_MODE": "fail"}, broker, desk_queue(settings), "agent"
+    )
     publish_raw(plain, settings, {"request_id": "f1", "number": "123"}, f"desk.{settings.desk}.dial")
     body = result_for(results, "f1")
     assert body["status"] == "failed"
@@ -181,9 +182,13 @@ def test_missing_assistant_gives_failed(
     plain: object,
     services: list[Service],
 ) -> None:
-    service = Service({**agent_env, "TCX_BRIDGE_ASSISTANT": "/nonexistent/tcx.assistant.client.exe"}, "agent")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    start_service(
+        services,
+        {**agent_env, "TCX_BRIDGE_ASSISTANT": "/nonexistent/tcx.assistant.client.exe"},
+        broker,
+        desk_queue(settings),
+        "agent",
+    )
     publish_raw(plain, settings, {"request_id": "m1", "number": "123"}, f"desk.{settings.desk}.dial")
     body = result_for(results, "m1")
     assert body["status"] == "failed"
@@ -233,9 +238,13 @@ def test_popup_runs_the_command_template(
         f"#!{sys.executable}\nimport json, sys\nopen({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
     )
     recorder.chmod(0o755)
-    service = Service({**agent_env, "TCX_BRIDGE_POPUP_COMMAND": f"{recorder} {{name}} {{e164}}"}, "agent")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue(f"desk.{settings.desk}"))
+    start_service(
+        services,
+        {**agent_env, "TCX_BRIDGE_POPUP_COMMAND": f"{recorder} {{name}} {{e164}}"},
+        broker,
+        desk_queue(settings),
+        "agent",
+    )
     pop = {
         "type": "popup",
         "event_id": "p1",

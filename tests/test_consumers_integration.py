@@ -17,7 +17,7 @@ from bridge import events
 from bridge.config import Settings
 from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
-from tests.conftest import Service, Tap, run_cli, wait_until
+from tests.conftest import Service, Tap, run_cli, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +82,7 @@ def processed_count(settings: Settings, name: str) -> int:
 
 @pytest.fixture
 def analytics(env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
-    service = Service(env, "consume", "analytics")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue("analytics"))
+    service = start_service(services, env, broker, settings.queue("analytics"), "consume", "analytics")
     return service
 
 
@@ -105,9 +103,7 @@ def crm(
 ) -> Service:
     done = run_cli(env, "contacts", "import", str(contacts_csv))
     assert done.returncode == 0, done.stderr
-    service = Service(env, "consume", "crm")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue("crm"))
+    service = start_service(services, env, broker, settings.queue("crm"), "consume", "crm")
     return service
 
 
@@ -347,9 +343,7 @@ def test_http_crm_lookup_and_journal(
         "TCX_BRIDGE_CRM_FIELDS": "name=fullName,company=org.name,url=link",
         "TCX_BRIDGE_CRM_JOURNAL_URL": f"{fake_crm}/journal",
     }
-    service = Service(http_env, "consume", "crm")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue("crm"))
+    start_service(services, http_env, broker, settings.queue("crm"), "consume", "crm")
     now = datetime.now(UTC)
     send(
         broker,
@@ -382,9 +376,7 @@ def test_crm_down_delays_the_event_then_dead_letters_it_with_the_reason(
         "TCX_BRIDGE_CRM_LOOKUP_URL": f"{fake_crm}/contacts?phone={{e164}}",
         "TCX_BRIDGE_MAX_ATTEMPTS": "2",
     }
-    service = Service(http_env, "consume", "crm")
-    services.append(service)
-    service.wait_consuming(broker, settings.queue("crm"))
+    service = start_service(services, http_env, broker, settings.queue("crm"), "consume", "crm")
     send(
         broker,
         settings,
