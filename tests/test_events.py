@@ -6,9 +6,24 @@ import json
 import re
 from datetime import UTC, datetime
 
+from pathlib import Path
+
+import pytest
+
 from bridge import events
-from bridge.config import Settings
+from bridge.config import Settings, load_settings
 from bridge.notify import build_event, to_message
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """A desk's settings; no broker needed here."""
+    environ = {
+        "TCX_BRIDGE_DESK": "desk-1",
+        "TCX_BRIDGE_EXTENSION": "101",
+        "TCX_BRIDGE_DATA_DIR": str(tmp_path),
+    }
+    return load_settings(environ=environ, read_file=False).settings
 
 
 def test_event_body_has_the_contract_fields(settings: Settings) -> None:
