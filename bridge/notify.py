@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridge import events
 from bridge.config import Settings, load_settings, redact_url
@@ -34,6 +35,7 @@ logger = logging.getLogger("bridge.notify")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+WATCHDOG_GRACE = 2.0  # seconds past publish_budget for closing, replaying and logging
 
 
 def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
@@ -81,15 +83,18 @@ def to_message(event: events.CallEvent) -> OutgoingMessage:
     )
 
 
-def deliver(message: OutgoingMessage, settings: Settings) -> tuple[str, int]:
+def deliver(
+    message: OutgoingMessage, settings: Settings, on_safe: Callable[[], None] = lambda: None
+) -> tuple[str, int]:
     """Publish message (retrying within the budget) or outbox it; return (outcome, replayed).
 
-    Raises OutboxError only when the event can be neither published nor stored.
+    on_safe is called as soon as the event is confirmed or stored. Raises
+    OutboxError only when the event can be neither published nor stored.
     """
     deadline = time.monotonic() + settings.publish_budget
     outbox = Outbox(settings.outbox_dir)
     try:
-        return "published", _publish_and_replay(message, settings, outbox, settings.publish_budget)
+        return "published", _publish_and_replay(message, settings, outbox, settings.publish_budget, on_safe)
     except TransportError as error:
         logger.warning("publish failed, retrying: %s", error)
     remaining = deadline - time.monotonic()
@@ -105,16 +110,20 @@ def deliver(message: OutgoingMessage, settings: Settings) -> tuple[str, int]:
             ):
                 with attempt:
                     left = max(deadline - time.monotonic(), 0.1)
-                    return "published", _publish_and_replay(message, settings, outbox, left)
+                    return "published", _publish_and_replay(message, settings, outbox, left, on_safe)
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
     outbox.put(message)
+    on_safe()
     return "outboxed", 0
 
 
-def _publish_and_replay(message: OutgoingMessage, settings: Settings, outbox: Outbox, timeout: float) -> int:
+def _publish_and_replay(
+    message: OutgoingMessage, settings: Settings, outbox: Outbox, timeout: float, on_safe: Callable[[], None]
+) -> int:
     with Broker(settings.amqp_url, ca_file=settings.ca_file, timeout=timeout) as broker:
         publish_event(broker, settings, message)
+        on_safe()
         if settings.replay_batch == 0:
             return 0
         try:
@@ -142,6 +151,62 @@ class BoundedFileHandler(logging.FileHandler):
         except OSError:  # missing (fine) or held open by another launch (rotate next time)
             pass
         super().__init__(filename, encoding="utf-8", delay=True)
+
+
+class Watchdog:
+    """A hard bound on one launch: pika has no overall deadline for a confirm.
+
+    If the launch is still running publish_budget + WATCHDOG_GRACE seconds after it
+    began (a broker that accepted the connection and then went silent), the event
+    goes to the outbox, unless it was already confirmed or stored, and the process
+    exits. The Assistant never waits on a hung process.
+    """
+
+    def __init__(self, seconds: float, message: OutgoingMessage, settings: Settings, exit_code: int) -> None:
+        self._message, self._settings, self._exit_code = message, settings, exit_code
+        self._lock = threading.Lock()
+        self._safe = self._finished = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._seconds = seconds
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+
+    def mark_safe(self) -> None:
+        """The event is confirmed or stored: past the deadline, only exit."""
+        with self._lock:
+            self._safe = True
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            if self._safe:
+                logger.warning("stopped at the %.1fs deadline; the rest of the outbox waits", self._seconds)
+            else:
+                try:
+                    Outbox(self._settings.outbox_dir).put(self._message)
+                except TcxBridgeError as error:
+                    logger.error(
+                        "LOST %s event_id=%s: %s", self._message.routing_key, self._message.message_id, error
+                    )
+                    self._exit_code = EXIT_FAILED
+                else:
+                    logger.warning(
+                        "outboxed %s event_id=%s: the broker did not confirm within %.1fs",
+                        self._message.routing_key,
+                        self._message.message_id,
+                        self._seconds,
+                    )
+            logging.shutdown()
+            os._exit(self._exit_code)
 
 
 def configure_logging(settings: Settings | None) -> None:
@@ -180,8 +245,11 @@ def run(argv: Sequence[str]) -> int:
     for problem in problems:
         log = logger.error if event.kind == "invalid" else logger.warning
         log("launch %r: %s", list(argv), problem)
+    exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
+    deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
-        outcome, replayed = deliver(message, settings)
+        with Watchdog(deadline, message, settings, exit_code) as watchdog:
+            outcome, replayed = deliver(message, settings, watchdog.mark_safe)
     except TcxBridgeError as error:
         logger.error(
             "LOST %s event_id=%s: %s (broker %s)",
@@ -200,7 +268,7 @@ def run(argv: Sequence[str]) -> int:
         (time.perf_counter() - started) * 1000,
         replayed,
     )
-    return EXIT_INVALID if event.kind == "invalid" else EXIT_OK
+    return exit_code
 
 
 def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
