@@ -6,7 +6,11 @@ Interleaves, in the same run against the same broker:
             persistent message with publisher confirms.
 Prints median, p95 and peak RSS of each, and the ratio (target: at most 1.15x).
 
-    python bench/notify_latency.py [--runs 40] [--amqp-url URL]
+Both run in a fresh virtualenv holding only the runtime dependencies, as on a
+desk (the development venv has test tools such as typing_extensions that msgspec
+imports when present); ``--venv DIR`` reuses one.
+
+    python bench/notify_latency.py [--runs 40] [--amqp-url URL] [--venv DIR]
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ _launcher = subprocess.Popen(
     [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-import bridge  # noqa: E402
 from bridge.config import load_settings  # noqa: E402
 from bridge.topology import declare_events  # noqa: E402
 from bridge.transport import Broker  # noqa: E402
@@ -70,6 +74,16 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, max_rss
 
 
+def desk_venv() -> Path:
+    """A fresh virtualenv with tcx-bridge and its runtime dependencies only (compiled, as pip leaves it)."""
+    venv = Path(tempfile.mkdtemp(prefix="tcx-bench-venv-"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)], check=True, stderr=subprocess.DEVNULL
+    )
+    return venv
+
+
 def summary(name: str, samples: list[float], rss: list[int]) -> str:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -86,13 +100,14 @@ def main() -> None:
         "--amqp-url",
         default=os.environ.get("TCX_BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
     )
+    parser.add_argument(
+        "--venv", type=Path, help="A virtualenv with tcx-bridge installed (default: a fresh one)."
+    )
     args = parser.parse_args()
 
-    notify = shutil.which("tcx-bridge-notify", path=str(Path(sys.executable).parent))
-    if notify is None:
-        raise SystemExit("tcx-bridge-notify is not installed: pip install -e .")
-    # Installed code runs from bytecode; this machine may set PYTHONDONTWRITEBYTECODE.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(bridge.__file__).parent)], check=True)
+    venv = args.venv or desk_venv()
+    python = str(venv / "bin" / "python")
+    notify = str(venv / "bin" / "tcx-bridge-notify")
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
     # As on a desk: no TCX_BRIDGE_CONFIG or TCX_BRIDGE_DATA_DIR, so the platform dirs are looked up.
@@ -119,7 +134,7 @@ def main() -> None:
     try:
         for warmup in range(3):
             timed([notify, "/N:S", "/C:1", "/T:I", f"/I:warm{warmup}"], env)
-            timed([sys.executable, "-c", FLOOR, args.amqp_url, settings.exchange], env)
+            timed([python, "-c", FLOOR, args.amqp_url, settings.exchange], env)
         for n in range(args.runs):
             order = [("notify", n % 2 == 0), ("floor", n % 2 == 1)]
             for name, _ in sorted(order, key=lambda item: not item[1]):
@@ -128,7 +143,7 @@ def main() -> None:
                     notify_times.append(seconds)
                     notify_rss.append(rss)
                 else:
-                    seconds, rss = timed([sys.executable, "-c", FLOOR, args.amqp_url, settings.exchange], env)
+                    seconds, rss = timed([python, "-c", FLOOR, args.amqp_url, settings.exchange], env)
                     floor_times.append(seconds)
                     floor_rss.append(rss)
     finally:
@@ -138,8 +153,10 @@ def main() -> None:
             for exchange in (settings.exchange, settings.unrouted_exchange):
                 broker.delete_exchange(exchange)
         shutil.rmtree(data_dir, ignore_errors=True)
+        if args.venv is None:
+            shutil.rmtree(venv, ignore_errors=True)
 
-    print(f"{args.runs} interleaved launches each, broker {settings.amqp_url.split('@')[-1]}")
+    print(f"{args.runs} interleaved launches each, broker {settings.amqp_url.split('@')[-1]}, venv {venv}")
     print(summary("notify", notify_times, notify_rss))
     print(summary("floor", floor_times, floor_rss))
     ratio = statistics.median(notify_times) / statistics.median(floor_times)
