@@ -222,6 +222,10 @@ class DeskAgent(Consumer):
             logger.info("popup %s: ran %s", shown, argv[0])
             return "popped"
         if values["url"]:
+            if not is_web_url(values["url"]):
+                # the browser opener would also start programs and files (os.startfile on Windows)
+                logger.warning("popup %s: not opening %r, only http(s) URLs are opened", shown, values["url"])
+                return "shown"
             import webbrowser
 
             webbrowser.open(values["url"])
@@ -247,6 +251,17 @@ class DeskAgent(Consumer):
 
     def close(self) -> None:
         self.dials.close()
+
+
+def is_web_url(url: str) -> bool:
+    """True for an http(s) URL with a host: the only kind a screen pop opens in the browser."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def popup_argv(template: str, values: dict[str, str]) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.dial import clean_number, dial_routing_key, new_request
 from bridge.errors import DialError, HandlerError
-from consumers.agent import popup_argv
+from consumers.agent import is_web_url, popup_argv
 
 CHARS = (
     "has characters other than digits, * and # (and a leading +); "
@@ -75,3 +75,18 @@ def test_popup_template_values_never_become_new_words() -> None:
 def test_popup_template_with_unknown_field_is_a_handler_error() -> None:
     with pytest.raises(HandlerError, match="not a usable template"):
         popup_argv("open {nope}", {"url": ""})
+
+
+@pytest.mark.parametrize(
+    ("url", "opened"),
+    [
+        ("https://crm.example.com/contacts/1", True),
+        ("HTTP://crm/1", True),
+        ("C:\\Windows\\System32\\calc.exe", False),  # os.startfile would run it
+        ("file:///etc/passwd", False),
+        ("javascript:alert(1)", False),
+        ("https://", False),  # no host
+    ],
+)
+def test_only_web_urls_are_opened(url: str, opened: bool) -> None:
+    assert is_web_url(url) is opened
