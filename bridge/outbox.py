@@ -142,7 +142,10 @@ class Outbox:
                     self._quarantine(path, error)
                     continue
                 publish(message)
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as error:  # published but still here: it would be replayed again
+                    raise OutboxError(f"cannot remove {str(path)!r} after its confirm: {error}") from None
                 published += 1
             return Replay(published, len(self.paths()))
 
@@ -150,13 +153,19 @@ class Outbox:
         """Move an unreadable file aside so it cannot block the ones behind it."""
         logger.error("%s; moved to %s", error, self.directory / "corrupt")
         corrupt = self.directory / "corrupt"
-        corrupt.mkdir(exist_ok=True)
-        os.replace(path, corrupt / path.name)
+        try:
+            corrupt.mkdir(exist_ok=True)
+            os.replace(path, corrupt / path.name)
+        except OSError as moved:
+            raise OutboxError(f"cannot move {str(path)!r} aside: {moved}") from None
 
     @contextmanager
     def _lock(self, wait: float) -> Iterator[bool]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise OutboxError(f"cannot lock the outbox {str(self.directory)!r}: {error}") from None
         deadline = time.monotonic() + wait
         try:
             while not _try_lock(descriptor):
