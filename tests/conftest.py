@@ -7,17 +7,21 @@ runs, else the integration tests fail saying how to provide a broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -275,3 +279,70 @@ def services() -> Iterator[list[Service]]:
         if service.process.poll() is None:
             service.process.kill()
             service.process.wait(10)
+
+
+class Proxy:
+    """A TCP proxy to the real broker: cut() drops every connection (a broker restart,
+    a network cut); with swallow_publishes it forwards until the client publishes and
+    then swallows everything (a broker that accepted the connection and went silent).
+    """
+
+    def __init__(self, broker_url: str, *, swallow_publishes: bool = False) -> None:
+        parts = urlsplit(broker_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5672)
+        self.swallow_publishes = swallow_publishes
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}"))
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+            upstream = self._client_to_server if self.swallow_publishes else self._pump
+            threading.Thread(target=upstream, args=(client, server), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _client_to_server(client: socket.socket, server: socket.socket) -> None:
+        buffer = b""
+        forwarding = True
+        with contextlib.suppress(OSError):
+            server.sendall(client.recv(8))  # the protocol header
+            while data := client.recv(65536):
+                buffer += data
+                while forwarding and len(buffer) >= 7:
+                    frame_type, _, size = struct.unpack(">BHI", buffer[:7])
+                    if len(buffer) < size + 8:
+                        break
+                    frame, buffer = buffer[: size + 8], buffer[size + 8 :]
+                    if frame_type == 1 and frame[7:11] == struct.pack(">HH", 60, 40):  # basic.publish
+                        forwarding = False
+                        break
+                    server.sendall(frame)
+
+    def cut(self) -> None:
+        """Drop every open connection; new ones are accepted again."""
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.sockets.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

@@ -17,7 +17,7 @@ from bridge import events
 from bridge.config import Settings
 from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
-from tests.conftest import Service, Tap, run_cli, start_service, wait_until
+from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -449,3 +449,31 @@ def test_sigterm_finishes_and_exits_cleanly(analytics: Service, broker: Broker, 
     wait_until(lambda: processed_count(settings, "analytics") == 1)
     assert analytics.stop() == 0
     assert broker.queue_info(settings.queue("analytics")) == (0, 0)
+
+
+def test_reconnects_after_the_connection_drops_and_loses_nothing(
+    broker_url: str, env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    proxy = Proxy(broker_url)
+    try:
+        service = start_service(
+            services,
+            {**env, "TCX_BRIDGE_AMQP_URL": proxy.url},
+            broker,
+            settings.queue("analytics"),
+            "consume",
+            "analytics",
+        )
+        before = [call_message(settings, "started", "inbound", f"r{n}", T0, "1") for n in range(3)]
+        send(broker, settings, *before)
+        wait_until(lambda: processed_count(settings, "analytics") == 3)
+        proxy.cut()  # as when the broker restarts
+        after = [call_message(settings, "started", "inbound", f"s{n}", T0, "1") for n in range(3)]
+        send(broker, settings, *after, before[0])  # during the outage, and a duplicate
+        wait_until(lambda: processed_count(settings, "analytics") == 6, timeout=30)
+        wait_until(lambda: "outcome=duplicate" in service.output(), timeout=30)
+    finally:
+        proxy.close()
+    assert "broker lost" in service.output()
+    assert sorted(r["call_id"] for r in analytics_rows(settings)) == ["r0", "r1", "r2", "s0", "s1", "s2"]
+    assert service.process.poll() is None

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import struct
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from bridge.config import Settings
 from bridge.outbox import Outbox
 from bridge.transport import Broker
-from tests.conftest import Tap, run_cli, run_notify
+from tests.conftest import Proxy, Tap, run_cli, run_notify
 
 pytestmark = pytest.mark.integration
 
@@ -204,60 +199,6 @@ def test_bad_configuration_keeps_the_event_for_later(
     assert body["desk"] == settings.desk  # the good settings were kept
 
 
-class SilentProxy:
-    """Forwards AMQP to the real broker until the client publishes, then swallows everything.
-
-    This is a broker that accepted the connection and went silent: no confirm ever comes.
-    """
-
-    def __init__(self, broker_url: str) -> None:
-        parts = urlsplit(broker_url)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5672)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = urlunsplit(
-            parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{self.port}")
-        )
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
-            threading.Thread(target=self._client_to_server, args=(client, server), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-
-    @staticmethod
-    def _client_to_server(client: socket.socket, server: socket.socket) -> None:
-        buffer = b""
-        forwarding = True
-        with contextlib.suppress(OSError):
-            server.sendall(client.recv(8))  # the protocol header
-            while data := client.recv(65536):
-                buffer += data
-                while forwarding and len(buffer) >= 7:
-                    frame_type, _, size = struct.unpack(">BHI", buffer[:7])
-                    if len(buffer) < size + 8:
-                        break
-                    frame, buffer = buffer[: size + 8], buffer[size + 8 :]
-                    if frame_type == 1 and frame[7:11] == struct.pack(">HH", 60, 40):  # basic.publish
-                        forwarding = False
-                        break
-                    server.sendall(frame)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def test_a_silent_broker_cannot_hang_the_launch(
     broker_url: str, env: dict[str, str], settings: Settings, broker: Broker
 ) -> None:
@@ -265,7 +206,7 @@ def test_a_silent_broker_cannot_hang_the_launch(
     from bridge.topology import declare_events
 
     declare_events(broker, settings)
-    proxy = SilentProxy(broker_url)
+    proxy = Proxy(broker_url, swallow_publishes=True)
     try:
         started = time.monotonic()
         done = run_notify(
