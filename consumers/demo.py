@@ -180,23 +180,23 @@ def wait_processed(settings: Settings, expected_events: int, timeout: float) -> 
 
 def run_demo(base: Settings, say: Say, *, calls: int = 30, seed: int = 7, speed: float = 60.0) -> None:
     """The whole demo; raises TcxBridgeError when something is wrong."""
-    work = Path(tempfile.mkdtemp(prefix="tcx-demo-"))
     namespace = f"tcxdemo-{uuid.uuid4().hex[:6]}"
-    try:
-        for url in broker_url(base, say):
-            settings = msgspec.structs.replace(
-                base,
-                amqp_url=url,
-                namespace=namespace,
-                exchange=f"{namespace}.events",
-                data_dir=str(work),
-                desk=DESKS[0],
-            )
+    for url in broker_url(base, say):
+        work = Path(tempfile.mkdtemp(prefix="tcx-demo-"))
+        settings = msgspec.structs.replace(
+            base,
+            amqp_url=url,
+            namespace=namespace,
+            exchange=f"{namespace}.events",
+            data_dir=str(work),
+            desk=DESKS[0],
+        )
+        try:
             _run(settings, work, say, calls=calls, seed=seed, speed=speed)
-    except TcxBridgeError:
-        say(f"the demo failed; its logs and stores are kept in {work}")
-        raise
-    shutil.rmtree(work, ignore_errors=True)
+        except TcxBridgeError:
+            say(f"the demo failed; its logs and stores are kept in {work}")
+            raise
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, speed: float) -> None:

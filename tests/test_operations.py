@@ -140,3 +140,14 @@ def test_simulate_launches_the_registered_executable(
     argvs = sorted(tuple(json.loads(d.body)["argv"]) for d in arrived)
     assert argvs == sorted(launch.argv for call in plan.calls for launch in call)
     assert {d.routing_key.rsplit(".", 1)[-1] for d in arrived} <= {"sim-1", "sim-2"}
+
+
+def test_demo_without_a_broker_or_docker_says_what_to_do(env: dict[str, str], tmp_path: Path) -> None:
+    no_docker = {**env, "TCX_BRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "PATH": str(tmp_path)}
+    done = run_cli(no_docker, "demo")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "Error: no RabbitMQ at amqp://guest:****@127.0.0.1:1/%2F (connect to 127.0.0.1:1: the broker cannot be "
+        "reached ([Errno 111] Connection refused)) and no Docker to start one: start RabbitMQ (docker compose up "
+        "-d rabbitmq, or rabbitmq-server -detached) or set TCX_BRIDGE_AMQP_URL"
+    )
