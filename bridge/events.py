@@ -104,7 +104,6 @@ class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
         return f"dial.{self.status}.{self.desk}"
 
 
-Message = CallEvent | ScreenPop | DialRequest | DialResult
 MESSAGES: tuple[type[msgspec.Struct], ...] = (CallEvent, ScreenPop, DialRequest, DialResult)
 
 ENCODER = msgspec.json.Encoder()

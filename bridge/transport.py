@@ -256,16 +256,6 @@ class Broker:
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
 
-    def reject(self, delivery_tag: int, *, requeue: bool) -> None:
-        with mapped_errors("reject"):
-            self.channel.basic_reject(delivery_tag, requeue=requeue)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait while keeping the connection serviced (heartbeats)."""
-        with mapped_errors("wait"):
-            if self._connection is not None:
-                self._connection.sleep(seconds)
-
 
 def _describe(error: BaseException) -> str:
     """The innermost useful text of a pika connection error (its workflow nests the cause)."""
