@@ -15,6 +15,7 @@ import pytest
 
 from bridge import events
 from bridge.config import Settings
+from bridge.errors import BrokerRejectedError
 from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
 from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
@@ -477,3 +478,22 @@ def test_reconnects_after_the_connection_drops_and_loses_nothing(
     assert "broker lost" in service.output()
     assert sorted(r["call_id"] for r in analytics_rows(settings)) == ["r0", "r1", "r2", "s0", "s1", "s2"]
     assert service.process.poll() is None
+
+
+def test_quorum_queues_for_clustered_brokers(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    quorum_env = {**env, "TCX_BRIDGE_QUORUM": "true"}
+    start_service(services, quorum_env, broker, settings.queue("analytics"), "consume", "analytics")
+    send(broker, settings, call_message(settings, "started", "inbound", "q1", T0, "1"))
+    wait_until(lambda: [r["call_id"] for r in analytics_rows(settings)] == ["q1"])
+    with pytest.raises(BrokerRejectedError, match="inequivalent arg 'x-queue-type'"):
+        # the same arguments but as a classic queue: refused, because it is a quorum queue
+        broker.declare_queue(
+            settings.queue("analytics"),
+            arguments={
+                "x-dead-letter-exchange": settings.dead_exchange,
+                "x-dead-letter-routing-key": "analytics",
+                "x-delivery-limit": settings.max_attempts,
+            },
+        )
