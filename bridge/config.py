@@ -150,6 +150,13 @@ def _optional_text(name: str, value: Any) -> str | None:
     return _text(name, value).strip() or None if value is not None else None
 
 
+def _ca_file(name: str, value: Any) -> str | None:
+    path = _optional_text(name, value)
+    if path is not None and not os.path.isfile(path):
+        raise ConfigError(f"{name}: {value!r} is not a file; give the path of a PEM CA bundle")
+    return path
+
+
 def _amqp_url(name: str, value: Any) -> str:
     url = _text(name, value).strip()
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
@@ -233,7 +240,7 @@ KEYS: tuple[Key, ...] = (
         _amqp_url,
         "broker URL; amqps:// verifies the server certificate",
     ),
-    Key("ca_file", _const(None), _optional_text, "CA bundle for amqps:// (default: system CAs)"),
+    Key("ca_file", _const(None), _ca_file, "CA bundle for amqps:// (default: system CAs)"),
     Key("namespace", _const("tcx"), _name, "prefix of every exchange and queue name"),
     Key("exchange", lambda v, _: f"{v['namespace']}.events", _name, "the events exchange (topic)"),
     Key("desk", _default_desk, _desk, "this desk's id in routing keys (default: host name)"),

@@ -65,7 +65,10 @@ def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) ->
     except ValueError as error:
         raise BrokerUnreachableError(f"broker URL is not usable: {error}") from None
     if params.ssl_options is not None and ca_file:
-        context = ssl.create_default_context(cafile=ca_file)
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise BrokerUnreachableError(f"CA file {ca_file!r} cannot be used: {error}") from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     params.connection_attempts = 1
     params.socket_timeout = timeout

@@ -75,6 +75,11 @@ BAD = [
     ),
     ("TCX_BRIDGE_QUORUM", "maybe", "TCX_BRIDGE_QUORUM: 'maybe' is not a boolean; use true or false"),
     ("TCX_BRIDGE_REGION", "Swiss", "TCX_BRIDGE_REGION: 'Swiss' is not a two-letter region code; use e.g. CH"),
+    (
+        "TCX_BRIDGE_CA_FILE",
+        "/nonexistent/ca.pem",
+        "TCX_BRIDGE_CA_FILE: '/nonexistent/ca.pem' is not a file; give the path of a PEM CA bundle",
+    ),
 ]
 
 

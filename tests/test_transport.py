@@ -1,0 +1,43 @@
+"""Connection parameters: amqps verifies the server; pika's errors become ours."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import BrokerUnreachableError
+from bridge.transport import Broker, parameters
+
+
+def test_amqps_verifies_the_certificate_and_host_name() -> None:
+    params = parameters("amqps://user:secret@mq.example.com/%2F", timeout=2)
+    assert params.port == 5671
+    assert params.ssl_options is not None
+    context = params.ssl_options.context
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+
+
+def test_plain_amqp_has_no_tls_and_bounded_timeouts() -> None:
+    params = parameters("amqp://guest:guest@localhost:5672/%2F", timeout=1.5)
+    assert params.ssl_options is None
+    assert (params.socket_timeout, params.stack_timeout, params.blocked_connection_timeout) == (1.5, 1.5, 1.5)
+    assert params.connection_attempts == 1
+
+
+def test_unusable_ca_file_is_our_error(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(BrokerUnreachableError) as caught:
+        parameters("amqps://mq.example.com/", ca_file=str(bad))
+    assert str(caught.value).startswith(f"CA file {str(bad)!r} cannot be used: ")
+
+
+def test_unreachable_broker_is_our_error_naming_host_and_cause() -> None:
+    with pytest.raises(BrokerUnreachableError) as caught:
+        Broker("amqp://guest:guest@127.0.0.1:1/%2F", timeout=1).connect()
+    assert str(caught.value) == (
+        "connect to 127.0.0.1:1: the broker cannot be reached ([Errno 111] Connection refused)"
+    )
