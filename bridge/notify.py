@@ -179,6 +179,11 @@ class Watchdog:
             self._finished = True
         self._timer.cancel()
 
+    @property
+    def safe(self) -> bool:
+        with self._lock:
+            return self._safe
+
     def mark_safe(self) -> None:
         """The event is confirmed or stored: past the deadline, only exit."""
         with self._lock:
@@ -249,7 +254,15 @@ def run(argv: Sequence[str]) -> int:
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
         with Watchdog(deadline, message, settings, exit_code) as watchdog:
-            outcome, replayed = deliver(message, settings, watchdog.mark_safe)
+            try:
+                outcome, replayed = deliver(message, settings, watchdog.mark_safe)
+            except Exception:  # a bug: keep the call before the traceback, unless it is safe already
+                if not watchdog.safe:
+                    Outbox(settings.outbox_dir).put(message)
+                    logger.exception(
+                        "kept event_id=%s in the outbox after an unexpected error", event.event_id
+                    )
+                raise
     except TcxBridgeError as error:
         logger.error(
             "LOST %s event_id=%s: %s (broker %s)",

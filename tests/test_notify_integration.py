@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -226,3 +227,29 @@ def test_a_silent_broker_cannot_hang_the_launch(
     assert len(paths) == 1
     assert Outbox(settings.outbox_dir).load(paths[0]).routing_key == f"call.started.inbound.{settings.desk}"
     assert "the broker did not confirm within 2.5s" in (Path(settings.log_dir) / "notify.log").read_text()
+
+
+def test_an_unexpected_error_still_keeps_the_event(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the publish path must not cost the call: the event is outboxed, then the error shows."""
+    from bridge import notify
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(notify, "publish_event", broken)
+    monkeypatch.setattr(notify, "load_settings", lambda: type("L", (), {"settings": settings})())
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with pytest.raises(RuntimeError, match="a bug"):
+            notify.run(["/N:E", "/T:I", "/I:bug"])
+    finally:  # run() configures logging for a process of its own
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    paths = Outbox(settings.outbox_dir).paths()
+    assert len(paths) == 1
+    assert Outbox(settings.outbox_dir).load(paths[0]).routing_key == f"call.ended.inbound.{settings.desk}"
