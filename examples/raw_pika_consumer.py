@@ -12,7 +12,10 @@ connection = pika.BlockingConnection(
     pika.URLParameters(os.environ.get("AMQP_URL", "amqp://guest:guest@localhost/%2F"))
 )
 channel = connection.channel()
-channel.exchange_declare("tcx.events", "topic", durable=True, passive=True)  # tcx-bridge declares it
+# declared exactly as tcx-bridge declares it, so the first of us to start creates it
+channel.exchange_declare(
+    "tcx.events", "topic", durable=True, arguments={"alternate-exchange": "tcx.unrouted"}
+)
 channel.queue_declare("my-team.screen-log", durable=True)
 channel.queue_bind("my-team.screen-log", "tcx.events", "call.started.inbound.*")
 

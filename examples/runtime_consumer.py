@@ -6,6 +6,7 @@ retries, dead-letters (tcx.dead.ended-count), reconnects and stops cleanly on SI
     python examples/runtime_consumer.py
 """
 
+import logging
 from collections import Counter
 from typing import ClassVar
 
@@ -31,6 +32,7 @@ class EndedCalls(Consumer):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the runtime logs a line per message
     settings = load_settings().settings
     runner = Runner(EndedCalls(), settings)
     runner.install_signal_handlers()
