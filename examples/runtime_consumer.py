@@ -33,6 +33,7 @@ class EndedCalls(Consumer):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the runtime logs a line per message
+    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = load_settings().settings
     runner = Runner(EndedCalls(), settings)
     runner.install_signal_handlers()
