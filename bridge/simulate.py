@@ -167,10 +167,17 @@ def play(
     return Outcome(counts["launched"], counts["failed"], time.monotonic() - started)
 
 
-def notify_command() -> list[str]:
-    """The installed tcx-bridge-notify next to this Python, or ``python -m bridge.notify``."""
+def find_script(name: str) -> str | None:
+    """An executable installed next to this Python, where pip puts the console scripts."""
     import shutil
     import sys
 
-    found = shutil.which("tcx-bridge-notify", path=os.path.dirname(sys.executable))
+    return shutil.which(name, path=os.path.dirname(sys.executable))
+
+
+def notify_command() -> list[str]:
+    """The installed tcx-bridge-notify, or ``python -m bridge.notify``."""
+    import sys
+
+    found = find_script("tcx-bridge-notify")
     return [found] if found else [sys.executable, "-m", "bridge.notify"]

@@ -233,7 +233,7 @@ class Broker:
     ) -> None:
         """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        handle_batch acks or rejects them. on_tick runs at least every tick seconds.
+        handle_batch acks them. on_tick runs at least every tick seconds.
         """
         pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):

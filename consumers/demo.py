@@ -32,7 +32,7 @@ from bridge import events
 from bridge.config import Settings, redact_url
 from bridge.dial import request_dial
 from bridge.errors import BrokerUnreachableError, TcxBridgeError
-from bridge.simulate import SAMPLE_CONTACTS, notify_command, plan_traffic, play
+from bridge.simulate import SAMPLE_CONTACTS, find_script, notify_command, plan_traffic, play
 from bridge.transport import Broker
 from consumers.analytics import database_path
 from consumers.contacts import SqliteContacts
@@ -70,12 +70,12 @@ def broker_url(settings: Settings, say: Say) -> Iterator[str]:
 
 
 def tcx_bridge() -> list[str]:
-    found = shutil.which("tcx-bridge", path=os.path.dirname(sys.executable))
+    found = find_script("tcx-bridge")
     return [found] if found else [sys.executable, "-m", "bridge.cli"]
 
 
 def fake_assistant() -> str:
-    found = shutil.which("tcx-bridge-fake-assistant", path=os.path.dirname(sys.executable))
+    found = find_script("tcx-bridge-fake-assistant")
     if found is None:
         raise TcxBridgeError(
             "tcx-bridge-fake-assistant is not installed next to tcx-bridge; reinstall the package"
@@ -110,7 +110,9 @@ class Watcher(threading.Thread):
                     self.say(f"  pop    {pop.desk:<7} {pop.caller_id or 'anonymous':<14} {who}")
                     self.pops += 1
                 else:
-                    result = msgspec.json.decode(delivery.body, type=events.DialResult)
+                    result = events.EVENT_DECODER.decode(delivery.body)
+                    if not isinstance(result, events.DialResult):
+                        continue
                     self.say(
                         f"  dial   {result.desk:<7} {result.number:<14} {result.status}"
                         + (f": {result.reason}" if result.reason else "")
@@ -215,15 +217,16 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
     imported, _ = SqliteContacts(contacts_path(settings)).import_csv(contacts_csv, settings.region)
     say(f"2. imported {imported} sample contacts")
 
+    assistant = fake_assistant()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TCX_BRIDGE_")}
     env.update(
         TCX_BRIDGE_AMQP_URL=settings.amqp_url,
         TCX_BRIDGE_NAMESPACE=settings.namespace,
         TCX_BRIDGE_DATA_DIR=str(work),
         TCX_BRIDGE_CONFIG=str(work / "none.toml"),
-        TCX_BRIDGE_ASSISTANT=fake_assistant(),
+        TCX_BRIDGE_ASSISTANT=assistant,
         TCX_BRIDGE_REGION=settings.region,
-        TCX_BRIDGE_POPUP_COMMAND=f"{fake_assistant()} popup {{name}} {{e164}}",
+        TCX_BRIDGE_POPUP_COMMAND=f"{assistant} popup {{name}} {{e164}}",
     )
     (work / "none.toml").write_text("")
     watcher = Watcher(settings, say)
