@@ -5,6 +5,7 @@ Registered on the group in cli.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -62,22 +63,14 @@ def dial_command(
 
     if bool(desk) == bool(extension):
         raise click.UsageError("give exactly one of --desk and --extension")
+    ask = functools.partial(
+        request_dial, settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
+    )
     if not wait:
-        request = request_dial(
-            settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
-        )
-        click.echo(f"queued {request.request_id}")
+        click.echo(f"queued {ask().request_id}")
         return
     with ResultWatch(settings) as watch:
-        request = request_dial(
-            settings,
-            number,
-            desk=desk,
-            extension=extension,
-            ttl=ttl,
-            requested_by=requested_by,
-            broker=watch.broker,
-        )
+        request = ask(broker=watch.broker)
         click.echo(f"queued {request.request_id}")
         result = watch.wait(request.request_id, timeout=timeout)
     if result is None:
