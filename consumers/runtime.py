@@ -34,6 +34,7 @@ from bridge.config import Settings
 from bridge.errors import HandlerError, TransportError
 from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.store import savepoint, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -199,21 +200,12 @@ class Runner:
             return  # left unacked: the broker redelivers them after we close
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
-        database = self.consumer.database
         lines = []
-        if database is not None:
-            database.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.consumer.database):
             for delivery in deliveries:
                 started = time.perf_counter()
                 outcome, attempts, routing_key = self._handle_one(broker, delivery)
                 lines.append((delivery, routing_key, outcome, attempts, time.perf_counter() - started))
-        except BaseException:
-            if database is not None:
-                database.execute("ROLLBACK")
-            raise
-        if database is not None:
-            database.execute("COMMIT")
         broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
@@ -235,21 +227,14 @@ class Runner:
         attempts = _attempts(delivery)
         routing_key = str(delivery.headers.get(ROUTING_KEY, delivery.routing_key))
         context = Context(self.settings, delivery, routing_key, broker.publish)
-        database = self.consumer.database
-        if database is not None:
-            database.execute("SAVEPOINT message")
         try:
-            message = self.consumer.decode(delivery.body, routing_key)
-            outcome = self.consumer.handle(message, context)
+            with savepoint(self.consumer.database):
+                message = self.consumer.decode(delivery.body, routing_key)
+                outcome = self.consumer.handle(message, context)
         except TransportError:
             raise  # the connection is gone: the batch stays unacked and comes back
         except Exception as error:  # noqa: BLE001  # decided below: dead-letter or retry
-            if database is not None:
-                database.execute("ROLLBACK TO message")
-                database.execute("RELEASE message")
             return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
-        if database is not None:
-            database.execute("RELEASE message")
         return outcome, attempts, routing_key
 
     def _failed(

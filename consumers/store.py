@@ -8,6 +8,8 @@ and "ack only after side effects are durable" rely on.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PROCESSED_SCHEMA = """
@@ -37,3 +39,34 @@ def first_time(connection: sqlite3.Connection, event_id: str) -> bool:
     """
     cursor = connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
     return cursor.rowcount == 1
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection | None) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises; nothing without a store."""
+    if connection is None:
+        yield
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+@contextmanager
+def savepoint(connection: sqlite3.Connection | None) -> Iterator[None]:
+    """A savepoint inside the open transaction: undone alone when the block raises."""
+    if connection is None:
+        yield
+        return
+    connection.execute("SAVEPOINT message")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK TO message")
+        connection.execute("RELEASE message")
+        raise
+    connection.execute("RELEASE message")
