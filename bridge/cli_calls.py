@@ -174,7 +174,7 @@ def report_command(settings: Settings, fmt: str, calls: bool, direction: str | N
     import json
 
     from consumers.analytics import database_path
-    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report
+    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report, safe_row
 
     records = load_calls(database_path(settings), direction)
     if calls:
@@ -183,7 +183,7 @@ def report_command(settings: Settings, fmt: str, calls: bool, direction: str | N
         elif fmt == "csv":
             writer = csv.DictWriter(sys.stdout, fieldnames=CALL_COLUMNS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows(safe_row(record) for record in records)
         else:
             click.echo(render_table(records, CALL_COLUMNS))
         return
@@ -195,7 +195,7 @@ def report_command(settings: Settings, fmt: str, calls: bool, direction: str | N
         writer.writeheader()
         for group, key in (("by_day", "day"), ("by_desk", "desk")):
             for row in summary[group]:
-                writer.writerow({"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}})
+                writer.writerow(safe_row({"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}}))
     else:
         click.echo("Calls by day (UTC)")
         click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))

@@ -7,14 +7,20 @@
     ├── DialError                   a dial request is not acceptable: a bad number
     │   └── DialExpiredError        ... or it expired before it could be dialed
     ├── HandlerError                a message that can never be handled: dead-letter it at once
+    ├── TransientError              a message's side effect failed for now (a CRM away): retry it
     └── TransportError              anything between us and the broker (pika never escapes transport.py)
         ├── BrokerUnreachableError  no connection: refused, timed out, TLS or login failed
-        ├── BrokerRejectedError     the broker closed the channel (missing exchange, access refused)
+        ├── BrokerRejectedError     the broker closed the channel (a missing exchange, ...)
+        ├── BrokerRefusedError      an operator must fix it: login, vhost, permissions, a queue's arguments
         └── PublishError            the message was not confirmed
             ├── PublishNackedError  the broker nacked it
             └── UnroutableError     mandatory publish returned: nothing was bound for it
 
 Every message is one sentence that quotes the bad value and says the fix.
+
+Transient or permanent: a TransportError is transient (retry with backoff),
+except BrokerRefusedError, which stops a long-running process with one line.
+Every other TcxBridgeError about a message is permanent for that message.
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ class HandlerError(TcxBridgeError):
     """A message can never be handled (it is dead-lettered without retries)."""
 
 
+class TransientError(TcxBridgeError):
+    """A message's side effect failed for a reason that may pass (it is retried with backoff)."""
+
+
 class TransportError(TcxBridgeError):
     """Something between us and the broker failed."""
 
@@ -62,6 +72,10 @@ class BrokerRejectedError(TransportError):
     def __init__(self, message: str, reply_code: int = 0) -> None:
         super().__init__(message)
         self.reply_code = reply_code
+
+
+class BrokerRefusedError(TransportError):
+    """The broker refused us for a reason retrying cannot fix (credentials, vhost, rights, arguments)."""
 
 
 class PublishError(TransportError):

@@ -8,22 +8,45 @@ Every message carries ``type`` (its tag) and ``schema_version``.
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 import msgspec
 
+from bridge.text import MAX_ID, id_problem
+
 SCHEMA_VERSION = 1
 APP_ID = "tcx-bridge"
 
+_TIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
 Timestamp = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$",
-        description="RFC 3339 time in UTC with microseconds, e.g. 2026-11-27T16:32:28.123456Z",
+        pattern=_TIME_RE.pattern,
+        description=(
+            "RFC 3339 date-time: 0-9 fraction digits, Z or a numeric offset, T or a space. "
+            "tcx-bridge emits UTC with microseconds, e.g. 2026-11-27T16:32:28.123456Z, "
+            "and reads any other form into that one."
+        ),
+        extra_json_schema={"format": "date-time"},
     ),
 ]
+
+
+def _text(maximum: int, description: str | None = None) -> msgspec.Meta:
+    return msgspec.Meta(max_length=maximum, description=description)
+
+
+Desk = Annotated[str, _text(64, "the desk id")]
+Extension = Annotated[str, _text(32)]
+EventId = Annotated[str, _text(128)]
+Number = Annotated[str, _text(64)]
+Name = Annotated[str, _text(200)]
+Reason = Annotated[str, _text(4000)]
 CallKind = Literal["started", "connected", "ended", "invalid"]
 Direction = Literal["inbound", "outbound", "unknown"]
 DialStatus = Literal["dialed", "rejected", "expired", "failed"]
@@ -33,17 +56,25 @@ class CallEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     """One launch of the registered executable (routing key ``call.<kind>.<direction>.<desk>``)."""
 
     schema_version: int = SCHEMA_VERSION
-    event_id: str
+    event_id: EventId
     kind: CallKind
     direction: Direction
-    call_id: str | None
-    caller_id: str | None
+    call_id: Annotated[str, msgspec.Meta(description=f"at most {MAX_ID} characters unless invalid")] | None
+    caller_id: Annotated[str, msgspec.Meta(description=f"at most {MAX_ID} characters unless invalid")] | None
     anonymous: bool = False
-    desk: str
-    extension: str | None
+    desk: Desk
+    extension: Extension | None
     occurred_at: Timestamp
     argv: tuple[str, ...]
-    reason: str | None = None
+    reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        _canonical(self, "occurred_at")
+        if self.kind != "invalid":
+            for name in ("call_id", "caller_id"):
+                problem = id_problem(name, getattr(self, name))
+                if problem:
+                    raise ValueError(problem)
 
     @property
     def routing_key(self) -> str:
@@ -55,23 +86,26 @@ class CallEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
 class Contact(msgspec.Struct, frozen=True, kw_only=True):
     """A CRM contact, as shown in a screen pop."""
 
-    name: str
-    company: str | None = None
-    email: str | None = None
-    url: str | None = None
+    name: Name
+    company: Name | None = None
+    email: Name | None = None
+    url: Annotated[str, _text(2048)] | None = None
 
 
 class ScreenPop(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="popup"):
     """Who is calling, for the desk (``tcx.commands``, routing key ``desk.<desk>.popup``)."""
 
     schema_version: int = SCHEMA_VERSION
-    event_id: str
-    call_id: str
-    desk: str
-    caller_id: str | None
-    number_e164: str | None
+    event_id: EventId
+    call_id: Annotated[str, _text(MAX_ID)]
+    desk: Desk
+    caller_id: Annotated[str, _text(MAX_ID)] | None
+    number_e164: Number | None
     contact: Contact | None
     occurred_at: Timestamp
+
+    def __post_init__(self) -> None:
+        _canonical(self, "occurred_at")
 
 
 class DialRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dial"):
@@ -82,22 +116,28 @@ class DialRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
 
     schema_version: int = SCHEMA_VERSION
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    number: str
-    desk: str | None = None
-    requested_by: str | None = None
+    number: Number
+    desk: Desk | None = None
+    requested_by: Name | None = None
     expires_at: Timestamp | None = None
+
+    def __post_init__(self) -> None:
+        _canonical(self, "expires_at")
 
 
 class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dial.result"):
     """What became of a dial request (``tcx.events``, routing key ``dial.<status>.<desk>``)."""
 
     schema_version: int = SCHEMA_VERSION
-    request_id: str
-    desk: str
-    number: str
+    request_id: Annotated[str, _text(200)]
+    desk: Desk
+    number: Number
     status: DialStatus
-    reason: str | None
+    reason: Reason | None
     occurred_at: Timestamp
+
+    def __post_init__(self) -> None:
+        _canonical(self, "occurred_at")
 
     @property
     def routing_key(self) -> str:
@@ -129,8 +169,47 @@ def utc_now() -> str:
 
 
 def parse_time(value: str) -> datetime:
-    """Parse a wire timestamp (or any RFC 3339 time) into an aware datetime."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+    """Parse any RFC 3339 time (see Timestamp) into an aware datetime; ValueError names a bad one."""
+    if len(value) == 27 and value[10] == "T" and value[-1] == "Z":  # our own form: the fast path
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass  # said precisely below
+    found = _TIME_RE.match(value)
+    if found is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time (like 2026-11-27T16:32:28.123Z)")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = found.groups()
+    zone = UTC
+    if not zulu:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        if offset >= timedelta(hours=24):
+            raise ValueError(f"{value!r} has an impossible UTC offset")
+        zone = timezone(-offset if sign == "-" else offset)
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=zone,
+        )
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a possible date-time: {error}") from None
+
+
+def canonical_time(value: str) -> str:
+    """Any RFC 3339 time in the one form tcx-bridge emits (UTC, microseconds, Z)."""
+    if len(value) == 27 and value[10] == "T" and value[-1] == "Z" and value[19] == ".":
+        parse_time(value)  # the usual form: only check that the date is possible
+        return value
+    return format_time(parse_time(value))
+
+
+def _canonical(message: msgspec.Struct, field: str) -> None:
+    """Normalise a time field of a (frozen) message in place; ValueError makes it invalid."""
+    value = getattr(message, field)
+    if value is not None:
+        msgspec.structs.force_setattr(message, field, canonical_time(value))

@@ -12,8 +12,9 @@ it as tolerantly as a robust Windows program would:
 * a missing or unknown ``/T`` gives direction ``unknown`` (with a warning), since
   the call id and kind are still worth delivering.
 
-What cannot be understood (no arguments, no ``/N``, an unknown ``/N``, no ``/I``)
-raises :class:`LaunchError`, whose message says what is wrong.
+What cannot be understood (no arguments, no ``/N``, an unknown ``/N``, no ``/I``,
+a call id or caller id over 128 characters or with control characters) raises
+:class:`LaunchError`, whose message says what is wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from bridge.errors import LaunchError
+from bridge.text import id_problem
 
 Kind = Literal["started", "connected", "ended"]
 Direction = Literal["inbound", "outbound", "unknown"]
@@ -72,6 +74,11 @@ def parse_launch(argv: Sequence[str]) -> Launch:
     call_id = options.get("I", "").strip()
     if not call_id:
         raise LaunchError(f"no call id /I: in {list(argv)!r}; expected {SYNTAX}")
+
+    for name, value in (("call id /I:", call_id), ("caller id /C:", options.get("C"))):
+        problem = id_problem(name, value)
+        if problem:
+            raise LaunchError(f"{problem}; the launch is kept as given, as an invalid event")
 
     warnings: list[str] = []
     raw_type = options.get("T")

@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from bridge import events
-from bridge.config import Settings, load_settings, redact_url
+from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import parse_launch, scan_options
 from bridge.outbox import Outbox
+from bridge.text import printable
 from bridge.topology import publish_event
 from bridge.transport import Broker, OutgoingMessage
 
@@ -36,6 +37,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 WATCHDOG_GRACE = 2.0  # seconds past publish_budget for closing, replaying and logging
+MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself is kept whole)
 
 
 def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
@@ -56,7 +58,7 @@ def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEve
             direction="unknown",
             call_id=options.get("I", "").strip() or None,
             caller_id=options.get("C"),
-            reason=str(error),
+            reason=str(error)[:MAX_REASON],
             **common,  # type: ignore[arg-type]  # keys checked by msgspec
         )
         return event, [str(error)]
@@ -152,6 +154,18 @@ class BoundedFileHandler(logging.FileHandler):
             pass
         super().__init__(filename, encoding="utf-8", delay=True)
 
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # logging's name
+        """A log file that cannot be opened or written is skipped: logging never fails a launch."""
+        self.setLevel(logging.CRITICAL + 1)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``tcx-bridge-notify: <message>``; a LOST line starts with LOST, for scripts to find."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if text.startswith("LOST ") else f"tcx-bridge-notify: {text}"
+
 
 class Watchdog:
     """A hard bound on one launch: pika has no overall deadline for a confirm.
@@ -199,9 +213,7 @@ class Watchdog:
                 try:
                     Outbox(self._settings.outbox_dir).put(self._message)
                 except TcxBridgeError as error:
-                    logger.error(
-                        "LOST %s event_id=%s: %s", self._message.routing_key, self._message.message_id, error
-                    )
+                    log_lost(self._message, error)
                     self._exit_code = EXIT_FAILED
                 else:
                     logger.warning(
@@ -220,6 +232,7 @@ def configure_logging(settings: Settings | None) -> None:
     root.setLevel(logging.INFO)
     logging.getLogger("pika").setLevel(logging.CRITICAL)  # its failures reach us as our errors
     formatter = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
+    logging.raiseExceptions = False  # a handler that fails stays silent: the exit status tells the truth
     if settings is not None:
         try:
             settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -228,13 +241,23 @@ def configure_logging(settings: Settings | None) -> None:
             )
             handler.setFormatter(formatter)
             root.addHandler(handler)
-        except OSError as error:
-            print(f"tcx-bridge-notify: cannot log to {settings.log_dir}: {error}", file=sys.stderr)
+        except OSError:  # no log file: stderr still gets the errors; `tcx-bridge doctor` names the cause
+            pass
     if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(logging.ERROR)
-        console.setFormatter(logging.Formatter("tcx-bridge-notify: %(message)s"))
+        console.setFormatter(ConsoleFormatter("%(message)s"))
         root.addHandler(console)
+
+
+def log_lost(message: OutgoingMessage, error: object) -> None:
+    """The one line of an event neither confirmed nor stored: LOST, its JSON, and why."""
+    logger.error(
+        "LOST %s (%s: %s)",
+        message.body.decode("utf-8", "replace"),
+        message.routing_key,
+        printable(str(error)),
+    )
 
 
 def run(argv: Sequence[str]) -> int:
@@ -249,7 +272,7 @@ def run(argv: Sequence[str]) -> int:
     message = to_message(event)
     for problem in problems:
         log = logger.error if event.kind == "invalid" else logger.warning
-        log("launch %r: %s", list(argv), problem)
+        log("launch %s: %s", printable(repr(list(argv)), 300), printable(problem, 1000))
     exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
@@ -264,13 +287,7 @@ def run(argv: Sequence[str]) -> int:
                     )
                 raise
     except TcxBridgeError as error:
-        logger.error(
-            "LOST %s event_id=%s: %s (broker %s)",
-            message.routing_key,
-            event.event_id,
-            error,
-            redact_url(settings.amqp_url),
-        )
+        log_lost(message, error)
         return EXIT_FAILED
     logger.info(
         "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d",
@@ -297,7 +314,7 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
         try:
             path = Outbox(settings.outbox_dir).put(to_message(event))
         except TcxBridgeError as outbox_error:
-            logger.error("LOST event_id=%s: %s", event.event_id, outbox_error)
+            log_lost(to_message(event), outbox_error)
         else:
             logger.error("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
     return EXIT_FAILED

@@ -7,11 +7,15 @@ never leaves half an event. Replay holds an exclusive lock on ``.lock`` (release
 by the OS if the process dies), so concurrent launches and ``spool flush`` never
 publish the same file twice; a file is deleted only after its publish was
 confirmed. The contract is at-least-once: a crash between confirm and delete
-replays that one event again, with the same event_id.
+replays that one event again, with the same event_id. A temporary file left by
+a launch killed between its fsync and its rename (an orphan, older than
+``ORPHAN_AGE``) is recovered into the outbox by the next replay when it holds a
+complete event, and removed when it does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _SUFFIX = ".json"
 _LOCK = ".lock"
+_TEMPORARY = ".tmp-"
+ORPHAN_AGE = 60.0  # seconds; writing a file takes milliseconds, so an older temporary file is an orphan
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,7 +79,7 @@ class Outbox:
             body=msgspec.Raw(message.body),
         )
         final = self.directory / f"{time.time_ns():020d}-{message.message_id}{_SUFFIX}"
-        temporary = self.directory / f".tmp-{uuid.uuid4().hex}"
+        temporary = self.directory / f"{_TEMPORARY}{uuid.uuid4().hex}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with temporary.open("wb") as handle:
@@ -83,7 +89,8 @@ class Outbox:
             os.replace(temporary, final)
             _fsync_directory(self.directory)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the directory may be what is broken
+                temporary.unlink(missing_ok=True)
             raise OutboxError(f"cannot write to the outbox {str(self.directory)!r}: {error}") from None
         return final
 
@@ -95,9 +102,47 @@ class Outbox:
                 for entry in os.scandir(self.directory)
                 if entry.name.endswith(_SUFFIX) and not entry.name.startswith(".")
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         return [self.directory / name for name in names]
+
+    def orphans(self) -> list[Path]:
+        """Temporary files: an event being written right now, or one a killed launch left behind."""
+        try:
+            return sorted(
+                self.directory / entry.name
+                for entry in os.scandir(self.directory)
+                if entry.name.startswith(_TEMPORARY)
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def recover_orphans(self, min_age: float = ORPHAN_AGE) -> int:
+        """Move complete orphans into the outbox (by their age), remove incomplete ones; return moved."""
+        recovered = 0
+        for path in self.orphans():
+            try:
+                stat = path.stat()
+                if time.time() - stat.st_mtime < min_age:
+                    continue  # a launch may be writing it right now
+                entry = _ENTRY_DECODER.decode(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                logger.warning("removed %s: an incomplete event left by a killed launch", path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            except OSError as error:
+                raise OutboxError(f"cannot read the orphan {str(path)!r}: {error}") from None
+            final = self.directory / f"{stat.st_mtime_ns:020d}-{entry.message_id}{_SUFFIX}"
+            try:
+                os.replace(path, final)
+            except OSError as error:
+                raise OutboxError(f"cannot recover the orphan {str(path)!r}: {error}") from None
+            logger.warning("recovered event_id=%s from %s, left by a killed launch", entry.message_id, path)
+            recovered += 1
+        return recovered
 
     def load(self, path: Path) -> OutgoingMessage:
         """Read one outboxed file back into the message it was."""
@@ -127,12 +172,13 @@ class Outbox:
         If another process is replaying, waits up to ``wait`` seconds for it, then
         gives up with ``locked_out``.
         """
-        if not self.paths():
+        if not self.paths() and not self.orphans():
             return Replay(0, 0)
         published = 0
         with self._lock(wait) as acquired:
             if not acquired:
                 return Replay(0, len(self.paths()), locked_out=True)
+            self.recover_orphans()
             for path in self.paths():
                 if limit is not None and published >= limit:
                     break

@@ -17,6 +17,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from bridge.errors import (
+    BrokerRefusedError,
     BrokerRejectedError,
     BrokerUnreachableError,
     PublishNackedError,
@@ -26,6 +27,7 @@ from bridge.errors import (
 
 logger = logging.getLogger(__name__)
 
+ACCESS_REFUSED = 403
 NOT_FOUND = 404
 PRECONDITION_FAILED = 406
 
@@ -87,12 +89,23 @@ def mapped_errors(action: str) -> Iterator[None]:
     except pika.exceptions.NackError:
         raise PublishNackedError(f"{action}: the broker nacked the message") from None
     except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == ACCESS_REFUSED:
+            raise BrokerRefusedError(
+                f"{action}: the broker refused: {error.reply_text}; grant the user this right "
+                "(rabbitmqctl set_permissions / set_topic_permissions)"
+            ) from None
         raise BrokerRejectedError(
             f"{action}: the broker refused: {error.reply_code} {error.reply_text}", error.reply_code
         ) from None
     except pika.exceptions.ProbableAuthenticationError:
-        raise BrokerUnreachableError(
-            f"{action}: the broker refused the login; check the user and password"
+        raise BrokerRefusedError(
+            f"{action}: the broker refused the login (ACCESS_REFUSED); check the user and password "
+            "in amqp_url"
+        ) from None
+    except pika.exceptions.ProbableAccessDeniedError as error:
+        raise BrokerRefusedError(
+            f"{action}: the broker refused the virtual host (NOT_ALLOWED: {_describe(error)}); "
+            "check the vhost in amqp_url (%2F is the default one) and the user's permissions on it"
         ) from None
     except (
         pika.exceptions.AMQPConnectionError,
@@ -174,9 +187,18 @@ class Broker:
         return True
 
     def declare_queue(self, name: str, *, arguments: dict[str, Any] | None = None) -> int:
-        """Declare a durable queue; return how many messages it holds."""
-        with mapped_errors(f"declare queue {name!r}"):
-            result = self.channel.queue_declare(name, durable=True, arguments=arguments)
+        """Declare a durable queue; return how many messages it holds.
+
+        A queue that exists with other arguments (classic vs quorum) is a
+        BrokerRefusedError saying how to migrate it.
+        """
+        try:
+            with mapped_errors(f"declare queue {name!r}"):
+                result = self.channel.queue_declare(name, durable=True, arguments=arguments)
+        except BrokerRejectedError as error:
+            if error.reply_code != PRECONDITION_FAILED:
+                raise
+            raise BrokerRefusedError(_mismatch(name, arguments or {}, str(error))) from None
         return int(result.method.message_count)
 
     def declare_private_queue(self) -> str:
@@ -258,6 +280,23 @@ class Broker:
         """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
+
+
+def _mismatch(name: str, arguments: dict[str, Any], detail: str) -> str:
+    """The one line for a queue that exists with other arguments than ours."""
+    wanted = str(arguments.get("x-queue-type", "classic"))
+    current = "quorum" if wanted != "quorum" else "classic"
+    if "x-queue-type" in detail:
+        return (
+            f"queue {name!r} exists as a {current} queue but the settings ask for a {wanted} queue "
+            f"(quorum={'true' if wanted == 'quorum' else 'false'}); either set TCX_BRIDGE_QUORUM="
+            f"{'false' if wanted == 'quorum' else 'true'}, or migrate: stop its consumers, let it drain "
+            f"(or shovel its messages away), delete it (rabbitmqctl delete_queue {name}) and start again"
+        )
+    return (
+        f"queue {name!r} exists with other arguments than tcx-bridge declares ({detail}); "
+        f"delete it (rabbitmqctl delete_queue {name}) once drained, or align the settings"
+    )
 
 
 def _describe(error: BaseException) -> str:

@@ -110,7 +110,7 @@ class Crm(CallConsumer):
             contact=self._lookup(number),
             occurred_at=event.occurred_at,
         )
-        context.publish(
+        routed = context.publish(
             self.settings.commands_exchange,
             OutgoingMessage(
                 routing_key=f"desk.{event.desk}.popup",
@@ -122,6 +122,8 @@ class Crm(CallConsumer):
                 expiration_ms=int(self.settings.popup_ttl * 1000),
             ),
         )
+        if not routed:
+            return "pop-unrouted"  # no agent queue for that desk: kept in the unrouted exchange
         return "popped" if pop.contact else "popped-unknown"
 
     def _journal(self, db: sqlite3.Connection, record: dict[str, Any], number: CallerNumber) -> None:

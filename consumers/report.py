@@ -17,6 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bridge.text import printable
+
+CELL_WIDTH = 40  # characters of a table cell; longer values end in an ellipsis
+
 COLUMNS = ("calls", "answered", "missed", "answer_rate", "ring_avg", "ring_p90", "talk_avg")
 CALL_COLUMNS = (
     "desk",
@@ -111,7 +115,14 @@ def render_table(rows: list[dict[str, Any]], columns: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
+def safe_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for CSV: every string with its control characters made visible."""
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
 def _cell(column: str, value: Any) -> str:
+    if isinstance(value, str):
+        return printable(value, CELL_WIDTH)
     if value is None:
         return "-"
     if isinstance(value, bool):

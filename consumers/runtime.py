@@ -7,31 +7,52 @@ Every consumer gets (names with the default namespace ``tcx``):
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
 A message is acked only after its handler returned, so its side effects are
-durable first. A body that does not decode, or a handler raising HandlerError,
-is dead-lettered at once; any other failure is retried with backoff up to
-``max_attempts`` deliveries, then dead-lettered. Dead-letter headers:
-``x-tcx-reason``, ``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``.
+durable first. Everything about one delivery (headers, size, decoding,
+validation, handling) runs inside its own error boundary, and the outcome of a
+failure depends only on its kind (:func:`classify`):
 
-When the broker goes away the runner reconnects with backoff (tenacity);
-unacked messages are redelivered and the handlers' idempotency (event ids
-recorded with the side effects) makes the second time a no-op. SIGTERM and SIGINT
-finish the current message, ack it, and close.
+* permanent (oversize, undecodable, invalid values, HandlerError, any bug):
+  dead-lettered at once, with the reason;
+* transient (the disk, an HTTP CRM, a store that is busy): retried with a
+  growing delay up to ``max_attempts`` deliveries, then dead-lettered;
+* the connection to the broker lost: the batch is rolled back and stays
+  unacked; the runner reconnects and the broker redelivers it.
+
+A publish the broker returns as unroutable (a pop for a desk with no agent) is
+an outcome, not a failure: the message goes to the unrouted exchange instead.
+Dead-letter headers: ``x-tcx-reason``, ``x-tcx-consumer``, ``x-tcx-attempts``,
+``x-tcx-routing-key``.
+
+The runner reconnects with a growing delay that starts short again after a
+connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
+fix (login refused, unknown vhost, a queue declared with other arguments) stops
+it with one line. Unacked messages are redelivered and the handlers'
+idempotency (event ids recorded with the side effects) makes the second time a
+no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sqlite3
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
 from bridge.config import Settings
-from bridge.errors import HandlerError, TransportError
+from bridge.errors import (
+    BrokerRefusedError,
+    HandlerError,
+    TransientError,
+    TransportError,
+    UnroutableError,
+)
 from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.store import savepoint, transaction
@@ -44,6 +65,12 @@ ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 RETRY_BASE_MS = 500
 RETRY_MAX_MS = 30_000
+MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
+MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
+RECONNECT_BASE = 0.5
+RECONNECT_MAX = 30.0
+HEALTHY_SECONDS = 30.0  # a connection up this long resets the reconnect delay
+UNROUTED_LOG_SECONDS = 3600.0  # one log line per unroutable destination per hour
 
 
 class Binding(NamedTuple):
@@ -54,12 +81,16 @@ class Binding(NamedTuple):
 
 
 class Context(NamedTuple):
-    """What a handler may use besides the message: settings, the delivery, and publish."""
+    """What a handler may use besides the message: settings, the delivery, and publish.
+
+    publish(exchange, message) returns False when the broker returned the message
+    as unroutable (it was kept in the unrouted exchange instead).
+    """
 
     settings: Settings
     delivery: Delivery
     routing_key: str
-    publish: Callable[[str, OutgoingMessage], None]
+    publish: Callable[[str, OutgoingMessage], bool]
 
 
 class Consumer:
@@ -118,6 +149,8 @@ class Runner:
         self._last_activity = time.monotonic()
         self._stop = threading.Event()
         self._broker: Broker | None = None
+        self._connected = False
+        self._unrouted_logged: dict[str, float] = {}
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -133,33 +166,33 @@ class Runner:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> None:
-        """Consume until stopped, reconnecting with backoff whenever the broker goes away."""
-        import tenacity
+        """Consume until stopped, reconnecting whenever the broker goes away.
 
-        def log_retry(state: tenacity.RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "consumer=%s broker lost (%s); reconnecting in %.1fs",
-                self.consumer.name,
-                error,
-                state.upcoming_sleep,
-            )
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransportError),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=30),
-            stop=lambda _: self.stopping,
-            sleep=self._sleep,
-            before_sleep=log_retry,
-            reraise=True,
-        )
+        Raises BrokerRefusedError (an operator must fix something); nothing a
+        message does ends the loop.
+        """
+        failures = 0
         try:
-            for attempt in retrying:
-                with attempt:
+            while not self.stopping:
+                connected_at = time.monotonic()
+                try:
                     self._run_once()
-        except TransportError:
-            if not self.stopping:
-                raise
+                except BrokerRefusedError:
+                    raise
+                except TransportError as error:
+                    if self.stopping:
+                        break
+                    if self._connected and time.monotonic() - connected_at >= HEALTHY_SECONDS:
+                        failures = 0  # a new outage: start again from the short delays
+                    delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
+                    failures += 1
+                    logger.warning(
+                        "consumer=%s broker lost (%s); reconnecting in %.1fs",
+                        self.consumer.name,
+                        error,
+                        delay,
+                    )
+                    self._sleep(delay)
         finally:
             self.consumer.close()
         logger.info("consumer=%s stopped after %d message(s)", self.consumer.name, self.handled)
@@ -168,8 +201,10 @@ class Runner:
         self._stop.wait(seconds)
 
     def _run_once(self) -> None:
+        self._connected = False
         with Broker(self.settings.amqp_url, ca_file=self.settings.ca_file) as broker:
             self._broker = broker
+            self._connected = True
             declare_consumer_queues(broker, self.settings, self.consumer)
             logger.info("consumer=%s consuming %s", self.consumer.name, self.queue)
             self._last_activity = time.monotonic()
@@ -224,28 +259,60 @@ class Runner:
             self._stop.set()
 
     def _handle_one(self, broker: Broker, delivery: Delivery) -> tuple[str, int, str]:
-        attempts = _attempts(delivery)
-        routing_key = str(delivery.headers.get(ROUTING_KEY, delivery.routing_key))
-        context = Context(self.settings, delivery, routing_key, broker.publish)
+        """One delivery inside its own error boundary; only a lost connection escapes it."""
+        attempts, routing_key = 1, delivery.routing_key
         try:
+            attempts = _attempts(delivery)
+            routing_key = _routing_key(delivery)
+            context = Context(self.settings, delivery, routing_key, functools.partial(self._publish, broker))
             with savepoint(self.consumer.database):
+                if len(delivery.body) > MAX_BODY:
+                    raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
                 message = self.consumer.decode(delivery.body, routing_key)
                 outcome = self.consumer.handle(message, context)
-        except TransportError:
+        except TransportError as error:
+            if isinstance(error, UnroutableError):  # our own dead-letter or retry publish came back
+                return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
             raise  # the connection is gone: the batch stays unacked and comes back
-        except Exception as error:  # noqa: BLE001  # decided below: dead-letter or retry
+        except Exception as error:  # noqa: BLE001  # classified below: dead-letter or retry
             return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
         return outcome, attempts, routing_key
+
+    def _publish(self, broker: Broker, exchange: str, message: OutgoingMessage) -> bool:
+        """A handler's publish: a message the broker returns goes to the unrouted exchange."""
+        try:
+            broker.publish(exchange, message)
+        except UnroutableError:
+            pass
+        else:
+            return True
+        headers = {
+            **(message.headers or {}),
+            "x-tcx-unrouted-exchange": exchange,
+            CONSUMER: self.consumer.name,
+        }
+        broker.publish(self.settings.unrouted_exchange, message._replace(headers=headers), mandatory=False)
+        destination = f"{exchange}/{message.routing_key}"
+        now = time.monotonic()
+        if now - self._unrouted_logged.get(destination, -UNROUTED_LOG_SECONDS) >= UNROUTED_LOG_SECONDS:
+            self._unrouted_logged[destination] = now
+            logger.warning(
+                "consumer=%s nobody listens for %s on %r (is that desk's agent running?); "
+                "kept in %r; logged once an hour",
+                self.consumer.name,
+                message.routing_key,
+                exchange,
+                self.settings.unrouted_exchange,
+            )
+        return False
 
     def _failed(
         self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, error: Exception
     ) -> str:
         """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
-        if isinstance(error, (msgspec.DecodeError, msgspec.ValidationError)):
-            return self._dead_letter(broker, delivery, routing_key, attempts, f"undecodable: {error}")
-        if isinstance(error, HandlerError):
-            return self._dead_letter(broker, delivery, routing_key, attempts, str(error))
-        reason = f"{type(error).__name__}: {error}"
+        kind, reason = classify(error)
+        if kind == "permanent":
+            return self._dead_letter(broker, delivery, routing_key, attempts, reason)
         if attempts >= self.settings.max_attempts:
             return self._dead_letter(
                 broker, delivery, routing_key, attempts, f"failed {attempts} times; last: {reason}"
@@ -313,11 +380,38 @@ def _queue_type(settings: Settings) -> dict[str, Any]:
     return {"x-queue-type": "quorum"} if settings.quorum else {}
 
 
+def classify(error: BaseException) -> tuple[str, str]:
+    """("permanent" | "transient", the reason for the headers and the log)."""
+    if isinstance(error, (msgspec.DecodeError, msgspec.ValidationError)):
+        return "permanent", f"undecodable: {error}"
+    if isinstance(error, HandlerError):
+        return "permanent", str(error)
+    reason = f"{type(error).__name__}: {error}"
+    if isinstance(error, urllib.error.HTTPError):  # an answer: only a busy or failing server is transient
+        return ("transient" if error.code >= 500 or error.code == 429 else "permanent"), reason
+    if isinstance(error, (TransientError, TransportError, OSError, sqlite3.OperationalError)):
+        return "transient", reason  # the disk, the network, a CRM or a store away for now
+    return "permanent", reason
+
+
+def _count(value: object) -> int:
+    """A retry counter from a header: a small non-negative integer, else 0 (not ours to trust)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTEMPTS_HEADER:
+        return 0
+    return value
+
+
 def _attempts(delivery: Delivery) -> int:
     """This delivery's attempt number: our retry count, or the broker's redelivery count."""
-    counted = int(delivery.headers.get(ATTEMPTS, 0)) + 1
-    broker_count = int(delivery.headers.get("x-delivery-count", 0)) + 1  # quorum queues count for us
+    counted = _count(delivery.headers.get(ATTEMPTS)) + 1
+    broker_count = _count(delivery.headers.get("x-delivery-count")) + 1  # quorum queues count for us
     return max(counted, broker_count)
+
+
+def _routing_key(delivery: Delivery) -> str:
+    """The original routing key (kept in a header across retries), else the delivery's."""
+    kept = delivery.headers.get(ROUTING_KEY)
+    return kept if isinstance(kept, str) and 0 < len(kept) <= 255 else delivery.routing_key
 
 
 def _copy(

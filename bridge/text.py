@@ -1,0 +1,44 @@
+"""Text that is safe to show: control characters found and made visible, long cells cut.
+
+Caller ids come from the outside world. A stored value is printed only through
+:func:`printable`, so an escape sequence, a bell, a NUL or a right-to-left
+override in a caller id can never act on an admin's terminal or spreadsheet.
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0, DEL, C1, and the bidirectional embeddings, overrides and isolates
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+ELLIPSIS = "…"
+MAX_ID = 128  # characters of a call id or caller id in a valid event (longer: the event is invalid)
+
+
+def has_control(value: str) -> bool:
+    """True when value holds a control or bidi-override character."""
+    return CONTROL_RE.search(value) is not None
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(value: str, width: int | None = None) -> str:
+    """value with every control character as a visible escape (``\\x1b``, ``\\u202e``), cut at width."""
+    shown = CONTROL_RE.sub(_escape, value)
+    if width is not None and len(shown) > width:
+        return shown[: max(width - 1, 0)] + ELLIPSIS
+    return shown
+
+
+def id_problem(name: str, value: str | None) -> str | None:
+    """Why a call id or caller id cannot be in a valid event, or None."""
+    if value is None:
+        return None
+    if len(value) > MAX_ID:
+        return f"{name} has {len(value)} characters, over the maximum of {MAX_ID}"
+    if has_control(value):
+        return f"{name} {printable(value)!r} holds control characters"
+    return None
