@@ -87,7 +87,12 @@ def spool_list(settings: Settings) -> None:
             click.echo(f"{path.name}  unreadable: {error}")
             continue
         click.echo(f"{path.name}  {message.routing_key}  {message.type}")
-    click.echo(f"{len(paths)} event(s) in {settings.outbox_dir}")
+    orphans = outbox.orphans()
+    for path in orphans:
+        click.echo(f"{path.name}  orphan: left by a launch killed while writing; the next replay recovers it")
+    click.echo(
+        f"{len(paths)} event(s) in {settings.outbox_dir}" + (f", {len(orphans)} orphan(s)" if orphans else "")
+    )
 
 
 @spool.command("flush")

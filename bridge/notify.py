@@ -154,6 +154,13 @@ class BoundedFileHandler(logging.FileHandler):
             pass
         super().__init__(filename, encoding="utf-8", delay=True)
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; a log file that cannot be opened is skipped (FileHandler would raise)."""
+        try:
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # logging's name
         """A log file that cannot be opened or written is skipped: logging never fails a launch."""
         self.setLevel(logging.CRITICAL + 1)

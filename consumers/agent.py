@@ -20,19 +20,23 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
 
 from bridge import events
 from bridge.config import Settings
 from bridge.dial import clean_number
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
 from bridge.outbox import Outbox
+from bridge.text import printable
 from bridge.topology import declare_commands, declare_events, publish_event
 from bridge.transport import Broker, OutgoingMessage
 from consumers.runtime import Binding, Consumer, Context
 from consumers.store import open_database
 
 logger = logging.getLogger(__name__)
+MAX_REQUEST_ID = 200
 
 DIALS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS dials (
@@ -77,6 +81,28 @@ def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, s
     return "dialed", None
 
 
+class Unreadable(NamedTuple):
+    """A dial request that does not decode, but whose request_id (and number) can be read."""
+
+    request_id: str
+    number: str
+    reason: str
+
+    @classmethod
+    def of(cls, body: bytes, reason: str) -> Unreadable | None:
+        try:
+            document = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(document, dict):
+            return None
+        request_id, number = document.get("request_id"), document.get("number")
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
+            return None
+        shown = number if isinstance(number, str) else ""
+        return cls(request_id, printable(shown, 64), reason)
+
+
 class DeskAgent(Consumer):
     """Takes dial requests and screen pops addressed to this desk."""
 
@@ -108,7 +134,13 @@ class DeskAgent(Consumer):
 
     def decode(self, body: bytes, routing_key: str) -> Any:
         if routing_key.endswith(".dial"):
-            return events.DIAL_REQUEST_DECODER.decode(body)
+            try:
+                return events.DIAL_REQUEST_DECODER.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                unreadable = Unreadable.of(body, str(error))
+                if unreadable is None:
+                    raise  # no request_id to answer to: dead-lettered
+                return unreadable
         if routing_key.endswith(".popup"):
             return events.SCREEN_POP_DECODER.decode(body)
         raise HandlerError(f"routing key {routing_key!r} is neither a dial nor a popup")
@@ -116,7 +148,19 @@ class DeskAgent(Consumer):
     def handle(self, message: Any, context: Context) -> str:
         if isinstance(message, events.DialRequest):
             return self.dial(message, context)
+        if isinstance(message, Unreadable):
+            return self.reject_unreadable(message, context)
         return self.popup(message)
+
+    def reject_unreadable(self, unreadable: Unreadable, context: Context) -> str:
+        """A request that does not decode but names its request_id: the CRM gets ``rejected``."""
+        request = events.DialRequest(request_id=unreadable.request_id, number=unreadable.number)
+        if self.dials.execute("SELECT 1 FROM dials WHERE request_id = ?", (request.request_id,)).fetchone():
+            return "duplicate"
+        reason = f"the request cannot be read: {unreadable.reason}"
+        self._record(request, request.number, "rejected", reason)
+        self._report(context, request, request.number, "rejected", reason)
+        return "rejected"
 
     # dialing ---------------------------------------------------------------
     def dial(self, request: events.DialRequest, context: Context) -> str:

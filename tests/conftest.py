@@ -281,6 +281,12 @@ def services() -> Iterator[list[Service]]:
             service.process.wait(10)
 
 
+@pytest.fixture
+def analytics(env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
+    """The analytics consumer, running and consuming its queue."""
+    return start_service(services, env, broker, settings.queue("analytics"), "consume", "analytics")
+
+
 class Proxy:
     """A TCP proxy to the real broker: cut() drops every connection (a broker restart,
     a network cut); with swallow_publishes it forwards until the client publishes and

@@ -15,7 +15,7 @@ import pytest
 
 from bridge import events
 from bridge.config import Settings
-from bridge.errors import BrokerRejectedError
+from bridge.errors import BrokerRefusedError
 from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
 from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
@@ -79,12 +79,6 @@ def processed_count(settings: Settings, name: str) -> int:
         return 0
     finally:
         connection.close()
-
-
-@pytest.fixture
-def analytics(env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
-    service = start_service(services, env, broker, settings.queue("analytics"), "consume", "analytics")
-    return service
 
 
 @pytest.fixture
@@ -487,7 +481,9 @@ def test_quorum_queues_for_clustered_brokers(
     start_service(services, quorum_env, broker, settings.queue("analytics"), "consume", "analytics")
     send(broker, settings, call_message(settings, "started", "inbound", "q1", T0, "1"))
     wait_until(lambda: [r["call_id"] for r in analytics_rows(settings)] == ["q1"])
-    with pytest.raises(BrokerRejectedError, match="inequivalent arg 'x-queue-type'"):
+    with pytest.raises(
+        BrokerRefusedError, match="exists as a quorum queue but the settings ask for a classic"
+    ):
         # the same arguments but as a classic queue: refused, because it is a quorum queue
         broker.declare_queue(
             settings.queue("analytics"),
