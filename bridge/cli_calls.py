@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from bridge.clikit import friendly_errors, settings_of, with_settings
+from bridge.clikit import friendly_errors, loaded, settings_of, with_settings
 from bridge.config import Settings
 
 
@@ -40,49 +40,83 @@ def agent_command(settings: Settings, max_messages: int | None) -> None:
 @click.option("--extension", help="Or the extension that dials (routing key ext.<extension>.dial).")
 @click.option("--ttl", type=float, help="Seconds after which the request must not be dialed any more.")
 @click.option("--requested-by", help="Who asks (kept in the request and the agent's log).")
-@click.option("--wait", is_flag=True, help="Wait for the result; exit 1 unless the number was dialed.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits for the result.")
-@with_settings
+@click.option(
+    "--wait",
+    type=click.Choice(["confirmed", "dialed"]),
+    is_flag=False,
+    flag_value="confirmed",
+    default=None,
+    help="Wait for the result: --wait exits 0 once the Assistant confirmed the call; "
+    "--wait dialed once the Assistant ran. Exit 1 on anything else.",
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits for the first result.")
+@click.pass_context
 def dial_command(
-    settings: Settings,
+    ctx: click.Context,
     number: str,
     desk: str | None,
     extension: str | None,
     ttl: float | None,
     requested_by: str | None,
-    wait: bool,
+    wait: str | None,
     timeout: float,
 ) -> None:
     """Queue a dial request for a desk's 3CX Assistant.
 
+    The desk is --desk, else --extension, else the root --desk / TCX_BRIDGE_DESK.
+
     \b
     Example:
         tcx-bridge dial --desk DESK-07 "+41 44 123 45 67" --ttl 60 --wait
+        tcx-bridge --desk DESK-07 dial 0441234567
     """
     from bridge.dial import ResultWatch, request_dial
 
-    if bool(desk) == bool(extension):
-        raise click.UsageError("give exactly one of --desk and --extension")
+    if desk and extension:
+        raise click.UsageError("give at most one of --desk and --extension")
+    settings = settings_of(ctx)
+    if not desk and not extension:
+        desk = settings.desk if loaded(ctx).sources["desk"] != "default" else None  # root flag, env, file
+        if not desk:
+            raise click.UsageError("give --desk or --extension (or the root --desk / TCX_BRIDGE_DESK)")
     ask = functools.partial(
         request_dial, settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
     )
-    if not wait:
-        click.echo(f"queued {ask().request_id}")
-        return
-    with ResultWatch(settings) as watch:
-        request = ask(broker=watch.broker)
-        click.echo(f"queued {request.request_id}")
-        result = watch.wait(request.request_id, timeout=timeout)
-    if result is None:
-        raise click.ClickException(
-            f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
-        )
-    line = f"{result.status} {result.number} on {result.desk}" + (
-        f": {result.reason}" if result.reason else ""
-    )
-    if result.status != "dialed":
+    with friendly_errors():
+        if wait is None:
+            click.echo(f"queued {ask().request_id}")
+            return
+        with ResultWatch(settings) as watch:
+            request = ask(broker=watch.broker)
+            click.echo(f"queued {request.request_id}")
+            result = watch.wait(request.request_id, timeout=timeout)
+            if result is None:
+                raise click.ClickException(
+                    f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
+                )
+            if wait == "confirmed" and result.status == "dialed" and result.confirm_within:
+                click.echo(_result_line(result))
+                later = watch.wait(request.request_id, timeout=result.confirm_within + 10)
+                if later is None:
+                    raise click.ClickException(
+                        f"no confirmation for {request.request_id} within {result.confirm_within + 10:g}s"
+                    )
+                result = later
+    line = _result_line(result)
+    final_dialed = result.status == "dialed" and (wait == "dialed" or not result.confirm_within)
+    if result.status != "confirmed" and not final_dialed:  # no confirmation coming: dialed is all there is
         raise click.ClickException(line)
     click.echo(line)
+
+
+def _result_line(result: object) -> str:
+    from bridge.events import DialResult
+
+    assert isinstance(result, DialResult)
+    line = f"{result.status} {result.number} on {result.desk}"
+    if result.call_id:
+        line += f" (call id {result.call_id})"
+    return line + (f": {result.reason}" if result.reason else "")
 
 
 @click.command("consume")

@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_attempts: int
     assistant: str
     assistant_timeout: float
+    assistant_process: str | None
+    dial_confirm_timeout: float
     popup_command: str | None
     crm_lookup_url: str | None
     crm_fields: str
@@ -260,6 +262,19 @@ KEYS: tuple[Key, ...] = (
     Key("max_attempts", _const(5), _number(int, 1), "deliveries of one message before it is dead-lettered"),
     Key("assistant", _const("tcx.assistant.client.exe"), _text, "the 3CX Assistant client executable"),
     Key("assistant_timeout", _const(15.0), _number(float, 0.1), "seconds the Assistant may take to dial"),
+    Key(
+        "assistant_process",
+        _const("tcx.assistant.client.exe" if sys.platform == "win32" else None),
+        _optional_text,
+        "process name that must be running before a dial (default on Windows: tcx.assistant.client.exe; "
+        "elsewhere none: no check)",
+    ),
+    Key(
+        "dial_confirm_timeout",
+        _const(20.0),
+        _number(float, 0.0),
+        "seconds the agent waits for the Assistant's outbound call event to confirm a dial (0: off)",
+    ),
     Key(
         "popup_command",
         _const(None),

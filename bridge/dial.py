@@ -28,23 +28,29 @@ from bridge.transport import Broker, OutgoingMessage
 
 MAX_DIGITS = 32
 EXPIRATION_GRACE = 300.0  # seconds the broker keeps a request past its expires_at
-_SEPARATORS = re.compile(r"[ .()\-]")
+_SEPARATORS = re.compile(r"[ \u00a0.()\-/]")
 _DIALABLE = re.compile(r"\+?[0-9*#]+")
+_TEL_URI = re.compile(r"^\s*tel:", re.IGNORECASE)
+# "+41 (0)41 ...": the trunk zero written after an international prefix is not dialed
+_TRUNK_ZERO = re.compile(r"^\s*(\+|00)(\d{1,3})[ \u00a0]*\(0\)")
 
 
 def clean_number(raw: str) -> str:
-    """Remove visual separators, then allow only an optional leading + and 0-9 * #.
+    """The number to dial: a ``tel:`` scheme and a ``(0)`` after an international prefix dropped,
+    visual separators (space, . - / parentheses) removed, then only an optional leading + and
+    0-9 * # allowed.
 
     Nothing else is rewritten: the PBX's outbound rules decide the rest.
     """
     shown = repr(raw) if len(raw) <= 40 else repr(raw[:40]) + "..."
-    number = _SEPARATORS.sub("", raw)
+    number = _TRUNK_ZERO.sub(r"\1\2", _TEL_URI.sub("", raw))
+    number = _SEPARATORS.sub("", number)
     if not number:
         raise DialError(f"number {shown} is empty; give digits like +41441234567")
     if not _DIALABLE.fullmatch(number):
         raise DialError(
             f"number {shown} has characters other than digits, * and # (and a leading +); "
-            "only spaces, dashes, dots and parentheses may separate digits"
+            "only spaces, dashes, dots, slashes and parentheses may separate digits"
         )
     if len(number.lstrip("+")) > MAX_DIGITS:
         raise DialError(f"number {shown} has more than {MAX_DIGITS} digits")

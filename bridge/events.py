@@ -49,7 +49,7 @@ Name = Annotated[str, _text(200)]
 Reason = Annotated[str, _text(4000)]
 CallKind = Literal["started", "connected", "ended", "invalid"]
 Direction = Literal["inbound", "outbound", "unknown"]
-DialStatus = Literal["dialed", "rejected", "expired", "failed"]
+DialStatus = Literal["dialed", "confirmed", "unconfirmed", "rejected", "expired", "failed"]
 
 
 class CallEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="call"):
@@ -126,7 +126,11 @@ class DialRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
 
 
 class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="dial.result"):
-    """What became of a dial request (``tcx.events``, routing key ``dial.<status>.<desk>``)."""
+    """What became of a dial request (``tcx.events``, routing key ``dial.<status>.<desk>``).
+
+    Sequence: ``dialed`` then ``confirmed`` or ``unconfirmed`` (when ``confirm_within``
+    is set); or one of ``rejected``, ``expired``, ``failed``.
+    """
 
     schema_version: int = SCHEMA_VERSION
     request_id: Annotated[str, _text(200)]
@@ -135,6 +139,16 @@ class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     status: DialStatus
     reason: Reason | None
     occurred_at: Timestamp
+    extension: Extension | None = None
+    requested_by: Name | None = None
+    call_id: Annotated[str, _text(MAX_ID, "the Assistant's call id, when confirmed")] | None = None
+    confirm_within: (
+        Annotated[
+            float,
+            msgspec.Meta(description="on dialed: seconds within which confirmed or unconfirmed follows"),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         _canonical(self, "occurred_at")

@@ -71,19 +71,32 @@ PARAMETERS = {
     "kind": "started, connected or ended",
     "direction": "inbound, outbound or unknown",
     "desk": "the desk id, [A-Za-z0-9_-]",
-    "status": "dialed, rejected, expired or failed",
+    "status": "dialed, confirmed, unconfirmed, rejected, expired or failed",
 }
+
+
+# Messages whose decoders read one type, so the tag may be left out (dial results are read in a union).
+TAG_OPTIONAL = ("CallEvent", "ScreenPop", "DialRequest")
+
+
+def _components(ref_template: str) -> dict[str, Any]:
+    """The msgspec schemas, with ``required`` saying what the decoders really require."""
+    _, components = msgspec.json.schema_components(events.MESSAGES, ref_template=ref_template)
+    for name in TAG_OPTIONAL:
+        required = components[name].get("required", [])
+        components[name]["required"] = [field for field in required if field != "type"]
+    return components
 
 
 def json_schemas(ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
     """{"$defs": {...}} with one JSON Schema per message (and its parts)."""
-    _, components = msgspec.json.schema_components(events.MESSAGES, ref_template=ref_template)
+    components = _components(ref_template)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$defs": components}
 
 
 def asyncapi() -> dict[str, Any]:
     """An AsyncAPI 3.0 document of the channels (exchanges and routing keys) and messages."""
-    _, schemas = msgspec.json.schema_components(events.MESSAGES, ref_template="#/components/schemas/{name}")
+    schemas = _components("#/components/schemas/{name}")
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for channel in CHANNELS:

@@ -13,11 +13,12 @@ may have been placed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,10 +50,27 @@ CREATE TABLE IF NOT EXISTS dials (
     finished_at TEXT
 );
 """
+# added later; an older agent.sqlite3 gets them at start
+DIALS_COLUMNS = {"confirm_by": "REAL", "call_id": "TEXT", "dialed_at": "TEXT"}
+CONFIRM_SLACK = 2.0  # seconds an Assistant event may seem to precede the dial (clocks, rounding)
+
+
+def assistant_running(name: str) -> bool:
+    """True when a process of that name (case-insensitive, with or without .exe) runs on this desk."""
+    import psutil  # only on desks that check
+
+    wanted = {name.lower(), name.lower().removesuffix(".exe")}
+    for process in psutil.process_iter(["name"]):
+        found = (process.info.get("name") or "").lower()
+        if found in wanted or found.removesuffix(".exe") in wanted:
+            return True
+    return False
 
 
 def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, str | None]:
     """Run ``<assistant> -cmd makecall:<number>`` (an argument list, never a shell)."""
+    if settings.assistant_process and not assistant_running(settings.assistant_process):
+        return "failed", "3CX Assistant is not running on this desk"
     command = [settings.assistant, "-cmd", f"makecall:{number}"]
     try:
         done = subprocess.run(
@@ -111,6 +129,10 @@ class DeskAgent(Consumer):
         self.settings = settings
         # not `database`: each dial commits on its own, before the Assistant runs (no batching)
         self.dials = open_database(Path(settings.data_dir) / "agent.sqlite3", DIALS_SCHEMA)
+        known = {row["name"] for row in self.dials.execute("PRAGMA table_info(dials)")}
+        for column, kind in DIALS_COLUMNS.items():
+            if column not in known:
+                self.dials.execute(f"ALTER TABLE dials ADD COLUMN {column} {kind}")
         self._next_replay = 0.0
 
     @classmethod
@@ -119,7 +141,12 @@ class DeskAgent(Consumer):
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        found = [Binding(settings.commands_exchange, f"desk.{settings.desk}.*")]
+        found = [
+            Binding(settings.commands_exchange, f"desk.{settings.desk}.*"),
+            # the Assistant's own outbound call events confirm a dial
+            Binding(settings.exchange, f"call.started.outbound.{settings.desk}"),
+            Binding(settings.exchange, f"call.ended.outbound.{settings.desk}"),
+        ]
         if settings.extension:
             found += [
                 Binding(settings.commands_exchange, f"ext.{settings.extension}.dial"),
@@ -143,6 +170,8 @@ class DeskAgent(Consumer):
                 return unreadable
         if routing_key.endswith(".popup"):
             return events.SCREEN_POP_DECODER.decode(body)
+        if routing_key.startswith("call."):
+            return events.CALL_EVENT_DECODER.decode(body)
         raise HandlerError(f"routing key {routing_key!r} is neither a dial nor a popup")
 
     def handle(self, message: Any, context: Context) -> str:
@@ -150,6 +179,8 @@ class DeskAgent(Consumer):
             return self.dial(message, context)
         if isinstance(message, Unreadable):
             return self.reject_unreadable(message, context)
+        if isinstance(message, events.CallEvent):
+            return self.confirm(message, context)
         return self.popup(message)
 
     def reject_unreadable(self, unreadable: Unreadable, context: Context) -> str:
@@ -185,8 +216,66 @@ class DeskAgent(Consumer):
         self._record(request, number, "dialing", None)  # durable before anything runs
         status, reason = run_assistant(self.settings, number)
         self._finish(request.request_id, status, reason)
-        self._report(context, request, number, status, reason)
+        confirm_within = None
+        if status == "dialed" and self.settings.dial_confirm_timeout > 0:
+            confirm_within = self.settings.dial_confirm_timeout
+            self.dials.execute(
+                "UPDATE dials SET confirm_by = ?, dialed_at = ? WHERE request_id = ?",
+                (time.time() + confirm_within, events.utc_now(), request.request_id),
+            )
+        self._report(context, request, number, status, reason, confirm_within=confirm_within)
         return status
+
+    # confirmation from the Assistant's own events --------------------------
+    def confirm(self, event: events.CallEvent, context: Context) -> str:
+        """An outbound call event of this desk confirms the dial it belongs to.
+
+        A dial whose number has the call id's digits is preferred; else a started
+        event confirms the oldest dial still waiting that was placed before it.
+        """
+        if event.direction != "outbound" or event.call_id is None:
+            return "ignored"
+        waiting = self.dials.execute(
+            "SELECT * FROM dials WHERE status = 'dialed' AND confirm_by IS NOT NULL ORDER BY dialed_at"
+        ).fetchall()
+        digits = _digits(event.call_id)
+        match = next((row for row in waiting if digits and _digits(row["number"]) == digits), None)
+        if match is None and event.kind == "started":
+            moment = events.parse_time(event.occurred_at)
+            match = next(
+                (
+                    row
+                    for row in waiting
+                    if (moment - events.parse_time(row["dialed_at"])).total_seconds() >= -CONFIRM_SLACK
+                ),
+                None,
+            )
+        if match is None:
+            return "no-dial-waiting"
+        self.dials.execute(
+            "UPDATE dials SET status = 'confirmed', call_id = ?, finished_at = ? WHERE request_id = ?",
+            (event.call_id, events.utc_now(), match["request_id"]),
+        )
+        self._report(context, _request_of(match), match["number"], "confirmed", None, call_id=event.call_id)
+        return "confirmed"
+
+    def _unconfirmed(self, broker: Broker) -> None:
+        """Dials whose confirmation did not come in time: dial.unconfirmed."""
+        for row in self.dials.execute(
+            "SELECT * FROM dials WHERE status = 'dialed' AND confirm_by < ?", (time.time(),)
+        ).fetchall():
+            reason = (
+                f"the 3CX Assistant reported no outbound call within {self.settings.dial_confirm_timeout:g}s "
+                "(is it running and logged in?)"
+            )
+            self.dials.execute(
+                "UPDATE dials SET status = 'unconfirmed', reason = ?, finished_at = ? WHERE request_id = ?",
+                (reason, events.utc_now(), row["request_id"]),
+            )
+            self._publish_result(
+                functools.partial(_publish_on, broker),
+                self._result(_request_of(row), row["number"], "unconfirmed", reason),
+            )
 
     @staticmethod
     def _check(request: events.DialRequest) -> str:
@@ -215,18 +304,44 @@ class DeskAgent(Consumer):
         number: str,
         status: events.DialStatus,
         reason: str | None,
+        *,
+        call_id: str | None = None,
+        confirm_within: float | None = None,
     ) -> None:
-        result = events.DialResult(
+        result = self._result(request, number, status, reason, call_id=call_id, confirm_within=confirm_within)
+        self._publish_result(context.publish, result)
+
+    def _result(
+        self,
+        request: events.DialRequest,
+        number: str,
+        status: events.DialStatus,
+        reason: str | None,
+        *,
+        call_id: str | None = None,
+        confirm_within: float | None = None,
+    ) -> events.DialResult:
+        return events.DialResult(
             request_id=request.request_id,
             desk=self.settings.desk,
             number=number,
             status=status,
-            reason=reason,
+            reason=reason[:4000] if reason else None,
             occurred_at=events.utc_now(),
+            extension=self.settings.extension,
+            requested_by=request.requested_by,
+            call_id=call_id,
+            confirm_within=confirm_within,
         )
-        if reason:
-            logger.warning("dial %s %s: %s", request.request_id, status, reason)
-        context.publish(
+
+    def _publish_result(
+        self, publish: Callable[[str, OutgoingMessage], bool], result: events.DialResult
+    ) -> None:
+        if result.reason:
+            logger.warning("dial %s %s: %s", result.request_id, result.status, result.reason)
+        else:
+            logger.info("dial %s %s %s", result.request_id, result.status, result.call_id or "")
+        publish(
             self.settings.exchange,
             OutgoingMessage(
                 routing_key=result.routing_key,
@@ -280,6 +395,7 @@ class DeskAgent(Consumer):
 
     # the notify outbox -----------------------------------------------------
     def tick(self, broker: Broker, settings: Settings) -> None:
+        self._unconfirmed(broker)
         now = time.monotonic()
         if now < self._next_replay:
             return
@@ -295,6 +411,22 @@ class DeskAgent(Consumer):
 
     def close(self) -> None:
         self.dials.close()
+
+
+def _publish_on(broker: Broker, exchange: str, message: OutgoingMessage) -> bool:
+    broker.publish(exchange, message)  # the events exchange has an alternate: never returned
+    return True
+
+
+def _digits(text: str) -> str:
+    return "".join(character for character in text if character.isdigit())
+
+
+def _request_of(row: Any) -> events.DialRequest:
+    """The request a dials row was made from (enough of it for a result)."""
+    return events.DialRequest(
+        request_id=row["request_id"], number=row["number"], requested_by=row["requested_by"]
+    )
 
 
 def is_web_url(url: str) -> bool:

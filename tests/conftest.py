@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pika
 import pytest
 
 from bridge.config import Settings, load_settings
+from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -285,6 +287,44 @@ def services() -> Iterator[list[Service]]:
 def analytics(env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
     """The analytics consumer, running and consuming its queue."""
     return start_service(services, env, broker, settings.queue("analytics"), "consume", "analytics")
+
+
+@pytest.fixture
+def agent_env(env: dict[str, str], fake_assistant: FakeAssistant) -> dict[str, str]:
+    return {**env, "TCX_BRIDGE_ASSISTANT": str(fake_assistant.path), "TCX_BRIDGE_REPLAY_INTERVAL": "0.5"}
+
+
+@pytest.fixture
+def results(broker: Broker, settings: Settings) -> Tap:
+    declare_events(broker, settings)
+    return Tap(broker, settings, settings.exchange, "dial.#")
+
+
+@pytest.fixture
+def agent(agent_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
+    service = start_service(services, agent_env, broker, desk_queue(settings), "agent")
+    return service
+
+
+@pytest.fixture
+def plain(settings: Settings) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A plain pika channel, as a CRM server in any language would have."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    yield connection.channel()
+    connection.close()
+
+
+def desk_queue(settings: Settings) -> str:
+    return settings.queue(f"desk.{settings.desk}")
+
+
+def publish_raw(channel: object, settings: Settings, body: dict[str, object], routing_key: str) -> None:
+    channel.basic_publish(  # type: ignore[attr-defined]
+        settings.commands_exchange,
+        routing_key,
+        json.dumps(body).encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2),
+    )
 
 
 class Proxy:

@@ -5,59 +5,29 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pika
 import pytest
 
 from bridge.config import Settings
 from bridge.events import format_time
 from bridge.outbox import Outbox
-from bridge.topology import declare_commands, declare_events
+from bridge.topology import declare_commands
 from bridge.transport import Broker
-from tests.conftest import FakeAssistant, Service, Tap, run_cli, run_notify, start_service, wait_until
+from tests.conftest import (
+    FakeAssistant,
+    Service,
+    Tap,
+    desk_queue,
+    publish_raw,
+    run_cli,
+    run_notify,
+    start_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def agent_env(env: dict[str, str], fake_assistant: FakeAssistant) -> dict[str, str]:
-    return {**env, "TCX_BRIDGE_ASSISTANT": str(fake_assistant.path), "TCX_BRIDGE_REPLAY_INTERVAL": "0.5"}
-
-
-@pytest.fixture
-def results(broker: Broker, settings: Settings) -> Tap:
-    declare_events(broker, settings)
-    return Tap(broker, settings, settings.exchange, "dial.#")
-
-
-@pytest.fixture
-def agent(agent_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]) -> Service:
-    service = start_service(services, agent_env, broker, desk_queue(settings), "agent")
-    return service
-
-
-@pytest.fixture
-def plain(settings: Settings) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
-    """A plain pika channel, as a CRM server in any language would have."""
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    yield connection.channel()
-    connection.close()
-
-
-def desk_queue(settings: Settings) -> str:
-    return settings.queue(f"desk.{settings.desk}")
-
-
-def publish_raw(channel: object, settings: Settings, body: dict[str, object], routing_key: str) -> None:
-    channel.basic_publish(  # type: ignore[attr-defined]
-        settings.commands_exchange,
-        routing_key,
-        json.dumps(body).encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2),
-    )
 
 
 def result_for(results: Tap, request_id: str) -> dict[str, object]:
@@ -198,7 +168,9 @@ def test_missing_assistant_gives_failed(
 def test_dial_wait_succeeds_for_a_dialed_request(
     agent: Service, agent_env: dict[str, str], settings: Settings, fake_assistant: FakeAssistant
 ) -> None:
-    done = run_cli(agent_env, "dial", "--desk", settings.desk, "044 123 45 67", "--ttl", "60", "--wait")
+    done = run_cli(
+        agent_env, "dial", "--desk", settings.desk, "044 123 45 67", "--ttl", "60", "--wait", "dialed"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == f"dialed 0441234567 on {settings.desk}"
     assert fake_assistant.calls() == [["-cmd", "makecall:0441234567"]]
@@ -208,7 +180,7 @@ def test_dial_wait_fails_for_a_rejected_request_by_extension(
     agent: Service, agent_env: dict[str, str]
 ) -> None:
     """The agent also answers ext.<extension>.dial; a rejected dial exits non-zero."""
-    done = run_cli(agent_env, "dial", "--extension", "101", "*21#", "--wait")
+    done = run_cli(agent_env, "dial", "--extension", "101", "*21#", "--wait", "dialed")
     assert done.returncode == 0, done.stderr
     done = run_cli(agent_env, "dial", "--extension", "101", "0800 FLOWERS", "--wait")
     assert done.returncode == 1
