@@ -165,6 +165,13 @@ def render_markdown() -> str:
         "do not edit by hand. Exchange names use the default namespace `tcx`. Every body is JSON;",
         "consumers must ignore fields they do not know (new fields may be added, types never change).",
         "",
+        "Times (`occurred_at`, `expires_at`) are RFC 3339 (`format: date-time`). Decoders accept 0-9",
+        "fraction digits, `Z` or a numeric offset, and `T` or a space, and refuse impossible dates;",
+        "tcx-bridge emits UTC with microseconds and `Z`. Fields that are not required have defaults.",
+        "",
+        "Dial results come in this sequence: `dialed`, then `confirmed` (with the Assistant's `call_id`)",
+        "or `unconfirmed` when `confirm_within` is set; or one of `rejected`, `expired`, `failed`.",
+        "",
         "| exchange | routing key | message | published by |",
         "|---|---|---|---|",
     ]

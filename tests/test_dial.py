@@ -10,7 +10,7 @@ from consumers.agent import is_web_url, popup_argv
 
 CHARS = (
     "has characters other than digits, * and # (and a leading +); "
-    "only spaces, dashes, dots and parentheses may separate digits"
+    "only spaces, dashes, dots, slashes and parentheses may separate digits"
 )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -209,3 +211,54 @@ def test_no_event_from_the_assistant_means_unconfirmed_and_wait_fails(
     )
     done = run_cli(env, "dial", "0441234567", "--wait", "dialed", timeout=60)
     assert done.returncode == 0, done.stderr  # --wait dialed: the Assistant ran, as before
+
+
+def test_the_readme_node_example_runs_and_gets_confirmed(
+    reporting_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service], tmp_path: Path
+) -> None:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("Node.js and npm are not installed here")
+    example = Path(__file__).parent.parent / "examples" / "node"
+    work = tmp_path / "node"
+    shutil.copytree(example, work, ignore=shutil.ignore_patterns("node_modules"))
+    installed_ok = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund"], cwd=work, capture_output=True, text=True, timeout=180
+    )
+    if installed_ok.returncode != 0:
+        pytest.skip(f"npm cannot install amqplib here: {installed_ok.stderr.strip()[-200:]}")
+    start_service(services, reporting_env, broker, desk_queue(settings), "agent")
+    done = subprocess.run(
+        [node, "dial.mjs", "+41 (0)44 123 45 67"],
+        cwd=work,
+        env={
+            **os.environ,
+            "AMQP_URL": settings.amqp_url.replace("/%2F", ""),
+            "TCX_NAMESPACE": settings.namespace,
+            "DESK": settings.desk,
+        },
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("queued crm-")
+    assert lines[-2:] == ["dialed +41441234567", "confirmed +41441234567 (call id +41441234567)"]
+
+
+def test_the_readme_amqp_publish_line_gets_a_result(
+    agent: Service, settings: Settings, results: Tap, fake_assistant: FakeAssistant
+) -> None:
+    tool = shutil.which("amqp-publish")
+    if not tool:
+        pytest.skip("amqp-publish (Debian's amqp-tools) is not installed here")
+    body = '{"request_id": "crm-4711", "number": "+41 44 123 45 67"}'
+    done = subprocess.run(
+        [tool, "-u", settings.amqp_url.removesuffix("/%2F"), "-e", settings.commands_exchange,
+         "-r", f"desk.{settings.desk}.dial", "-p", "-C", "application/json", "-b", body],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dial_results(results, 1)["crm-4711"]["status"] == "dialed"
+    assert fake_assistant.calls() == [["-cmd", "makecall:+41441234567"]]
