@@ -5,7 +5,7 @@
 3. starts the CRM and analytics consumers and a desk agent with the fake Assistant;
 4. simulates a few minutes of calls, compressed into seconds, across three desks;
 5. queues a dial request for the first desk;
-6. shows screen pops and dial results as they happen;
+6. shows screen pops and dial results (dialed, then confirmed) as they happen;
 7. prints the analytics report;
 8. stops everything cleanly.
 """
@@ -115,6 +115,7 @@ class Watcher(threading.Thread):
                         continue
                     self.say(
                         f"  dial   {result.desk:<7} {result.number:<14} {result.status}"
+                        + (f" (call id {result.call_id})" if result.call_id else "")
                         + (f": {result.reason}" if result.reason else "")
                     )
                     self.results.append(result)
@@ -241,8 +242,8 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         number = SAMPLE_CONTACTS[0][1]
         request = request_dial(settings, number, desk=DESKS[0], ttl=60, requested_by="demo")
         say(f"5. queued dial request {request.request_id} for {DESKS[0]}: {number}")
-        deadline = time.monotonic() + 20
-        while not watcher.results and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20  # dialed, then confirmed by the fake Assistant's own S event
+        while time.monotonic() < deadline and not any(r.status != "dialed" for r in watcher.results):
             time.sleep(0.1)
         total = plan.launches + 3  # the fake Assistant reports the dialed call too (S, C, E)
         done = wait_processed(settings, total, timeout=30)
@@ -261,8 +262,8 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
                 broker.delete_queue(entity.name)
             else:
                 broker.delete_exchange(entity.name)
-    if not watcher.results or watcher.results[0].status != "dialed":
-        raise TcxBridgeError("the dial request was not dialed; see the logs in the data dir")
+    if [result.status for result in watcher.results] != ["dialed", "confirmed"]:
+        raise TcxBridgeError("the dial request was not dialed and confirmed; see the logs in the data dir")
     if done < total:
         raise TcxBridgeError(f"analytics processed only {done} of {total} events")
     say(f"done in {time.monotonic() - started:.1f}s")
