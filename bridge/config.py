@@ -99,7 +99,9 @@ class Key(NamedTuple):
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``****``, for logs and display."""
+    """The URL (or comma-separated URLs) with every password replaced by ``****``, for logs and display."""
+    if "," in url:
+        return ",".join(redact_url(part.strip()) for part in url.split(","))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -159,15 +161,54 @@ def _ca_file(name: str, value: Any) -> str | None:
     return path
 
 
+def split_urls(value: str) -> list[str]:
+    """The broker addresses of an amqp_url: full URLs; a later ``host:port`` takes the first's rest.
+
+    ``amqp://u:p@mq1:5672/%2F,mq2:5672,mq3`` is mq1, mq2 and mq3 with the same
+    scheme, user, password, vhost and options.
+    """
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        return []
+    first = urlsplit(parts[0]) if "://" in parts[0] else None
+    urls = [parts[0]]
+    for part in parts[1:]:
+        if "://" in part or first is None:
+            urls.append(part)
+            continue
+        userinfo = first.netloc.rsplit("@", 1)[0] + "@" if "@" in first.netloc else ""
+        urls.append(urlunsplit(first._replace(netloc=userinfo + part)))
+    return urls
+
+
 def _amqp_url(name: str, value: Any) -> str:
-    url = _text(name, value).strip()
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ("amqp", "amqps"):
-        raise ConfigError(
-            f"{name}: {redact_url(url)!r} is not an AMQP URL; "
-            "use amqp://user:password@host:5672/%2F or amqps://..."
-        )
-    return url
+    """One broker URL or several (comma-separated, or a TOML array); each checked on its own."""
+    if isinstance(value, list):
+        value = ",".join(_text(name, item) for item in value)
+    urls = split_urls(_text(name, value))
+    if not urls:
+        raise ConfigError(f"{name}: no broker URL given; use amqp://user:password@host:5672/%2F")
+    for url in urls:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        problem = None if scheme in ("amqp", "amqps") else "is not an AMQP URL"
+        if problem is None:
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError as error:
+                problem = f"is not usable ({error})"
+            else:
+                if not parts.hostname:
+                    problem = "has no host"
+                elif port is not None and not 0 < port < 65536:
+                    problem = f"has an impossible port {port}"
+        if problem:
+            where = f" (address {urls.index(url) + 1} of {len(urls)})" if len(urls) > 1 else ""
+            raise ConfigError(
+                f"{name}: {redact_url(url)!r}{where} {problem}; "
+                "use amqp://user:password@host:5672/%2F or amqps://..., comma-separated for a cluster"
+            )
+    return ",".join(urls)
 
 
 def _name(name: str, value: Any) -> str:
@@ -240,7 +281,8 @@ KEYS: tuple[Key, ...] = (
         "amqp_url",
         _const("amqp://guest:guest@localhost:5672/%2F"),
         _amqp_url,
-        "broker URL; amqps:// verifies the server certificate",
+        "broker URL, or several comma-separated (a cluster; later ones may be host:port); "
+        "amqps:// verifies the server certificate",
     ),
     Key("ca_file", _const(None), _ca_file, "CA bundle for amqps:// (default: system CAs)"),
     Key("namespace", _const("tcx"), _name, "prefix of every exchange and queue name"),

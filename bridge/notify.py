@@ -20,11 +20,12 @@ import os
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 
 from bridge import events
 from bridge.config import Settings, load_settings
-from bridge.errors import ConfigError, LaunchError, TcxBridgeError, TransportError
+from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import parse_launch, scan_options
 from bridge.outbox import Outbox
 from bridge.text import printable
@@ -95,8 +96,16 @@ def deliver(
     """
     deadline = time.monotonic() + settings.publish_budget
     outbox = Outbox(settings.outbox_dir)
+    position = desk_position(settings)
     try:
-        return "published", _publish_and_replay(message, settings, outbox, settings.publish_budget, on_safe)
+        return "published", _publish_and_replay(
+            message, settings, outbox, settings.publish_budget, on_safe, position
+        )
+    except BrokerRefusedError as error:  # retrying cannot fix it: keep the event and say what to fix
+        logger.error("%s; the event is kept in the outbox until that is fixed", error)
+        outbox.put(message)
+        on_safe()
+        return "outboxed", 0
     except TransportError as error:
         logger.warning("publish failed, retrying: %s", error)
     remaining = deadline - time.monotonic()
@@ -112,7 +121,8 @@ def deliver(
             ):
                 with attempt:
                     left = max(deadline - time.monotonic(), 0.1)
-                    return "published", _publish_and_replay(message, settings, outbox, left, on_safe)
+                    start = position + attempt.retry_state.attempt_number  # the next node first
+                    return "published", _publish_and_replay(message, settings, outbox, left, on_safe, start)
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
     outbox.put(message)
@@ -120,10 +130,28 @@ def deliver(
     return "outboxed", 0
 
 
+def desk_position(settings: Settings) -> int:
+    """Where this desk starts in the list of broker addresses, so that desks spread over the nodes."""
+    return zlib.crc32(settings.desk.encode())
+
+
 def _publish_and_replay(
-    message: OutgoingMessage, settings: Settings, outbox: Outbox, timeout: float, on_safe: Callable[[], None]
+    message: OutgoingMessage,
+    settings: Settings,
+    outbox: Outbox,
+    timeout: float,
+    on_safe: Callable[[], None],
+    start: int = 0,
 ) -> int:
-    with Broker(settings.amqp_url, ca_file=settings.ca_file, timeout=timeout) as broker:
+    nodes = settings.amqp_url.count(",") + 1
+    connect_timeout = max(settings.publish_budget / (nodes + 1), 0.2)  # a dead node costs a fraction
+    with Broker(
+        settings.amqp_url,
+        ca_file=settings.ca_file,
+        timeout=timeout,
+        start=start,
+        connect_timeout=connect_timeout,
+    ) as broker:
         publish_event(broker, settings, message)
         on_safe()
         if settings.replay_batch == 0:

@@ -18,7 +18,9 @@ from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMes
 def declare_events(broker: Broker, settings: Settings) -> None:
     """Declare the events exchange with its alternate exchange and the unrouted queue."""
     broker.declare_exchange(settings.unrouted_exchange, "fanout")
-    broker.declare_queue(settings.unrouted_exchange)
+    broker.declare_queue(
+        settings.unrouted_exchange, arguments={"x-queue-type": "quorum"} if settings.quorum else None
+    )
     broker.bind_queue(settings.unrouted_exchange, settings.unrouted_exchange, "")
     try:
         broker.declare_exchange(

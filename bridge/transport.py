@@ -16,6 +16,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from bridge.config import split_urls
 from bridge.errors import (
     BrokerRefusedError,
     BrokerRejectedError,
@@ -120,12 +121,43 @@ def mapped_errors(action: str) -> Iterator[None]:
 
 
 class Broker:
-    """One connection with one channel in publisher-confirm mode."""
+    """One connection with one channel in publisher-confirm mode, to the first broker node that answers.
 
-    def __init__(self, url: str, *, ca_file: str | None = None, timeout: float = 5.0) -> None:
-        self._params = parameters(url, ca_file=ca_file, timeout=timeout)
+    url may hold several comma-separated addresses (a cluster): connect() tries
+    them in turn from position ``start``, each within ``connect_timeout`` seconds,
+    with no pause between nodes; ``node`` and ``index`` say which one answered.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 5.0,
+        start: int = 0,
+        connect_timeout: float | None = None,
+    ) -> None:
+        each = timeout if connect_timeout is None else min(connect_timeout, timeout)
+        self._params = [parameters(one, ca_file=ca_file, timeout=each) for one in split_urls(url)]
+        if not self._params:
+            raise BrokerUnreachableError("no broker URL given")
+        for params in self._params:
+            params.blocked_connection_timeout = timeout
+        self.start = start % len(self._params)
+        self.index = self.start
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+
+    @property
+    def node(self) -> str:
+        """host:port of the node this connection is on (or will try first)."""
+        params = self._params[self.index]
+        return f"{params.host}:{params.port}"
+
+    @property
+    def size(self) -> int:
+        """How many broker addresses there are."""
+        return len(self._params)
 
     def __enter__(self) -> Broker:
         self.connect()
@@ -135,8 +167,24 @@ class Broker:
         self.close()
 
     def connect(self) -> None:
-        with mapped_errors(f"connect to {self._params.host}:{self._params.port}"):
-            self._connection = pika.BlockingConnection(self._params)
+        """Connect to the first address that answers, from ``start`` on; an operator error stops at once."""
+        failures: list[str] = []
+        for offset in range(len(self._params)):
+            index = (self.start + offset) % len(self._params)
+            params = self._params[index]
+            try:
+                with mapped_errors(f"connect to {params.host}:{params.port}"):
+                    self._connection = pika.BlockingConnection(params)
+            except BrokerUnreachableError as error:
+                failures.append(str(error))
+                continue
+            self.index = index
+            if len(self._params) > 1:
+                logger.info("connected to broker node %s:%s", params.host, params.port)
+            return
+        if len(failures) == 1:
+            raise BrokerUnreachableError(failures[0])
+        raise BrokerUnreachableError(f"no broker node answers: {'; '.join(failures)}")
 
     @property
     def channel(self) -> BlockingChannel:

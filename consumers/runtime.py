@@ -151,6 +151,8 @@ class Runner:
         self._broker: Broker | None = None
         self._connected = False
         self._unrouted_logged: dict[str, float] = {}
+        self._start = 0
+        self._nodes = settings.amqp_url.count(",") + 1
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -182,10 +184,14 @@ class Runner:
                 except TransportError as error:
                     if self.stopping:
                         break
+                    self._start += 1  # the next node first: this one may be gone
                     if self._connected and time.monotonic() - connected_at >= HEALTHY_SECONDS:
                         failures = 0  # a new outage: start again from the short delays
-                    delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
-                    failures += 1
+                    if self._connected and failures == 0 and self._nodes > 1:
+                        delay = 0.0  # a node went away: the others are tried at once
+                    else:
+                        delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
+                        failures += 1
                     logger.warning(
                         "consumer=%s broker lost (%s); reconnecting in %.1fs",
                         self.consumer.name,
@@ -202,11 +208,12 @@ class Runner:
 
     def _run_once(self) -> None:
         self._connected = False
-        with Broker(self.settings.amqp_url, ca_file=self.settings.ca_file) as broker:
+        with Broker(self.settings.amqp_url, ca_file=self.settings.ca_file, start=self._start) as broker:
             self._broker = broker
+            self._start = broker.index
             self._connected = True
             declare_consumer_queues(broker, self.settings, self.consumer)
-            logger.info("consumer=%s consuming %s", self.consumer.name, self.queue)
+            logger.info("consumer=%s consuming %s on node %s", self.consumer.name, self.queue, broker.node)
             self._last_activity = time.monotonic()
             broker.consume(
                 self.queue,
@@ -359,25 +366,42 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     queue = settings.queue(name)
     consumer.declare(broker, settings)
     broker.declare_exchange(settings.dead_exchange, "topic")
-    broker.declare_queue(settings.dead_queue(name), arguments=_queue_type(settings))
+    broker.declare_queue(settings.dead_queue(name), arguments=queue_type(settings))
     broker.bind_queue(settings.dead_queue(name), settings.dead_exchange, name)
     arguments = {
         "x-dead-letter-exchange": settings.dead_exchange,
         "x-dead-letter-routing-key": name,
-        **_queue_type(settings),
+        **queue_type(settings, dead_letters=True),
     }
     if settings.quorum:
+        # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
         arguments["x-delivery-limit"] = settings.max_attempts
     broker.declare_queue(queue, arguments=arguments)
     broker.declare_queue(
-        f"{queue}.retry", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+        f"{queue}.retry",
+        arguments={
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+            **queue_type(settings, dead_letters=True),
+        },
     )
     for binding in consumer.bindings(settings):
         broker.bind_queue(queue, binding.exchange, binding.pattern)
 
 
-def _queue_type(settings: Settings) -> dict[str, Any]:
-    return {"x-queue-type": "quorum"} if settings.quorum else {}
+def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:
+    """Queue arguments: a quorum queue with the quorum setting; dead_letters: they move at least once.
+
+    Quorum queues dead-letter at most once unless asked; ``at-least-once`` (which
+    needs ``x-overflow: reject-publish``) keeps a retry or a dead letter from being
+    lost when a node fails while moving it.
+    """
+    if not settings.quorum:
+        return {}
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if dead_letters:
+        arguments |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return arguments
 
 
 def classify(error: BaseException) -> tuple[str, str]:

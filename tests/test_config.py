@@ -57,13 +57,13 @@ BAD = [
     (
         "TCX_BRIDGE_AMQP_URL",
         "http://example.com",
-        "TCX_BRIDGE_AMQP_URL: 'http://example.com' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://...",
+        "TCX_BRIDGE_AMQP_URL: 'http://example.com' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..., comma-separated for a cluster",
     ),
     # the password is masked even in the error
     (
         "TCX_BRIDGE_AMQP_URL",
         "ftp://u:secret@h/",
-        "TCX_BRIDGE_AMQP_URL: 'ftp://u:****@h/' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://...",
+        "TCX_BRIDGE_AMQP_URL: 'ftp://u:****@h/' is not an AMQP URL; use amqp://user:password@host:5672/%2F or amqps://..., comma-separated for a cluster",
     ),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "soon", "TCX_BRIDGE_PUBLISH_BUDGET: 'soon' is not a number; give e.g. 1.1"),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "0", "TCX_BRIDGE_PUBLISH_BUDGET: '0' is too small; give at least 0.1"),
@@ -152,3 +152,58 @@ def test_lenient_load_keeps_good_values_and_defaults_bad_ones(tmp_path: Path) ->
     assert loaded.settings.desk == "desk-9"
     assert loaded.settings.prefetch == 100
     assert loaded.sources["prefetch"] == "default, TCX_BRIDGE_PREFETCH is bad"
+
+
+@pytest.mark.parametrize(
+    ("given", "urls"),
+    [
+        (
+            "amqp://u:p@mq1:5672/%2F,amqp://u:q@mq2:5672/%2F",
+            "amqp://u:p@mq1:5672/%2F,amqp://u:q@mq2:5672/%2F",
+        ),
+        # later addresses as host:port take the first one's scheme, user, password and vhost
+        (
+            "amqp://u:p@mq1:5672/v, mq2:5673 ,mq3",
+            "amqp://u:p@mq1:5672/v,amqp://u:p@mq2:5673/v,amqp://u:p@mq3/v",
+        ),
+    ],
+)
+def test_several_broker_addresses(given: str, urls: str, tmp_path: Path) -> None:
+    environ = {"TCX_BRIDGE_AMQP_URL": given, "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    assert load_settings({}, environ, read_file=False).settings.amqp_url == urls
+
+
+def test_broker_addresses_as_a_toml_array(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('amqp_url = ["amqp://u:secret@mq1:5672/%2F", "amqp://u:other@mq2:5672/%2F"]\n')
+    loaded = load_settings({}, {"TCX_BRIDGE_CONFIG": str(path), "TCX_BRIDGE_DATA_DIR": str(tmp_path)})
+    assert loaded.settings.amqp_url == "amqp://u:secret@mq1:5672/%2F,amqp://u:other@mq2:5672/%2F"
+    shown = dict((row[0], row[2]) for row in describe(loaded))["amqp_url"]
+    assert shown == "amqp://u:****@mq1:5672/%2F,amqp://u:****@mq2:5672/%2F"  # every password masked
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            "amqp://u:p@mq1:5672/%2F,amqp://u:s3cret@mq2:abc/%2F",
+            "TCX_BRIDGE_AMQP_URL: 'amqp://u:****@mq2:abc/%2F' (address 2 of 2) is not usable "
+            "(Port could not be cast to integer value as 'abc')",
+        ),
+        (
+            "amqp://u:p@mq1:5672/%2F,http://mq2",
+            "TCX_BRIDGE_AMQP_URL: 'http://mq2' (address 2 of 2) is not an AMQP URL",
+        ),
+        (
+            "amqp://u:p@mq1:5672/%2F,:5672",
+            "TCX_BRIDGE_AMQP_URL: 'amqp://u:****@:5672/%2F' (address 2 of 2) has no host",
+        ),
+    ],
+)
+def test_a_bad_broker_address_is_named_alone(given: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {}, {"TCX_BRIDGE_AMQP_URL": given, "TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False
+        )
+    assert str(caught.value).startswith(message)
+    assert "s3cret" not in str(caught.value)
