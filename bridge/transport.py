@@ -334,7 +334,8 @@ def _mismatch(name: str, arguments: dict[str, Any], detail: str) -> str:
     """The one line for a queue that exists with other arguments than ours."""
     wanted = str(arguments.get("x-queue-type", "classic"))
     current = "quorum" if wanted != "quorum" else "classic"
-    if "x-queue-type" in detail:
+    quorum_only = ("x-dead-letter-strategy", "x-delivery-limit", "x-overflow")
+    if "x-queue-type" in detail or (wanted == "classic" and any(arg in detail for arg in quorum_only)):
         return (
             f"queue {name!r} exists as a {current} queue but the settings ask for a {wanted} queue "
             f"(quorum={'true' if wanted == 'quorum' else 'false'}); either set TCX_BRIDGE_QUORUM="

@@ -29,6 +29,7 @@ import pytest
 from bridge.config import Settings, load_settings
 from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery
+from tests.cluster import LocalCluster, rabbitmq_available
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 NO_BROKER = (
@@ -69,6 +70,26 @@ def broker_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/%2F"
     finally:
         container.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster | list[str]]:
+    """A 3-node RabbitMQ cluster of the tests' own: TCX_BRIDGE_TEST_CLUSTER_URLS (comma-separated
+    URLs of an existing cluster; tests that kill nodes then skip), else three local nodes on ports
+    of their own (never the shared 5672), started once per session and removed at the end.
+    """
+    explicit = os.environ.get("TCX_BRIDGE_TEST_CLUSTER_URLS")
+    if explicit:
+        yield [url.strip() for url in explicit.split(",") if url.strip()]
+        return
+    if not rabbitmq_available():
+        pytest.skip("no rabbitmq-server here to start a test cluster; set TCX_BRIDGE_TEST_CLUSTER_URLS")
+    local = LocalCluster(3)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.close()
 
 
 @pytest.fixture
