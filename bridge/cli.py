@@ -5,6 +5,7 @@ Our errors become ``click.ClickException`` (exit 1) at this edge.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -106,12 +107,12 @@ def spool_flush(settings: Settings, wait: float) -> None:
         tcx-bridge spool flush
     """
     from bridge.outbox import Outbox
-    from bridge.topology import publish_event
+    from bridge.topology import publish_events
     from bridge.transport import Broker
 
     outbox = Outbox(settings.outbox_dir)
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
-        result = outbox.replay(lambda message: publish_event(broker, settings, message), wait=wait)
+        result = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings), wait=wait)
     if result.locked_out:
         raise click.ClickException(
             f"another process is replaying the outbox; {result.remaining} event(s) wait"

@@ -244,9 +244,14 @@ def report_command(settings: Settings, fmt: str, calls: bool, direction: str | N
 @click.option("--concurrency", default=8, show_default=True, help="Launches running at once, at most.")
 @click.option("--seed", default=1, show_default=True, help="Same seed, same traffic.")
 @click.option("--speed", default=60.0, show_default=True, help="Simulated seconds per real second.")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the ground truth here: one JSON line per call, its launches and expected ring/talk bounds.",
+)
 @with_settings
 def simulate_command(
-    settings: Settings, calls: int, desks: int, concurrency: int, seed: int, speed: float
+    settings: Settings, calls: int, desks: int, concurrency: int, seed: int, speed: float, truth: Path | None
 ) -> None:
     """Play realistic call traffic as 3CX Assistant would: one tcx-bridge-notify launch per event.
 
@@ -254,7 +259,7 @@ def simulate_command(
     Example:
         tcx-bridge simulate --calls 100 --desks 5 --seed 42
     """
-    from bridge.simulate import notify_command, plan_traffic, play
+    from bridge.simulate import Timing, notify_command, plan_traffic, play, truth_lines
 
     if min(calls, desks, concurrency) < 1 or speed <= 0:
         raise click.BadParameter("--calls, --desks, --concurrency and --speed must be positive")
@@ -267,10 +272,26 @@ def simulate_command(
         "TCX_BRIDGE_DATA_DIR": settings.data_dir,
     }
     label = f"{calls} calls, {plan.launches} launches"
+    timings: dict[tuple[int, int], Timing] = {}
     with click.progressbar(length=plan.launches, label=label, file=sys.stderr) as bar:
         outcome = play(
-            plan, notify_command(), env, concurrency=concurrency, on_launch=lambda *_: bar.update(1)
+            plan,
+            notify_command(),
+            env,
+            concurrency=concurrency,
+            on_launch=lambda *_: bar.update(1),
+            timings=timings,
         )
+    if truth is not None:
+        import json
+
+        with friendly_errors():
+            try:
+                truth.write_text("".join(json.dumps(line) + "\n" for line in truth_lines(plan, timings)))
+            except OSError as error:
+                raise click.ClickException(
+                    f"cannot write the truth file {str(truth)!r}: {error.strerror}"
+                ) from None
     kinds = ", ".join(f"{count} {kind}" for kind, count in plan.kinds.items())
     click.echo(f"{outcome.launched} launches ({kinds}) in {outcome.seconds:.1f}s; {outcome.failed} failed")
     if outcome.failed:

@@ -113,10 +113,14 @@ def request_dial(
     ttl: float | None = None,
     requested_by: str | None = None,
     broker: Broker | None = None,
+    request_id: str | None = None,
 ) -> events.DialRequest:
-    """Queue a dial request for a desk (or an extension); return it (its request_id identifies the result)."""
+    """Queue a dial request for a desk (or an extension); return it (its request_id identifies the result).
+
+    A publish that fails may be retried with the same request_id: the agent dials a request_id once.
+    """
     routing_key = dial_routing_key(desk, extension)
-    request = new_request(number, ttl=ttl, requested_by=requested_by, desk=desk)
+    request = new_request(number, ttl=ttl, requested_by=requested_by, desk=desk, request_id=request_id)
     message = to_message(request, routing_key, ttl)
     if broker is not None:
         _publish(broker, settings, message)

@@ -15,6 +15,7 @@ needs (no click; tenacity only when a retry happens).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -29,7 +30,7 @@ from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridg
 from bridge.launch import parse_launch, scan_options
 from bridge.outbox import Outbox
 from bridge.text import printable
-from bridge.topology import publish_event
+from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
 
 logger = logging.getLogger("bridge.notify")
@@ -158,7 +159,7 @@ def _publish_and_replay(
             return 0
         try:
             replay = outbox.replay(
-                lambda old: publish_event(broker, settings, old), limit=settings.replay_batch
+                publish_batch=functools.partial(publish_events, broker, settings), limit=settings.replay_batch
             )
         except TcxBridgeError as error:  # our event is out; the backlog waits for the next try
             logger.warning("outbox replay stopped: %s", error)

@@ -62,6 +62,22 @@ class Replay(NamedTuple):
     locked_out: bool = False
 
 
+BatchPublisher = Callable[[list[OutgoingMessage]], tuple[int, Exception | None]]
+WINDOW = 500  # messages published before waiting for their confirms
+
+
+def _one_at_a_time(publish: Callable[[OutgoingMessage], None]) -> BatchPublisher:
+    def publish_batch(messages: list[OutgoingMessage]) -> tuple[int, Exception | None]:
+        for done, message in enumerate(messages):
+            try:
+                publish(message)
+            except Exception as error:  # noqa: BLE001  # handed back to replay, which raises it
+                return done, error
+        return len(messages), None
+
+    return publish_batch
+
+
 class Outbox:
     """A directory of events waiting for the broker."""
 
@@ -161,17 +177,25 @@ class Outbox:
 
     def replay(
         self,
-        publish: Callable[[OutgoingMessage], None],
+        publish: Callable[[OutgoingMessage], None] | None = None,
         *,
+        publish_batch: BatchPublisher | None = None,
         limit: int | None = None,
         wait: float = 0.0,
+        window: int = WINDOW,
     ) -> Replay:
         """Publish outboxed messages oldest first, deleting each after its confirm.
 
-        Stops at the first failure (publish's error propagates) to keep the order.
-        If another process is replaying, waits up to ``wait`` seconds for it, then
-        gives up with ``locked_out``.
+        publish_batch(messages) publishes a window of messages at once and returns
+        how many of them, from the first, the broker confirmed, and the error that
+        stopped it (or None); publish sends one message at a time. Stops at the
+        first failure (its error propagates) to keep the order. If another process
+        is replaying, waits up to ``wait`` seconds for it, then gives up with
+        ``locked_out``.
         """
+        if publish_batch is None:
+            assert publish is not None, "give publish or publish_batch"
+            publish_batch, window = _one_at_a_time(publish), 1
         if not self.paths() and not self.orphans():
             return Replay(0, 0)
         published = 0
@@ -179,20 +203,31 @@ class Outbox:
             if not acquired:
                 return Replay(0, len(self.paths()), locked_out=True)
             self.recover_orphans()
-            for path in self.paths():
-                if limit is not None and published >= limit:
-                    break
-                try:
-                    message = self.load(path)
-                except OutboxError as error:
-                    self._quarantine(path, error)
+            paths = self.paths()
+            if limit is not None:
+                paths = paths[:limit]
+            for start in range(0, len(paths), window):
+                loaded: list[tuple[Path, OutgoingMessage]] = []
+                for path in paths[start : start + window]:
+                    try:
+                        loaded.append((path, self.load(path)))
+                    except OutboxError as unreadable:
+                        self._quarantine(path, unreadable)
+                if not loaded:
                     continue
-                publish(message)
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError as error:  # published but still here: it would be replayed again
-                    raise OutboxError(f"cannot remove {str(path)!r} after its confirm: {error}") from None
-                published += 1
+                confirmed, stopped = publish_batch([message for _, message in loaded])
+                for path, _ in loaded[:confirmed]:
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as failure:  # published but still here: it would be replayed again
+                        raise OutboxError(
+                            f"cannot remove {str(path)!r} after its confirm: {failure}"
+                        ) from None
+                published += confirmed
+                if stopped is not None:
+                    raise stopped
+                if confirmed < len(loaded):
+                    break
             return Replay(published, len(self.paths()))
 
     def _quarantine(self, path: Path, error: OutboxError) -> None:

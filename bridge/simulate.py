@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SAMPLE_CONTACTS = tuple(
     (f"{first} {last}", f"+41 {prefix} {n:03d} {10 + n % 90:02d} {20 + n % 70:02d}", company)
@@ -127,6 +127,14 @@ class Outcome(NamedTuple):
     seconds: float
 
 
+class Timing(NamedTuple):
+    """When one launch ran (wall-clock seconds): its event's occurred_at lies between the two."""
+
+    started: float
+    finished: float
+    returncode: int
+
+
 def play(
     plan: Plan,
     notify: Sequence[str],
@@ -134,19 +142,24 @@ def play(
     *,
     concurrency: int,
     on_launch: Callable[[Launch, int], None] | None = None,
+    timings: dict[tuple[int, int], Timing] | None = None,
 ) -> Outcome:
-    """Play every call on its own schedule; at most ``concurrency`` launches run at once."""
+    """Play every call on its own schedule; at most ``concurrency`` launches run at once.
+
+    timings, when given, gets (call index, launch index) -> Timing for every launch.
+    """
     gate = threading.Semaphore(concurrency)
     lock = threading.Lock()
     counts = {"launched": 0, "failed": 0}
     started = time.monotonic()
 
-    def run_call(call: list[Launch]) -> None:
-        for launch in call:
+    def run_call(number: int, call: list[Launch]) -> None:
+        for position, launch in enumerate(call):
             delay = started + launch.at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             with gate:
+                began = time.time()
                 done = subprocess.run(
                     [*notify, *launch.argv],
                     env={**env, "TCX_BRIDGE_DESK": launch.desk},
@@ -155,6 +168,8 @@ def play(
                     stderr=subprocess.DEVNULL,
                     check=False,
                 )
+                if timings is not None:
+                    timings[(number, position)] = Timing(began, time.time(), done.returncode)
             with lock:
                 counts["launched"] += 1
                 counts["failed"] += done.returncode != 0
@@ -163,8 +178,52 @@ def play(
 
     workers = max(1, min(len(plan.calls), 256))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(run_call, plan.calls))
+        list(pool.map(run_call, range(len(plan.calls)), plan.calls))
     return Outcome(counts["launched"], counts["failed"], time.monotonic() - started)
+
+
+def truth_lines(plan: Plan, timings: dict[tuple[int, int], Timing]) -> list[dict[str, Any]]:
+    """The ground truth of a played plan: one object per call, with its events and expected times.
+
+    ``ring_seconds`` and ``talk_seconds`` are bounds ``[low, high]`` in real seconds: an event's
+    occurred_at lies between its launch's start and end, so a correct record falls inside them.
+    """
+    kinds = {"S": "started", "C": "connected", "E": "ended"}
+    lines: list[dict[str, Any]] = []
+    for number, call in enumerate(plan.calls):
+        by_kind: dict[str, dict[str, Any]] = {}
+        for position, launch in enumerate(call):
+            timing = timings.get((number, position))
+            by_kind[kinds[_options(launch.argv)["N"]]] = {
+                "argv": list(launch.argv),
+                "started": timing.started if timing else None,
+                "finished": timing.finished if timing else None,
+                "exit": timing.returncode if timing else None,
+            }
+        options = _options(call[0].argv)
+        lines.append(
+            {
+                "desk": call[0].desk,
+                "direction": "outbound" if options.get("T") == "O" else "inbound",
+                "call_id": options.get("I"),
+                "answered": "connected" in by_kind,
+                "events": [{"kind": kind, **event} for kind, event in by_kind.items()],
+                "ring_seconds": _bounds(by_kind, "started", "connected"),
+                "talk_seconds": _bounds(by_kind, "connected", "ended"),
+            }
+        )
+    return lines
+
+
+def _options(argv: Sequence[str]) -> dict[str, str]:
+    return {item[1]: item[3:] for item in argv if len(item) > 2 and item[2] == ":"}
+
+
+def _bounds(by_kind: dict[str, dict[str, Any]], start: str, end: str) -> list[float] | None:
+    first, second = by_kind.get(start), by_kind.get(end)
+    if not first or not second or first["started"] is None or second["started"] is None:
+        return None
+    return [second["started"] - first["finished"], second["finished"] - first["started"]]
 
 
 def find_script(name: str) -> str | None:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from bridge.config import Settings
-from bridge.errors import BrokerRejectedError
+from bridge.errors import BrokerRejectedError, TransportError
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
 
@@ -49,3 +49,17 @@ def publish_event(broker: Broker, settings: Settings, message: OutgoingMessage) 
             raise
         declare_events(broker, settings)
         broker.publish(settings.exchange, message)
+
+
+def publish_events(
+    broker: Broker, settings: Settings, messages: list[OutgoingMessage]
+) -> tuple[int, TransportError | None]:
+    """Publish a window of events with pipelined confirms (an outbox replay); declare first if need be.
+
+    Returns how many, from the first, were confirmed, and the error that stopped the rest.
+    """
+    confirmed, error = broker.publish_many(settings.exchange, messages)
+    if isinstance(error, BrokerRejectedError) and error.reply_code == NOT_FOUND and confirmed == 0:
+        declare_events(broker, settings)
+        confirmed, error = broker.publish_many(settings.exchange, messages)
+    return confirmed, error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -207,18 +208,72 @@ class Broker:
 
     def publish(self, exchange: str, message: OutgoingMessage, *, mandatory: bool = True) -> None:
         """Publish and wait for the confirm; raise PublishError unless the broker took it."""
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            type=message.type,
-            app_id=message.app_id,
-            expiration=None if message.expiration_ms is None else str(message.expiration_ms),
-            headers=message.headers,
-        )
+        properties = _properties(message)
         with mapped_errors(f"publish {message.routing_key} to {exchange!r}"):
             self.channel.basic_publish(exchange, message.routing_key, message.body, properties, mandatory)
+
+    def publish_many(
+        self, exchange: str, messages: list[OutgoingMessage], *, timeout: float = 30.0
+    ) -> tuple[int, TransportError | None]:
+        """Publish every message, then wait for all their confirms at once (pipelined).
+
+        Returns how many messages, from the first, the broker confirmed, and the error
+        that stopped the rest (a nack, a return, the connection gone), or None.
+        """
+        if self._connection is None or not self._connection.is_open:
+            return 0, BrokerUnreachableError("the connection to the broker is closed")
+        state = {"acked": 0, "failed": len(messages) + 1}
+        tags: dict[str, int] = {}
+
+        def on_confirm(frame: Any) -> None:
+            method = frame.method
+            upto = method.delivery_tag if method.delivery_tag else len(messages)
+            if isinstance(method, pika.spec.Basic.Nack):
+                first = state["acked"] + 1 if method.multiple else method.delivery_tag
+                state["failed"] = min(state["failed"], max(first, 1) if upto else first)
+            else:
+                state["acked"] = max(state["acked"], upto) if method.multiple else state["acked"]
+                acked_one.add(method.delivery_tag)
+
+        def on_return(_channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+            state["failed"] = min(state["failed"], tags.get(properties.message_id, 1))
+
+        acked_one: set[int] = set()
+        action = f"publish {len(messages)} message(s) to {exchange!r}"
+        try:
+            with mapped_errors(action):
+                channel = self._connection.channel()  # its own channel: confirms handled here, in bulk
+                impl = channel._impl  # pika's async channel: many publishes, then their confirms
+                selected: list[bool] = []
+                impl.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _: selected.append(True))
+                impl.add_on_return_callback(on_return)
+                deadline = time.monotonic() + timeout
+                while not selected and impl.is_open and time.monotonic() < deadline:
+                    self._connection.process_data_events(time_limit=0.05)
+                for tag, message in enumerate(messages, start=1):
+                    tags[message.message_id] = tag
+                    impl.basic_publish(
+                        exchange, message.routing_key, message.body, _properties(message), mandatory=True
+                    )
+                while impl.is_open and time.monotonic() < deadline:
+                    if _confirmed_prefix(state["acked"], acked_one, len(messages)) == len(messages):
+                        break
+                    if state["failed"] <= len(messages) and all(
+                        tag in acked_one or tag <= state["acked"] for tag in range(1, state["failed"])
+                    ):
+                        break
+                    self._connection.process_data_events(time_limit=0.05)
+                if impl.is_open:
+                    channel.close()
+        except TransportError as error:
+            prefix = min(_confirmed_prefix(state["acked"], acked_one, len(messages)), state["failed"] - 1)
+            return prefix, error
+        prefix = min(_confirmed_prefix(state["acked"], acked_one, len(messages)), state["failed"] - 1)
+        if prefix == len(messages):
+            return prefix, None
+        if state["failed"] <= len(messages):
+            return prefix, PublishNackedError(f"{action}: the broker refused message {state['failed']}")
+        return prefix, BrokerUnreachableError(f"{action}: no confirm within {timeout:g}s")
 
     def declare_exchange(self, name: str, kind: str, *, arguments: dict[str, Any] | None = None) -> None:
         with mapped_errors(f"declare exchange {name!r}"):
@@ -328,6 +383,27 @@ class Broker:
         """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
+
+
+def _properties(message: OutgoingMessage) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+        expiration=None if message.expiration_ms is None else str(message.expiration_ms),
+        headers=message.headers,
+    )
+
+
+def _confirmed_prefix(acked_upto: int, acked: set[int], total: int) -> int:
+    """How many messages from the first are confirmed, given a multiple-ack mark and single acks."""
+    prefix = acked_upto
+    while prefix < total and (prefix + 1) in acked:
+        prefix += 1
+    return prefix
 
 
 def _mismatch(name: str, arguments: dict[str, Any], detail: str) -> str:

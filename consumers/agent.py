@@ -31,7 +31,7 @@ from bridge.dial import clean_number
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
 from bridge.outbox import Outbox
 from bridge.text import printable
-from bridge.topology import declare_commands, declare_events, publish_event
+from bridge.topology import declare_commands, declare_events, publish_events
 from bridge.transport import Broker, OutgoingMessage
 from consumers.runtime import Binding, Consumer, Context
 from consumers.store import open_database
@@ -402,7 +402,7 @@ class DeskAgent(Consumer):
         self._next_replay = now + settings.replay_interval
         outbox = Outbox(settings.outbox_dir)
         try:
-            replay = outbox.replay(lambda message: publish_event(broker, settings, message))
+            replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:
             logger.warning("outbox replay stopped: %s", error)
             return

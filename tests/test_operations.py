@@ -152,3 +152,16 @@ def test_demo_without_a_broker_or_docker_says_what_to_do(env: dict[str, str], tm
         "reached ([Errno 111] Connection refused)) and no Docker to start one: start RabbitMQ (docker compose up "
         "-d rabbitmq, or rabbitmq-server -detached) or set TCX_BRIDGE_AMQP_URL"
     )
+
+
+def test_compose_reads_credentials_from_env_and_has_a_cluster_profile() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "guest" not in text  # no default credentials: .env gives them
+    compose = yaml.safe_load(text)
+    nodes = [name for name, service in compose["services"].items() if "cluster" in service.get("profiles", [])]
+    assert nodes == ["mq1", "mq2", "mq3"]
+    example = (ROOT / ".env.example").read_text()
+    assert "TCX_MQ_USER=" in example
+    assert "TCX_MQ_PASSWORD=" in example
+    cluster_conf = (ROOT / "examples" / "cluster" / "rabbitmq.conf").read_text()
+    assert all(f"rabbit@mq{n}" in cluster_conf for n in (1, 2, 3))
