@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils import connection_workflow
 
 from bridge.config import split_urls
 from bridge.errors import (
@@ -112,6 +113,8 @@ def mapped_errors(action: str) -> Iterator[None]:
     except (
         pika.exceptions.AMQPConnectionError,
         pika.exceptions.ConnectionClosed,
+        connection_workflow.AMQPConnectorException,  # e.g. a handshake past its timeout (not an AMQPError)
+        connection_workflow.AMQPConnectionWorkflowFailed,
         ssl.SSLError,
         OSError,
     ) as error:

@@ -41,3 +41,15 @@ def test_unreachable_broker_is_our_error_naming_host_and_cause() -> None:
     assert str(caught.value) == (
         "connect to 127.0.0.1:1: the broker cannot be reached ([Errno 111] Connection refused)"
     )
+
+
+def test_a_handshake_timeout_is_an_unreachable_broker_not_a_bug() -> None:
+    """pika raises AMQPConnectorStackTimeout, which is no AMQPError, when a node is too slow to answer."""
+    from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
+
+    from bridge.errors import BrokerUnreachableError
+    from bridge.transport import mapped_errors
+
+    with pytest.raises(BrokerUnreachableError, match="connect to mq2:5672: the broker cannot be reached"):
+        with mapped_errors("connect to mq2:5672"):
+            raise AMQPConnectorStackTimeout("Timeout during AMQP handshake")
