@@ -252,7 +252,7 @@ class Broker:
                 impl.add_on_return_callback(on_return)
                 deadline = time.monotonic() + timeout
                 while not selected and impl.is_open and time.monotonic() < deadline:
-                    self._connection.process_data_events(time_limit=0.05)
+                    self._connection.process_data_events(time_limit=0.002)
                 for tag, message in enumerate(messages, start=1):
                     tags[message.message_id] = tag
                     impl.basic_publish(
@@ -265,7 +265,7 @@ class Broker:
                         tag in acked_one or tag <= state["acked"] for tag in range(1, state["failed"])
                     ):
                         break
-                    self._connection.process_data_events(time_limit=0.05)
+                    self._connection.process_data_events(time_limit=0.002)
                 if impl.is_open:
                     channel.close()
         except TransportError as error:
