@@ -87,7 +87,7 @@ def main() -> None:
         small_csv, big_csv = work / "small.csv", work / "contacts.csv"
         small_numbers = write_csv(small_csv, 1000)
         small = SqliteContacts(work / "small.sqlite3")
-        small.import_csv(small_csv, "CH")
+        small.import_file(small_csv, "CH")
         numbers = write_csv(big_csv, args.contacts)
         started = time.perf_counter()
         done = subprocess.run(

@@ -1,9 +1,11 @@
 """Contact lookup backends for the CRM consumer: SQLite (embedded default) and HTTP.
 
-SQLite: ``<data_dir>/contacts.sqlite3``, filled by ``tcx-bridge contacts import FILE.csv``
-(header row; ``name`` and ``phone`` required; ``company``, ``email``, ``url``
-optional; other columns kept as JSON). Lookup is one indexed query on the E.164
-number.
+SQLite: ``<data_dir>/contacts.sqlite3``, filled by ``tcx-bridge contacts import FILE``
+(CSV of any usual dialect or .xlsx, read by consumers.contact_files; other columns
+kept as JSON). One row per number of a contact, all with the contact's ``key`` (an
+external id column named by ``--key``, else its first normalised number): importing
+again replaces the rows of the same key. Lookup is one indexed query on the E.164
+number and returns the newest row.
 
 HTTP: ``crm_lookup_url`` is a template (``{e164}``, ``{number}``) answered with a
 JSON object, or a list whose first item is the contact; ``crm_fields`` maps our
@@ -13,14 +15,12 @@ down raises, so the runtime retries the event later instead of dropping it.
 
 from __future__ import annotations
 
-import csv
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS contacts (
 );
 CREATE INDEX IF NOT EXISTS contacts_e164 ON contacts (e164);
 """
-KNOWN_COLUMNS = ("name", "phone", "company", "email", "url")
+CONTACT_COLUMNS = ("key", "phone", "e164", "name", "company", "email", "url", "extra")
 HTTP_ATTEMPTS = 3
 
 
@@ -49,78 +49,99 @@ class ContactLookup(Protocol):
     def lookup(self, e164: str, raw: str | None) -> Contact | None: ...
 
 
+class ImportResult(NamedTuple):
+    imported: int
+    updated: int
+    skipped: int
+    problems: list[str]
+
+
 class SqliteContacts:
     """The embedded contacts store."""
 
     def __init__(self, path: Path) -> None:
         self.connection = open_database(path, CONTACTS_SCHEMA)
+        known = {row["name"] for row in self.connection.execute("PRAGMA table_info(contacts)")}
+        if "key" not in known:  # a store from before keys: each row its own contact, keyed by number
+            self.connection.execute("ALTER TABLE contacts ADD COLUMN key TEXT")
+            self.connection.execute("UPDATE contacts SET key = e164")
+        self.connection.execute("CREATE INDEX IF NOT EXISTS contacts_key ON contacts (key)")
 
     def lookup(self, e164: str, raw: str | None = None) -> Contact | None:
         row = self.connection.execute(
-            "SELECT name, company, email, url FROM contacts WHERE e164 = ? ORDER BY id LIMIT 1", (e164,)
+            "SELECT name, company, email, url FROM contacts WHERE e164 = ? ORDER BY id DESC LIMIT 1", (e164,)
         ).fetchone()
         if row is None:
             return None
         return Contact(name=row["name"], company=row["company"], email=row["email"], url=row["url"])
 
     def count(self) -> int:
-        return int(self.connection.execute("SELECT count(*) FROM contacts").fetchone()[0])
+        return int(self.connection.execute("SELECT count(DISTINCT key) FROM contacts").fetchone()[0])
 
-    def import_csv(self, path: Path, region: str, *, replace: bool = False) -> tuple[int, list[str]]:
-        """Import a CSV file; return (imported, problems). Rows whose phone is unusable are skipped."""
-        problems: list[str] = []
-        try:
-            handle = path.open(newline="", encoding="utf-8-sig")
-        except OSError as error:
-            raise ConfigError(f"contacts file {str(path)!r} cannot be read: {error.strerror}") from None
-        with handle:
-            reader = csv.DictReader(handle)
-            header = [name.strip().lower() for name in (reader.fieldnames or [])]
-            missing = [column for column in ("name", "phone") if column not in header]
-            if missing:
-                raise ConfigError(
-                    f"contacts file {str(path)!r} has no {' or '.join(repr(m) for m in missing)} column; "
-                    f"its header is {header!r}; name and phone are required"
-                )
-            reader.fieldnames = header
-            rows = self._rows(reader, region, problems)
-            self.connection.execute("BEGIN IMMEDIATE")
-            try:
-                if replace:
-                    self.connection.execute("DELETE FROM contacts")
-                cursor = self.connection.executemany(
-                    "INSERT INTO contacts (e164, phone, name, company, email, url, extra) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                imported = cursor.rowcount
-                self.connection.execute("COMMIT")
-            except BaseException:
-                self.connection.execute("ROLLBACK")
-                raise
-        return imported, problems
+    def rows(self) -> list[dict[str, Any]]:
+        """Every stored number with its contact, by contact."""
+        cursor = self.connection.execute(
+            f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts ORDER BY key, id"
+        )
+        return [dict(row) for row in cursor]
 
-    @staticmethod
-    def _rows(reader: csv.DictReader[str], region: str, problems: list[str]) -> Iterator[tuple[Any, ...]]:
-        for line, row in enumerate(reader, start=2):
-            name = (row.get("name") or "").strip()
-            phone = (row.get("phone") or "").strip()
-            number = normalise(phone, region)
-            if not name or number.e164 is None:
-                problems.append(
-                    f"line {line}: skipped, {'no name' if not name else f'phone {phone!r} is not a number'}"
-                )
+    def import_file(
+        self,
+        path: Path,
+        region: str,
+        *,
+        replace: bool = False,
+        key: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        mapping: str | None = None,
+    ) -> ImportResult:
+        """Import a contacts file; a contact whose key is stored already is updated."""
+        from consumers.contact_files import fold, read_contacts
+
+        found = read_contacts(path, encoding=encoding, delimiter=delimiter, mapping=mapping, key=key)
+        problems = list(found.problems)
+        contacts: dict[str, list[tuple[Any, ...]]] = {}
+        for row in found.rows:
+            numbers = [normalise(number, region) for number in row.numbers]
+            usable = [number for number in numbers if number.e164 is not None]
+            if not row.name or not usable:
+                written = ", ".join(repr(n) for n in row.numbers) or "none"
+                why = "no name" if not row.name else f"no usable phone number ({written})"
+                problems.append(f"line {row.line}: skipped, {why}")
                 continue
-            extra = {key: value for key, value in row.items() if key not in KNOWN_COLUMNS and key and value}
-            yield (
-                number.e164,
-                phone,
-                name,
-                _blank(row.get("company")),
-                _blank(row.get("email")),
-                _blank(row.get("url")),
-                json.dumps(extra) if extra else None,
-            )
+            for number in numbers:
+                if number.e164 is None:
+                    problems.append(
+                        f"line {row.line}: number {number.raw!r} is not a number; the others kept"
+                    )
+            external = next((v for k, v in row.columns.items() if key and fold(k) == fold(key)), None)
+            contact_key = external or usable[0].e164
+            extra = json.dumps(row.columns) if row.columns else None
+            contacts[str(contact_key)] = [
+                (contact_key, number.raw, number.e164, row.name, row.company, row.email, row.url, extra)
+                for number in usable
+            ]
+        skipped = sum(1 for problem in problems if ": skipped" in problem)
+        imported = updated = 0
+        db = self.connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if replace:
+                db.execute("DELETE FROM contacts")
+            for contact_key, rows in contacts.items():
+                if db.execute("DELETE FROM contacts WHERE key = ?", (contact_key,)).rowcount:
+                    updated += 1
+                else:
+                    imported += 1
+                db.executemany(
+                    f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * 8)})", rows
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return ImportResult(imported, updated, skipped, problems)
 
 
 def _blank(value: str | None) -> str | None:

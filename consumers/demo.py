@@ -215,7 +215,7 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         writer.writerow(["name", "phone", "company", "url"])
         for n, (name, phone, company) in enumerate(SAMPLE_CONTACTS):
             writer.writerow([name, phone, company, f"https://crm.example.com/contacts/{n + 1}"])
-    imported, _ = SqliteContacts(contacts_path(settings)).import_csv(contacts_csv, settings.region)
+    imported = SqliteContacts(contacts_path(settings)).import_file(contacts_csv, settings.region).imported
     say(f"2. imported {imported} sample contacts")
 
     assistant = fake_assistant()

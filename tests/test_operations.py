@@ -158,7 +158,9 @@ def test_compose_reads_credentials_from_env_and_has_a_cluster_profile() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert "guest" not in text  # no default credentials: .env gives them
     compose = yaml.safe_load(text)
-    nodes = [name for name, service in compose["services"].items() if "cluster" in service.get("profiles", [])]
+    nodes = [
+        name for name, service in compose["services"].items() if "cluster" in service.get("profiles", [])
+    ]
     assert nodes == ["mq1", "mq2", "mq3"]
     example = (ROOT / ".env.example").read_text()
     assert "TCX_MQ_USER=" in example
