@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from bridge.cli_calls import COMMANDS
+from bridge.cli_data import COMMANDS as DATA_COMMANDS
 from bridge.clikit import loaded, with_settings
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError
@@ -187,7 +188,7 @@ def schema_command(as_asyncapi: bool, markdown: bool) -> None:
         click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
 
 
-for command in COMMANDS:
+for command in (*COMMANDS, *DATA_COMMANDS):
     cli.add_command(command)
 
 

@@ -9,7 +9,6 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -159,175 +158,6 @@ def consume_command(
         runner.run()
 
 
-@click.group()
-def contacts() -> None:
-    """The embedded SQLite contacts store the CRM consumer looks callers up in."""
-
-
-@contacts.command("import")
-@click.argument("contacts_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--replace", is_flag=True, help="Delete every contact first.")
-@click.option("--key", help="Column with an external id (e.g. kundennummer); default: the first number.")
-@click.option("--map", "mapping", help="Columns the aliases do not know, e.g. phone=Geschäft,mobile=Natel.")
-@click.option("--encoding", help="Override the detected encoding (utf-8, utf-16, cp1252, ...).")
-@click.option("--delimiter", help="Override the detected delimiter (',', ';', tab, '|').")
-@with_settings
-def contacts_import(
-    settings: Settings,
-    contacts_file: Path,
-    replace: bool,
-    key: str | None,
-    mapping: str | None,
-    encoding: str | None,
-    delimiter: str | None,
-) -> None:
-    """Import contacts from a CSV or .xlsx file, as CRMs and Excel export them.
-
-    Delimiter and encoding are detected; headers in English, German or French are
-    recognised (Name, Telefon, Tel., Téléphone, Mobil, Natel, Firma, Société,
-    E-Mail, Website, Vorname + Nachname, ...). Importing again updates the contacts
-    with the same key.
-
-    \b
-    Example:
-        tcx-bridge contacts import export.csv --key kundennummer
-        tcx-bridge contacts import adressen.xlsx --map phone=Geschäft,mobile=Natel
-    """
-    from consumers.contacts import SqliteContacts
-    from consumers.crm import contacts_path
-
-    store = SqliteContacts(contacts_path(settings))
-    result = store.import_file(
-        contacts_file,
-        settings.region,
-        replace=replace,
-        key=key,
-        encoding=encoding,
-        delimiter=delimiter,
-        mapping=mapping,
-    )
-    for problem in result.problems[:20]:
-        click.echo(f"{contacts_file}: {problem}", err=True)
-    if len(result.problems) > 20:
-        click.echo(f"{contacts_file}: ... and {len(result.problems) - 20} more problems", err=True)
-    click.echo(
-        f"imported {result.imported}, updated {result.updated}, skipped {result.skipped}; "
-        f"{store.count()} contact(s) in {contacts_path(settings)}"
-    )
-
-
-@contacts.command("lookup")
-@click.argument("number")
-@with_settings
-def contacts_lookup(settings: Settings, number: str) -> None:
-    """Show the contact a screen pop for NUMBER would show, and how the number was read.
-
-    \b
-    Example:
-        tcx-bridge contacts lookup "044 111 22 33"
-    """
-    from bridge.text import printable
-    from consumers.crm import contact_lookup
-    from consumers.numbers import normalise
-
-    read = normalise(number, settings.region)
-    click.echo(f"number   {printable(number)!r} -> {read.kind}" + (f" {read.e164}" if read.e164 else ""))
-    if read.kind != "external" or read.e164 is None:
-        raise click.ClickException(f"{number!r} is {read.kind}: a pop looks up external numbers only")
-    contact = contact_lookup(settings).lookup(read.e164, number)
-    if contact is None:
-        raise click.ClickException(f"no contact for {read.e164}: the pop shows an unknown caller")
-    for field in ("name", "company", "email", "url"):
-        click.echo(f"{field:<8} {printable(getattr(contact, field) or '-')}")
-
-
-@contacts.command("list")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
-)
-@with_settings
-def contacts_list(settings: Settings, fmt: str) -> None:
-    """List the stored contacts, one line per number.
-
-    \b
-    Example:
-        tcx-bridge contacts list --format csv > contacts-backup.csv
-    """
-    from consumers.contacts import SqliteContacts
-    from consumers.crm import contacts_path
-    from consumers.report import render_table
-
-    rows = SqliteContacts(contacts_path(settings)).rows()
-    columns = ["key", "name", "phone", "e164", "company", "email", "url"]
-    emit_rows(rows, columns, fmt, render_table)
-
-
-def emit_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, table: Any) -> None:
-    """Rows as a table, JSON or CSV on stdout; control characters always made visible."""
-    import csv
-    import json
-
-    from consumers.report import safe_row
-
-    if fmt == "json":
-        click.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2))
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(safe_row(row) for row in rows)
-    else:
-        click.echo(table(rows, columns))
-
-
-@click.command("report")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
-)
-@click.option("--calls", is_flag=True, help="Print the per-call records instead of the summaries.")
-@click.option("--direction", type=click.Choice(["inbound", "outbound", "unknown"]), help="Only these calls.")
-@with_settings
-def report_command(settings: Settings, fmt: str, calls: bool, direction: str | None) -> None:
-    """Call analytics: per-day and per-desk summaries, or the per-call records.
-
-    \b
-    Example:
-        tcx-bridge report
-        tcx-bridge report --calls --format json
-    """
-    import csv
-    import json
-
-    from consumers.analytics import database_path
-    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report, safe_row
-
-    records = load_calls(database_path(settings), direction)
-    if calls:
-        if fmt == "json":
-            click.echo(json.dumps(records, indent=2))
-        elif fmt == "csv":
-            writer = csv.DictWriter(sys.stdout, fieldnames=CALL_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(safe_row(record) for record in records)
-        else:
-            click.echo(render_table(records, CALL_COLUMNS))
-        return
-    summary = report(records)
-    if fmt == "json":
-        click.echo(json.dumps(summary, indent=2))
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["group", "key", *COLUMNS], lineterminator="\n")
-        writer.writeheader()
-        for group, key in (("by_day", "day"), ("by_desk", "desk")):
-            for row in summary[group]:
-                writer.writerow(safe_row({"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}}))
-    else:
-        click.echo("Calls by day (UTC)")
-        click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))
-        click.echo("")
-        click.echo("Calls by desk")
-        click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
-
-
 @click.command("simulate")
 @click.option("--calls", default=40, show_default=True, help="How many calls.")
 @click.option("--desks", default=3, show_default=True, help="Across how many desks (sim-1, sim-2, ...).")
@@ -411,8 +241,6 @@ COMMANDS = (
     agent_command,
     dial_command,
     consume_command,
-    contacts,
-    report_command,
     simulate_command,
     demo_command,
 )

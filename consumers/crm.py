@@ -56,6 +56,45 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
+JOURNAL_COLUMNS = (
+    "ended_at",
+    "desk",
+    "direction",
+    "call_id",
+    "number",
+    "number_e164",
+    "contact_name",
+    "answered",
+    "ring_seconds",
+    "talk_seconds",
+)
+
+
+def load_journal(
+    settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Journal entries of calls that ended in [since, until) at desks, oldest first."""
+    from consumers.report import read_only
+
+    path = Path(settings.data_dir) / "crm.sqlite3"
+    if not path.exists():
+        return []
+    connection = read_only(path)
+    try:
+        rows = connection.execute(
+            f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal "
+            "WHERE (? IS NULL OR ended_at >= ?) AND (? IS NULL OR ended_at < ?) "
+            f"AND ({'1' if not desks else 'desk IN (' + ', '.join('?' * len(desks)) + ')'}) "
+            "ORDER BY ended_at, call_key",
+            (since, since, until, until, *desks),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []  # no journal table yet: nothing journaled
+    finally:
+        connection.close()
+    return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
+
+
 def contacts_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "contacts.sqlite3"
 

@@ -1,11 +1,12 @@
 """Summaries of the analytics records: per day and per desk.
 
 calls      calls seen (any direction, with ``--direction`` only that one)
-answered   calls that connected
-missed     calls that ended without connecting
-answer_rate  answered / (answered + missed); calls still ringing are not counted
-ring avg / p90  seconds from started to connected, over answered calls
-talk avg   seconds from connected to ended, over answered, ended calls
+answered   inbound calls that connected
+missed     inbound calls that ended without connecting
+answer_rate  answered / (answered + missed), inbound; calls still ringing are not counted
+ring avg / p90  seconds from started to connected, over answered inbound calls
+talk avg   seconds from connected to ended, over answered, ended inbound calls
+dialed     outbound calls;  connected: those that connected;  out_talk_avg: their talk time
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from bridge.text import printable
 
 CELL_WIDTH = 40  # characters of a table cell; longer values end in an ellipsis
 
-COLUMNS = ("calls", "answered", "missed", "answer_rate", "ring_avg", "ring_p90", "talk_avg")
+COLUMNS = (
+    "calls",
+    "answered",
+    "missed",
+    "answer_rate",
+    "ring_avg",
+    "ring_p90",
+    "talk_avg",
+    "dialed",
+    "connected",
+    "out_talk_avg",
+)
 CALL_COLUMNS = (
     "desk",
     "direction",
@@ -36,19 +48,72 @@ CALL_COLUMNS = (
 )
 
 
-def load_calls(path: Path, direction: str | None = None) -> list[dict[str, Any]]:
-    """Every call record, oldest first."""
+def time_range(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """--since/--until as wire timestamps; a bare day means its start (since) or its end (until)."""
+    return _moment(since, "--since", end=False), _moment(until, "--until", end=True)
+
+
+def _moment(value: str | None, option: str, *, end: bool) -> str | None:
+    from datetime import UTC, date, datetime, timedelta
+
+    from bridge.errors import ConfigError
+    from bridge.events import canonical_time, format_time
+
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        try:
+            return canonical_time(value.strip())
+        except ValueError:
+            raise ConfigError(f"{option} {value!r} is not a day (2026-11-02) or an RFC 3339 time") from None
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + (timedelta(days=1) if end else timedelta())
+    return format_time(moment)
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A store opened for reading, with a one-line error when it cannot be."""
+    from bridge.errors import ConfigError
+
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+    except sqlite3.Error as error:
+        raise ConfigError(
+            f"store {str(path)!r} cannot be read ({error}); check the data dir and its rights"
+        ) from None
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+def load_calls(
+    path: Path,
+    direction: str | None = None,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    desks: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Call records (of a direction, started in [since, until), of desks), oldest first."""
     if not path.exists():
         return []
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    connection.row_factory = sqlite3.Row
+    desks = list(desks)
+    connection = read_only(path)
     try:
         rows = connection.execute(
             f"SELECT {', '.join(CALL_COLUMNS)} FROM calls "
             "WHERE (? IS NULL OR direction = ?) "
+            "AND (? IS NULL OR coalesce(started_at, connected_at, ended_at) >= ?) "
+            "AND (? IS NULL OR coalesce(started_at, connected_at, ended_at) < ?) "
+            f"AND ({'1' if not desks else 'desk IN (' + ', '.join('?' * len(desks)) + ')'}) "
             "ORDER BY coalesce(started_at, connected_at, ended_at), call_id",
-            (direction, direction),
+            (direction, direction, since, since, until, until, *desks),
         ).fetchall()
+    except sqlite3.Error as error:
+        from bridge.errors import ConfigError
+
+        raise ConfigError(f"store {str(path)!r} cannot be read: {error}") from None
     finally:
         connection.close()
     return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
@@ -67,10 +132,13 @@ def _avg(values: list[float]) -> float | None:
 
 def summarise(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
     calls = list(calls)
-    answered = [c for c in calls if c["answered"]]
-    missed = [c for c in calls if not c["answered"] and c["ended_at"] is not None]
+    inbound = [c for c in calls if c["direction"] != "outbound"]
+    outbound = [c for c in calls if c["direction"] == "outbound"]
+    answered = [c for c in inbound if c["answered"]]
+    missed = [c for c in inbound if not c["answered"] and c["ended_at"] is not None]
     rings = [c["ring_seconds"] for c in answered if c["ring_seconds"] is not None]
     talks = [c["talk_seconds"] for c in answered if c["talk_seconds"] is not None]
+    connected = [c for c in outbound if c["answered"]]
     decided = len(answered) + len(missed)
     return {
         "calls": len(calls),
@@ -80,6 +148,9 @@ def summarise(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "ring_avg": _avg(rings),
         "ring_p90": _p90(rings),
         "talk_avg": _avg(talks),
+        "dialed": len(outbound),
+        "connected": len(connected),
+        "out_talk_avg": _avg([c["talk_seconds"] for c in connected if c["talk_seconds"] is not None]),
     }
 
 

@@ -403,7 +403,7 @@ def test_report_prints_tables_and_json(
     assert table.returncode == 0, table.stderr
     assert "Calls by day (UTC)" in table.stdout
     day_line = next(line for line in table.stdout.splitlines() if line.startswith("2026-11-02"))
-    assert day_line.split() == ["2026-11-02", "2", "1", "1", "50.0%", "4.0", "4.0", "60.0"]
+    assert day_line.split() == ["2026-11-02", "2", "1", "1", "50.0%", "4.0", "4.0", "60.0", "0", "0", "-"]
     summary = json.loads(run_cli(env, "report", "--format", "json").stdout)
     assert summary["by_desk"] == [
         {
@@ -415,6 +415,9 @@ def test_report_prints_tables_and_json(
             "ring_avg": 4.0,
             "ring_p90": 4.0,
             "talk_avg": 60.0,
+            "dialed": 0,
+            "connected": 0,
+            "out_talk_avg": None,
         }
     ]
     records = json.loads(run_cli(env, "report", "--calls", "--format", "json").stdout)
@@ -423,8 +426,10 @@ def test_report_prints_tables_and_json(
         ("r2", False, None),
     ]
     csv_out = run_cli(env, "report", "--format", "csv").stdout.splitlines()
-    assert csv_out[0] == "group,key,calls,answered,missed,answer_rate,ring_avg,ring_p90,talk_avg"
-    assert csv_out[1] == "day,2026-11-02,2,1,1,0.5,4.0,4.0,60.0"
+    assert csv_out[0] == (
+        "group,key,calls,answered,missed,answer_rate,ring_avg,ring_p90,talk_avg,dialed,connected,out_talk_avg"
+    )
+    assert csv_out[1] == "day,2026-11-02,2,1,1,0.5,4.0,4.0,60.0,0,0,"
 
 
 def test_consume_list_names_both_consumers(env: dict[str, str]) -> None:

@@ -1,0 +1,226 @@
+"""The tcx-bridge commands that read and write stored data: contacts, the call report, the CRM journal.
+
+Registered on the group in cli.py. Every value read back from a store is printed
+through bridge.text.printable (tables, CSV) or JSON-escaped, never raw.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.clikit import with_settings
+from bridge.config import Settings
+
+
+@click.group()
+def contacts() -> None:
+    """The embedded SQLite contacts store the CRM consumer looks callers up in."""
+
+
+@contacts.command("import")
+@click.argument("contacts_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Delete every contact first.")
+@click.option("--key", help="Column with an external id (e.g. kundennummer); default: the first number.")
+@click.option("--map", "mapping", help="Columns the aliases do not know, e.g. phone=Geschäft,mobile=Natel.")
+@click.option("--encoding", help="Override the detected encoding (utf-8, utf-16, cp1252, ...).")
+@click.option("--delimiter", help="Override the detected delimiter (',', ';', tab, '|').")
+@with_settings
+def contacts_import(
+    settings: Settings,
+    contacts_file: Path,
+    replace: bool,
+    key: str | None,
+    mapping: str | None,
+    encoding: str | None,
+    delimiter: str | None,
+) -> None:
+    """Import contacts from a CSV or .xlsx file, as CRMs and Excel export them.
+
+    Delimiter and encoding are detected; headers in English, German or French are
+    recognised (Name, Telefon, Tel., Téléphone, Mobil, Natel, Firma, Société,
+    E-Mail, Website, Vorname + Nachname, ...). Importing again updates the contacts
+    with the same key.
+
+    \b
+    Example:
+        tcx-bridge contacts import export.csv --key kundennummer
+        tcx-bridge contacts import adressen.xlsx --map phone=Geschäft,mobile=Natel
+    """
+    from consumers.contacts import SqliteContacts
+    from consumers.crm import contacts_path
+
+    store = SqliteContacts(contacts_path(settings))
+    result = store.import_file(
+        contacts_file,
+        settings.region,
+        replace=replace,
+        key=key,
+        encoding=encoding,
+        delimiter=delimiter,
+        mapping=mapping,
+    )
+    for problem in result.problems[:20]:
+        click.echo(f"{contacts_file}: {problem}", err=True)
+    if len(result.problems) > 20:
+        click.echo(f"{contacts_file}: ... and {len(result.problems) - 20} more problems", err=True)
+    click.echo(
+        f"imported {result.imported}, updated {result.updated}, skipped {result.skipped}; "
+        f"{store.count()} contact(s) in {contacts_path(settings)}"
+    )
+
+
+@contacts.command("lookup")
+@click.argument("number")
+@with_settings
+def contacts_lookup(settings: Settings, number: str) -> None:
+    """Show the contact a screen pop for NUMBER would show, and how the number was read.
+
+    \b
+    Example:
+        tcx-bridge contacts lookup "044 111 22 33"
+    """
+    from bridge.text import printable
+    from consumers.crm import contact_lookup
+    from consumers.numbers import normalise
+
+    read = normalise(number, settings.region)
+    click.echo(f"number   {printable(number)!r} -> {read.kind}" + (f" {read.e164}" if read.e164 else ""))
+    if read.kind != "external" or read.e164 is None:
+        raise click.ClickException(f"{number!r} is {read.kind}: a pop looks up external numbers only")
+    contact = contact_lookup(settings).lookup(read.e164, number)
+    if contact is None:
+        raise click.ClickException(f"no contact for {read.e164}: the pop shows an unknown caller")
+    for field in ("name", "company", "email", "url"):
+        click.echo(f"{field:<8} {printable(getattr(contact, field) or '-')}")
+
+
+@contacts.command("list")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@with_settings
+def contacts_list(settings: Settings, fmt: str) -> None:
+    """List the stored contacts, one line per number.
+
+    \b
+    Example:
+        tcx-bridge contacts list --format csv > contacts-backup.csv
+    """
+    from consumers.contacts import SqliteContacts
+    from consumers.crm import contacts_path
+    from consumers.report import render_table
+
+    rows = SqliteContacts(contacts_path(settings)).rows()
+    columns = ["key", "name", "phone", "e164", "company", "email", "url"]
+    emit_rows(rows, columns, fmt, render_table)
+
+
+def emit_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, table: Any) -> None:
+    """Rows as a table, JSON or CSV on stdout; control characters always made visible."""
+    import csv
+    import json
+
+    from consumers.report import safe_row
+
+    if fmt == "json":
+        click.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(safe_row(row) for row in rows)
+    else:
+        click.echo(table(rows, columns))
+
+
+@click.command("report")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option("--calls", is_flag=True, help="Print the per-call records instead of the summaries.")
+@click.option("--direction", type=click.Choice(["inbound", "outbound", "unknown"]), help="Only these calls.")
+@click.option("--since", help="Calls started on or after this day or time (2026-11-02, or RFC 3339).")
+@click.option("--until", help="Calls started before this day or time (a day: up to its end).")
+@click.option("--desk", "desks", multiple=True, help="Only this desk (repeatable).")
+@with_settings
+def report_command(
+    settings: Settings,
+    fmt: str,
+    calls: bool,
+    direction: str | None,
+    since: str | None,
+    until: str | None,
+    desks: tuple[str, ...],
+) -> None:
+    """Call analytics: per-day and per-desk summaries, or the per-call records.
+
+    The answer rate, ring and talk times are of inbound calls; outbound calls are
+    counted apart (dialed, connected, average talk).
+
+    \b
+    Example:
+        tcx-bridge report --since 2026-11-01 --until 2026-11-30
+        tcx-bridge report --calls --desk DESK-07 --format json
+    """
+    import json
+
+    from consumers.analytics import database_path
+    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report, time_range
+
+    start, end = time_range(since, until)
+    records = load_calls(database_path(settings), direction, since=start, until=end, desks=desks)
+    if calls:
+        emit_rows(records, list(CALL_COLUMNS), fmt, render_table)
+        return
+    summary = report(records)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    elif fmt == "csv":
+        rows = [
+            {"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}}
+            for group, key in (("by_day", "day"), ("by_desk", "desk"))
+            for row in summary[group]
+        ]
+        emit_rows(rows, ["group", "key", *COLUMNS], "csv", render_table)
+    else:
+        click.echo("Calls by day (UTC)")
+        click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))
+        click.echo("")
+        click.echo("Calls by desk")
+        click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
+
+
+@click.command("journal")
+@click.option("--since", help="Entries of calls that ended on or after this day or time.")
+@click.option("--until", help="... and before this day or time (a day: up to its end).")
+@click.option("--desk", "desks", multiple=True, help="Only this desk (repeatable).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@with_settings
+def journal_command(
+    settings: Settings, since: str | None, until: str | None, desks: tuple[str, ...], fmt: str
+) -> None:
+    """The CRM consumer's call journal: one entry per ended call, with the contact it found.
+
+    \b
+    Example:
+        tcx-bridge journal --since 2026-11-02 --desk DESK-07 --format csv
+    """
+    from consumers.crm import JOURNAL_COLUMNS, load_journal
+    from consumers.report import render_table, time_range
+
+    if settings.crm_journal_url:
+        click.echo(
+            f"note: the journal goes to {settings.crm_journal_url}; this shows what is stored here", err=True
+        )
+    start, end = time_range(since, until)
+    emit_rows(
+        load_journal(settings, since=start, until=end, desks=desks), list(JOURNAL_COLUMNS), fmt, render_table
+    )
+
+
+COMMANDS = (contacts, report_command, journal_command)
