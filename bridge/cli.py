@@ -14,9 +14,9 @@ import click
 
 from bridge.cli_calls import COMMANDS
 from bridge.cli_data import COMMANDS as DATA_COMMANDS
-from bridge.clikit import loaded, with_settings
+from bridge.clikit import friendly_errors, loaded, with_settings
 from bridge.config import Settings, describe, redact_url
-from bridge.errors import OutboxError
+from bridge.errors import OutboxError, check_directory
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,11 +57,16 @@ def config_command(ctx: click.Context) -> None:
     Example:
         TCX_BRIDGE_DESK=desk-7 tcx-bridge config
     """
-    rows = describe(loaded(ctx))
+    from consumers.numbers import check_region
+
+    settings = loaded(ctx)
+    rows = describe(settings)
     width = max(len(row[0]) for row in rows)
     env_width = max(len(row[1]) for row in rows)
     for name, env, value, source in rows:
         click.echo(f"{name:<{width}}  {env:<{env_width}}  {value or '-'}  ({source})")
+    with friendly_errors():
+        check_region(settings.settings.region)
 
 
 @cli.group()
@@ -80,6 +85,7 @@ def spool_list(settings: Settings) -> None:
     """
     from bridge.outbox import Outbox
 
+    check_directory(settings.outbox_dir)
     outbox = Outbox(settings.outbox_dir)
     paths = outbox.paths()
     for path in paths:
@@ -111,6 +117,7 @@ def spool_flush(settings: Settings, wait: float) -> None:
     from bridge.topology import publish_events
     from bridge.transport import Broker
 
+    check_directory(settings.outbox_dir)
     outbox = Outbox(settings.outbox_dir)
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         result = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings), wait=wait)

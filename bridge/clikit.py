@@ -13,18 +13,22 @@ from typing import Any, TypeVar
 import click
 
 from bridge.config import Loaded, Settings, load_settings
-from bridge.errors import TcxBridgeError
+from bridge.errors import TcxBridgeError, path_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Our errors as one-line click errors; anything else is a bug and keeps its traceback."""
+    """Our errors, and the file system's, as one-line click errors; anything else is a bug (traceback)."""
     try:
         yield
     except TcxBridgeError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:
+        if error.filename is None:
+            raise
+        raise click.ClickException(path_problem(error, error.filename)) from None
 
 
 def loaded(ctx: click.Context) -> Loaded:

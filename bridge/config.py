@@ -377,7 +377,7 @@ def _read_file(path: Path | None, explicit: bool) -> dict[str, Any]:
     import tomllib  # only when there is a file to read
 
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # Notepad saves UTF-8 with a BOM
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
     unknown = sorted(set(data) - set(KEYS_BY_NAME))

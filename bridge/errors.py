@@ -4,6 +4,7 @@
     ├── ConfigError                 a setting has a bad value, or the config file is unreadable
     ├── LaunchError                 a 3CX Assistant launch cannot be understood
     ├── OutboxError                 the local outbox cannot be written or read
+    ├── StoreError                  a local store (SQLite) or the data dir cannot be used
     ├── DialError                   a dial request is not acceptable: a bad number
     │   └── DialExpiredError        ... or it expired before it could be dialed
     ├── HandlerError                a message that can never be handled: dead-letter it at once
@@ -40,6 +41,10 @@ class LaunchError(TcxBridgeError):
 
 class OutboxError(TcxBridgeError):
     """The local outbox cannot be written or read."""
+
+
+class StoreError(TcxBridgeError):
+    """A local store or the data dir cannot be used (missing, not a directory, no rights, full)."""
 
 
 class DialError(TcxBridgeError):
@@ -88,3 +93,29 @@ class PublishNackedError(PublishError):
 
 class UnroutableError(PublishError):
     """A mandatory message was returned as unroutable."""
+
+
+def path_problem(error: OSError, where: object) -> str:
+    """One line for a file-system error: which path, what is wrong, what to do."""
+    path = error.filename or str(where)
+    what = {
+        PermissionError: "is not writable or readable for this user",
+        NotADirectoryError: "is (or lies under) a file where a directory must be",
+        FileNotFoundError: "does not exist",
+        IsADirectoryError: "is a directory where a file must be",
+        FileExistsError: "exists as a file where a directory must be",
+    }.get(type(error), error.strerror or str(error))
+    return f"{str(path)!r} {what}; fix it or point TCX_BRIDGE_DATA_DIR at a writable directory"
+
+
+def check_directory(path: object) -> None:
+    """StoreError when path, or a directory above it, is a file (so nothing could ever be stored there)."""
+    from pathlib import Path
+
+    for candidate in (Path(str(path)), *Path(str(path)).parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise StoreError(
+                    path_problem(NotADirectoryError(20, "Not a directory", str(candidate)), path)
+                )
+            return

@@ -296,8 +296,24 @@ def log_lost(message: OutgoingMessage, error: object) -> None:
     )
 
 
+USAGE = """usage: tcx-bridge-notify /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId
+
+The executable 3CX Assistant launches once per call event (register
+tcx-bridge-notifyw.exe as its "Call CRM Executable"). It publishes the event to
+RabbitMQ, or keeps it in the local outbox until the broker is back.
+  /N:S /C:0791234567 /T:I /I:42   an inbound call rings     /N:C ... answered
+  /N:E /T:I /I:42                 it ended                  /T:O outbound
+Configuration: tcx-bridge config; a desk's health: tcx-bridge doctor.
+"""
+HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})
+
+
 def run(argv: Sequence[str]) -> int:
     """Handle one launch; return the exit status."""
+    if len(argv) == 1 and argv[0].lower() in HELP:  # a person, never 3CX: nothing to publish
+        if sys.stdout is not None:
+            sys.stdout.write(USAGE)
+        return EXIT_OK
     started = time.perf_counter()
     try:
         settings = load_settings().settings

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import Contact
-from consumers.numbers import normalise
+from consumers.numbers import check_region, normalise
 from consumers.store import open_database
 
 CONTACTS_SCHEMA = """
@@ -99,6 +99,7 @@ class SqliteContacts:
         """Import a contacts file; a contact whose key is stored already is updated."""
         from consumers.contact_files import fold, read_contacts
 
+        check_region(region)
         found = read_contacts(path, encoding=encoding, delimiter=delimiter, mapping=mapping, key=key)
         problems = list(found.problems)
         contacts: dict[str, list[tuple[Any, ...]]] = {}

@@ -28,11 +28,12 @@ from typing import Any
 
 from bridge import events
 from bridge.config import Settings
+from bridge.errors import check_directory
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
 from consumers.calls import CALLS_SCHEMA, CallConsumer
 from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
-from consumers.numbers import CallerNumber, normalise
+from consumers.numbers import CallerNumber, check_region, normalise
 from consumers.runtime import Context
 from consumers.store import open_database
 
@@ -77,6 +78,7 @@ def load_journal(
     from consumers.report import read_only
 
     path = Path(settings.data_dir) / "crm.sqlite3"
+    check_directory(path.parent)
     if not path.exists():
         return []
     connection = read_only(path)
@@ -110,6 +112,7 @@ class Crm(CallConsumer):
     name = "crm"
 
     def __init__(self, settings: Settings) -> None:
+        check_region(settings.region)
         self.settings = settings
         self.contacts = contact_lookup(settings)
         self.database: sqlite3.Connection = open_database(

@@ -42,3 +42,14 @@ def normalise(raw: str | None, region: str = "CH") -> CallerNumber:
     return CallerNumber(
         raw, "external", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     )
+
+
+def check_region(region: str) -> None:
+    """ConfigError unless phonenumbers knows region (national numbers are read in it)."""
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        from bridge.errors import ConfigError
+
+        raise ConfigError(
+            f"region: {region!r} is not a region phonenumbers knows; use a two-letter country code "
+            "such as CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
+        )

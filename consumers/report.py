@@ -96,6 +96,9 @@ def load_calls(
     desks: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Call records (of a direction, started in [since, until), of desks), oldest first."""
+    from bridge.errors import check_directory
+
+    check_directory(path.parent)
     if not path.exists():
         return []
     desks = list(desks)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bridge.errors import StoreError, path_problem
+
 PROCESSED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
     event_id TEXT PRIMARY KEY,
@@ -21,13 +23,24 @@ CREATE TABLE IF NOT EXISTS processed (
 
 
 def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
-    """Open (and create) a durable SQLite database with the processed table and schema."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.executescript(PROCESSED_SCHEMA + schema)
+    """Open (and create) a durable SQLite database with the processed table and schema.
+
+    A data dir that cannot be used is a StoreError naming the path and the fix.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(PROCESSED_SCHEMA + schema)
+    except OSError as error:
+        raise StoreError(path_problem(error, path.parent)) from None
+    except sqlite3.DatabaseError as error:
+        raise StoreError(
+            f"store {str(path)!r} cannot be opened ({error}); check that the data dir exists, "
+            "is a directory and is writable (TCX_BRIDGE_DATA_DIR)"
+        ) from None
     return connection
 
 

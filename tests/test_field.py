@@ -1,0 +1,114 @@
+"""What a new desk and a new admin run into: file-system problems, hand-run notify, config as people write it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, run_notify
+
+DATA = Path(__file__).parent / "data"
+PROBLEM = "is (or lies under) a file where a directory must be; fix it or point TCX_BRIDGE_DATA_DIR at a writable directory"
+
+
+@pytest.fixture
+def broken_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """A data dir under a regular file: every store and the outbox are impossible."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    return {**env, "TCX_BRIDGE_DATA_DIR": str(blocker / "data")}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["spool", "list"],
+        ["spool", "flush"],
+        ["report"],
+        ["report", "--calls"],
+        ["journal"],
+        ["contacts", "import", str(DATA / "two-phones.csv")],
+        ["contacts", "list"],
+        ["consume", "analytics"],
+        ["consume", "crm"],
+        ["agent"],
+    ],
+)
+def test_a_data_dir_that_cannot_be_used_is_one_line_per_command(
+    broken_env: dict[str, str], command: list[str]
+) -> None:
+    done = run_cli(broken_env, *command, timeout=30)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: '"), done.stderr
+    assert last.endswith(PROBLEM), done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "/?"])
+def test_notify_help_prints_usage_and_publishes_nothing(
+    env: dict[str, str], flag: str, tmp_path: Path
+) -> None:
+    done = run_notify({**env, "TCX_BRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}, flag)
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: tcx-bridge-notify /N:S|C|E")
+    assert not (Path(env["TCX_BRIDGE_DATA_DIR"]) / "outbox").exists()  # nothing kept either
+
+
+@pytest.mark.integration
+def test_a_hand_run_notify_with_a_wrong_password_says_so_and_keeps_the_event(
+    env: dict[str, str], broker_url: str
+) -> None:
+    wrong = {**env, "TCX_BRIDGE_AMQP_URL": broker_url.replace("guest:guest", "guest:wrong")}
+    done = run_notify(wrong, "/N:S", "/C:0791234567", "/T:I", "/I:1")
+    assert done.returncode == 0  # the event is safe in the outbox
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "the broker refused the login (ACCESS_REFUSED)" in lines[0]
+    assert lines[0].endswith("the event is kept in the outbox until that is fixed")
+    assert len(list((Path(env["TCX_BRIDGE_DATA_DIR"]) / "outbox").glob("*.json"))) == 1
+
+
+def test_a_config_file_saved_by_notepad_with_a_bom_is_read(env: dict[str, str]) -> None:
+    Path(env["TCX_BRIDGE_CONFIG"]).write_bytes('\ufeffdesk = "DESK-07"\n'.encode())
+    done = run_cli({k: v for k, v in env.items() if k != "TCX_BRIDGE_DESK"}, "config")
+    assert done.returncode == 0, done.stderr
+    assert "DESK-07" in done.stdout
+
+
+def test_an_unknown_region_fails_config(env: dict[str, str]) -> None:
+    done = run_cli({**env, "TCX_BRIDGE_REGION": "XX"}, "config")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: region: 'XX' is not a region phonenumbers knows; use a two-letter country code such as "
+        "CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
+    )
+
+
+@pytest.mark.integration
+def test_root_desk_flag_counts_for_dial(env: dict[str, str], settings: object) -> None:
+    from bridge.config import Settings
+
+    assert isinstance(settings, Settings)
+    environ = {k: v for k, v in env.items() if k != "TCX_BRIDGE_DESK"}
+    done = run_cli(environ, "--desk", "nobody-here", "dial", "123")
+    assert "give exactly one" not in done.stderr
+    assert done.stderr.strip().startswith("Error: no desk agent listens for 'desk.nobody-here.dial'")
+
+
+def test_contacts_lookup_shows_the_normalisation_and_the_contact(env: dict[str, str]) -> None:
+    assert run_cli(env, "contacts", "import", str(DATA / "german-cp1252.csv")).returncode == 0
+    done = run_cli(env, "contacts", "lookup", "044 111 22 33")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == [
+        "number   '044 111 22 33' -> external +41441112233",
+        "name     Jürg Müller",
+    ]
+    unknown = run_cli(env, "contacts", "lookup", "079 000 00 00")
+    assert unknown.returncode == 1
+    assert "no contact for +41790000000" in unknown.stderr
+    listed = run_cli(env, "contacts", "list", "--format", "csv")
+    assert listed.stdout.splitlines()[0] == "key,name,phone,e164,company,email,url"
+    assert len(listed.stdout.splitlines()) == 3
