@@ -112,3 +112,59 @@ def test_contacts_lookup_shows_the_normalisation_and_the_contact(env: dict[str, 
     listed = run_cli(env, "contacts", "list", "--format", "csv")
     assert listed.stdout.splitlines()[0] == "key,name,phone,e164,company,email,url"
     assert len(listed.stdout.splitlines()) == 3
+
+
+@pytest.fixture
+def desk_env(env: dict[str, str], fake_assistant: object, broker: object) -> dict[str, str]:
+    """A desk set up right: the topology declared, an Assistant executable."""
+    from tests.conftest import FakeAssistant
+
+    assert isinstance(fake_assistant, FakeAssistant)
+    ready = {**env, "TCX_BRIDGE_ASSISTANT": str(fake_assistant.path)}
+    assert run_cli(ready, "topology", "declare").returncode == 0
+    return ready
+
+
+@pytest.mark.integration
+def test_doctor_on_a_good_desk_passes(desk_env: dict[str, str]) -> None:
+    done = run_cli(desk_env, "doctor")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert all(line.startswith("\u2713 ") for line in lines), lines
+    assert any('"Call CRM Executable" box: ' in line and "tcx-bridge-notifyw" in line for line in lines)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"TCX_BRIDGE_AMQP_URL": "wrong-password"}, "the broker refused the login (ACCESS_REFUSED)"),
+        (
+            {"TCX_BRIDGE_EXCHANGE": "no-such-exchange"},
+            "the events exchange 'no-such-exchange' does not exist",
+        ),
+        ({"TCX_BRIDGE_DATA_DIR": "under-a-file"}, "is not usable"),
+        (
+            {"TCX_BRIDGE_ASSISTANT_PROCESS": "no-such-assistant.exe"},
+            "process no-such-assistant.exe is not running",
+        ),
+    ],
+)
+def test_doctor_names_what_is_wrong(
+    desk_env: dict[str, str], broker_url: str, tmp_path: Path, change: dict[str, str], expected: str
+) -> None:
+    environ = dict(desk_env)
+    for key, value in change.items():
+        if value == "wrong-password":
+            value = broker_url.replace("guest:guest", "guest:wrong")
+        if value == "under-a-file":
+            (tmp_path / "blocker").write_text("x")
+            value = str(tmp_path / "blocker" / "data")
+        environ[key] = value
+    done = run_cli(environ, "doctor")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("\u2717 ")]
+    assert len(failed) == 1, done.stdout
+    assert expected in failed[0]
+    assert " -> " in failed[0]  # with the fix
+    assert done.stderr.strip().endswith("Error: 1 check(s) failed")

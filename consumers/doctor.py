@@ -1,0 +1,168 @@
+"""``tcx-bridge doctor``: the checks an admin runs first on a new desk or server.
+
+Each check gives one Check: ok or not, what was found, and (when not ok) the
+fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
+broker address (reachable, login, vhost, events exchange), the data dir and the
+outbox, the region, the 3CX Assistant (executable, process), and the path of
+``tcx-bridge-notifyw`` to paste into the Assistant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from bridge.config import Loaded, config_path, redact_url, split_urls
+from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from consumers.agent import assistant_running
+from consumers.numbers import check_region
+
+ASSISTANT_PLACES = (
+    r"C:\Program Files\3CXPhone for Windows\tcx.assistant.client.exe",
+    r"C:\Program Files (x86)\3CX Assistant\tcx.assistant.client.exe",
+    r"%LOCALAPPDATA%\3CX Assistant\tcx.assistant.client.exe",
+)
+
+
+class Check(NamedTuple):
+    ok: bool
+    what: str
+    fix: str = ""
+
+
+def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterator[Check]:
+    """Every check, in the order an admin would fix things."""
+    environ = dict(os.environ if environ is None else environ)
+    yield _configuration(loaded, environ)
+    yield _region(loaded)
+    for url in split_urls(loaded.settings.amqp_url):
+        yield _broker(loaded, url)
+    yield from _data_dir(loaded)
+    yield from _assistant(loaded)
+    yield _notifyw()
+
+
+def _configuration(loaded: Loaded, environ: dict[str, str]) -> Check:
+    path, explicit = config_path(environ)
+    where = f"file {path}" if path is not None and path.exists() else "no config file"
+    if path is not None and not path.exists() and not explicit:
+        where += f" (would be {path})"
+    from_env = sorted(key for key, source in loaded.sources.items() if source.startswith("env"))
+    from_flags = sorted(key for key, source in loaded.sources.items() if source == "flag")
+    parts = [
+        where,
+        f"{len(from_env)} from the environment" + (f" ({', '.join(from_env)})" if from_env else ""),
+    ]
+    if from_flags:
+        parts.append(f"flags: {', '.join(from_flags)}")
+    return Check(True, "configuration is valid: " + "; ".join(parts))
+
+
+def _region(loaded: Loaded) -> Check:
+    try:
+        check_region(loaded.settings.region)
+    except TcxBridgeError as error:
+        return Check(False, str(error), "set TCX_BRIDGE_REGION to your country, e.g. CH")
+    return Check(True, f"region {loaded.settings.region} (national numbers are read in it)")
+
+
+def _broker(loaded: Loaded, url: str) -> Check:
+    from bridge.transport import Broker
+
+    settings = loaded.settings
+    shown = redact_url(url)
+    try:
+        with Broker(url, ca_file=settings.ca_file, timeout=5) as broker:
+            if not broker.exchange_exists(settings.exchange):
+                return Check(
+                    False,
+                    f"broker {shown}: reachable, login accepted, but the events exchange "
+                    f"{settings.exchange!r} does not exist",
+                    "run `tcx-bridge topology declare` once (as a user allowed to configure)",
+                )
+    except BrokerRefusedError as error:
+        return Check(False, f"broker {shown}: {error}", "fix the user, password or vhost in amqp_url")
+    except TcxBridgeError as error:
+        return Check(False, f"broker {shown}: {error}", "start the broker or fix the host and port")
+    return Check(True, f"broker {shown}: reachable, login accepted, vhost and {settings.exchange!r} exist")
+
+
+def _data_dir(loaded: Loaded) -> Iterator[Check]:
+    from bridge.outbox import Outbox
+
+    settings = loaded.settings
+    data = Path(settings.data_dir)
+    try:
+        check_directory(data)
+        data.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data, prefix=".doctor-"):
+            pass
+    except (OSError, TcxBridgeError) as error:
+        yield Check(
+            False,
+            f"data dir {str(data)!r} is not usable: {error}",
+            "point TCX_BRIDGE_DATA_DIR at a writable directory",
+        )
+        return
+    yield Check(True, f"data dir {data} exists and is writable")
+    outbox = Outbox(settings.outbox_dir)
+    paths = outbox.paths()
+    if not paths:
+        yield Check(True, "outbox is empty")
+        return
+    age = time.time() - paths[0].stat().st_mtime
+    yield Check(
+        age < 300,
+        f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
+        ""
+        if age < 300
+        else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
+    )
+
+
+def _assistant(loaded: Loaded) -> Iterator[Check]:
+    settings = loaded.settings
+    found = shutil.which(settings.assistant) or (
+        settings.assistant if Path(settings.assistant).is_file() else None
+    )
+    if found is None:
+        places = [os.path.expandvars(place) for place in ASSISTANT_PLACES]
+        found = next((place for place in places if Path(place).is_file()), None)
+        if found is not None:
+            yield Check(False, f"3CX Assistant found at {found}, but assistant is {settings.assistant!r}",
+                        f"set TCX_BRIDGE_ASSISTANT={found}")  # fmt: skip
+        else:
+            yield Check(
+                False,
+                f"3CX Assistant {settings.assistant!r} not found (also not in the usual places)",
+                "install the 3CX Assistant, or set TCX_BRIDGE_ASSISTANT to the full path of "
+                "tcx.assistant.client.exe",
+            )
+    else:
+        yield Check(True, f"3CX Assistant: {found}")
+    if settings.assistant_process:
+        running = assistant_running(settings.assistant_process)
+        yield Check(
+            running,
+            f"process {settings.assistant_process} is {'running' if running else 'not running'}",
+            "" if running else "start the 3CX Assistant and log in (dials fail until then)",
+        )
+
+
+def _notifyw() -> Check:
+    from bridge.simulate import find_script
+
+    for name in ("tcx-bridge-notifyw", "tcx-bridge-notify"):
+        found = find_script(name)
+        if found:
+            exe = found + (".exe" if sys.platform == "win32" and not found.endswith(".exe") else "")
+            return Check(True, f'paste into the 3CX Assistant\'s "Call CRM Executable" box: {exe}')
+    return Check(
+        False, "tcx-bridge-notifyw is not installed next to this Python", "pip install tcx-bridge again"
+    )
