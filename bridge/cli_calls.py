@@ -135,24 +135,23 @@ def consume_command(
         tcx-bridge consume crm
         tcx-bridge consume --list
     """
-    import importlib
-
-    from consumers import CONSUMERS
+    from consumers.plugins import installed, load
 
     if list_them:
-        for known, (_, _, about) in CONSUMERS.items():
-            click.echo(f"{known:<10} {about}")
+        for plugin in installed():
+            origin = f"{plugin.package} {plugin.version}"
+            if plugin.error:
+                click.echo(f"{plugin.name:<14} {origin:<22} BROKEN: {plugin.error}")
+            else:
+                click.echo(f"{plugin.name:<14} {origin:<22} {plugin.about}")
         return
-    if name not in CONSUMERS:
-        raise click.BadParameter(
-            f"{name!r} is not a consumer; choose from {', '.join(CONSUMERS)}", param_hint="NAME"
-        )
+    if not name:
+        raise click.UsageError("give the consumer's NAME (tcx-bridge consume --list shows them)")
     settings = settings_of(ctx)
-    module, cls, _ = CONSUMERS[name]
     with friendly_errors():
         from consumers.runtime import Runner
 
-        consumer = getattr(importlib.import_module(module), cls)(settings)
+        consumer = load(name)(settings)
         runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
         runner.install_signal_handlers()
         runner.run()

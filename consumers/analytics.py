@@ -20,6 +20,8 @@ def database_path(settings: Settings) -> Path:
 
 
 class Analytics(CallConsumer):
+    """One record per call: ring and talk times, missed calls."""
+
     name = "analytics"
 
     def __init__(self, settings: Settings) -> None:

@@ -109,6 +109,8 @@ def contact_lookup(settings: Settings) -> ContactLookup:
 
 
 class Crm(CallConsumer):
+    """Screen pops by caller id, and the call journal."""
+
     name = "crm"
 
     def __init__(self, settings: Settings) -> None:

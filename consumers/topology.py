@@ -6,7 +6,6 @@ declaration matches what the running components declare themselves.
 
 from __future__ import annotations
 
-import importlib
 from typing import NamedTuple
 
 import msgspec
@@ -14,9 +13,9 @@ import msgspec
 from bridge.config import Settings
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker
-from consumers import CONSUMERS
 from consumers.agent import DeskAgent
-from consumers.runtime import Consumer, declare_consumer_queues
+from consumers.plugins import consumer_classes
+from consumers.runtime import declare_consumer_queues
 
 
 class Entity(NamedTuple):
@@ -25,10 +24,6 @@ class Entity(NamedTuple):
     kind: str
     name: str
     about: str
-
-
-def consumer_classes() -> list[type[Consumer]]:
-    return [getattr(importlib.import_module(module), cls) for module, cls, _ in CONSUMERS.values()]
 
 
 def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
