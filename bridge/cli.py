@@ -26,6 +26,14 @@ from bridge.errors import OutboxError, check_directory
 @click.option("--desk", "desk_flag", help="This desk's id (env TCX_BRIDGE_DESK).")
 @click.option("--extension", "extension_flag", help="The agent's extension (env TCX_BRIDGE_EXTENSION).")
 @click.option("--data-dir", help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
+@click.option(
+    "--metrics-port", type=int, help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT)."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line (env TCX_BRIDGE_LOG_FORMAT).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
 @click.version_option(package_name="tcx-bridge")
 @click.pass_context

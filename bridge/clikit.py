@@ -6,6 +6,8 @@ click is used only in the CLI layer (this module, cli.py and cli_calls.py).
 from __future__ import annotations
 
 import functools
+import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -37,8 +39,36 @@ def loaded(ctx: click.Context) -> Loaded:
     if "loaded" not in obj:
         with friendly_errors():
             obj["loaded"] = load_settings(obj.get("flags", {}))
+        if obj["loaded"].settings.log_format == "json":
+            use_json_logs()
     result: Loaded = obj["loaded"]
     return result
+
+
+# the attributes every LogRecord has; anything else was passed with extra= and is a field
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the fields passed with extra=."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        document |= {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
+        if record.exc_info:
+            document["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+def use_json_logs() -> None:
+    """Switch the root handlers (set up by the group) to JSON lines."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
 
 
 def settings_of(ctx: click.Context) -> Settings:

@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     crm_timeout: float
     popup_ttl: float
     replay_interval: float
+    metrics_port: int | None
+    metrics_host: str
+    log_format: str
 
     @property
     def unrouted_exchange(self) -> str:
@@ -272,6 +275,22 @@ def _url_template(name: str, value: Any) -> str | None:
     return text
 
 
+def _port(name: str, value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    port = _number(int, 1)(name, value)
+    if port > 65535:
+        raise ConfigError(f"{name}: {value!r} is not a port; give 1 to 65535, e.g. 9464")
+    return int(port)
+
+
+def _log_format(name: str, value: Any) -> str:
+    text = _text(name, value).strip().lower()
+    if text not in ("text", "json"):
+        raise ConfigError(f"{name}: {value!r} is not a log format; use text or json")
+    return text
+
+
 def _const(value: Any) -> Callable[[dict[str, Any], Mapping[str, str]], Any]:
     return lambda _, __: value
 
@@ -344,6 +363,14 @@ KEYS: tuple[Key, ...] = (
         _number(float, 0.1),
         "seconds between the desk agent's outbox replays",
     ),
+    Key(
+        "metrics_port",
+        _const(None),
+        _port,
+        "serve Prometheus /metrics, /healthz and /readyz on this port (consume, agent; default off)",
+    ),
+    Key("metrics_host", _const("127.0.0.1"), _text, "address the metrics port binds to"),
+    Key("log_format", _const("text"), _log_format, "text, or json: one JSON object per log line"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 

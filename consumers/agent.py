@@ -337,6 +337,7 @@ class DeskAgent(Consumer):
     def _publish_result(
         self, publish: Callable[[str, OutgoingMessage], bool], result: events.DialResult
     ) -> None:
+        self.metrics.dial_result(result.status)
         if result.reason:
             logger.warning("dial %s %s: %s", result.request_id, result.status, result.reason)
         else:
@@ -401,6 +402,9 @@ class DeskAgent(Consumer):
             return
         self._next_replay = now + settings.replay_interval
         outbox = Outbox(settings.outbox_dir)
+        waiting = outbox.paths()
+        oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+        self.metrics.outbox(len(waiting), oldest)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:

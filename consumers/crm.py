@@ -139,7 +139,9 @@ class Crm(CallConsumer):
     def _lookup(self, number: CallerNumber) -> events.Contact | None:
         if number.kind != "external" or number.e164 is None:
             return None
-        return self.contacts.lookup(number.e164, number.raw)
+        contact = self.contacts.lookup(number.e164, number.raw)
+        self.metrics.contact_lookup(contact is not None)
+        return contact
 
     def _pop(self, event: events.CallEvent, number: CallerNumber, context: Context) -> str:
         age = (datetime.now(UTC) - events.parse_time(event.occurred_at)).total_seconds()
@@ -166,6 +168,7 @@ class Crm(CallConsumer):
                 expiration_ms=int(self.settings.popup_ttl * 1000),
             ),
         )
+        self.metrics.pop_latency(age)
         if not routed:
             return "pop-unrouted"  # no agent queue for that desk: kept in the unrouted exchange
         return "popped" if pop.contact else "popped-unknown"

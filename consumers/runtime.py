@@ -55,6 +55,7 @@ from bridge.errors import (
 )
 from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.metrics import NULL, Metrics, metrics_for
 from consumers.store import savepoint, transaction
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ class Consumer:
 
     name: str = "consumer"
     database: sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
+    metrics: Metrics = NULL  # set by the Runner: report consumer-specific metrics here
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        """``tcx-bridge consume NAME`` creates a plugin with the effective settings."""
+        if settings is not None:
+            self.settings = settings
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
@@ -138,9 +145,13 @@ class Runner:
         *,
         max_messages: int | None = None,
         idle_exit: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.consumer = consumer
         self.settings = settings
+        self.metrics = metrics_for(settings) if metrics is None else metrics
+        consumer.metrics = self.metrics
+        self._next_depth = 0.0
         self.queue = settings.queue(consumer.name)
         self.retry_queue = f"{self.queue}.retry"
         self.handled = 0
@@ -192,6 +203,8 @@ class Runner:
                     else:
                         delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
                         failures += 1
+                    self.metrics.reconnected(self.consumer.name)
+                    self.metrics.connected(self.consumer.name, None)
                     logger.warning(
                         "consumer=%s broker lost (%s); reconnecting in %.1fs",
                         self.consumer.name,
@@ -201,6 +214,7 @@ class Runner:
                     self._sleep(delay)
         finally:
             self.consumer.close()
+            self.metrics.close()
         logger.info("consumer=%s stopped after %d message(s)", self.consumer.name, self.handled)
 
     def _sleep(self, seconds: float) -> None:
@@ -214,16 +228,26 @@ class Runner:
             self._connected = True
             declare_consumer_queues(broker, self.settings, self.consumer)
             logger.info("consumer=%s consuming %s on node %s", self.consumer.name, self.queue, broker.node)
+            self.metrics.connected(self.consumer.name, broker.node)
             self._last_activity = time.monotonic()
             broker.consume(
                 self.queue,
                 self._on_batch,
                 prefetch=self.settings.prefetch,
                 should_stop=self._should_stop,
-                on_tick=lambda: self.consumer.tick(broker, self.settings),
+                on_tick=lambda: self._tick(broker),
                 tick=0.2,
             )
         self._broker = None
+
+    def _tick(self, broker: Broker) -> None:
+        now = time.monotonic()
+        if self.metrics is not NULL and now >= self._next_depth:
+            self._next_depth = now + 5.0
+            info = broker.queue_info(self.queue)
+            if info is not None:
+                self.metrics.queue_depth(self.queue, info[0])
+        self.consumer.tick(broker, self.settings)
 
     def _should_stop(self) -> bool:
         if self._idle_exit is not None and time.monotonic() - self._last_activity > self._idle_exit:
@@ -252,6 +276,7 @@ class Runner:
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, routing_key, outcome, attempts, seconds in lines:
+            self.metrics.message(self.consumer.name, outcome, seconds)
             logger.info(
                 "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
                 self.consumer.name,
@@ -261,6 +286,15 @@ class Runner:
                 outcome,
                 attempts,
                 seconds * 1000,
+                extra={
+                    "consumer": self.consumer.name,
+                    "type": delivery.type,
+                    "message_id": delivery.message_id,
+                    "routing_key": routing_key,
+                    "outcome": outcome,
+                    "attempt": attempts,
+                    "ms": round(seconds * 1000, 1),
+                },
             )
         if self._max_messages is not None and self.handled >= self._max_messages:
             self._stop.set()
@@ -334,6 +368,7 @@ class Runner:
         return self._retry(broker, delivery, routing_key, attempts, reason)
 
     def _retry(self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, reason: str) -> str:
+        self.metrics.retried(self.consumer.name)
         delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
         headers = {**delivery.headers, ATTEMPTS: attempts, ROUTING_KEY: routing_key, REASON: reason}
         broker.publish("", _copy(delivery, self.retry_queue, headers, expiration_ms=delay))
@@ -350,6 +385,7 @@ class Runner:
             CONSUMER: self.consumer.name,
         }
         broker.publish(self.settings.dead_exchange, _copy(delivery, self.consumer.name, headers))
+        self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
             self.consumer.name,

@@ -1,0 +1,112 @@
+"""Metrics, health and JSON logs of the long-running processes, against the real broker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.config import Settings
+from bridge.transport import Broker, OutgoingMessage
+from tests.cluster import LocalCluster
+from tests.conftest import Service, start_service, wait_until
+from tests.test_consumers_integration import T0, call_message, processed_count, send
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, parsed with prometheus_client's own parser."""
+    status, text = get(port, "/metrics")
+    assert status == 200
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_counters_are_exact_after_known_messages(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    port = free_port()
+    service = start_service(
+        services, env, broker, settings.queue("analytics"),
+        "--metrics-port", str(port), "--log-format", "json", "consume", "analytics",
+    )  # fmt: skip
+    event = call_message(settings, "started", "inbound", "m1", T0, "1")
+    garbage = OutgoingMessage(f"call.started.inbound.{settings.desk}", b"{nope", "g1", "call.started", 0)
+    send(broker, settings, event, event, call_message(settings, "ended", "inbound", "m1", T0), garbage)
+    wait_until(lambda: processed_count(settings, "analytics") == 2)
+    consumer = (("consumer", "analytics"),)
+
+    def counted() -> bool:
+        found = samples(port)
+        return (
+            found.get(("tcx_messages_total", (("consumer", "analytics"), ("outcome", "dead_lettered")))) == 1
+        )
+
+    wait_until(counted)
+    found = samples(port)
+    assert found[("tcx_messages_total", (("consumer", "analytics"), ("outcome", "handled")))] == 2
+    assert found[("tcx_messages_total", (("consumer", "analytics"), ("outcome", "duplicate")))] == 1
+    assert (
+        found[("tcx_dead_lettered_total", (("consumer", "analytics"), ("reason_kind", "undecodable")))] == 1
+    )
+    assert found[("tcx_handle_seconds_count", consumer)] == 4
+    assert found[("tcx_connected", (("consumer", "analytics"), ("node", "127.0.0.1:5672")))] == 1
+    assert get(port, "/healthz") == (200, "ok\n")
+    assert get(port, "/readyz") == (200, "ready\n")
+
+    lines = [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    handled = [line for line in lines if line.get("outcome") == "recorded"]
+    assert len(handled) == 2
+    assert {"consumer", "message_id", "routing_key", "outcome", "attempt", "ms", "time", "level"} <= set(
+        handled[0]
+    )
+    assert handled[0]["routing_key"] == f"call.started.inbound.{settings.desk}"
+
+
+def test_readyz_follows_the_broker(
+    cluster: LocalCluster | list[str], env: dict[str, str], services: list[Service]
+) -> None:
+    """A node of the tests' own (never the shared one): stopped, /readyz says 503; back, 200."""
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("needs a node this test may kill")
+    port = free_port()
+    own = {**env, "TCX_BRIDGE_AMQP_URL": cluster.url(2), "TCX_BRIDGE_METRICS_PORT": str(port)}
+    from bridge.config import load_settings
+
+    settings = load_settings(environ=own).settings
+    with Broker(cluster.url(2)) as watcher:
+        start_service(services, own, watcher, settings.queue("analytics"), "consume", "analytics")
+    assert get(port, "/readyz") == (200, "ready\n")
+    cluster.kill(2)
+    try:
+        wait_until(lambda: get(port, "/readyz")[0] == 503, timeout=15)
+        _, text = get(port, "/readyz")
+        assert text.startswith("not connected to a broker")
+        assert get(port, "/healthz")[0] == 200  # the process runs
+    finally:
+        cluster.restart(2)
+    wait_until(lambda: get(port, "/readyz")[0] == 200, timeout=60)
+    found = samples(port)
+    assert found[("tcx_reconnects_total", (("consumer", "analytics"),))] >= 1
