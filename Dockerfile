@@ -5,10 +5,11 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY consumers ./consumers
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[metrics,xlsx]" \
     && useradd --system --uid 10001 tcx \
     && mkdir /data && chown tcx /data
 USER tcx
-ENV TCX_BRIDGE_DATA_DIR=/data
+ENV TCX_BRIDGE_DATA_DIR=/data TCX_BRIDGE_METRICS_PORT=9464 TCX_BRIDGE_METRICS_HOST=0.0.0.0
+EXPOSE 9464
 ENTRYPOINT ["tcx-bridge"]
 CMD ["--help"]
