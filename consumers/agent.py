@@ -190,7 +190,7 @@ class DeskAgent(Consumer):
             return "duplicate"
         reason = f"the request cannot be read: {unreadable.reason}"
         self._record(request, request.number, "rejected", reason)
-        self._report(context, request, request.number, "rejected", reason)
+        self._report(context.publish, request, request.number, "rejected", reason)
         return "rejected"
 
     # dialing ---------------------------------------------------------------
@@ -204,14 +204,14 @@ class DeskAgent(Consumer):
                     "the desk agent stopped while dialing; not dialed again: the call may have been placed"
                 )
                 self._finish(request.request_id, "failed", stale)
-                self._report(context, request, row["number"], "failed", stale)
+                self._report(context.publish, request, row["number"], "failed", stale)
             return "duplicate"
         try:
             number = self._check(request)
         except DialError as error:
             status: events.DialStatus = "expired" if isinstance(error, DialExpiredError) else "rejected"
             self._record(request, request.number, status, str(error))
-            self._report(context, request, request.number, status, str(error))
+            self._report(context.publish, request, request.number, status, str(error))
             return status
         self._record(request, number, "dialing", None)  # durable before anything runs
         status, reason = run_assistant(self.settings, number)
@@ -223,7 +223,7 @@ class DeskAgent(Consumer):
                 "UPDATE dials SET confirm_by = ?, dialed_at = ? WHERE request_id = ?",
                 (time.time() + confirm_within, events.utc_now(), request.request_id),
             )
-        self._report(context, request, number, status, reason, confirm_within=confirm_within)
+        self._report(context.publish, request, number, status, reason, confirm_within=confirm_within)
         return status
 
     # confirmation from the Assistant's own events --------------------------
@@ -256,7 +256,9 @@ class DeskAgent(Consumer):
             "UPDATE dials SET status = 'confirmed', call_id = ?, finished_at = ? WHERE request_id = ?",
             (event.call_id, events.utc_now(), match["request_id"]),
         )
-        self._report(context, _request_of(match), match["number"], "confirmed", None, call_id=event.call_id)
+        self._report(
+            context.publish, _request_of(match), match["number"], "confirmed", None, call_id=event.call_id
+        )
         return "confirmed"
 
     def _unconfirmed(self, broker: Broker) -> None:
@@ -272,9 +274,8 @@ class DeskAgent(Consumer):
                 "UPDATE dials SET status = 'unconfirmed', reason = ?, finished_at = ? WHERE request_id = ?",
                 (reason, events.utc_now(), row["request_id"]),
             )
-            self._publish_result(
-                functools.partial(_publish_on, broker),
-                self._result(_request_of(row), row["number"], "unconfirmed", reason),
+            self._report(
+                functools.partial(_publish_on, broker), _request_of(row), row["number"], "unconfirmed", reason
             )
 
     @staticmethod
@@ -299,7 +300,7 @@ class DeskAgent(Consumer):
 
     def _report(
         self,
-        context: Context,
+        publish: Callable[[str, OutgoingMessage], bool],
         request: events.DialRequest,
         number: str,
         status: events.DialStatus,
@@ -308,30 +309,21 @@ class DeskAgent(Consumer):
         call_id: str | None = None,
         confirm_within: float | None = None,
     ) -> None:
-        result = self._result(request, number, status, reason, call_id=call_id, confirm_within=confirm_within)
-        self._publish_result(context.publish, result)
-
-    def _result(
-        self,
-        request: events.DialRequest,
-        number: str,
-        status: events.DialStatus,
-        reason: str | None,
-        *,
-        call_id: str | None = None,
-        confirm_within: float | None = None,
-    ) -> events.DialResult:
-        return events.DialResult(
-            request_id=request.request_id,
-            desk=self.settings.desk,
-            number=number,
-            status=status,
-            reason=reason[:4000] if reason else None,
-            occurred_at=events.utc_now(),
-            extension=self.settings.extension,
-            requested_by=request.requested_by,
-            call_id=call_id,
-            confirm_within=confirm_within,
+        """Publish the request's result (dial.<status>.<desk>) on the events exchange."""
+        self._publish_result(
+            publish,
+            events.DialResult(
+                request_id=request.request_id,
+                desk=self.settings.desk,
+                number=number,
+                status=status,
+                reason=reason[:4000] if reason else None,
+                occurred_at=events.utc_now(),
+                extension=self.settings.extension,
+                requested_by=request.requested_by,
+                call_id=call_id,
+                confirm_within=confirm_within,
+            ),
         )
 
     def _publish_result(
