@@ -5,9 +5,11 @@ publish it with confirms; on failure retry within ``publish_budget`` seconds,
 then store it in the outbox and still exit 0: the event is safe. After a
 successful publish, replay a bounded batch of older outboxed events.
 
-Exit status: 0 published or outboxed, 2 the launch was not understood (it is
-still published to ``call.invalid.<desk>``), 1 the event could be neither
-published nor stored, or the configuration is bad.
+Exit status: 0 published or stored (also when a bad setting, a refused login or
+an unknown vhost made it wait in the outbox: one line on stderr names the
+problem), 2 the launch was not understood (it is still published to
+``call.invalid.<desk>``, or stored), 1 the event could be neither published nor
+stored (stderr: one ``LOST <event JSON>`` line).
 
 This module is imported once per call: it imports only what the publish path
 needs (no click; tenacity only when a retry happens).
@@ -354,13 +356,16 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
-    """Bad configuration: keep the event in the outbox (bad values taken as defaults) so it is not lost."""
+    """Bad configuration: keep the event in the outbox (bad values taken as defaults) so it is not lost.
+
+    The event is safe, so the exit is 0 (2 for a launch not understood); stderr names the setting to fix.
+    """
     try:
         settings: Settings | None = load_settings(lenient=True).settings  # the bad values as defaults
     except TcxBridgeError:
         settings = None
     configure_logging(settings)
-    logger.error("configuration error: %s", error)
+    logger.error("configuration error: %s; the event is kept in the outbox until that is fixed", error)
     if settings is not None:
         event, _ = build_event(argv, settings)
         try:
@@ -368,7 +373,8 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
         except TcxBridgeError as outbox_error:
             log_lost(to_message(event), outbox_error)
         else:
-            logger.error("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
+            logger.info("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
+            return EXIT_INVALID if event.kind == "invalid" else EXIT_OK
     return EXIT_FAILED
 
 
