@@ -157,6 +157,51 @@ def consume_command(
         runner.run()
 
 
+@click.command("wallboard")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to serve on; others need a token."
+)
+@click.option("--port", default=8080, show_default=True, help="Port to serve on.")
+@click.option("--mask-numbers", is_flag=True, help="Show only the last four digits of caller numbers.")
+@with_settings
+def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bool) -> None:
+    """Serve the supervisor's live wallboard: every desk, waiting callers, today's figures.
+
+    Consumes the call events (queue <namespace>.wallboard) and pushes every change
+    to the browsers within a second. Binding to anything but 127.0.0.1 needs
+    wallboard_token (TCX_BRIDGE_WALLBOARD_TOKEN).
+
+    \b
+    Example:
+        tcx-bridge wallboard --port 8080
+        TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
+    """
+    from consumers.runtime import Runner
+    from consumers.wallboard import Wallboard
+    from consumers.wallboard_web import Fanout, WebServer, is_local, make_app
+
+    if not is_local(host) and not settings.wallboard_token:
+        raise click.ClickException(
+            f"--host {host} serves caller numbers beyond this machine: set TCX_BRIDGE_WALLBOARD_TOKEN "
+            "(wallboard_token) first, or bind to 127.0.0.1"
+        )
+    fanout = Fanout()
+    app = make_app(fanout, settings.wallboard_token)  # a token, once set, is asked for on any bind
+    board = Wallboard(settings, masked=mask_numbers)
+    board.listeners.append(fanout.publish)
+    fanout.publish(board.refresh())
+    server = WebServer(app, host, port)
+    server.start()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"wallboard on http://{shown}:{port}/ (day in {board.current['timezone']})", err=True)
+    runner = Runner(board, settings)
+    runner.install_signal_handlers()
+    try:
+        runner.run()
+    finally:
+        server.stop()
+
+
 @click.command("simulate")
 @click.option("--calls", default=40, show_default=True, help="How many calls.")
 @click.option("--desks", default=3, show_default=True, help="Across how many desks (sim-1, sim-2, ...).")
@@ -238,6 +283,7 @@ def demo_command(settings: Settings, calls: int, seed: int) -> None:
 
 COMMANDS = (
     agent_command,
+    wallboard_command,
     dial_command,
     consume_command,
     simulate_command,

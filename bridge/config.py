@@ -58,6 +58,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_port: int | None
     metrics_host: str
     log_format: str
+    service_level_seconds: float
+    desk_idle_minutes: float
+    timezone: str | None
+    wallboard_token: str | None
+    wallboard_thresholds: str
 
     @property
     def unrouted_exchange(self) -> str:
@@ -291,6 +296,35 @@ def _log_format(name: str, value: Any) -> str:
     return text
 
 
+def _timezone(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is None:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a time zone; use e.g. Europe/Zurich or UTC") from None
+    return text
+
+
+def _thresholds(name: str, value: Any) -> str:
+    text = _text(name, value).strip()
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        key, _, levels = part.partition("=")
+        amber, _, red = levels.partition("/")
+        try:
+            ok = key.strip() in ("waiting", "wait", "missed") and float(amber) <= float(red)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{name}: {part!r} is not name=amber/red with name waiting, wait or missed (e.g. wait=30/60)"
+            )
+    return text
+
+
 def _const(value: Any) -> Callable[[dict[str, Any], Mapping[str, str]], Any]:
     return lambda _, __: value
 
@@ -371,6 +405,31 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("metrics_host", _const("127.0.0.1"), _text, "address the metrics port binds to"),
     Key("log_format", _const("text"), _log_format, "text, or json: one JSON object per log line"),
+    Key(
+        "service_level_seconds",
+        _const(20.0),
+        _number(float, 1.0),
+        "wallboard: an inbound call answered within this many seconds counts for the service level",
+    ),
+    Key(
+        "desk_idle_minutes",
+        _const(15.0),
+        _number(float, 1.0),
+        "wallboard: a desk with no event this long is quiet",
+    ),
+    Key(
+        "timezone",
+        _const(None),
+        _timezone,
+        "wallboard: the day's time zone, e.g. Europe/Zurich (default: the machine's)",
+    ),
+    Key("wallboard_token", _const(None), _optional_text, "wallboard: the token a non-local bind requires"),
+    Key(
+        "wallboard_thresholds",
+        _const("waiting=2/5,wait=30/60,missed=5/10"),
+        _thresholds,
+        "wallboard: amber/red for calls waiting, longest wait (s) and missed calls",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 

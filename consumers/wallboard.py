@@ -1,0 +1,219 @@
+"""The wallboard consumer: today's calls and every desk's state, as one snapshot for the page.
+
+``tcx-bridge wallboard`` runs it with the web page (consumers.wallboard_web);
+queue ``tcx.wallboard``, bound to the call events like the analytics consumer,
+with a store of its own (``<data_dir>/wallboard.sqlite3``: the same call records,
+merged by ``occurred_at``, duplicates dropped), so a restart shows the same
+numbers. The day is the local day of the ``timezone`` setting.
+
+Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change):
+
+    tiles      ringing, longest wait (since), talking, answered, missed, answer rate,
+               service level (inbound answered within service_level_seconds / answered),
+               average ring and talk -- the inbound figures of ``tcx-bridge report``
+    desks      each desk seen today: idle, ringing (caller, contact), talking (since), quiet
+    recent     the last 20 calls
+    chart      calls per 15 minutes today
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from bridge.config import Settings
+from bridge.events import CallEvent, format_time, parse_time
+from consumers.calls import CALLS_SCHEMA, CallConsumer
+from consumers.numbers import normalise
+from consumers.report import summarise
+from consumers.runtime import Context
+from consumers.store import open_database
+
+STALE_RINGING = timedelta(hours=2)  # a call "ringing" longer than this lost its end event
+TICK = 0.1
+REFRESH = 30.0  # seconds: quiet desks and the day change without events
+
+
+def zone_of(settings: Settings) -> tzinfo:
+    if settings.timezone:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(settings.timezone)
+    local = datetime.now().astimezone().tzinfo
+    return local if local is not None else UTC
+
+
+def mask(number: str | None) -> str | None:
+    """Only the last four digits: ``•••• 4567``."""
+    if not number:
+        return number
+    digits = "".join(c for c in number if c.isdigit())
+    return "\u2022\u2022\u2022\u2022 " + digits[-4:] if len(digits) > 4 else "\u2022\u2022\u2022\u2022"
+
+
+def thresholds_of(text: str) -> dict[str, list[float]]:
+    found = {}
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        key, _, levels = part.partition("=")
+        amber, _, red = levels.partition("/")
+        found[key.strip()] = [float(amber), float(red)]
+    return found
+
+
+def snapshot(
+    connection: sqlite3.Connection,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    masked: bool = False,
+    contact_name: Callable[[str | None], str | None] = lambda _: None,
+) -> dict[str, Any]:
+    """Everything the page shows, computed from the call records."""
+    zone = zone_of(settings)
+    now = now or datetime.now(UTC)
+    today = now.astimezone(zone).date()
+    start = datetime(today.year, today.month, today.day, tzinfo=zone).astimezone(UTC)
+    end = start + timedelta(days=1)
+    rows = [
+        {**dict(row), "answered": bool(row["answered"])}
+        for row in connection.execute(
+            "SELECT * FROM calls WHERE coalesce(started_at, connected_at, ended_at) >= ? "
+            "AND coalesce(started_at, connected_at, ended_at) < ? "
+            "ORDER BY coalesce(started_at, connected_at, ended_at)",
+            (format_time(start), format_time(end)),
+        )
+    ]
+    inbound = [row for row in rows if row["direction"] != "outbound"]
+    summary = summarise(rows)
+    answered = [row for row in inbound if row["answered"] and row["ring_seconds"] is not None]
+    within = [row for row in answered if row["ring_seconds"] <= settings.service_level_seconds]
+    stale = format_time(now - STALE_RINGING)
+    ringing = [
+        row
+        for row in inbound
+        if row["started_at"]
+        and not row["connected_at"]
+        and not row["ended_at"]
+        and row["started_at"] >= stale
+    ]
+    talking = [row for row in rows if row["connected_at"] and not row["ended_at"]]
+
+    def caller(row: dict[str, Any]) -> str | None:
+        number = row["caller_id"] if row["direction"] != "outbound" else row["call_id"]
+        return mask(number) if masked else number
+
+    def contact(row: dict[str, Any]) -> str | None:
+        return contact_name(row["caller_id"] if row["direction"] != "outbound" else row["call_id"])
+
+    desks: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        last = max(t for t in (row["started_at"], row["connected_at"], row["ended_at"]) if t)
+        desk = desks.setdefault(
+            row["desk"], {"desk": row["desk"], "state": "idle", "since": last, "last": last}
+        )
+        desk["last"] = max(desk["last"], last)
+    for row in talking:
+        desks[row["desk"]] |= {"state": "talking", "since": row["connected_at"], "caller": caller(row),
+                               "contact": contact(row)}  # fmt: skip
+    for row in ringing:
+        desks[row["desk"]] |= {"state": "ringing", "since": row["started_at"], "caller": caller(row),
+                               "contact": contact(row)}  # fmt: skip
+    quiet = format_time(now - timedelta(minutes=settings.desk_idle_minutes))
+    for desk in desks.values():
+        if desk["state"] == "idle":
+            desk["since"] = desk["last"]
+            if desk["last"] < quiet:
+                desk["state"] = "quiet"
+    slots = [0] * 96
+    for row in rows:
+        first = parse_time(row["started_at"] or row["connected_at"] or row["ended_at"]).astimezone(zone)
+        slots[first.hour * 4 + first.minute // 15] += 1
+    recent = []
+    for row in sorted(rows, key=lambda r: r["started_at"] or r["ended_at"] or "", reverse=True)[:20]:
+        outcome = "talking" if row in talking else "ringing" if row in ringing else (
+            "answered" if row["answered"] else "missed" if row["ended_at"] else "open")  # fmt: skip
+        if row["direction"] == "outbound" and row["ended_at"]:
+            outcome = "connected" if row["answered"] else "not connected"
+        recent.append({
+            "time": row["started_at"] or row["ended_at"], "desk": row["desk"], "direction": row["direction"],
+            "caller": caller(row), "contact": contact(row), "outcome": outcome,
+            "ring": row["ring_seconds"], "talk": row["talk_seconds"],
+        })  # fmt: skip
+    return {
+        "day": today.isoformat(),
+        "timezone": str(zone),
+        "now": format_time(now),
+        "tiles": {
+            "ringing": len(ringing),
+            "longest_wait_since": min((row["started_at"] for row in ringing), default=None),
+            "talking": len(talking),
+            "answered": summary["answered"],
+            "missed": summary["missed"],
+            "answer_rate": summary["answer_rate"],
+            "service_level": round(len(within) / len(answered), 4) if answered else None,
+            "ring_avg": summary["ring_avg"],
+            "talk_avg": summary["talk_avg"],
+        },
+        "service_level_seconds": settings.service_level_seconds,
+        "thresholds": thresholds_of(settings.wallboard_thresholds),
+        "desks": sorted(desks.values(), key=lambda d: d["desk"]),
+        "recent": recent,
+        "chart": slots,
+    }
+
+
+class Wallboard(CallConsumer):
+    """The supervisor's live wallboard: today's calls and every desk's state (tcx-bridge wallboard)."""
+
+    name = "wallboard"
+
+    def __init__(self, settings: Settings, *, masked: bool = False) -> None:
+        super().__init__(settings)
+        self.database = open_database(Path(settings.data_dir) / "wallboard.sqlite3", CALLS_SCHEMA)
+        self.masked = masked
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.current: dict[str, Any] = {}
+        self._dirty = True
+        self._next_refresh = 0.0
+        self._lock = threading.Lock()
+        self._contacts_path = Path(settings.data_dir) / "contacts.sqlite3"
+        self._contacts: Any = None
+
+    def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
+        self._dirty = True
+        return "shown"
+
+    def contact_name(self, number: str | None) -> str | None:
+        """The contact the CRM's store has for number (the same lookup as a screen pop)."""
+        read = normalise(number, self.settings.region)
+        if read.e164 is None:
+            return None
+        if self._contacts is None:
+            if not self._contacts_path.exists():
+                return None
+            from consumers.contacts import SqliteContacts
+
+            self._contacts = SqliteContacts(self._contacts_path)
+        found = self._contacts.lookup(read.e164)
+        return found.name if found else None
+
+    def refresh(self) -> dict[str, Any]:
+        with self._lock:
+            self.current = snapshot(
+                self.database, self.settings, masked=self.masked, contact_name=self.contact_name
+            )
+        for listener in list(self.listeners):
+            listener(self.current)
+        return self.current
+
+    def tick(self, broker: Any, settings: Settings) -> None:
+        now = time.monotonic()
+        if self._dirty or now >= self._next_refresh:
+            self._dirty = False
+            self._next_refresh = now + REFRESH
+            self.refresh()
