@@ -131,6 +131,9 @@ def services(settings: Settings, env: dict[str, str], say: Say) -> Iterator[None
         ("analytics", ["consume", "analytics"], {}),
         (f"agent {DESKS[0]}", ["agent"], {"TCX_BRIDGE_DESK": DESKS[0], "TCX_BRIDGE_EXTENSION": "201"}),
     ]
+    board_port = wallboard_port()
+    if board_port is not None:
+        commands.append(("wallboard", ["wallboard", "--port", str(board_port)], {}))
     try:
         for name, argv, extra in commands:
             with (log_dir / f"{name.split()[0]}.log").open("ab") as log:
@@ -140,6 +143,7 @@ def services(settings: Settings, env: dict[str, str], say: Say) -> Iterator[None
             started.append((name, process))
         with Broker(settings.amqp_url) as broker:
             queues = [settings.queue("crm"), settings.queue("analytics"), settings.queue(f"desk.{DESKS[0]}")]
+            queues += [settings.queue("wallboard")] if board_port is not None else []
             deadline = time.monotonic() + 30
             for queue in queues:
                 while (info := broker.queue_info(queue)) is None or info[1] == 0:
@@ -147,6 +151,8 @@ def services(settings: Settings, env: dict[str, str], say: Say) -> Iterator[None
                         raise TcxBridgeError(f"the consumer of {queue!r} did not start; see {log_dir}")
                     time.sleep(0.05)
         say("3. started: " + ", ".join(name for name, _ in started))
+        if board_port is not None:
+            say(f"   wallboard: http://127.0.0.1:{board_port}/ (open it to watch the calls come in)")
         yield
     finally:
         for _, process in started:
@@ -160,6 +166,18 @@ def services(settings: Settings, env: dict[str, str], say: Say) -> Iterator[None
                 process.kill()
                 codes.append(f"{name} killed")
         say("8. stopped: " + ", ".join(codes))
+
+
+def wallboard_port() -> int | None:
+    """A free port for the wallboard, or None when its extra (Starlette, uvicorn) is not installed."""
+    import importlib.util
+    import socket
+
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_processed(settings: Settings, expected_events: int, timeout: float) -> int:

@@ -31,6 +31,7 @@ def test_demo_runs_to_completion(env: dict[str, str]) -> None:
     assert "  pop    demo-" in out
     assert "(Muster AG)" in out or "unknown caller" in out
     assert "  dial   demo-1  +41790001020   dialed" in out
+    assert "   wallboard: http://127.0.0.1:" in out
     assert "  dial   demo-1  +41790001020   confirmed (call id +41790001020)" in out
     assert "desk    calls  answered  missed  answer_rate" in out
     assert "8. stopped: crm exit 0, analytics exit 0, agent demo-1 exit 0" in out
