@@ -79,7 +79,9 @@ def desk_venv() -> Path:
     venv = Path(tempfile.mkdtemp(prefix="tcx-bench-venv-"))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)], check=True, stderr=subprocess.DEVNULL
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--compile", str(ROOT)],
+        check=True,
+        stderr=subprocess.DEVNULL,
     )
     return venv
 
@@ -111,7 +113,12 @@ def main() -> None:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
     # As on a desk: no TCX_BRIDGE_CONFIG or TCX_BRIDGE_DATA_DIR, so the platform dirs are looked up.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TCX_BRIDGE_")}
+    # as on a desk: bytecode cached (pip compiles it at install), never recompiled at each launch
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("TCX_BRIDGE_") and key != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(
         TCX_BRIDGE_AMQP_URL=args.amqp_url,
         TCX_BRIDGE_NAMESPACE=namespace,

@@ -6,8 +6,6 @@ ignore unknown fields so older consumers keep working with newer producers.
 Every message carries ``type`` (its tag) and ``schema_version``.
 """
 
-from __future__ import annotations
-
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,13 +18,13 @@ from bridge.text import MAX_ID, id_problem
 SCHEMA_VERSION = 1
 APP_ID = "tcx-bridge"
 
-_TIME_RE = re.compile(
+TIME_PATTERN = (
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
 )
+_time_re: re.Pattern[str] | None = None  # compiled on first use: a launch never needs it
 Timestamp = Annotated[
     str,
     msgspec.Meta(
-        pattern=_TIME_RE.pattern,
         description=(
             "RFC 3339 date-time: 0-9 fraction digits, Z or a numeric offset, T or a space. "
             "tcx-bridge emits UTC with microseconds, e.g. 2026-11-27T16:32:28.123456Z, "
@@ -189,7 +187,10 @@ def parse_time(value: str) -> datetime:
             return datetime.fromisoformat(value)
         except ValueError:
             pass  # said precisely below
-    found = _TIME_RE.match(value)
+    global _time_re  # a lazily compiled module constant
+    if _time_re is None:
+        _time_re = re.compile(TIME_PATTERN)
+    found = _time_re.match(value)
     if found is None:
         raise ValueError(f"{value!r} is not an RFC 3339 date-time (like 2026-11-27T16:32:28.123Z)")
     year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = found.groups()

@@ -10,14 +10,24 @@ from __future__ import annotations
 import re
 
 # C0, DEL, C1, and the bidirectional embeddings, overrides and isolates
-CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+CONTROL = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+_control_re: re.Pattern[str] | None = None  # compiled on first use: most text is printable
+
+
+def _control() -> re.Pattern[str]:
+    global _control_re  # a lazily compiled module constant
+    if _control_re is None:
+        _control_re = re.compile(CONTROL)
+    return _control_re
+
+
 ELLIPSIS = "…"
 MAX_ID = 128  # characters of a call id or caller id in a valid event (longer: the event is invalid)
 
 
 def has_control(value: str) -> bool:
     """True when value holds a control or bidi-override character."""
-    return CONTROL_RE.search(value) is not None
+    return not value.isprintable() and _control().search(value) is not None
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -27,7 +37,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(value: str, width: int | None = None) -> str:
     """value with every control character as a visible escape (``\\x1b``, ``\\u202e``), cut at width."""
-    shown = CONTROL_RE.sub(_escape, value)
+    shown = value if value.isprintable() else _control().sub(_escape, value)
     if width is not None and len(shown) > width:
         return shown[: max(width - 1, 0)] + ELLIPSIS
     return shown
