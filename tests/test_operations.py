@@ -48,7 +48,8 @@ def test_topology_declare_twice_is_idempotent(
     shown = run_cli(env, "topology", "show", "--desk", "d1")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert len(lines) == 17  # 5 exchanges and queues of the events, 3 queues each: crm, analytics, wallboard, d1
+    # 5 exchanges and queues of the events, 3 queues each: crm, analytics, wallboard, d1
+    assert len(lines) == 17
     assert not [line for line in lines if "MISSING" in line]
     assert any(line.split()[1] == f"{settings.namespace}.dead.crm" for line in lines)
     assert any(line.split()[1] == f"{settings.namespace}.desk.d1" for line in lines)
