@@ -250,6 +250,8 @@ class Broker:
                 selected: list[bool] = []
                 impl.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _: selected.append(True))
                 impl.add_on_return_callback(on_return)
+                closed: list[Any] = []
+                impl.add_on_close_callback(lambda _channel, reason: closed.append(reason))
                 deadline = time.monotonic() + timeout
                 while not selected and impl.is_open and time.monotonic() < deadline:
                     self._connection.process_data_events(time_limit=0.002)
@@ -268,6 +270,8 @@ class Broker:
                     self._connection.process_data_events(time_limit=0.002)
                 if impl.is_open:
                     channel.close()
+                elif closed and isinstance(closed[0], pika.exceptions.ChannelClosedByBroker):
+                    raise closed[0]  # e.g. 404: the exchange is missing (mapped to our error just below)
         except TransportError as error:
             prefix = min(_confirmed_prefix(state["acked"], acked_one, len(messages)), state["failed"] - 1)
             return prefix, error

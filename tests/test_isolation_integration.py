@@ -249,3 +249,18 @@ def test_an_orphan_left_by_a_killed_launch_is_published_by_spool_flush(
     assert delivery.message_id == message.message_id
     assert not orphan.exists()
     assert not incomplete.exists()
+
+
+def test_spool_flush_on_a_fresh_broker_declares_the_events_exchange(
+    env: dict[str, str], broker: Broker, settings: Settings
+) -> None:
+    """The pipelined replay meets a missing exchange (404) the way a launch does: it declares it."""
+    assert not broker.exchange_exists(settings.exchange)
+    outbox = Outbox(settings.outbox_dir)
+    for n in range(3):
+        outbox.put(call_message(settings, "started", "inbound", f"fresh-{n}", T0, "1"))
+    done = run_cli(env, "spool", "flush")
+    assert done.returncode == 0, done.stderr
+    assert "flushed 3 event(s)" in done.stdout
+    assert broker.exchange_exists(settings.exchange)
+    assert outbox.paths() == []
