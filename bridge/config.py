@@ -65,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wallboard_thresholds: str
 
     @property
+    def broker_count(self) -> int:
+        """How many broker addresses amqp_url holds (a cluster: several, comma-separated)."""
+        return self.amqp_url.count(",") + 1
+
+    @property
     def unrouted_exchange(self) -> str:
         return f"{self.namespace}.unrouted"
 

@@ -145,8 +145,9 @@ def _publish_and_replay(
     on_safe: Callable[[], None],
     start: int = 0,
 ) -> int:
-    nodes = settings.amqp_url.count(",") + 1
-    connect_timeout = max(settings.publish_budget / (nodes + 1), 0.2)  # a dead node costs a fraction
+    connect_timeout = max(
+        settings.publish_budget / (settings.broker_count + 1), 0.2
+    )  # a dead node costs a fraction
     with Broker(
         settings.amqp_url,
         ca_file=settings.ca_file,

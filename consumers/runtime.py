@@ -163,7 +163,6 @@ class Runner:
         self._connected = False
         self._unrouted_logged: dict[str, float] = {}
         self._start = 0
-        self._nodes = settings.amqp_url.count(",") + 1
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -198,7 +197,7 @@ class Runner:
                     self._start += 1  # the next node first: this one may be gone
                     if self._connected and time.monotonic() - connected_at >= HEALTHY_SECONDS:
                         failures = 0  # a new outage: start again from the short delays
-                    if self._connected and failures == 0 and self._nodes > 1:
+                    if self._connected and failures == 0 and self.settings.broker_count > 1:
                         delay = 0.0  # a node went away: the others are tried at once
                     else:
                         delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)

@@ -133,9 +133,11 @@ def snapshot(
     for row in rows:
         first = parse_time(row["started_at"] or row["connected_at"] or row["ended_at"]).astimezone(zone)
         slots[first.hour * 4 + first.minute // 15] += 1
+    talking_ids = {row["id"] for row in talking}
+    ringing_ids = {row["id"] for row in ringing}
     recent = []
     for row in sorted(rows, key=lambda r: r["started_at"] or r["ended_at"] or "", reverse=True)[:20]:
-        outcome = "talking" if row in talking else "ringing" if row in ringing else (
+        outcome = "talking" if row["id"] in talking_ids else "ringing" if row["id"] in ringing_ids else (
             "answered" if row["answered"] else "missed" if row["ended_at"] else "open")  # fmt: skip
         if row["direction"] == "outbound" and row["ended_at"]:
             outcome = "connected" if row["answered"] else "not connected"
