@@ -65,6 +65,14 @@ def healthy(cluster: LocalCluster | list[str]) -> None:
                 cluster.restart(n)
 
 
+def start_analytics(
+    services: list[Service], env: dict[str, str], settings: Settings, watch_url: str
+) -> Service:
+    """The analytics consumer, seen consuming from watch_url (a node other than the one to be killed)."""
+    with Broker(watch_url) as watcher:
+        return start_service(services, env, watcher, settings.queue("analytics"), "consume", "analytics")
+
+
 def calls_of(calls: int, tag: str) -> list[list[list[str]]]:
     """The launches of each call, in order: half answered (S, C, E), half missed (S, E)."""
     found = []
@@ -118,10 +126,7 @@ def test_killing_the_node_of_the_consumer_and_its_queue_loses_nothing(
     nodes = local(cluster)
     healthy(nodes)
     env = {**cluster_env, "TCX_BRIDGE_AMQP_URL": ",".join(nodes.urls)}  # the consumer starts on node 0
-    with Broker(nodes.url(1)) as watcher:
-        analytics = start_service(
-            services, env, watcher, cluster_settings.queue("analytics"), "consume", "analytics"
-        )
+    analytics = start_analytics(services, env, cluster_settings, nodes.url(1))
     queue = cluster_settings.queue("analytics")
     victim = nodes.leader(queue)
     port = int(re.findall(r"consuming \S+ on node 127\.0\.0\.1:(\d+)", analytics.output())[-1])
@@ -182,10 +187,7 @@ def test_killing_the_node_that_holds_the_retry_queue_keeps_the_consumer_going(
     assert declared.returncode == 0, declared.stderr  # every queue leads on node 0
     assert nodes.leader(f"{cluster_settings.queue('analytics')}.retry") == 0
     env = {**cluster_env, "TCX_BRIDGE_AMQP_URL": ",".join([nodes.url(1), nodes.url(2)])}
-    with Broker(nodes.url(1)) as watcher:
-        analytics = start_service(
-            services, env, watcher, cluster_settings.queue("analytics"), "consume", "analytics"
-        )
+    analytics = start_analytics(services, env, cluster_settings, nodes.url(1))
     nodes.kill(0)
     try:
         for argv in launches(6, "retry"):
