@@ -14,6 +14,7 @@ import click
 
 from bridge.cli_calls import COMMANDS
 from bridge.cli_data import COMMANDS as DATA_COMMANDS
+from bridge.cli_store import COMMANDS as STORE_COMMANDS
 from bridge.clikit import friendly_errors, loaded, with_settings
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
@@ -26,6 +27,10 @@ from bridge.errors import OutboxError, check_directory
 @click.option("--desk", "desk_flag", help="This desk's id (env TCX_BRIDGE_DESK).")
 @click.option("--extension", "extension_flag", help="The agent's extension (env TCX_BRIDGE_EXTENSION).")
 @click.option("--data-dir", help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
+@click.option(
+    "--store-url",
+    help="Consumers' store: postgresql://user@host/db; unset: SQLite files (env TCX_BRIDGE_STORE_URL).",
+)
 @click.option(
     "--metrics-port", type=int, help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT)."
 )
@@ -234,7 +239,7 @@ def schema_command(as_asyncapi: bool, markdown: bool) -> None:
         click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
 
 
-for command in (*COMMANDS, *DATA_COMMANDS):
+for command in (*COMMANDS, *DATA_COMMANDS, *STORE_COMMANDS):
     cli.add_command(command)
 
 

@@ -18,7 +18,7 @@ from bridge.config import Settings
 
 @click.group()
 def contacts() -> None:
-    """The embedded SQLite contacts store the CRM consumer looks callers up in."""
+    """The contacts the CRM consumer looks callers up in (contacts.sqlite3, or the PostgreSQL store)."""
 
 
 @contacts.command("import")
@@ -50,10 +50,9 @@ def contacts_import(
         tcx-bridge contacts import export.csv --key kundennummer
         tcx-bridge contacts import adressen.xlsx --map phone=Geschäft,mobile=Natel
     """
-    from consumers.contacts import SqliteContacts
-    from consumers.crm import contacts_path
+    from consumers.contacts import open_contacts
 
-    store = SqliteContacts(contacts_path(settings))
+    store = open_contacts(settings)
     result = store.import_file(
         contacts_file,
         settings.region,
@@ -69,8 +68,9 @@ def contacts_import(
         click.echo(f"{contacts_file}: ... and {len(result.problems) - 20} more problems", err=True)
     click.echo(
         f"imported {result.imported}, updated {result.updated}, skipped {result.skipped}; "
-        f"{store.count()} contact(s) in {contacts_path(settings)}"
+        f"{store.count()} contact(s) in {store.store.name}"
     )
+    store.close()
 
 
 @contacts.command("lookup")
@@ -111,11 +111,12 @@ def contacts_list(settings: Settings, fmt: str) -> None:
     Example:
         tcx-bridge contacts list --format csv > contacts-backup.csv
     """
-    from consumers.contacts import SqliteContacts
-    from consumers.crm import contacts_path
+    from consumers.contacts import open_contacts
     from consumers.report import render_table
 
-    rows = SqliteContacts(contacts_path(settings)).rows()
+    store = open_contacts(settings)
+    rows = store.rows()
+    store.close()
     columns = ["key", "name", "phone", "e164", "company", "email", "url"]
     emit_rows(rows, columns, fmt, render_table)
 
@@ -156,7 +157,7 @@ def report_command(
     until: str | None,
     desks: tuple[str, ...],
 ) -> None:
-    """Call analytics: per-day and per-desk summaries, or the per-call records.
+    """Call analytics: per-day and per-desk summaries (the calls_daily view), or the per-call records.
 
     The answer rate, ring and talk times are of inbound calls; outbound calls are
     counted apart (dialed, connected, average talk).
@@ -168,15 +169,27 @@ def report_command(
     """
     import json
 
-    from consumers.analytics import database_path
-    from consumers.report import CALL_COLUMNS, COLUMNS, load_calls, render_table, report, time_range
+    from consumers.report import (
+        CALL_COLUMNS,
+        COLUMNS,
+        daily_report,
+        load_calls,
+        open_reading,
+        render_table,
+        time_range,
+    )
 
     start, end = time_range(since, until)
-    records = load_calls(database_path(settings), direction, since=start, until=end, desks=desks)
-    if calls:
-        emit_rows(records, list(CALL_COLUMNS), fmt, render_table)
-        return
-    summary = report(records)
+    store = open_reading(settings, "analytics")
+    try:
+        if calls:
+            records = load_calls(store, direction, since=start, until=end, desks=desks)
+            emit_rows(records, list(CALL_COLUMNS), fmt, render_table)
+            return
+        summary = daily_report(store, direction, since=start, until=end, desks=desks)
+    finally:
+        if store is not None:
+            store.close()
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
     elif fmt == "csv":

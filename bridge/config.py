@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timezone: str | None
     wallboard_token: str | None
     wallboard_thresholds: str
+    store_url: str | None
 
     @property
     def broker_count(self) -> int:
@@ -334,6 +335,19 @@ def _const(value: Any) -> Callable[[dict[str, Any], Mapping[str, str]], Any]:
     return lambda _, __: value
 
 
+def _store_url(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is None:
+        return None
+    scheme = text.partition("://")[0].lower()
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"{name}: {redact_url(text)!r} is not a PostgreSQL URL; use postgresql://user@host:5432/dbname, "
+            "or leave it unset for the SQLite files in the data dir"
+        )
+    return text
+
+
 KEYS: tuple[Key, ...] = (
     Key(
         "amqp_url",
@@ -435,6 +449,12 @@ KEYS: tuple[Key, ...] = (
         _thresholds,
         "wallboard: amber/red for calls waiting, longest wait (s) and missed calls",
     ),
+    Key(
+        "store_url",
+        _const(None),
+        _store_url,
+        "consumers' store: postgresql://user@host/db (extra tcx-bridge[postgres]); unset: SQLite files",
+    ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -533,6 +553,7 @@ def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
     rows = []
     for key in KEYS:
         value = getattr(loaded.settings, key.name)
-        shown = redact_url(value) if key.name == "amqp_url" else ("" if value is None else str(value))
+        secret = key.name in ("amqp_url", "store_url") and value is not None
+        shown = redact_url(value) if secret else ("" if value is None else str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows

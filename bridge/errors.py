@@ -4,7 +4,8 @@
     ├── ConfigError                 a setting has a bad value, or the config file is unreadable
     ├── LaunchError                 a 3CX Assistant launch cannot be understood
     ├── OutboxError                 the local outbox cannot be written or read
-    ├── StoreError                  a local store (SQLite) or the data dir cannot be used
+    ├── StoreError                  a store (SQLite, PostgreSQL) or the data dir cannot be used
+    │   └── StoreUnavailableError   ... for now: the database server is away (restart, failover)
     ├── DialError                   a dial request is not acceptable: a bad number
     │   └── DialExpiredError        ... or it expired before it could be dialed
     ├── HandlerError                a message that can never be handled: dead-letter it at once
@@ -21,6 +22,8 @@ Every message is one sentence that quotes the bad value and says the fix.
 
 Transient or permanent: a TransportError is transient (retry with backoff),
 except BrokerRefusedError, which stops a long-running process with one line.
+StoreUnavailableError is transient the same way (the batch stays unacked and
+the consumer reconnects); any other StoreError is for an operator to fix.
 Every other TcxBridgeError about a message is permanent for that message.
 """
 
@@ -45,6 +48,10 @@ class OutboxError(TcxBridgeError):
 
 class StoreError(TcxBridgeError):
     """A local store or the data dir cannot be used (missing, not a directory, no rights, full)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's database server cannot be reached for now: reconnect with backoff, redeliver."""
 
 
 class DialError(TcxBridgeError):

@@ -15,14 +15,17 @@ the arrival order, so the record is right whatever order the events arrive in.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
+
+import msgspec
 
 from bridge.config import Settings
 from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
+from bridge.transport import Delivery
 from consumers.runtime import Binding, Consumer, Context
-from consumers.store import first_time
+from consumers.store import Store, as_store
 
 WINDOW_SECONDS = 12 * 3600
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
@@ -54,7 +57,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return round((parse_time(end) - parse_time(start)).total_seconds(), 6)
 
 
-def _fits(record: sqlite3.Row, slot: str, moment: datetime) -> bool:
+def _fits(record: Mapping[str, Any], slot: str, moment: datetime) -> bool:
     if record[slot] is not None:
         return False
     times = {name: parse_time(record[name]) for name in SLOTS.values() if record[name] is not None}
@@ -67,21 +70,18 @@ def _fits(record: sqlite3.Row, slot: str, moment: datetime) -> bool:
     return all(other <= moment for other in before) and all(moment <= other for other in after)
 
 
-def apply_event(connection: sqlite3.Connection, event: CallEvent) -> dict[str, Any]:
-    """Merge one started/connected/ended event into its call record; return the record.
+def merge(candidates: Sequence[Mapping[str, Any]], event: CallEvent) -> tuple[dict[str, Any], int | None]:
+    """The record event belongs in (the newest candidate it fits, else a new one), with event merged.
 
-    Runs inside the caller's transaction.
+    candidates: the records of the event's key, newest first. Returns the merged
+    record and the index of the candidate it updates (None: a new record). No I/O.
     """
     slot = SLOTS[event.kind]
     moment = parse_time(event.occurred_at)
-    candidates = connection.execute(
-        "SELECT * FROM calls WHERE desk = ? AND direction = ? AND call_id = ? ORDER BY id DESC LIMIT 20",
-        (event.desk, event.direction, event.call_id),
-    ).fetchall()
-    record = next((row for row in candidates if _fits(row, slot, moment)), None)
+    index = next((i for i, row in enumerate(candidates) if _fits(row, slot, moment)), None)
     merged: dict[str, Any] = (
-        dict(record)
-        if record is not None
+        dict(candidates[index])
+        if index is not None
         else {
             "id": None,
             "desk": event.desk,
@@ -98,18 +98,100 @@ def apply_event(connection: sqlite3.Connection, event: CallEvent) -> dict[str, A
     merged["ring_seconds"] = _seconds(merged["started_at"], merged["connected_at"])
     merged["talk_seconds"] = _seconds(merged["connected_at"], merged["ended_at"])
     merged["answered"] = merged["connected_at"] is not None
-    values = {**merged, "answered": int(merged["answered"])}
-    if record is None:
-        columns = [name for name in values if name != "id"]
-        cursor = connection.execute(
-            f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})", values
-        )
-        merged["id"] = cursor.lastrowid
+    return merged, index
+
+
+INSERTED = ("desk", "direction", "call_id", "caller_id", "extension", *SLOTS.values(), "ring_seconds",
+            "talk_seconds", "answered")  # fmt: skip
+CHANGED = ("caller_id", *SLOTS.values(), "ring_seconds", "talk_seconds", "answered")
+
+
+def candidates_of(store: Store, event: CallEvent) -> list[dict[str, Any]]:
+    """The newest records of the event's key (desk, direction, call_id), newest first."""
+    rows = store.execute(
+        f"SELECT * FROM {store.calls_table} WHERE desk = ? AND direction = ? AND call_id = ? "
+        "ORDER BY id DESC LIMIT 20",
+        (event.desk, event.direction, event.call_id),
+    )
+    return [dict(row) for row in rows]
+
+
+def insert_sql(store: Store) -> str:
+    columns = ", ".join(INSERTED)
+    return (
+        f"INSERT INTO {store.calls_table} ({columns}) VALUES ({', '.join('?' * len(INSERTED))}) RETURNING id"
+    )
+
+
+def update_sql(store: Store) -> str:
+    return f"UPDATE {store.calls_table} SET {', '.join(f'{name} = ?' for name in CHANGED)} WHERE id = ?"
+
+
+def apply_event(store: Store, event: CallEvent) -> dict[str, Any]:
+    """Merge one started/connected/ended event into its call record; return the record.
+
+    Runs inside the caller's transaction.
+    """
+    merged, index = merge(candidates_of(store, event), event)
+    if index is None:
+        merged["id"] = store.execute(insert_sql(store), [merged[name] for name in INSERTED]).fetchone()["id"]
     else:
-        changed = ("caller_id", *SLOTS.values(), "ring_seconds", "talk_seconds", "answered")
-        assignments = ", ".join(f"{name} = :{name}" for name in changed)
-        connection.execute(f"UPDATE calls SET {assignments} WHERE id = :id", values)
+        store.execute(update_sql(store), [*(merged[name] for name in CHANGED), merged["id"]])
     return merged
+
+
+def key_of(store: Store, event: CallEvent) -> str:
+    """What replicas lock before merging an event: its table and call key."""
+    return f"{store.calls_table}/{event.desk}/{event.direction}/{event.call_id}"
+
+
+def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[int, dict[str, Any] | None]:
+    """Dedupe and merge a batch of (delivery tag, event) at once; tag -> record (None: a duplicate).
+
+    For PostgreSQL, inside the batch's transaction, after the keys were locked:
+    the same merge as apply_event, with the candidates read, and the records written, all at once.
+    """
+    fresh = store.first_times([event.event_id for _, event in events])
+    keys = sorted(
+        {(event.desk, event.direction, str(event.call_id)) for _, event in events if event.event_id in fresh}
+    )
+    known: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in keys}
+    if keys:
+        rows = store.execute(
+            "SELECT c.* FROM unnest(?::text[], ?::text[], ?::text[]) AS k(desk, direction, call_id) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {store.calls_table} t WHERE t.desk = k.desk "
+            "AND t.direction = k.direction AND t.call_id = k.call_id ORDER BY t.id DESC LIMIT 20) c",
+            [[key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys]],
+        )
+        for row in rows:
+            known[(row["desk"], row["direction"], row["call_id"])].append(dict(row))
+    created: list[dict[str, Any]] = []
+    updated: dict[int, dict[str, Any]] = {}
+    outcome: dict[int, dict[str, Any] | None] = {}
+    for tag, event in events:
+        if event.event_id not in fresh:
+            outcome[tag] = None
+            continue
+        fresh.discard(event.event_id)  # a second copy in this batch is a duplicate too
+        records = known[(event.desk, event.direction, str(event.call_id))]
+        merged, index = merge(records, event)
+        if index is None:
+            records.insert(0, merged)
+            created.append(merged)
+        else:
+            records[index].update(merged)
+            if merged["id"] is not None:
+                updated[merged["id"]] = records[index]
+        outcome[tag] = merged
+    if created:
+        ids = store.returning_many(insert_sql(store), [[row[name] for name in INSERTED] for row in created])
+        for row, found in zip(created, ids, strict=True):
+            row["id"] = found["id"]
+    if updated:
+        store.executemany(
+            update_sql(store), [[*(row[name] for name in CHANGED), key] for key, row in updated.items()]
+        )
+    return outcome
 
 
 class CallConsumer(Consumer):
@@ -117,9 +199,24 @@ class CallConsumer(Consumer):
 
     handle() merges each new event into its record (in the runtime's batch
     transaction, with the event id) and passes the record to on_record().
+    On PostgreSQL, prepare() first locks the batch's call keys (replicas on one
+    queue then merge one call at a time) and, with ``batch_merge``, merges the
+    whole batch in four statements; a consumer whose on_record has side effects
+    that can fail (the CRM) leaves it off, so each event stays in its own savepoint.
     """
 
-    database: sqlite3.Connection
+    database: Store | sqlite3.Connection
+    batch_merge: ClassVar[bool] = False
+    _prepared: dict[int, dict[str, Any] | None]
+
+    @property
+    def store(self) -> Store:
+        store = self.__dict__.get("_store")
+        if store is None or getattr(store, "connection", self.database) is not self.database:
+            store = as_store(self.database)
+            self.__dict__["_store"] = store
+        assert store is not None
+        return store
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:
@@ -128,17 +225,41 @@ class CallConsumer(Consumer):
     def decode(self, body: bytes, routing_key: str) -> Any:
         return CALL_EVENT_DECODER.decode(body)
 
+    def prepare(self, deliveries: Sequence[Delivery]) -> None:
+        self._prepared = {}
+        store = self.store
+        if store.dialect != "postgresql":
+            return  # a SQLite write transaction holds the whole file already
+        found: list[tuple[int, CallEvent]] = []
+        for delivery in deliveries:
+            try:
+                event = CALL_EVENT_DECODER.decode(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # handle() dead-letters it
+            if event.kind in SLOTS and event.call_id is not None:
+                found.append((delivery.delivery_tag, event))
+        if not found:
+            return
+        store.lock(key_of(store, event) for _, event in found)
+        if self.batch_merge:
+            self._prepared = merge_batch(store, found)
+
     def handle(self, message: Any, context: Context) -> str:
         event: CallEvent = message
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
-        if not first_time(self.database, event.event_id):
+        prepared = getattr(self, "_prepared", {})
+        tag = context.delivery.delivery_tag
+        if tag in prepared:
+            record = prepared.pop(tag)
+            return "duplicate" if record is None else self.on_record(event, record, context)
+        if not self.store.first_time(event.event_id):
             return "duplicate"
-        return self.on_record(event, apply_event(self.database, event), context)
+        return self.on_record(event, apply_event(self.store, event), context)
 
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
         """React to an updated call record; return the outcome for the log line."""
         return "recorded"
 
     def close(self) -> None:
-        self.database.close()
+        self.store.close()

@@ -1,6 +1,7 @@
-"""Contact lookup backends for the CRM consumer: SQLite (embedded default) and HTTP.
+"""Contact lookup backends for the CRM consumer: the store (SQLite or PostgreSQL) and HTTP.
 
-SQLite: ``<data_dir>/contacts.sqlite3``, filled by ``tcx-bridge contacts import FILE``
+The store: ``<data_dir>/contacts.sqlite3``, or table ``contacts`` in the PostgreSQL
+database of ``store_url``, filled by ``tcx-bridge contacts import FILE``
 (CSV of any usual dialect or .xlsx, read by consumers.contact_files; other columns
 kept as JSON). One row per number of a contact, all with the contact's ``key`` (an
 external id column named by ``--key``, else its first normalised number): importing
@@ -26,21 +27,8 @@ from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import Contact
 from consumers.numbers import check_region, normalise
-from consumers.store import open_database
+from consumers.store import Store, open_sqlite, open_store
 
-CONTACTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS contacts (
-    id INTEGER PRIMARY KEY,
-    e164 TEXT NOT NULL,
-    phone TEXT NOT NULL,
-    name TEXT NOT NULL,
-    company TEXT,
-    email TEXT,
-    url TEXT,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS contacts_e164 ON contacts (e164);
-"""
 CONTACT_COLUMNS = ("key", "phone", "e164", "name", "company", "email", "url", "extra")
 HTTP_ATTEMPTS = 3
 
@@ -56,19 +44,17 @@ class ImportResult(NamedTuple):
     problems: list[str]
 
 
-class SqliteContacts:
-    """The embedded contacts store."""
+class StoreContacts:
+    """The contacts table of a store (SQLite contacts.sqlite3, or PostgreSQL)."""
 
-    def __init__(self, path: Path) -> None:
-        self.connection = open_database(path, CONTACTS_SCHEMA)
-        known = {row["name"] for row in self.connection.execute("PRAGMA table_info(contacts)")}
-        if "key" not in known:  # a store from before keys: each row its own contact, keyed by number
-            self.connection.execute("ALTER TABLE contacts ADD COLUMN key TEXT")
-            self.connection.execute("UPDATE contacts SET key = e164")
-        self.connection.execute("CREATE INDEX IF NOT EXISTS contacts_key ON contacts (key)")
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def close(self) -> None:
+        self.store.close()
 
     def lookup(self, e164: str, raw: str | None = None) -> Contact | None:
-        row = self.connection.execute(
+        row = self.store.execute(
             "SELECT name, company, email, url FROM contacts WHERE e164 = ? ORDER BY id DESC LIMIT 1", (e164,)
         ).fetchone()
         if row is None:
@@ -76,14 +62,16 @@ class SqliteContacts:
         return Contact(name=row["name"], company=row["company"], email=row["email"], url=row["url"])
 
     def count(self) -> int:
-        return int(self.connection.execute("SELECT count(DISTINCT key) FROM contacts").fetchone()[0])
+        return int(self.store.execute("SELECT count(DISTINCT key) AS n FROM contacts").fetchone()["n"])
 
     def rows(self) -> list[dict[str, Any]]:
         """Every stored number with its contact, by contact."""
-        cursor = self.connection.execute(
-            f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts ORDER BY key, id"
-        )
-        return [dict(row) for row in cursor]
+        cursor = self.store.execute(f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts ORDER BY key, id")
+        return [
+            {**dict(row), "extra": row["extra"] if row["extra"] is None or isinstance(row["extra"], str)
+             else json.dumps(row["extra"])}  # PostgreSQL's jsonb comes back parsed
+            for row in cursor
+        ]  # fmt: skip
 
     def import_file(
         self,
@@ -125,9 +113,8 @@ class SqliteContacts:
             ]
         skipped = sum(1 for problem in problems if ": skipped" in problem)
         imported = updated = 0
-        db = self.connection
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        db = self.store
+        with db.transaction():
             if replace:
                 db.execute("DELETE FROM contacts")
             for contact_key, rows in contacts.items():
@@ -138,11 +125,21 @@ class SqliteContacts:
                 db.executemany(
                     f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * 8)})", rows
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return ImportResult(imported, updated, skipped, problems)
+
+
+class SqliteContacts(StoreContacts):
+    """The embedded contacts store: a SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        sqlite = open_sqlite(path, "contacts")
+        super().__init__(sqlite)
+        self.connection = sqlite.connection
+
+
+def open_contacts(settings: Settings) -> StoreContacts:
+    """The contacts of the configured store: contacts.sqlite3 in the data dir, or PostgreSQL."""
+    return StoreContacts(open_store(settings, "contacts"))
 
 
 def _blank(value: str | None) -> str | None:

@@ -8,11 +8,11 @@
   screen pop to ``tcx.commands`` with routing key ``desk.<desk>.popup`` and an
   AMQP expiration of ``popup_ttl``. An event older than that (an outbox replay)
   gets no pop: it would be useless.
-* When a call has ended it writes the journal entry: SQLite table ``journal``
-  in ``<data_dir>/crm.sqlite3``, or an HTTP POST to ``crm_journal_url`` (with an
+* When a call has ended it writes the journal entry: table ``journal`` of its
+  store (``<data_dir>/crm.sqlite3``, or PostgreSQL), or an HTTP POST to ``crm_journal_url`` (with an
   ``Idempotency-Key`` header). A late event of an ended call rewrites the entry.
 
-Everything happens in one SQLite transaction with the event id, so a redelivery
+Everything happens in one store transaction with the event id, so a redelivery
 or duplicate changes nothing; a failure (CRM down) rolls back and the runtime
 retries the event later.
 """
@@ -20,7 +20,6 @@ retries the event later.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,34 +27,13 @@ from typing import Any
 
 from bridge import events
 from bridge.config import Settings
-from bridge.errors import check_directory
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
-from consumers.calls import CALLS_SCHEMA, CallConsumer
-from consumers.contacts import ContactLookup, HttpContacts, SqliteContacts, request_json
+from consumers.calls import CallConsumer
+from consumers.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, check_region, normalise
 from consumers.runtime import Context
-from consumers.store import open_database
-
-JOURNAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    call_key INTEGER PRIMARY KEY,
-    desk TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    number TEXT,
-    number_e164 TEXT,
-    contact_name TEXT,
-    contact TEXT,
-    answered INTEGER NOT NULL,
-    ring_seconds REAL,
-    talk_seconds REAL,
-    started_at TEXT,
-    connected_at TEXT,
-    ended_at TEXT
-);
-"""
-
+from consumers.store import Store, open_store, sqlite_path
 
 JOURNAL_COLUMNS = (
     "ended_at",
@@ -75,37 +53,30 @@ def load_journal(
     settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Journal entries of calls that ended in [since, until) at desks, oldest first."""
-    from consumers.report import read_only
+    from consumers.report import _where, open_reading
 
-    path = Path(settings.data_dir) / "crm.sqlite3"
-    check_directory(path.parent)
-    if not path.exists():
+    store = open_reading(settings, "crm")
+    if store is None:
         return []
-    connection = read_only(path)
     try:
-        rows = connection.execute(
-            f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal "
-            "WHERE (? IS NULL OR ended_at >= ?) AND (? IS NULL OR ended_at < ?) "
-            f"AND ({'1' if not desks else 'desk IN (' + ', '.join('?' * len(desks)) + ')'}) "
-            "ORDER BY ended_at, call_key",
-            (since, since, until, until, *desks),
+        where, params = _where(None, since, until, desks, moment="ended_at")
+        rows = store.execute(
+            f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal {where} ORDER BY ended_at, call_key", params
         ).fetchall()
-    except sqlite3.OperationalError:
-        return []  # no journal table yet: nothing journaled
     finally:
-        connection.close()
+        store.close()
     return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
 
 
 def contacts_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "contacts.sqlite3"
+    return sqlite_path(settings, "contacts")
 
 
 def contact_lookup(settings: Settings) -> ContactLookup:
-    """The configured backend: HTTP when crm_lookup_url is set, else the SQLite store."""
+    """The configured backend: HTTP when crm_lookup_url is set, else the store's contacts."""
     if settings.crm_lookup_url:
         return HttpContacts(settings)
-    return SqliteContacts(contacts_path(settings))
+    return open_contacts(settings)
 
 
 class Crm(CallConsumer):
@@ -117,9 +88,7 @@ class Crm(CallConsumer):
         check_region(settings.region)
         self.settings = settings
         self.contacts = contact_lookup(settings)
-        self.database: sqlite3.Connection = open_database(
-            Path(settings.data_dir) / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA
-        )
+        self.database = open_store(settings, "crm", wait=True)
 
     @classmethod
     def declare(cls, broker: Broker, settings: Settings) -> None:
@@ -132,7 +101,7 @@ class Crm(CallConsumer):
         if event.kind == "started" and event.direction == "inbound":
             outcome = self._pop(event, number, context)
         if record["ended_at"] is not None:
-            self._journal(self.database, record, number)
+            self._journal(self.store, record, number)
             outcome += "+journaled"
         return outcome
 
@@ -173,7 +142,7 @@ class Crm(CallConsumer):
             return "pop-unrouted"  # no agent queue for that desk: kept in the unrouted exchange
         return "popped" if pop.contact else "popped-unknown"
 
-    def _journal(self, db: sqlite3.Connection, record: dict[str, Any], number: CallerNumber) -> None:
+    def _journal(self, db: Store, record: dict[str, Any], number: CallerNumber) -> None:
         number_raw = (
             record["caller_id"]
             if record["caller_id"] is not None
@@ -209,12 +178,9 @@ class Crm(CallConsumer):
                 headers={"Idempotency-Key": key},
             )
             return
+        values = {**entry, "contact": json.dumps(entry["contact"]) if entry["contact"] else None}
         db.execute(
-            f"INSERT OR REPLACE INTO journal ({', '.join(entry)}) "
-            f"VALUES ({', '.join(':' + key for key in entry)})",
-            {
-                **entry,
-                "contact": json.dumps(entry["contact"]) if entry["contact"] else None,
-                "answered": int(entry["answered"]),
-            },
+            f"INSERT INTO journal ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) "
+            f"ON CONFLICT (call_key) DO UPDATE SET {', '.join(f'{k} = excluded.{k}' for k in values)}",
+            list(values.values()),
         )

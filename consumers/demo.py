@@ -37,7 +37,7 @@ from bridge.transport import Broker
 from consumers.analytics import database_path
 from consumers.contacts import SqliteContacts
 from consumers.crm import contacts_path
-from consumers.report import COLUMNS, load_calls, render_table, report
+from consumers.report import COLUMNS, daily_report, open_reading, render_table
 from consumers.topology import declare_all, expected
 
 DESKS = ("demo-1", "demo-2", "demo-3")
@@ -271,7 +271,10 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         )
         watcher.stop.set()
         watcher.join(5)
-        summary = report(load_calls(database_path(settings)))
+        store = open_reading(settings, "analytics")
+        summary = daily_report(store)
+        if store is not None:
+            store.close()
         say(f"7. report (times compressed {speed:g}x)")
         say(render_table(summary["by_desk"], ["desk", *COLUMNS]))
     with Broker(settings.amqp_url) as broker:

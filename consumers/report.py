@@ -1,4 +1,4 @@
-"""Summaries of the analytics records: per day and per desk.
+"""Summaries of the analytics records: per day and per desk, from the ``calls_daily`` view.
 
 calls      calls seen (any direction, with ``--direction`` only that one)
 answered   inbound calls that connected
@@ -12,13 +12,15 @@ dialed     outbound calls;  connected: those that connected;  out_talk_avg: thei
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.text import printable
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+    from consumers.store import Store
 
 CELL_WIDTH = 40  # characters of a table cell; longer values end in an ellipsis
 
@@ -72,23 +74,45 @@ def _moment(value: str | None, option: str, *, end: bool) -> str | None:
     return format_time(moment)
 
 
-def read_only(path: Path) -> sqlite3.Connection:
-    """A store opened for reading, with a one-line error when it cannot be."""
-    from bridge.errors import ConfigError
+def open_reading(settings: Settings, consumer: str) -> Store | None:
+    """A consumer's store to read from; None when its SQLite file was never written."""
+    from bridge.errors import check_directory
+    from consumers.store import open_store, sqlite_path
 
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-    except sqlite3.Error as error:
-        raise ConfigError(
-            f"store {str(path)!r} cannot be read ({error}); check the data dir and its rights"
-        ) from None
-    connection.row_factory = sqlite3.Row
-    return connection
+    if not settings.store_url:
+        path = sqlite_path(settings, consumer)
+        check_directory(path.parent)
+        if not path.exists():
+            return None
+    return open_store(settings, consumer)
+
+
+def _where(
+    direction: str | None, since: str | None, until: str | None, desks: Iterable[str], *, moment: str
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (or "") with its parameters, over the call columns."""
+    terms, params = [], []
+    if direction is not None:
+        terms.append("direction = ?")
+        params.append(direction)
+    if since is not None:
+        terms.append(f"{moment} >= ?")
+        params.append(since)
+    if until is not None:
+        terms.append(f"{moment} < ?")
+        params.append(until)
+    desks = list(desks)
+    if desks:
+        terms.append(f"desk IN ({', '.join('?' * len(desks))})")
+        params += desks
+    return ("WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+FIRST_MOMENT = "coalesce(started_at, connected_at, ended_at)"
 
 
 def load_calls(
-    path: Path,
+    store: Store | None,
     direction: str | None = None,
     *,
     since: str | None = None,
@@ -96,30 +120,104 @@ def load_calls(
     desks: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Call records (of a direction, started in [since, until), of desks), oldest first."""
-    from bridge.errors import check_directory
+    if store is None:
+        return []
+    where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
+    rows = store.execute(
+        f"SELECT {', '.join(CALL_COLUMNS)} FROM calls {where} ORDER BY {FIRST_MOMENT}, call_id", params
+    )
+    return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
 
-    check_directory(path.parent)
-    if not path.exists():
+
+def daily_rows(
+    store: Store | None,
+    direction: str | None = None,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    desks: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Rows of the calls_daily view (docs/store.md), of the calls a report selects.
+
+    Without a direction or a time range it is the view itself; with them, the
+    view's own query over the selected calls.
+    """
+    from consumers.schema import daily_select
+
+    if store is None:
         return []
     desks = list(desks)
-    connection = read_only(path)
-    try:
-        rows = connection.execute(
-            f"SELECT {', '.join(CALL_COLUMNS)} FROM calls "
-            "WHERE (? IS NULL OR direction = ?) "
-            "AND (? IS NULL OR coalesce(started_at, connected_at, ended_at) >= ?) "
-            "AND (? IS NULL OR coalesce(started_at, connected_at, ended_at) < ?) "
-            f"AND ({'1' if not desks else 'desk IN (' + ', '.join('?' * len(desks)) + ')'}) "
-            "ORDER BY coalesce(started_at, connected_at, ended_at), call_id",
-            (direction, direction, since, since, until, until, *desks),
-        ).fetchall()
-    except sqlite3.Error as error:
-        from bridge.errors import ConfigError
+    if direction is None and since is None and until is None:
+        where, params = _where(None, None, None, desks, moment=FIRST_MOMENT)
+        query = f"SELECT * FROM calls_daily {where}"
+    else:
+        where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
+        query = daily_select(store.dialect, "calls", where)
+    return [{**dict(row), "day": str(row["day"])} for row in store.execute(query, params)]
 
-        raise ConfigError(f"store {str(path)!r} cannot be read: {error}") from None
-    finally:
-        connection.close()
-    return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
+
+def _ring_values(
+    store: Store, direction: str | None, since: str | None, until: str | None, desks: Iterable[str]
+) -> list[dict[str, Any]]:
+    from consumers.schema import DIALECT_TERMS, INBOUND_ANSWERED
+
+    where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
+    extra = f"{INBOUND_ANSWERED} AND ring_seconds IS NOT NULL"
+    where = f"{where} AND {extra}" if where else f"WHERE {extra}"
+    day = DIALECT_TERMS[store.dialect]["day"]
+    rows = store.execute(f"SELECT {day} AS day, desk, ring_seconds FROM calls {where}", params)
+    return [{**dict(row), "day": str(row["day"])} for row in rows]
+
+
+def daily_report(
+    store: Store | None,
+    direction: str | None = None,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    desks: Iterable[str] = (),
+) -> dict[str, list[dict[str, Any]]]:
+    """{"by_day": [...], "by_desk": [...]}: calls_daily summed per day (UTC) and per desk."""
+    if store is None:
+        return {"by_day": [], "by_desk": []}
+    desks = list(desks)
+    rows = daily_rows(store, direction, since=since, until=until, desks=desks)
+    rings = _ring_values(store, direction, since, until, desks)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for group, key in (("by_day", "day"), ("by_desk", "desk")):
+        parts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        values: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            parts[row[key]].append(row)
+        for ring in rings:
+            values[ring[key]].append(ring["ring_seconds"])
+        found[group] = [{key: name, **rollup(parts[name], values[name])} for name in sorted(parts)]
+    return found
+
+
+def _ratio(a: float, b: float, digits: int) -> float | None:
+    return round(a / b, digits) if b else None
+
+
+def rollup(rows: list[dict[str, Any]], rings: list[float]) -> dict[str, Any]:
+    """One summary (COLUMNS) from calls_daily rows and the ring times of their answered inbound calls."""
+
+    def total(column: str) -> Any:
+        return sum(row[column] for row in rows)
+
+    answered, missed = total("inbound_answered"), total("inbound_missed")
+    return {
+        "calls": total("calls"),
+        "answered": answered,
+        "missed": missed,
+        "answer_rate": _ratio(answered, answered + missed, 4),
+        "ring_avg": _ratio(total("ring_seconds_sum"), total("ring_count"), 3),
+        "ring_p90": _p90(rings),
+        "talk_avg": _ratio(total("talk_seconds_sum"), total("talk_count"), 3),
+        "dialed": total("outbound_dialed"),
+        "connected": total("outbound_connected"),
+        "out_talk_avg": _ratio(total("outbound_talk_seconds_sum"), total("outbound_talk_count"), 3),
+    }
 
 
 def _p90(values: list[float]) -> float | None:
@@ -154,24 +252,6 @@ def summarise(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "dialed": len(outbound),
         "connected": len(connected),
         "out_talk_avg": _avg([c["talk_seconds"] for c in connected if c["talk_seconds"] is not None]),
-    }
-
-
-def day_of(call: dict[str, Any]) -> str:
-    moment = call["started_at"] or call["connected_at"] or call["ended_at"] or ""
-    return str(moment)[:10]
-
-
-def report(calls: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """{"by_day": [...], "by_desk": [...]}: one summary row per day (UTC) and per desk."""
-    by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    by_desk: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for call in calls:
-        by_day[day_of(call)].append(call)
-        by_desk[call["desk"]].append(call)
-    return {
-        "by_day": [{"day": day, **summarise(group)} for day, group in sorted(by_day.items())],
-        "by_desk": [{"desk": desk, **summarise(group)} for desk, group in sorted(by_desk.items())],
     }
 
 

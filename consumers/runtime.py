@@ -15,8 +15,9 @@ failure depends only on its kind (:func:`classify`):
   dead-lettered at once, with the reason;
 * transient (the disk, an HTTP CRM, a store that is busy): retried with a
   growing delay up to ``max_attempts`` deliveries, then dead-lettered;
-* the connection to the broker lost: the batch is rolled back and stays
-  unacked; the runner reconnects and the broker redelivers it.
+* the connection to the broker, or to a PostgreSQL store, lost: the batch is
+  rolled back and stays unacked; the runner reconnects and the broker
+  redelivers it.
 
 A publish the broker returns as unroutable (a pop for a desk with no agent) is
 an outcome, not a failure: the message goes to the unrouted exchange instead.
@@ -49,6 +50,7 @@ from bridge.config import Settings
 from bridge.errors import (
     BrokerRefusedError,
     HandlerError,
+    StoreUnavailableError,
     TransientError,
     TransportError,
     UnroutableError,
@@ -56,7 +58,7 @@ from bridge.errors import (
 from bridge.topology import declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.metrics import NULL, Metrics, metrics_for
-from consumers.store import savepoint, transaction
+from consumers.store import Store, as_store, savepoint, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class Consumer:
     """Base of every consumer: a name, bindings, a decoder and a handler."""
 
     name: str = "consumer"
-    database: sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
+    database: Store | sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
     metrics: Metrics = NULL  # set by the Runner: report consumer-specific metrics here
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -123,6 +125,12 @@ class Consumer:
     def decode(self, body: bytes, routing_key: str) -> Any:
         """Decode a body; msgspec's DecodeError or ValidationError dead-letter it."""
         raise NotImplementedError
+
+    def prepare(self, deliveries: Sequence[Delivery]) -> None:
+        """Work for the whole batch, in its transaction, before the messages are handled (default: none).
+
+        If it raises, its work is rolled back and the messages are handled one by one.
+        """
 
     def handle(self, message: Any, context: Context) -> str:
         """Handle one decoded message; return the outcome for the log line."""
@@ -191,6 +199,15 @@ class Runner:
                     self._run_once()
                 except BrokerRefusedError:
                     raise
+                except StoreUnavailableError as error:  # the database away: nothing acked, all redelivered
+                    if self.stopping:
+                        break
+                    delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
+                    failures += 1
+                    logger.warning(
+                        "consumer=%s store lost (%s); reconnecting in %.1fs", self.consumer.name, error, delay
+                    )
+                    self._sleep(delay)
                 except TransportError as error:
                     if self.stopping:
                         break
@@ -221,6 +238,9 @@ class Runner:
 
     def _run_once(self) -> None:
         self._connected = False
+        store = as_store(self.consumer.database)
+        if store is not None:
+            store.ensure()  # the database first: no deliveries while it is away
         with Broker(self.settings.amqp_url, ca_file=self.settings.ca_file, start=self._start) as broker:
             self._broker = broker
             self._start = broker.index
@@ -266,7 +286,9 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
-        with transaction(self.consumer.database):
+        store = as_store(self.consumer.database)
+        with transaction(store):
+            self._prepare(store, deliveries)
             for delivery in deliveries:
                 started = time.perf_counter()
                 outcome, attempts, routing_key = self._handle_one(broker, delivery)
@@ -298,6 +320,21 @@ class Runner:
         if self._max_messages is not None and self.handled >= self._max_messages:
             self._stop.set()
 
+    def _prepare(self, store: Store | None, deliveries: list[Delivery]) -> None:
+        """The consumer's batch work in a savepoint; if it fails, the messages go one by one."""
+        try:
+            with savepoint(store):
+                self.consumer.prepare(deliveries)
+        except (StoreUnavailableError, TransportError):
+            raise
+        except Exception as error:  # noqa: BLE001  # each message then meets its own error boundary
+            logger.warning(
+                "consumer=%s batch of %d: %s; handling them one by one",
+                self.consumer.name,
+                len(deliveries),
+                classify(error)[1],
+            )
+
     def _handle_one(self, broker: Broker, delivery: Delivery) -> tuple[str, int, str]:
         """One delivery inside its own error boundary; only a lost connection escapes it."""
         attempts, routing_key = 1, delivery.routing_key
@@ -310,6 +347,8 @@ class Runner:
                     raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
                 message = self.consumer.decode(delivery.body, routing_key)
                 outcome = self.consumer.handle(message, context)
+        except StoreUnavailableError:
+            raise  # the database is gone: the batch stays unacked and comes back
         except TransportError as error:
             if isinstance(error, UnroutableError):  # our own dead-letter or retry publish came back
                 return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key

@@ -1,6 +1,13 @@
-"""SQLite stores under the data dir, and the processed-event record that makes handlers idempotent.
+"""The consumers' stores: SQLite files in the data dir (the default) or PostgreSQL (``store_url``).
 
-Every store is opened in WAL mode with ``synchronous=FULL``: a committed row
+A :class:`Store` is one connection with the few operations the consumers need,
+the same on both backends: ``execute`` with ``?`` placeholders (rows are
+mappings, times RFC 3339 strings), transactions and savepoints, the processed
+event ids that make handlers idempotent, and :meth:`Store.lock` for keys that
+replicas must not merge at the same time (nothing to do in SQLite, where a
+write transaction holds the whole file). PostgreSQL lives in consumers.postgres.
+
+SQLite files are opened in WAL mode with ``synchronous=FULL``: a committed row
 survives a crash or power cut, which is what "record it durably before acting"
 and "ack only after side effects are durable" rely on.
 """
@@ -8,11 +15,13 @@ and "ack only after side effects are durable" rely on.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-from bridge.errors import StoreError, path_problem
+from bridge.config import Settings
+from bridge.errors import ConfigError, StoreError, path_problem
 
 PROCESSED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -20,12 +29,138 @@ CREATE TABLE IF NOT EXISTS processed (
     processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) WITHOUT ROWID;
 """
+SQLITE_FILES = {"analytics": "analytics", "crm": "crm", "wallboard": "wallboard", "contacts": "contacts"}
+
+
+class Rows(Protocol):
+    """What execute returns: a cursor over mapping rows."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Store:
+    """One database connection for one consumer (or a command); see the module docstring."""
+
+    dialect: ClassVar[str]
+    name: str  # the file or the redacted URL, for messages
+    consumer: str
+    calls_table: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def script(self, sql: str) -> None:
+        """Several statements without parameters (DDL)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back when it raises."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint inside the open transaction: undone alone when the block raises."""
+        raise NotImplementedError
+        yield
+
+    def first_time(self, event_id: str) -> bool:
+        """Record event_id as processed by this consumer; False if it already was (a duplicate).
+
+        Call it inside the transaction that holds the event's side effects, so both commit together.
+        """
+        raise NotImplementedError
+
+    def first_times(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids of event_ids not processed before, now recorded."""
+        return {event_id for event_id in event_ids if self.first_time(event_id)}
+
+    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """An INSERT … RETURNING for each row: the row each returned, in order."""
+        return [self.execute(sql, row).fetchone() for row in rows]
+
+    def lock(self, keys: Iterable[str]) -> None:
+        """Hold these keys until the transaction ends (replicas on one database wait for each other)."""
+
+    def ensure(self) -> None:
+        """Connect (again) if needed: StoreUnavailableError while the server is away."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteStore(Store):
+    """A SQLite file: the embedded default, one file per consumer."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection, name: str = "", consumer: str = "") -> None:
+        self.connection = connection
+        self.name = name
+        self.consumer = consumer
+        self.calls_table = "calls"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return self.connection.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.connection.executemany(sql, rows)
+
+    def script(self, sql: str) -> None:
+        statement = ""
+        for line in sql.splitlines(keepends=True):  # not executescript: it would commit the transaction
+            statement += line
+            if sqlite3.complete_statement(statement):
+                self.connection.execute(statement)
+                statement = ""
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self.connection.execute("SAVEPOINT message")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK TO message")
+            self.connection.execute("RELEASE message")
+            raise
+        self.connection.execute("RELEASE message")
+
+    def first_time(self, event_id: str) -> bool:
+        cursor = self.connection.execute(
+            "INSERT INTO processed (event_id) VALUES (?) ON CONFLICT DO NOTHING", (event_id,)
+        )
+        return cursor.rowcount == 1
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
     """Open (and create) a durable SQLite database with the processed table and schema.
 
     A data dir that cannot be used is a StoreError naming the path and the fix.
+    (The desk agent's dial records and plugins use this directly.)
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,42 +179,66 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
     return connection
 
 
-def first_time(connection: sqlite3.Connection, event_id: str) -> bool:
-    """Record event_id as processed; False if it already was (a duplicate).
+def sqlite_path(settings: Settings, consumer: str) -> Path:
+    """The SQLite file of a consumer's store in the data dir."""
+    return Path(settings.data_dir) / f"{SQLITE_FILES.get(consumer, consumer)}.sqlite3"
 
-    Call it inside the transaction (or savepoint) that holds the event's side effects,
-    so that both are committed, or rolled back, together.
+
+def open_sqlite(path: Path, consumer: str = "") -> SqliteStore:
+    """A SQLite store at path, migrated to the current schema."""
+    from consumers.schema import migrate
+
+    store = SqliteStore(open_database(path), str(path), consumer)
+    try:
+        migrate(store)
+    except sqlite3.DatabaseError as error:
+        store.close()
+        raise StoreError(f"store {str(path)!r} cannot be migrated: {error}") from None
+    return store
+
+
+def open_store(settings: Settings, consumer: str, *, wait: bool = False) -> Store:
+    """The store of a consumer ("analytics", "crm", "wallboard", "contacts"): SQLite or PostgreSQL.
+
+    wait: a PostgreSQL server that is away is not an error yet (the consumer's
+    runner connects when it answers); without it, StoreUnavailableError.
     """
-    cursor = connection.execute("INSERT OR IGNORE INTO processed (event_id) VALUES (?)", (event_id,))
-    return cursor.rowcount == 1
+    if settings.store_url:
+        try:
+            from consumers.postgres import PostgresStore
+        except ImportError:
+            raise ConfigError(
+                "store_url is a postgresql:// URL but the PostgreSQL driver is not installed; "
+                "install it with: pip install 'tcx-bridge[postgres]'"
+            ) from None
+        return PostgresStore(settings.store_url, consumer, wait=wait)
+    return open_sqlite(sqlite_path(settings, consumer), consumer)
+
+
+def as_store(database: Store | sqlite3.Connection | None) -> Store | None:
+    """A consumer's database as a Store (plugins may still hold a plain sqlite3 connection)."""
+    if isinstance(database, sqlite3.Connection):
+        return SqliteStore(database)
+    return database
 
 
 @contextmanager
-def transaction(connection: sqlite3.Connection | None) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises; nothing without a store."""
-    if connection is None:
+def transaction(database: Store | sqlite3.Connection | None) -> Iterator[None]:
+    """The store's transaction; nothing without a store."""
+    store = as_store(database)
+    if store is None:
         yield
         return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with store.transaction():
         yield
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 @contextmanager
-def savepoint(connection: sqlite3.Connection | None) -> Iterator[None]:
-    """A savepoint inside the open transaction: undone alone when the block raises."""
-    if connection is None:
+def savepoint(database: Store | sqlite3.Connection | None) -> Iterator[None]:
+    """A savepoint of the store; nothing without a store."""
+    store = as_store(database)
+    if store is None:
         yield
         return
-    connection.execute("SAVEPOINT message")
-    try:
+    with store.savepoint():
         yield
-    except BaseException:
-        connection.execute("ROLLBACK TO message")
-        connection.execute("RELEASE message")
-        raise
-    connection.execute("RELEASE message")

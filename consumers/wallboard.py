@@ -2,7 +2,8 @@
 
 ``tcx-bridge wallboard`` runs it with the web page (consumers.wallboard_web);
 queue ``tcx.wallboard``, bound to the call events like the analytics consumer,
-with a store of its own (``<data_dir>/wallboard.sqlite3``: the same call records,
+with a store of its own (``<data_dir>/wallboard.sqlite3``, or table
+``wallboard_calls`` in PostgreSQL: the same call records,
 merged by ``occurred_at``, duplicates dropped), so a restart shows the same
 numbers. The day is the local day of the ``timezone`` setting.
 
@@ -18,21 +19,19 @@ Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
-from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings
 from bridge.events import CallEvent, format_time, parse_time
-from consumers.calls import CALLS_SCHEMA, CallConsumer
+from consumers.calls import CallConsumer
 from consumers.numbers import normalise
 from consumers.report import summarise
 from consumers.runtime import Context
-from consumers.store import open_database
+from consumers.store import Store, open_store, sqlite_path
 
 STALE_RINGING = timedelta(hours=2)  # a call "ringing" longer than this lost its end event
 TICK = 0.1
@@ -66,7 +65,7 @@ def thresholds_of(text: str) -> dict[str, list[float]]:
 
 
 def snapshot(
-    connection: sqlite3.Connection,
+    store: Store,
     settings: Settings,
     *,
     now: datetime | None = None,
@@ -81,8 +80,8 @@ def snapshot(
     end = start + timedelta(days=1)
     rows = [
         {**dict(row), "answered": bool(row["answered"])}
-        for row in connection.execute(
-            "SELECT * FROM calls WHERE coalesce(started_at, connected_at, ended_at) >= ? "
+        for row in store.execute(
+            f"SELECT * FROM {store.calls_table} WHERE coalesce(started_at, connected_at, ended_at) >= ? "
             "AND coalesce(started_at, connected_at, ended_at) < ? "
             "ORDER BY coalesce(started_at, connected_at, ended_at)",
             (format_time(start), format_time(end)),
@@ -173,17 +172,18 @@ class Wallboard(CallConsumer):
     """The supervisor's live wallboard: today's calls and every desk's state (tcx-bridge wallboard)."""
 
     name = "wallboard"
+    batch_merge = True  # on_record only marks the snapshot stale
 
     def __init__(self, settings: Settings, *, masked: bool = False) -> None:
         super().__init__(settings)
-        self.database = open_database(Path(settings.data_dir) / "wallboard.sqlite3", CALLS_SCHEMA)
+        self.database = open_store(settings, "wallboard", wait=True)
         self.masked = masked
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.current: dict[str, Any] = {}
         self._dirty = True
         self._next_refresh = 0.0
         self._lock = threading.Lock()
-        self._contacts_path = Path(settings.data_dir) / "contacts.sqlite3"
+        self._contacts_path = sqlite_path(settings, "contacts")
         self._contacts: Any = None
 
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
@@ -196,18 +196,18 @@ class Wallboard(CallConsumer):
         if read.e164 is None:
             return None
         if self._contacts is None:
-            if not self._contacts_path.exists():
+            if not self.settings.store_url and not self._contacts_path.exists():
                 return None
-            from consumers.contacts import SqliteContacts
+            from consumers.contacts import open_contacts
 
-            self._contacts = SqliteContacts(self._contacts_path)
+            self._contacts = open_contacts(self.settings)
         found = self._contacts.lookup(read.e164)
         return found.name if found else None
 
     def refresh(self) -> dict[str, Any]:
         with self._lock:
             self.current = snapshot(
-                self.database, self.settings, masked=self.masked, contact_name=self.contact_name
+                self.store, self.settings, masked=self.masked, contact_name=self.contact_name
             )
         for listener in list(self.listeners):
             listener(self.current)

@@ -95,10 +95,10 @@ def test_report_since_until_and_desk(mixed: dict[str, str]) -> None:
 
 
 def test_journal_reads_back_what_the_crm_stored(tmp_path: Path) -> None:
-    from consumers.crm import JOURNAL_SCHEMA
+    from consumers.store import open_sqlite
 
     data = tmp_path / "data"
-    db = open_database(data / "crm.sqlite3", CALLS_SCHEMA + JOURNAL_SCHEMA)
+    db = open_sqlite(data / "crm.sqlite3", "crm")
     for key, desk, ended in (
         (1, "d1", "2026-11-02T09:01:00.000000Z"),
         (2, "d2", "2026-11-03T09:01:00.000000Z"),
@@ -109,7 +109,7 @@ def test_journal_reads_back_what_the_crm_stored(tmp_path: Path) -> None:
             "'Anna \x1b[31mMuster', 1, ?)",
             (key, desk, f"c{key}", ended),
         )
-    db.close()
+    db.close()  # autocommit: each insert is stored
     (tmp_path / "config.toml").write_text("")
     env = {"TCX_BRIDGE_DATA_DIR": str(data), "TCX_BRIDGE_CONFIG": str(tmp_path / "config.toml")}
     result = CliRunner().invoke(cli, ["journal", "--format", "json", "--since", "2026-11-03"], env=env)

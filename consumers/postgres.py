@@ -1,0 +1,265 @@
+"""The PostgreSQL store (``store_url = postgresql://…``): every psycopg import lives here.
+
+Consumers share one database: replicas of one consumer on one queue merge their
+events under :meth:`PostgresStore.lock` (transaction-scoped advisory locks,
+taken in sorted order so that two replicas never wait on each other in a
+circle), dedupe on ``processed (consumer, event_id)``, and commit before they
+ack. psycopg's errors become ours here, classified:
+
+* the server away (refused, restarting, the connection lost): StoreUnavailableError,
+  transient for the whole batch: the runner stops acking, reconnects with backoff,
+  and the broker redelivers;
+* a deadlock, a serialization failure, a cancelled statement: TransientError, retried;
+* a login refused, a database that does not exist: StoreError, for an operator;
+* anything else the server rejects: HandlerError, the message is dead-lettered.
+
+Times are ``timestamptz`` in the database and RFC 3339 strings in rows, as in SQLite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from bridge.config import redact_url
+from bridge.errors import HandlerError, StoreError, StoreUnavailableError, TransientError
+from bridge.events import format_time
+from consumers.store import Rows, Store
+
+logger = logging.getLogger(__name__)
+
+CALLS_TABLES = {"analytics": "calls", "crm": "crm_calls", "wallboard": "wallboard_calls"}
+CONNECT_TIMEOUT = 5  # seconds
+OPERATOR_STATES = ("28", "3D")  # login refused; no such database
+
+
+@lru_cache(maxsize=256)
+def _translate(sql: str) -> str:
+    """``?`` placeholders (shared with SQLite) as psycopg's ``%s``."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    names = [column.name for column in cursor.description or ()]
+
+    def make(values: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: format_time(value) if isinstance(value, datetime) else value
+            for name, value in zip(names, values, strict=True)
+        }
+
+    return make
+
+
+def lock_key(text: str) -> int:
+    """A stable signed 64-bit advisory lock key for text (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _problem(error: psycopg.Error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class PostgresStore(Store):
+    """One connection to the shared database, for one consumer (or a command)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, consumer: str = "", *, wait: bool = False) -> None:
+        self.url = url
+        self.name = redact_url(url)
+        self.consumer = consumer
+        self.calls_table = CALLS_TABLES.get(consumer, "calls")
+        self._connection: psycopg.Connection[dict[str, Any]] | None = None
+        self._migrated = False
+        self._in_transaction = False
+        self._savepoint = "none"  # none | pending | open
+        try:
+            self.ensure()
+        except StoreUnavailableError as error:
+            if not wait:
+                raise
+            logger.warning("store %s: %s; waiting for it", self.name, error)
+
+    # connection ---------------------------------------------------------------
+    def ensure(self) -> None:
+        if self._connection is not None and not self._connection.closed:
+            return
+        self._connection = None
+        with self._mapped():
+            self._connection = psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=_row_factory,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name=f"tcx-bridge {self.consumer}".strip(),
+            )
+        if not self._migrated:
+            from consumers.schema import migrate
+
+            applied = migrate(self)
+            if applied:
+                logger.info("store %s migrated to schema version %d", self.name, applied[-1])
+            self._migrated = True
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """psycopg's errors as ours (see the module docstring)."""
+        try:
+            yield
+        except psycopg.Error as error:
+            raise self._map(error) from None
+
+    def _map(self, error: psycopg.Error) -> Exception:
+        problem = _problem(error)
+        state = error.sqlstate or ""
+        broken = self._connection is None or self._connection.closed or self._connection.broken
+        if state.startswith(OPERATOR_STATES):
+            return StoreError(f"PostgreSQL {self.name} refused us: {problem}; check store_url")
+        if broken or isinstance(
+            error,
+            (
+                psycopg.InterfaceError,
+                pg_errors.AdminShutdown,
+                pg_errors.CannotConnectNow,
+                pg_errors.CrashShutdown,
+            ),
+        ):
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = None
+            self._in_transaction = False
+            self._savepoint = "none"
+            return StoreUnavailableError(f"PostgreSQL {self.name} is not reachable: {problem}")
+        if isinstance(
+            error, (pg_errors.TransactionRollback, pg_errors.LockNotAvailable, pg_errors.QueryCanceled)
+        ):
+            return TransientError(f"PostgreSQL: {problem}")
+        if isinstance(error, psycopg.OperationalError):
+            return TransientError(f"PostgreSQL: {problem}")
+        return HandlerError(f"PostgreSQL rejected it: {problem}")
+
+    @property
+    def _conn(self) -> psycopg.Connection[dict[str, Any]]:
+        if self._connection is None:
+            if self._in_transaction:  # lost inside a transaction: its work is gone with it
+                raise StoreUnavailableError(f"PostgreSQL {self.name}: the connection was lost")
+            self.ensure()
+        assert self._connection is not None
+        return self._connection
+
+    # statements ---------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        connection = self._conn
+        with self._mapped():
+            if self._savepoint == "pending":
+                connection.execute("SAVEPOINT message")
+                self._savepoint = "open"
+            if not params:
+                return connection.execute(sql.replace("%", "%%"), ())
+            return connection.execute(_translate(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        connection = self._conn
+        with self._mapped():
+            if self._savepoint == "pending":
+                connection.execute("SAVEPOINT message")
+                self._savepoint = "open"
+            connection.cursor().executemany(_translate(sql), rows)
+
+    def script(self, sql: str) -> None:
+        connection = self._conn
+        with self._mapped():
+            connection.execute(sql)  # no parameters: several statements are fine
+
+    def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        """executemany of an INSERT … RETURNING: the first row each statement returned, in order."""
+        connection = self._conn
+        found: list[dict[str, Any]] = []
+        with self._mapped():
+            cursor = connection.cursor()
+            cursor.executemany(_translate(sql), rows, returning=True)
+            while True:
+                found.append(cursor.fetchone())  # type: ignore[arg-type]  # one row per INSERT
+                if not cursor.nextset():
+                    break
+        return found
+
+    # transactions -------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        connection = self._conn
+        with self._mapped():
+            connection.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._end("ROLLBACK")
+            raise
+        self._in_transaction = False
+        with self._mapped():
+            self._conn.execute("COMMIT")
+
+    def _end(self, statement: str) -> None:
+        """ROLLBACK quietly: a connection that broke has lost the transaction anyway."""
+        if self._connection is None or self._connection.closed:
+            return
+        try:
+            self._connection.execute(statement)
+        except psycopg.Error:
+            self._map(psycopg.InterfaceError("connection lost during rollback"))
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Taken lazily: only a block that runs a statement pays for SAVEPOINT and RELEASE."""
+        self._savepoint = "pending"
+        try:
+            yield
+        except BaseException:
+            opened, self._savepoint = self._savepoint == "open", "none"
+            if opened and self._connection is not None:
+                with self._mapped():
+                    self._connection.execute("ROLLBACK TO SAVEPOINT message")
+                    self._connection.execute("RELEASE SAVEPOINT message")
+            raise
+        opened, self._savepoint = self._savepoint == "open", "none"
+        if opened:
+            with self._mapped():
+                self._conn.execute("RELEASE SAVEPOINT message")
+
+    def first_time(self, event_id: str) -> bool:
+        cursor = self.execute(
+            "INSERT INTO processed (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (self.consumer, event_id),
+        )
+        return cursor.rowcount == 1
+
+    def first_times(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids of event_ids not processed before, now recorded (one statement)."""
+        cursor = self.execute(
+            "INSERT INTO processed (consumer, event_id) SELECT DISTINCT ?, unnest(?::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            (self.consumer, list(event_ids)),
+        )
+        return {row["event_id"] for row in cursor}
+
+    def lock(self, keys: Iterable[str]) -> None:
+        ordered = sorted({lock_key(key) for key in keys})
+        if ordered:
+            self.execute("SELECT tcx_lock_keys(?::bigint[])", (ordered,))
