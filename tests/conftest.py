@@ -92,6 +92,27 @@ def cluster() -> Iterator[LocalCluster | list[str]]:
         local.close()
 
 
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database created for this test run and dropped after it (see tests/postgres.py)."""
+    from tests.postgres import answers, server_url, test_database
+
+    url = server_url()
+    why = answers(url)
+    if why:
+        pytest.skip(why)
+    with test_database(url) as database:
+        yield database
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A store_url of this test alone: a schema of its own in the run's database."""
+    from tests.postgres import with_schema
+
+    return with_schema(pg_database, f"t{uuid.uuid4().hex[:10]}")
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace (prefix of every exchange and queue) of this test alone."""

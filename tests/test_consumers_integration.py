@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from bridge.config import Settings
 from bridge.errors import BrokerRefusedError
 from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
+from consumers.store import open_store, sqlite_path
 from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,31 +54,33 @@ def send(broker: Broker, settings: Settings, *messages: OutgoingMessage) -> None
         publish_event(broker, settings, message)
 
 
-def analytics_rows(settings: Settings) -> list[dict[str, Any]]:
-    path = Path(settings.data_dir) / "analytics.sqlite3"
-    if not path.exists():
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request: pytest.FixtureRequest, env: dict[str, str]) -> dict[str, str]:
+    """Every test here runs on both stores: the SQLite files, and PostgreSQL (a schema of its own)."""
+    if request.param == "postgresql":
+        return {**env, "TCX_BRIDGE_STORE_URL": request.getfixturevalue("pg_url")}
+    return env
+
+
+def stored(settings: Settings, consumer: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows a consumer's store holds (none while its SQLite file does not exist yet)."""
+    if not settings.store_url and not sqlite_path(settings, consumer).exists():
         return []
-    connection = sqlite3.connect(path)
-    connection.row_factory = sqlite3.Row
+    store = open_store(settings, consumer)
     try:
-        return [dict(row) for row in connection.execute("SELECT * FROM calls ORDER BY call_id")]
-    except sqlite3.OperationalError:
-        return []
+        return [dict(row) for row in store.execute(sql.format(calls=store.calls_table), params)]
     finally:
-        connection.close()
+        store.close()
+
+
+def analytics_rows(settings: Settings) -> list[dict[str, Any]]:
+    return stored(settings, "analytics", "SELECT * FROM {calls} ORDER BY call_id")
 
 
 def processed_count(settings: Settings, name: str) -> int:
-    path = Path(settings.data_dir) / f"{name}.sqlite3"
-    if not path.exists():
-        return 0
-    connection = sqlite3.connect(path)
-    try:
-        return int(connection.execute("SELECT count(*) FROM processed").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        connection.close()
+    where = " WHERE consumer = ?" if settings.store_url else ""
+    rows = stored(settings, name, f"SELECT count(*) AS n FROM processed{where}", (name,) if where else ())
+    return int(rows[0]["n"]) if rows else 0
 
 
 @pytest.fixture
@@ -155,16 +157,12 @@ def test_crm_journals_the_ended_call(crm: Service, broker: Broker, settings: Set
         call_message(settings, "ended", "inbound", "j1", now + timedelta(seconds=20)),
         call_message(settings, "connected", "inbound", "j1", now + timedelta(seconds=4)),
     )
-    path = Path(settings.data_dir) / "crm.sqlite3"
 
     def journaled() -> dict[str, Any] | None:
         if processed_count(settings, "crm") < 3:
             return None
-        connection = sqlite3.connect(path)
-        connection.row_factory = sqlite3.Row
-        row = connection.execute("SELECT * FROM journal WHERE call_id = 'j1'").fetchone()
-        connection.close()
-        return dict(row) if row else None
+        rows = stored(settings, "crm", "SELECT * FROM journal WHERE call_id = 'j1'")
+        return rows[0] if rows else None
 
     wait_until(journaled)
     entry = journaled()
