@@ -109,6 +109,7 @@ def _where(
 
 
 FIRST_MOMENT = "coalesce(started_at, connected_at, ended_at)"
+MICRO = 1_000_000  # calls_daily sums times in whole microseconds (exact on both backends)
 
 
 def load_calls(
@@ -211,12 +212,14 @@ def rollup(rows: list[dict[str, Any]], rings: list[float]) -> dict[str, Any]:
         "answered": answered,
         "missed": missed,
         "answer_rate": _ratio(answered, answered + missed, 4),
-        "ring_avg": _ratio(total("ring_seconds_sum"), total("ring_count"), 3),
+        "ring_avg": _ratio(total("ring_microseconds_sum"), total("ring_count") * MICRO, 3),
         "ring_p90": _p90(rings),
-        "talk_avg": _ratio(total("talk_seconds_sum"), total("talk_count"), 3),
+        "talk_avg": _ratio(total("talk_microseconds_sum"), total("talk_count") * MICRO, 3),
         "dialed": total("outbound_dialed"),
         "connected": total("outbound_connected"),
-        "out_talk_avg": _ratio(total("outbound_talk_seconds_sum"), total("outbound_talk_count"), 3),
+        "out_talk_avg": _ratio(
+            total("outbound_talk_microseconds_sum"), total("outbound_talk_count") * MICRO, 3
+        ),
     }
 
 

@@ -55,17 +55,16 @@ SELECT {day} AS day,
        {answer_rate} AS answer_rate,
        {within} AS inbound_within_service_level,
        {service_level} AS service_level,
-       coalesce(sum(ring_seconds) FILTER (WHERE {inbound_answered}), 0) AS ring_seconds_sum,
        count(ring_seconds) FILTER (WHERE {inbound_answered}) AS ring_count,
+       {ring_sum} AS ring_microseconds_sum,
        {ring_avg} AS ring_avg,
-       coalesce(sum(talk_seconds) FILTER (WHERE {inbound_answered}), 0) AS talk_seconds_sum,
        count(talk_seconds) FILTER (WHERE {inbound_answered}) AS talk_count,
+       {talk_sum} AS talk_microseconds_sum,
        {talk_avg} AS talk_avg,
        count(*) FILTER (WHERE direction = 'outbound') AS outbound_dialed,
        count(*) FILTER (WHERE direction = 'outbound' AND answered) AS outbound_connected,
-       coalesce(sum(talk_seconds) FILTER (WHERE direction = 'outbound' AND answered), 0)
-           AS outbound_talk_seconds_sum,
-       count(talk_seconds) FILTER (WHERE direction = 'outbound' AND answered) AS outbound_talk_count
+       count(talk_seconds) FILTER (WHERE direction = 'outbound' AND answered) AS outbound_talk_count,
+       {outbound_talk_sum} AS outbound_talk_microseconds_sum
 FROM {table}
 {where}
 GROUP BY 1, 2
@@ -81,6 +80,8 @@ DIALECT_TERMS = {
         "day": "substr(coalesce(started_at, connected_at, ended_at), 1, 10)",
         "ratio": "round(1.0 * ({a}) / nullif({b}, 0), {digits})",
         "average": "round(avg({x}) FILTER (WHERE {where}), 3)",
+        "micro": "CAST(round({x} * 1000000) AS INTEGER)",
+        "whole": "{x}",
     },
     "postgresql": {
         "time": "timestamptz",
@@ -90,6 +91,8 @@ DIALECT_TERMS = {
         "day": "(coalesce(started_at, connected_at, ended_at) AT TIME ZONE 'UTC')::date",
         "ratio": "round(({a})::numeric / nullif({b}, 0), {digits})::double precision",
         "average": "round((avg({x}) FILTER (WHERE {where}))::numeric, 3)::double precision",
+        "micro": "round({x} * 1000000)::bigint",
+        "whole": "({x})::bigint",  # sum(bigint) is numeric
     },
 }
 
@@ -106,7 +109,16 @@ def daily_select(dialect: str, table: str = "calls", where: str = "") -> str:
     within = (
         f"count(*) FILTER (WHERE {INBOUND_ANSWERED} AND ring_seconds <= (SELECT seconds FROM service_level))"
     )
+
+    def exact_sum(column: str, where: str) -> str:
+        """Sums in whole microseconds: the same on both backends, whatever the order of the rows."""
+        total = f"coalesce(sum({terms['micro'].format(x=column)}) FILTER (WHERE {where}), 0)"
+        return terms["whole"].format(x=total)
+
     return DAILY_SELECT.format(
+        ring_sum=exact_sum("ring_seconds", INBOUND_ANSWERED),
+        talk_sum=exact_sum("talk_seconds", INBOUND_ANSWERED),
+        outbound_talk_sum=exact_sum("talk_seconds", "direction = 'outbound' AND answered"),
         day=terms["day"],
         table=table,
         where=where,

@@ -1,0 +1,290 @@
+"""The PostgreSQL store: replicas side by side, a server restart mid-drain, migrations, store copy."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge import events
+from bridge.config import Settings, load_settings
+from bridge.transport import Broker, OutgoingMessage
+from consumers.analytics import Analytics
+from consumers.calls import apply_event
+from consumers.runtime import declare_consumer_queues
+from consumers.store import Store, open_sqlite, open_store
+from tests.conftest import Service, run_cli, wait_until
+from tests.postgres import LocalPostgres
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
+RECORD = ("desk", "direction", "call_id", "caller_id", "started_at", "connected_at", "ended_at",
+          "ring_seconds", "talk_seconds", "answered")  # fmt: skip
+
+
+def call_events(calls: int, seed: int = 7) -> list[events.CallEvent]:
+    """Events of calls at 20 desks: 40% transferred (S, C, E at two desks), 40% answered, 20% missed."""
+    rng = random.Random(seed)
+    found = []
+
+    def leg(desk: str, call_id: str, start: datetime, ring: float, talk: float | None, caller: str) -> None:
+        moments = [("started", start), ("ended", start + timedelta(seconds=ring + (talk or 0)))]
+        if talk is not None:
+            moments.append(("connected", start + timedelta(seconds=ring)))
+        for kind, moment in moments:
+            found.append(
+                events.CallEvent(
+                    event_id=events.new_event_id(),
+                    kind=kind,  # type: ignore[arg-type]
+                    direction="inbound",
+                    call_id=call_id,
+                    caller_id=caller if kind == "started" else None,
+                    desk=desk,
+                    extension="101",
+                    occurred_at=events.format_time(moment),
+                    argv=(),
+                )
+            )
+
+    for n in range(calls):
+        start = T0 + timedelta(seconds=n * 7 + rng.random())
+        desk, other = f"d{n % 20:02}", f"d{(n + 1) % 20:02}"
+        caller = f"07912{n:05}"
+        ring, talk = round(rng.uniform(1, 30), 3), round(rng.uniform(5, 600), 3)
+        if n % 5 in (0, 1):
+            leg(desk, f"{n}", start, ring, talk, caller)
+            leg(other, f"{n}", start + timedelta(seconds=ring + talk), 2.0, talk / 2, caller)
+        elif n % 5 in (2, 3):
+            leg(desk, f"{n}", start, ring, talk, caller)
+        else:
+            leg(desk, f"{n}", start, ring, None, caller)
+    return found
+
+
+def shuffled_with_duplicates(found: list[events.CallEvent], share: float = 0.05) -> list[events.CallEvent]:
+    rng = random.Random(11)
+    copies = rng.sample(found, int(len(found) * share))
+    mixed = found + copies
+    rng.shuffle(mixed)
+    return mixed
+
+
+def message(event: events.CallEvent) -> OutgoingMessage:
+    return OutgoingMessage(
+        event.routing_key, events.ENCODER.encode(event), event.event_id, f"call.{event.kind}", 0
+    )
+
+
+def records(store: Store) -> set[tuple[Any, ...]]:
+    rows = store.execute(f"SELECT {', '.join(RECORD)} FROM {store.calls_table}")
+    return {tuple(bool(row[c]) if c == "answered" else row[c] for c in RECORD) for row in rows}
+
+
+def single_sqlite_run(path: Path, mixed: list[events.CallEvent]) -> set[tuple[Any, ...]]:
+    """What one analytics process with SQLite makes of these events, in this order."""
+    store = open_sqlite(path, "analytics")
+    with store.transaction():
+        for event in mixed:
+            if store.first_time(event.event_id):
+                apply_event(store, event)
+    found = records(store)
+    store.close()
+    return found
+
+
+def processed(settings: Settings) -> int:
+    store = open_store(settings, "analytics")
+    try:
+        row = store.execute("SELECT count(*) AS n FROM processed WHERE consumer = 'analytics'").fetchone()
+        return int(row["n"])
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def pg_env(env: dict[str, str], pg_url: str) -> dict[str, str]:
+    return {**env, "TCX_BRIDGE_STORE_URL": pg_url}
+
+
+@pytest.fixture
+def pg_settings(pg_env: dict[str, str]) -> Settings:
+    return load_settings(environ=pg_env).settings
+
+
+def test_two_replicas_one_killed_twice_give_what_one_sqlite_process_gives(
+    pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """20,000 events of 5,000 calls, shuffled, 5% duplicated, on two replicas; one SIGKILLed twice."""
+    found = call_events(5000)
+    assert len(found) == 20_000
+    mixed = shuffled_with_duplicates(found)
+    expected = single_sqlite_run(tmp_path / "single.sqlite3", mixed)
+
+    declare_consumer_queues(broker, pg_settings, Analytics)
+    confirmed, error = broker.publish_many(pg_settings.exchange, [message(e) for e in mixed], timeout=120)
+    assert (confirmed, error) == (len(mixed), None)
+
+    replicas = [Service(pg_env, "consume", "analytics") for _ in range(2)]
+    services.extend(replicas)
+    for mark in (5_000, 12_000):
+        wait_until(lambda mark=mark: processed(pg_settings) >= mark, timeout=120, every=0.01)  # type: ignore[misc]
+        replicas[0].kill()
+        assert processed(pg_settings) < len(found)  # it died mid-drain
+        replicas[0] = Service(pg_env, "consume", "analytics")
+        services.append(replicas[0])
+    wait_until(lambda: processed(pg_settings) == len(found), timeout=180)
+    wait_until(lambda: broker.queue_info(pg_settings.queue("analytics")) == (0, 0), timeout=60)
+
+    store = open_store(pg_settings, "analytics")
+    try:
+        got = records(store)
+        daily = store.execute(
+            "SELECT sum(calls) AS calls, sum(inbound_answered) AS answered FROM calls_daily"
+        )
+        totals = daily.fetchone()
+    finally:
+        store.close()
+    assert len(expected) == 7000  # 2,000 transferred calls have two records
+    assert got == expected
+    assert (totals["calls"], totals["answered"]) == (7000, 6000)
+    assert all(replica.process.poll() is None for replica in replicas)
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this module's own, to restart (the machine's is never touched)."""
+    from tests.postgres import local_postgres_available
+
+    why = local_postgres_available()
+    if why:
+        pytest.skip(why)
+    server = LocalPostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def test_postgres_restart_during_a_drain_loses_nothing_and_doubles_nothing(
+    own_postgres: LocalPostgres, env: dict[str, str], broker: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    server_env = {**env, "TCX_BRIDGE_STORE_URL": own_postgres.url}
+    settings = load_settings(environ=server_env).settings
+    found = call_events(1500, seed=3)
+    mixed = shuffled_with_duplicates(found)
+    expected = single_sqlite_run(tmp_path / "single.sqlite3", mixed)
+    declare_consumer_queues(broker, settings, Analytics)
+    assert broker.publish_many(settings.exchange, [message(e) for e in mixed], timeout=120)[1] is None
+
+    consumer = Service({**server_env, "TCX_BRIDGE_PREFETCH": "20"}, "consume", "analytics")
+    services.append(consumer)
+    wait_until(lambda: processed(settings) >= 1000, timeout=60, every=0.01)
+    own_postgres.restart()
+    wait_until(lambda: processed(settings) == len(found), timeout=120, every=0.2)
+    wait_until(lambda: broker.queue_info(settings.queue("analytics")) == (0, 0), timeout=60)
+    store = open_store(settings, "analytics")
+    try:
+        assert records(store) == expected
+    finally:
+        store.close()
+    assert "store lost" in consumer.output()
+    assert consumer.process.poll() is None
+
+
+def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
+    pg_env: dict[str, str], env: dict[str, str]
+) -> None:
+    for environ in (pg_env, env):
+        first = run_cli(environ, "store", "migrate")
+        if environ is env:  # no SQLite store yet: nothing to migrate
+            assert first.stdout.startswith("no store in ")
+            Path(environ["TCX_BRIDGE_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+            open_sqlite(Path(environ["TCX_BRIDGE_DATA_DIR"]) / "analytics.sqlite3").close()
+            first = run_cli(environ, "store", "migrate")
+        assert first.returncode == 0, first.stderr
+        again = run_cli(environ, "store", "migrate")
+        assert again.returncode == 0
+        assert again.stdout.strip().endswith("schema version 1 (up to date)")
+
+    settings = load_settings(environ=pg_env).settings
+    store = open_store(settings, "analytics")
+    store.execute("INSERT INTO tcx_schema (version) VALUES (99)")
+    store.close()
+    newer = run_cli(pg_env, "store", "migrate")
+    assert newer.returncode == 1
+    assert newer.stderr.strip().splitlines()[-1].startswith("Error: store 'postgresql://")
+    assert "has schema version 99, newer than this tcx-bridge knows (1); upgrade tcx-bridge" in newer.stderr
+    consumer = run_cli(pg_env, "consume", "analytics", timeout=30)
+    assert consumer.returncode == 1
+    assert "has schema version 99" in consumer.stderr
+
+
+def test_store_copy_gives_the_same_report_and_journal(
+    env: dict[str, str], pg_env: dict[str, str], settings: Settings
+) -> None:
+    data = Path(settings.data_dir)
+    analytics = open_sqlite(data / "analytics.sqlite3", "analytics")
+    with analytics.transaction():
+        for event in shuffled_with_duplicates(call_events(300, seed=5)):
+            if analytics.first_time(event.event_id):
+                apply_event(analytics, event)
+    analytics.close()
+    crm = open_sqlite(data / "crm.sqlite3", "crm")
+    crm.execute(
+        "INSERT INTO journal (call_key, desk, direction, call_id, number, number_e164, contact_name, contact, "
+        "answered, ring_seconds, talk_seconds, started_at, connected_at, ended_at) VALUES "
+        "(1, 'd01', 'inbound', 'j1', '079 123 45 67', '+41791234567', 'Anna', '{\"name\": \"Anna\"}', 1, "
+        "4.5, 60.25, '2026-11-02T09:00:00.000000Z', '2026-11-02T09:00:04.500000Z', '2026-11-02T09:01:04.750000Z')"
+    )
+    crm.close()
+    contacts = data / "contacts.csv"
+    contacts.write_text("name,phone\nAnna Muster,079 123 45 67\n")
+    assert run_cli(env, "contacts", "import", str(contacts)).returncode == 0
+
+    copied = run_cli(env, "store", "copy", "--to", pg_env["TCX_BRIDGE_STORE_URL"])
+    assert copied.returncode == 0, copied.stderr
+    assert "calls: 420 row(s)" in copied.stdout  # 300 calls, 120 of them at two desks
+    for command in (
+        ["report", "--format", "json"],
+        ["report", "--calls", "--format", "json"],
+        ["report", "--format", "json", "--since", "2026-11-02T08:10:00Z", "--desk", "d03"],
+        ["journal", "--format", "json"],
+        ["contacts", "list", "--format", "json"],
+    ):
+        before, after = run_cli(env, *command), run_cli(pg_env, *command)
+        assert before.returncode == after.returncode == 0, after.stderr
+        assert json.loads(after.stdout) == json.loads(before.stdout), command
+        assert json.loads(after.stdout), command  # something was compared
+    again = run_cli(env, "store", "copy", "--to", pg_env["TCX_BRIDGE_STORE_URL"])
+    assert again.returncode == 1
+    assert "already holds" in again.stderr
+    lookup = run_cli(pg_env, "contacts", "lookup", "+41 79 123 45 67")
+    assert "Anna Muster" in lookup.stdout
+
+
+def test_postgresql_url_without_the_driver_is_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.cli import cli
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "consumers.postgres", raising=False)
+    result = CliRunner().invoke(
+        cli,
+        ["--store-url", "postgresql://tcx@db.example/tcx", "report"],
+        env={**env, "TCX_BRIDGE_STORE_URL": ""},
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: store_url is a postgresql:// URL but the PostgreSQL driver is not installed; "
+        "install it with: pip install 'tcx-bridge[postgres]'"
+    )
