@@ -4,9 +4,11 @@ Both queues get the same backlog (20,000 call events by default) on the same
 broker in the same run; the floor drains its queue with basic_consume + one
 basic_ack per message at the same prefetch; ours is the analytics consumer
 (decode, merge the call record in SQLite with fsync'd commits, dedupe, ack).
-Target: at least 0.5x the floor.
+With --store-url, also the PostgreSQL store with one and with two replicas
+(separate processes on one queue), each variant on a backlog of its own.
+Target: at least 0.5x the floor, for SQLite and for two PostgreSQL replicas.
 
-    python bench/consumer_throughput.py [--events 20000] [--rounds 2]
+    python bench/consumer_throughput.py [--events 20000] [--rounds 2] [--store-url postgresql://…]
 """
 
 from __future__ import annotations
@@ -92,6 +94,111 @@ def ours(settings: Settings, count: int) -> float:
     return time.perf_counter() - started
 
 
+def _replica(settings: Settings) -> None:
+    import logging
+
+    logging.getLogger().setLevel(logging.INFO)
+    Runner(Analytics(settings), settings, idle_exit=3.0).run()
+
+
+def replicas(settings: Settings, count: int, processes: int) -> float:
+    """processes analytics replicas (each its own process) on one queue and one PostgreSQL store."""
+    import multiprocessing
+
+    import psycopg
+
+    context = multiprocessing.get_context("fork")
+    started = time.perf_counter()
+    workers = [context.Process(target=_replica, args=(settings,)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    assert settings.store_url is not None
+    with psycopg.connect(settings.store_url, autocommit=True) as connection:
+        while True:
+            try:
+                done = connection.execute("SELECT count(*) FROM processed").fetchone()[0]  # type: ignore[index]
+            except psycopg.errors.UndefinedTable:
+                done = 0  # the replicas have not migrated the schema yet
+            if done >= count:
+                break
+            time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join(30)
+    return elapsed
+
+
+def with_schema(url: str, schema: str) -> str:
+    """url whose connections use a schema of their own (created here)."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def cleanup(url: str, settings: Settings, floor_queue: str) -> None:
+    with Broker(url) as broker:
+        for queue in (
+            floor_queue,
+            settings.queue("analytics"),
+            f"{settings.queue('analytics')}.retry",
+            settings.dead_queue("analytics"),
+            settings.unrouted_exchange,
+        ):
+            broker.delete_queue(queue)
+        for exchange in (settings.exchange, settings.unrouted_exchange, settings.dead_exchange):
+            broker.delete_exchange(exchange)
+
+
+def measure(name: str, args: argparse.Namespace) -> float:
+    """Fill a backlog of its own for one variant and drain it; seconds."""
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    env = {
+        "TCX_BRIDGE_AMQP_URL": args.amqp_url,
+        "TCX_BRIDGE_NAMESPACE": namespace,
+        "TCX_BRIDGE_DATA_DIR": data_dir,
+        "TCX_BRIDGE_DESK": "bench",
+    }
+    if name.startswith("pg"):
+        env["TCX_BRIDGE_STORE_URL"] = with_schema(args.store_url, schema)
+    settings = load_settings(environ=env, read_file=False).settings
+    floor_queue = f"{namespace}.floor"
+    try:
+        with Broker(args.amqp_url) as broker:
+            declare_events(broker, settings)
+            if name == "floor":
+                broker.declare_queue(floor_queue)
+                broker.bind_queue(floor_queue, settings.exchange, "call.#")
+                queue = floor_queue
+            else:
+                declare_consumer_queues(broker, settings, Analytics)
+                queue = settings.queue("analytics")
+            fill(args.amqp_url, settings.exchange, backlog(settings, args.events))
+            assert broker.queue_info(queue) == (args.events, 0)
+        if name == "floor":
+            return floor(args.amqp_url, floor_queue, args.events, settings.prefetch)
+        if name == "sqlite":
+            return ours(settings, args.events)
+        return replicas(settings, args.events, int(name[-1]))
+    finally:
+        cleanup(args.amqp_url, settings, floor_queue)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if name.startswith("pg"):
+            drop_schema(args.store_url, schema)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -100,6 +207,11 @@ def main() -> None:
         "--amqp-url",
         default=os.environ.get("TCX_BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
     )
+    parser.add_argument(
+        "--store-url",
+        help="also measure the PostgreSQL store with 1 and 2 replicas (a schema of its own is created "
+        "in this database and dropped), e.g. postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     args = parser.parse_args()
     import logging
 
@@ -107,52 +219,26 @@ def main() -> None:
     log_file = tempfile.NamedTemporaryFile(prefix="tcx-bench-", suffix=".log", delete=False)
     logging.basicConfig(level=logging.INFO, filename=log_file.name)
     logging.getLogger("pika").setLevel(logging.CRITICAL)
-    results: dict[str, list[float]] = {"floor": [], "ours": []}
+    names = ["floor", "sqlite", *(["pg x1", "pg x2"] if args.store_url else [])]
+    results: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(args.rounds):
-        namespace = f"bench{uuid.uuid4().hex[:8]}"
-        data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
-        env = {
-            "TCX_BRIDGE_AMQP_URL": args.amqp_url,
-            "TCX_BRIDGE_NAMESPACE": namespace,
-            "TCX_BRIDGE_DATA_DIR": data_dir,
-            "TCX_BRIDGE_DESK": "bench",
-        }
-        settings = load_settings(environ=env, read_file=False).settings
-        floor_queue = f"{namespace}.floor"
-        with Broker(args.amqp_url) as broker:
-            declare_events(broker, settings)
-            declare_consumer_queues(broker, settings, Analytics(settings))
-            broker.declare_queue(floor_queue)
-            broker.bind_queue(floor_queue, settings.exchange, "call.#")
-            fill(args.amqp_url, settings.exchange, backlog(settings, args.events))
-            assert broker.queue_info(floor_queue) == (args.events, 0)
-        order = ["floor", "ours"] if round_number % 2 == 0 else ["ours", "floor"]
+        order = names if round_number % 2 == 0 else names[::-1]
         for name in order:
-            if name == "floor":
-                seconds = floor(args.amqp_url, floor_queue, args.events, settings.prefetch)
-            else:
-                seconds = ours(settings, args.events)
-            results[name].append(seconds)
-        with Broker(args.amqp_url) as broker:
-            for queue in (
-                floor_queue,
-                settings.queue("analytics"),
-                f"{settings.queue('analytics')}.retry",
-                settings.dead_queue("analytics"),
-                settings.unrouted_exchange,
-            ):
-                broker.delete_queue(queue)
-            for exchange in (settings.exchange, settings.unrouted_exchange, settings.dead_exchange):
-                broker.delete_exchange(exchange)
-        shutil.rmtree(data_dir, ignore_errors=True)
+            results[name].append(measure(name, args))
 
     os.unlink(log_file.name)
-    print(f"{args.events} events, prefetch {settings.prefetch}, {args.rounds} round(s), best of each")
+    print(f"{args.events} events, prefetch 100, {args.rounds} round(s), best of each")
     best = {name: min(times) for name, times in results.items()}
-    for name in ("floor", "ours"):
-        print(f"{name:<6} {best[name]:6.2f} s   {args.events / best[name]:8.0f} events/s")
-    ratio = best["floor"] / best["ours"]
-    print(f"ratio  {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")
+    for name in names:
+        ratio = best["floor"] / best[name]
+        print(
+            f"{name:<7} {best[name]:6.2f} s   {args.events / best[name]:8.0f} events/s   {ratio:.2f}x the floor"
+        )
+    ratio = best["floor"] / best["sqlite"]
+    print(f"sqlite: {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")
+    if args.store_url:
+        ratio = best["floor"] / best["pg x2"]
+        print(f"pg x2:  {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")
 
 
 if __name__ == "__main__":
