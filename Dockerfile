@@ -5,7 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY consumers ./consumers
-RUN pip install --no-cache-dir ".[metrics,xlsx]" \
+RUN pip install --no-cache-dir ".[metrics,xlsx,postgres]" \
     && useradd --system --uid 10001 tcx \
     && mkdir /data && chown tcx /data
 USER tcx

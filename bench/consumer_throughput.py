@@ -232,7 +232,7 @@ def main() -> None:
     for name in names:
         ratio = best["floor"] / best[name]
         print(
-            f"{name:<7} {best[name]:6.2f} s   {args.events / best[name]:8.0f} events/s   {ratio:.2f}x the floor"
+            f"{name:<7} {best[name]:6.2f} s  {args.events / best[name]:8.0f} events/s  {ratio:.2f}x the floor"
         )
     ratio = best["floor"] / best["sqlite"]
     print(f"sqlite: {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")

@@ -106,8 +106,16 @@ def test_compose_file_parses_and_runs_only_commands_that_exist() -> None:
     assert services["rabbitmq"]["healthcheck"]["test"]
     assert any(volume.endswith(":/var/lib/rabbitmq") for volume in services["rabbitmq"]["volumes"])
     assert {"crm", "analytics"} <= set(services)
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(volume.endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
+    for name in ("crm", "analytics"):
+        assert services[name]["environment"]["TCX_BRIDGE_STORE_URL"].startswith("postgresql://")
+        assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["tcx-bridge"]' in dockerfile
+    assert "postgres" in dockerfile  # the image has the extra the store needs
     for name, service in services.items():
         if "build" not in service:
             continue
@@ -167,5 +175,6 @@ def test_compose_reads_credentials_from_env_and_has_a_cluster_profile() -> None:
     example = (ROOT / ".env.example").read_text()
     assert "TCX_MQ_USER=" in example
     assert "TCX_MQ_PASSWORD=" in example
+    assert "TCX_PG_PASSWORD=" in example
     cluster_conf = (ROOT / "examples" / "cluster" / "rabbitmq.conf").read_text()
     assert all(f"rabbit@mq{n}" in cluster_conf for n in (1, 2, 3))
