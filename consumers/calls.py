@@ -211,12 +211,13 @@ class CallConsumer(Consumer):
 
     @property
     def store(self) -> Store:
-        store = self.__dict__.get("_store")
-        if store is None or getattr(store, "connection", self.database) is not self.database:
+        """The consumer's database as a Store (a plugin may hold a plain sqlite3 connection)."""
+        cached = self.__dict__.get("_store")
+        if cached is None or cached[0] is not self.database:
             store = as_store(self.database)
-            self.__dict__["_store"] = store
-        assert store is not None
-        return store
+            assert store is not None
+            cached = self.__dict__["_store"] = (self.database, store)
+        return cached[1]
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:

@@ -211,6 +211,7 @@ def run_demo(base: Settings, say: Say, *, calls: int = 30, seed: int = 7, speed:
             exchange=f"{namespace}.events",
             data_dir=str(work),
             desk=DESKS[0],
+            store_url=None,  # the demo's stores are SQLite files in its own directory
         )
         try:
             _run(settings, work, say, calls=calls, seed=seed, speed=speed)
