@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wallboard_token: str | None
     wallboard_thresholds: str
     store_url: str | None
+    trust_user_id: bool
 
     @property
     def broker_count(self) -> int:
@@ -454,6 +455,12 @@ KEYS: tuple[Key, ...] = (
         _const(None),
         _store_url,
         "consumers' store: postgresql://user@host/db (extra tcx-bridge[postgres]); unset: SQLite files",
+    ),
+    Key(
+        "trust_user_id",
+        _const(True),
+        _boolean,
+        "consumers: dead-letter a call event published by user desk-<A> for another desk",
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}

@@ -154,6 +154,7 @@ def _publish_and_replay(
         timeout=timeout,
         start=start,
         connect_timeout=connect_timeout,
+        sign=True,  # user_id: the broker vouches that this desk's user sent it
     ) as broker:
         publish_event(broker, settings, message)
         on_safe()

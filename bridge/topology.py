@@ -16,14 +16,21 @@ from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMes
 
 
 def declare_events(broker: Broker, settings: Settings) -> None:
-    """Declare the events exchange with its alternate exchange and the unrouted queue."""
-    broker.declare_exchange(settings.unrouted_exchange, "fanout")
+    """Declare the events exchange with its alternate exchange and the unrouted queue.
+
+    Checked passively first: when the events exchange exists (an admin's ``topology
+    declare``, or an earlier process), nothing is declared, so a user without the
+    configure right works; when it does not, such a user gets one line saying so.
+    """
+    if broker.exchange_exists(settings.exchange):
+        return
+    broker.ensure_exchange(settings.unrouted_exchange, "fanout")
     broker.declare_queue(
         settings.unrouted_exchange, arguments={"x-queue-type": "quorum"} if settings.quorum else None
     )
     broker.bind_queue(settings.unrouted_exchange, settings.unrouted_exchange, "")
     try:
-        broker.declare_exchange(
+        broker.ensure_exchange(
             settings.exchange, "topic", arguments={"alternate-exchange": settings.unrouted_exchange}
         )
     except BrokerRejectedError as error:
@@ -33,8 +40,8 @@ def declare_events(broker: Broker, settings: Settings) -> None:
 
 
 def declare_commands(broker: Broker, settings: Settings) -> None:
-    """Declare the commands exchange (dial requests and screen pops to desks)."""
-    broker.declare_exchange(settings.commands_exchange, "topic")
+    """Declare the commands exchange (dial requests and screen pops to desks), if it is not there."""
+    broker.ensure_exchange(settings.commands_exchange, "topic")
 
 
 def publish_event(broker: Broker, settings: Settings, message: OutgoingMessage) -> None:

@@ -46,6 +46,7 @@ class OutgoingMessage(NamedTuple):
     app_id: str = "tcx-bridge"
     expiration_ms: int | None = None
     headers: dict[str, Any] | None = None
+    user_id: str | None = None  # the broker refuses it unless it is the connection's user
 
 
 class Delivery(NamedTuple):
@@ -61,6 +62,7 @@ class Delivery(NamedTuple):
     headers: dict[str, Any]
     timestamp: int | None = None
     expiration: str | None = None
+    user_id: str | None = None  # validated by the broker: the user that published it (when set)
 
 
 def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) -> pika.URLParameters:
@@ -83,8 +85,12 @@ def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) ->
 
 
 @contextmanager
-def mapped_errors(action: str) -> Iterator[None]:
-    """Turn pika's (and the socket layer's) exceptions into our TransportError tree."""
+def mapped_errors(action: str, *, ca_file: str | None = None) -> Iterator[None]:
+    """Turn pika's (and the socket layer's) exceptions into our TransportError tree.
+
+    A server certificate that does not verify is for an operator (BrokerRefusedError),
+    named with the CA file it was checked against (ca_file, else the system's CAs).
+    """
     try:
         yield
     except pika.exceptions.UnroutableError:
@@ -118,6 +124,9 @@ def mapped_errors(action: str) -> Iterator[None]:
         ssl.SSLError,
         OSError,
     ) as error:
+        inner = _innermost(error)
+        if isinstance(inner, ssl.SSLCertVerificationError):
+            raise BrokerRefusedError(_untrusted(action, inner, ca_file)) from None
         detail = _describe(error)
         raise BrokerUnreachableError(f"{action}: the broker cannot be reached ({detail})") from None
     except pika.exceptions.AMQPError as error:
@@ -140,9 +149,13 @@ class Broker:
         timeout: float = 5.0,
         start: int = 0,
         connect_timeout: float | None = None,
+        sign: bool = False,
     ) -> None:
+        """sign: every publish carries user_id = this connection's user (the broker checks it)."""
         each = timeout if connect_timeout is None else min(connect_timeout, timeout)
         self._params = [parameters(one, ca_file=ca_file, timeout=each) for one in split_urls(url)]
+        self._ca_file = ca_file
+        self._sign = sign
         if not self._params:
             raise BrokerUnreachableError("no broker URL given")
         for params in self._params:
@@ -157,6 +170,17 @@ class Broker:
         """host:port of the node this connection is on (or will try first)."""
         params = self._params[self.index]
         return f"{params.host}:{params.port}"
+
+    def _signed(self, message: OutgoingMessage) -> OutgoingMessage:
+        if not self._sign or message.user_id is not None:
+            return message
+        return message._replace(user_id=self.username)
+
+    @property
+    def username(self) -> str:
+        """The user this connection logs in as (what a publish's user_id must be)."""
+        credentials = self._params[self.index].credentials
+        return str(getattr(credentials, "username", "guest"))
 
     @property
     def size(self) -> int:
@@ -177,7 +201,7 @@ class Broker:
             index = (self.start + offset) % len(self._params)
             params = self._params[index]
             try:
-                with mapped_errors(f"connect to {params.host}:{params.port}"):
+                with mapped_errors(f"connect to {params.host}:{params.port}", ca_file=self._ca_file):
                     self._connection = pika.BlockingConnection(params)
             except BrokerUnreachableError as error:
                 failures.append(str(error))
@@ -211,7 +235,7 @@ class Broker:
 
     def publish(self, exchange: str, message: OutgoingMessage, *, mandatory: bool = True) -> None:
         """Publish and wait for the confirm; raise PublishError unless the broker took it."""
-        properties = _properties(message)
+        properties = _properties(self._signed(message))
         with mapped_errors(f"publish {message.routing_key} to {exchange!r}"):
             self.channel.basic_publish(exchange, message.routing_key, message.body, properties, mandatory)
 
@@ -258,7 +282,11 @@ class Broker:
                 for tag, message in enumerate(messages, start=1):
                     tags[message.message_id] = tag
                     impl.basic_publish(
-                        exchange, message.routing_key, message.body, _properties(message), mandatory=True
+                        exchange,
+                        message.routing_key,
+                        message.body,
+                        _properties(self._signed(message)),
+                        mandatory=True,
                     )
                 while impl.is_open and time.monotonic() < deadline:
                     if _confirmed_prefix(state["acked"], acked_one, len(messages)) == len(messages):
@@ -285,6 +313,21 @@ class Broker:
     def declare_exchange(self, name: str, kind: str, *, arguments: dict[str, Any] | None = None) -> None:
         with mapped_errors(f"declare exchange {name!r}"):
             self.channel.exchange_declare(name, kind, durable=True, arguments=arguments)
+
+    def ensure_exchange(self, name: str, kind: str, *, arguments: dict[str, Any] | None = None) -> None:
+        """Check that the exchange exists (passively: no right needed); declare it only when it does not.
+
+        A user without the configure right gets one line naming the exchange and the fix.
+        """
+        if self.exchange_exists(name):
+            return
+        try:
+            self.declare_exchange(name, kind, arguments=arguments)
+        except BrokerRefusedError:
+            raise BrokerRefusedError(
+                f"exchange {name!r} does not exist and user {self.username!r} may not declare it "
+                "(no configure right on it); run tcx-bridge topology declare as an admin first"
+            ) from None
 
     def exchange_exists(self, name: str) -> bool:
         try:
@@ -402,6 +445,7 @@ def _properties(message: OutgoingMessage) -> pika.BasicProperties:
         app_id=message.app_id,
         expiration=None if message.expiration_ms is None else str(message.expiration_ms),
         headers=message.headers,
+        user_id=message.user_id,
     )
 
 
@@ -431,8 +475,22 @@ def _mismatch(name: str, arguments: dict[str, Any], detail: str) -> str:
     )
 
 
-def _describe(error: BaseException) -> str:
-    """The innermost useful text of a pika connection error (its workflow nests the cause)."""
+def _untrusted(action: str, error: ssl.SSLCertVerificationError, ca_file: str | None) -> str:
+    against = f"CA file {ca_file!r}" if ca_file else "the system's CAs (no ca_file set)"
+    reason = error.verify_message or str(error)
+    if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+        return (
+            f"{action}: the broker's TLS certificate is for another host name ({reason}); "
+            "connect with the name the certificate was issued for"
+        )
+    return (
+        f"{action}: the broker's TLS certificate is not signed by a CA in {against} ({reason}); "
+        "set ca_file to the CA that issued the broker's certificate"
+    )
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The cause pika's connection workflow nests inside its own errors."""
     for _ in range(5):
         nested = getattr(error, "exceptions", None)
         if nested:
@@ -443,6 +501,12 @@ def _describe(error: BaseException) -> str:
             error = error.args[0]
         else:
             break
+    return error
+
+
+def _describe(error: BaseException) -> str:
+    """The innermost useful text of a pika connection error (its workflow nests the cause)."""
+    error = _innermost(error)
     return str(error) or type(error).__name__
 
 
@@ -458,4 +522,5 @@ def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
         headers=dict(properties.headers or {}),
         timestamp=properties.timestamp,
         expiration=properties.expiration,
+        user_id=properties.user_id,
     )

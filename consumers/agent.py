@@ -124,6 +124,8 @@ class Unreadable(NamedTuple):
 class DeskAgent(Consumer):
     """Takes dial requests and screen pops addressed to this desk."""
 
+    signs = True  # dial results and replayed events carry user_id: the broker vouches for this desk
+
     def __init__(self, settings: Settings) -> None:
         self.name = self.name_for(settings)
         self.settings = settings

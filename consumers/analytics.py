@@ -34,6 +34,7 @@ class Analytics(CallConsumer):
     batch_merge = True  # on_record does nothing that can fail
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.database = open_store(settings, "analytics", wait=True)
         self.service_level: float | None = settings.service_level_seconds
 

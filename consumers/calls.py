@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from bridge.config import Settings
+from bridge.errors import HandlerError
 from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
 from bridge.transport import Delivery
 from consumers.runtime import Binding, Consumer, Context
@@ -145,6 +146,26 @@ def key_of(store: Store, event: CallEvent) -> str:
     return f"{store.calls_table}/{event.desk}/{event.direction}/{event.call_id}"
 
 
+DESK_USER = "desk-"  # the broker users of desks (tcx-bridge access definitions)
+
+
+def spoofed(settings: Settings | None, delivery: Delivery, event: CallEvent) -> str | None:
+    """Why an event cannot be from the desk it names, judged by the user the broker vouches for; else None.
+
+    Only users named desk-<desk> speak for a desk; other producers are taken at their word.
+    """
+    user = delivery.user_id
+    trusted = settings is None or settings.trust_user_id
+    if not trusted or not user or not user.startswith(DESK_USER):
+        return None
+    if user[len(DESK_USER) :] == event.desk:
+        return None
+    return (
+        f"spoofed: the event is for desk {event.desk!r} but user {user!r} published it, "
+        f"who speaks for desk {user[len(DESK_USER) :]!r} only"
+    )
+
+
 def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[int, dict[str, Any] | None]:
     """Dedupe and merge a batch of (delivery tag, event) at once; tag -> record (None: a duplicate).
 
@@ -232,13 +253,15 @@ class CallConsumer(Consumer):
         if store.dialect != "postgresql":
             return  # a SQLite write transaction holds the whole file already
         found: list[tuple[int, CallEvent]] = []
+        settings: Settings | None = getattr(self, "settings", None)  # a plugin may not keep them
         for delivery in deliveries:
             try:
                 event = CALL_EVENT_DECODER.decode(delivery.body)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # handle() dead-letters it
-            if event.kind in SLOTS and event.call_id is not None:
-                found.append((delivery.delivery_tag, event))
+            if event.kind not in SLOTS or event.call_id is None or spoofed(settings, delivery, event):
+                continue  # handle() ignores it, or dead-letters it (spoofed)
+            found.append((delivery.delivery_tag, event))
         if not found:
             return
         store.lock(key_of(store, event) for _, event in found)
@@ -247,6 +270,9 @@ class CallConsumer(Consumer):
 
     def handle(self, message: Any, context: Context) -> str:
         event: CallEvent = message
+        problem = spoofed(context.settings, context.delivery, event)
+        if problem is not None:
+            raise HandlerError(problem)
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
         prepared = getattr(self, "_prepared", {})

@@ -6,6 +6,10 @@ Every consumer gets (names with the default namespace ``tcx``):
     tcx.<name>.retry      failed messages wait here (per-message TTL, growing) and then go back
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
+Retries go through the dead exchange too (key ``<name>.retry`` to the retry
+queue, ``<name>.again`` back to the queue), so no consumer needs the right to
+publish to ``amq.default``, which would reach every queue by name.
+
 A message is acked only after its handler returned, so its side effects are
 durable first. Everything about one delivery (headers, size, decoding,
 validation, handling) runs inside its own error boundary, and the outcome of a
@@ -102,6 +106,7 @@ class Consumer:
     name: str = "consumer"
     database: Store | sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
     metrics: Metrics = NULL  # set by the Runner: report consumer-specific metrics here
+    signs: bool = False  # its publishes carry user_id (the desk agent: results in its desk's name)
 
     def __init__(self, settings: Settings | None = None) -> None:
         """``tcx-bridge consume NAME`` creates a plugin with the effective settings."""
@@ -241,7 +246,9 @@ class Runner:
         store = as_store(self.consumer.database)
         if store is not None:
             store.ensure()  # the database first: no deliveries while it is away
-        with Broker(self.settings.amqp_url, ca_file=self.settings.ca_file, start=self._start) as broker:
+        with Broker(
+            self.settings.amqp_url, ca_file=self.settings.ca_file, start=self._start, sign=self.consumer.signs
+        ) as broker:
             self._broker = broker
             self._start = broker.index
             self._connected = True
@@ -409,7 +416,8 @@ class Runner:
         self.metrics.retried(self.consumer.name)
         delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
         headers = {**delivery.headers, ATTEMPTS: attempts, ROUTING_KEY: routing_key, REASON: reason}
-        broker.publish("", _copy(delivery, self.retry_queue, headers, expiration_ms=delay))
+        retry_key = f"{self.consumer.name}.retry"  # through the dead exchange: no right on amq.default needed
+        broker.publish(self.settings.dead_exchange, _copy(delivery, retry_key, headers, expiration_ms=delay))
         return f"retry-in-{delay}ms"
 
     def _dead_letter(
@@ -439,7 +447,7 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     name = consumer.name_for(settings)
     queue = settings.queue(name)
     consumer.declare(broker, settings)
-    broker.declare_exchange(settings.dead_exchange, "topic")
+    broker.ensure_exchange(settings.dead_exchange, "topic")
     broker.declare_queue(settings.dead_queue(name), arguments=queue_type(settings))
     broker.bind_queue(settings.dead_queue(name), settings.dead_exchange, name)
     arguments = {
@@ -451,14 +459,21 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
         # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
         arguments["x-delivery-limit"] = settings.max_attempts
     broker.declare_queue(queue, arguments=arguments)
-    broker.declare_queue(
-        f"{queue}.retry",
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue,
-            **queue_type(settings, dead_letters=True),
-        },
-    )
+    try:
+        broker.declare_queue(
+            f"{queue}.retry",
+            arguments={
+                "x-dead-letter-exchange": settings.dead_exchange,
+                "x-dead-letter-routing-key": f"{name}.again",
+                **queue_type(settings, dead_letters=True),
+            },
+        )
+    except BrokerRefusedError:
+        if broker.queue_info(f"{queue}.retry") is None:
+            raise
+        # declared by an earlier release (straight back to the queue through amq.default): it still works
+    broker.bind_queue(f"{queue}.retry", settings.dead_exchange, f"{name}.retry")
+    broker.bind_queue(queue, settings.dead_exchange, f"{name}.again")
     for binding in consumer.bindings(settings):
         broker.bind_queue(queue, binding.exchange, binding.pattern)
 

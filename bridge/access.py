@@ -1,0 +1,204 @@
+"""Least privilege on the broker: the RabbitMQ definitions document of every tcx-bridge user.
+
+``tcx-bridge access definitions`` writes it; ``rabbitmqctl import_definitions FILE``
+or the management UI imports it. Users (namespace ``tcx``, events exchange E =
+``tcx.events``, commands C = ``tcx.commands``, dead letters D = ``tcx.dead``):
+
+    desk-<desk>    notify and the agent of one desk: publish to E only call.*.*.<desk>,
+                   call.invalid.<desk> and dial.*.<desk>; its own queues tcx.desk.<desk>
+                   (+ .retry, tcx.dead.desk.<desk>), bound only to its own keys; nothing on C
+                   but reading its own commands
+    tcx-crm        consume crm: its queues; read call events; publish screen pops desk.*.popup to C
+    tcx-analytics  consume analytics: its queues; read call events
+    tcx-wallboard  tcx-bridge wallboard: its queues; read call events
+    tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
+                   dial results through a private queue (amq.gen-*)
+
+No user has the administrator tag, configure rights on exchanges, or write on
+``amq.default`` (which would reach every queue by name). Exchanges are declared by
+an admin once (``tcx-bridge topology declare --desk D …``); the processes check them
+passively. Passwords are generated with ``secrets`` and stored as RabbitMQ's
+salted SHA-256 hashes; the clear ones go to a password file only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+
+HASHING = "rabbit_password_hashing_sha256"
+NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
+SERVICES = ("tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
+_DESK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+
+
+class Desk(NamedTuple):
+    desk: str
+    extension: str | None = None
+
+    @property
+    def user(self) -> str:
+        return f"desk-{self.desk}"
+
+
+def parse_desk(text: str, where: str = "--desk") -> Desk:
+    """``DESK`` or ``DESK,EXTENSION`` (a desks file line: also tab or space separated)."""
+    parts = [part for part in re.split(r"[,\t ;]+", text.strip()) if part]
+    if not parts or len(parts) > 2 or not _DESK.match(parts[0]):
+        raise ConfigError(
+            f"{where}: {text.strip()!r} is not a desk id ([A-Za-z0-9_-], up to 64) with an optional "
+            "extension (DESK or DESK,EXTENSION)"
+        )
+    if len(parts) == 2 and not _EXTENSION.match(parts[1]):
+        raise ConfigError(f"{where}: extension {parts[1]!r} of desk {parts[0]!r} is not an extension")
+    return Desk(parts[0], parts[1] if len(parts) == 2 else None)
+
+
+def read_desks(lines: Iterable[str], where: str) -> list[Desk]:
+    """Desks from a file's lines: one per line, # comments and blank lines skipped."""
+    found = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip().lstrip("\ufeff")
+        if text:
+            found.append(parse_desk(text, f"{where} line {number}"))
+    return found
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = secrets.token_bytes(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def read_passwords(lines: Iterable[str]) -> dict[str, str]:
+    """A password file's ``user<TAB>password`` lines."""
+    found = {}
+    for line in lines:
+        user, tab, password = line.rstrip("\r\n").partition("\t")
+        if tab and user and password:
+            found[user] = password
+    return found
+
+
+def _any(*names: str) -> str:
+    return "^(" + "|".join(names) + ")$"
+
+
+def _q(name: str) -> str:
+    return re.escape(name)
+
+
+class Rights(NamedTuple):
+    configure: str
+    write: str
+    read: str
+    topics: dict[str, tuple[str, str]]  # exchange -> (write, read) routing/binding key regexes
+
+
+def _consumer(settings: Settings, name: str) -> list[str]:
+    """The queues a consumer of this name declares for itself."""
+    queue = settings.queue(name)
+    return [_q(queue), _q(f"{queue}.retry"), _q(settings.dead_queue(name))]
+
+
+def _dead_keys(name: str) -> str:
+    return _any(*(re.escape(key) for key in (name, f"{name}.retry", f"{name}.again")))
+
+
+def desk_rights(settings: Settings, desk: Desk) -> Rights:
+    name = f"desk.{desk.desk}"
+    own = _consumer(settings, name)
+    events, commands, dead = _q(settings.exchange), _q(settings.commands_exchange), _q(settings.dead_exchange)
+    d = re.escape(desk.desk)
+    command_keys = [rf"desk\.{d}\.\*"]
+    if desk.extension:
+        x = re.escape(desk.extension)
+        command_keys += [rf"ext\.{x}\.dial", rf"ext\.{x}\.popup"]
+    return Rights(
+        configure=_any(*own),
+        write=_any(events, dead, *own),
+        read=_any(events, commands, dead, *own),
+        topics={
+            settings.exchange: (
+                # call.invalid.<desk>: a malformed launch is published too, to the invalid route
+                _any(rf"call\.[^.]+\.[^.]+\.{d}", rf"call\.invalid\.{d}", rf"dial\.[^.]+\.{d}"),
+                rf"^call\.[^.]+\.outbound\.{d}$",
+            ),
+            settings.commands_exchange: (NOTHING, _any(*command_keys)),
+            settings.dead_exchange: (_dead_keys(name), _dead_keys(name)),
+        },
+    )
+
+
+def service_rights(settings: Settings, user: str) -> Rights:
+    events, commands, dead = _q(settings.exchange), _q(settings.commands_exchange), _q(settings.dead_exchange)
+    if user == "tcx-dialer":
+        private = r"amq\.gen-.*"
+        return Rights(
+            configure=_any(private),
+            write=_any(commands, private),
+            read=_any(events, private),
+            topics={
+                settings.exchange: (NOTHING, r"^dial\.#$"),
+                settings.commands_exchange: (r"^(desk|ext)\.[^.]+\.dial$", NOTHING),
+            },
+        )
+    name = user.removeprefix("tcx-")
+    own = _consumer(settings, name)
+    call_keys = r"^call\.(started|connected|ended)\.#$"
+    write = [dead, *own]
+    topics = {
+        settings.exchange: (NOTHING, call_keys),
+        settings.dead_exchange: (_dead_keys(name), _dead_keys(name)),
+    }
+    if user == "tcx-crm":  # screen pops; a pop no agent is bound for is kept in the unrouted exchange
+        write += [commands, _q(settings.unrouted_exchange)]
+        topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
+    return Rights(configure=_any(*own), write=_any(*write), read=_any(events, dead, *own), topics=topics)
+
+
+def definitions(
+    settings: Settings, desks: list[Desk], vhost: str, passwords: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The definitions document and every user's clear password (kept ones from passwords, else new).
+
+    Deterministic apart from the secrets: users in a fixed order, desks sorted.
+    """
+    seen: dict[str, Desk] = {}
+    for desk in desks:
+        seen.setdefault(desk.desk, desk)
+    ordered = [seen[name] for name in sorted(seen)]
+    rights = [(user, service_rights(settings, user)) for user in SERVICES]
+    rights += [(desk.user, desk_rights(settings, desk)) for desk in ordered]
+    clear = {user: passwords.get(user) or secrets.token_urlsafe(24) for user, _ in rights}
+    document: dict[str, Any] = {
+        "rabbit_version": "3.10.0",
+        "users": [
+            {
+                "name": user,
+                "password_hash": password_hash(clear[user]),
+                "hashing_algorithm": HASHING,
+                "tags": [],
+            }
+            for user, _ in rights
+        ],
+        "vhosts": [{"name": vhost}],
+        "permissions": [
+            {"user": user, "vhost": vhost, "configure": r.configure, "write": r.write, "read": r.read}
+            for user, r in rights
+        ],
+        "topic_permissions": [
+            {"user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read}
+            for user, r in rights
+            for exchange, (write, read) in r.topics.items()
+        ],
+    }
+    return document, clear
