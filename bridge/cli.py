@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from bridge.cli_access import COMMANDS as ACCESS_COMMANDS
 from bridge.cli_calls import COMMANDS
 from bridge.cli_data import COMMANDS as DATA_COMMANDS
 from bridge.cli_store import COMMANDS as STORE_COMMANDS
@@ -239,7 +240,7 @@ def schema_command(as_asyncapi: bool, markdown: bool) -> None:
         click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
 
 
-for command in (*COMMANDS, *DATA_COMMANDS, *STORE_COMMANDS):
+for command in (*COMMANDS, *DATA_COMMANDS, *STORE_COMMANDS, *ACCESS_COMMANDS):
     cli.add_command(command)
 
 

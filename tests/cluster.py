@@ -46,7 +46,8 @@ def _free(port: int) -> bool:
 class LocalCluster:
     """Three (or size) RabbitMQ nodes joined into one cluster; kill, stop and start them one by one."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, *, extra_config: str = "") -> None:
+        """extra_config: more rabbitmq.conf lines for every node (a TLS listener, say)."""
         self.size = size
         self.id = uuid.uuid4().hex[:6]
         self.base = Path(tempfile.mkdtemp(prefix="tcx-cluster-"))
@@ -57,7 +58,9 @@ class LocalCluster:
         for n in range(size):
             node = self.base / f"n{n}"
             node.mkdir()
-            (node / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port + n}\n")
+            (node / "rabbitmq.conf").write_text(
+                f"listeners.tcp.default = 127.0.0.1:{self.port + n}\n{extra_config}"
+            )
             (node / "enabled_plugins").write_text("[].\n")
 
     # names ------------------------------------------------------------------

@@ -185,7 +185,9 @@ def test_a_queue_type_mismatch_stops_with_how_to_migrate(
     assert time.monotonic() - started < 10
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    queue = settings.dead_queue("analytics")  # the first queue it declares (the exchanges exist: checked only)
+    queue = settings.dead_queue(
+        "analytics"
+    )  # the first queue it declares (the exchanges exist: checked only)
     assert last.startswith(
         f"Error: queue '{queue}' exists as a classic queue but the settings ask for a "
         "quorum queue (quorum=true); either set TCX_BRIDGE_QUORUM=false, or migrate:"

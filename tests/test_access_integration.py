@@ -1,0 +1,306 @@
+"""Least privilege and TLS, on a broker node of the tests' own (never the shared one).
+
+The node has a TLS listener with a certificate for ``localhost`` from a CA made
+here; ``tcx-bridge access definitions`` is imported into it with
+``rabbitmqctl import_definitions``; every process then connects as its own user.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from bridge import events
+from bridge.config import Settings, load_settings
+from bridge.errors import BrokerRefusedError
+from bridge.transport import Broker, Delivery, OutgoingMessage
+from tests.cluster import LocalCluster, rabbitmq_available
+from tests.conftest import Service, Tap, run_cli, run_notify, start_service, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_ca(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+            "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.pem"))  # fmt: skip
+    return directory / "ca.pem"
+
+
+def make_server_cert(ca: Path, directory: Path, host: str) -> tuple[Path, Path]:
+    key, csr, cert, ext = (directory / n for n in ("server.key", "server.csr", "server.pem", "san.ext"))
+    ext.write_text(f"subjectAltName=DNS:{host}\n")
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={host}", "-keyout", str(key), "-out", str(csr)
+    )
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca.with_suffix(".key")),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return cert, key
+
+
+class Node(NamedTuple):
+    cluster: LocalCluster
+    tls_port: int
+    ca: Path
+    other_ca: Path
+
+    @property
+    def admin_url(self) -> str:
+        return self.cluster.url(0)
+
+    def url(self, user: str, password: str) -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.cluster.port}/%2F"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """One RabbitMQ node of this module's own, with a TLS listener (certificate for localhost)."""
+    if not rabbitmq_available():
+        pytest.skip("no rabbitmq-server here to start a broker node of the tests' own")
+    certs = tmp_path_factory.mktemp("certs")
+    ca = make_ca(certs / "ca", "tcx test CA")
+    other_ca = make_ca(certs / "other", "another CA")
+    cert, key = make_server_cert(ca, certs / "ca", "localhost")
+    port = _free_port()
+    cluster = LocalCluster(
+        1,
+        extra_config=(
+            f"listeners.ssl.default = 127.0.0.1:{port}\n"
+            f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
+            "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
+        ),
+    )
+    try:
+        cluster.start()
+        yield Node(cluster, port, ca, other_ca)
+    finally:
+        cluster.close()
+
+
+class Rights(NamedTuple):
+    """The imported users of one test: their passwords and an environment for each."""
+
+    node: Node
+    env: dict[str, str]
+    passwords: dict[str, str]
+    desk: str
+    other: str
+
+    def env_of(self, user: str, **more: str) -> dict[str, str]:
+        return {**self.env, "TCX_BRIDGE_AMQP_URL": self.node.url(user, self.passwords[user]), **more}
+
+    def settings_of(self, user: str, **more: str) -> Settings:
+        return load_settings(environ=self.env_of(user, **more)).settings
+
+
+@pytest.fixture
+def own_env(env: dict[str, str], node: Node) -> dict[str, str]:
+    return {**env, "TCX_BRIDGE_AMQP_URL": node.admin_url}
+
+
+@pytest.fixture
+def admin(own_env: dict[str, str]) -> Iterator[Broker]:
+    with Broker(own_env["TCX_BRIDGE_AMQP_URL"]) as broker:
+        yield broker
+
+
+@pytest.fixture
+def rights(node: Node, own_env: dict[str, str], desk: str, tmp_path: Path) -> Rights:
+    """The generated document imported; the topology declared once by the admin (guest)."""
+    other = f"{desk}b"
+    secrets_file, document = tmp_path / "secrets.tsv", tmp_path / "definitions.json"
+    made = run_cli(
+        own_env, "access", "definitions", "--desk", f"{desk},101", "--desk", other,
+        "--password-file", str(secrets_file), "-o", str(document),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    node.cluster.ctl(0, "import_definitions", str(document))
+    declared = run_cli(own_env, "topology", "declare", "--desk", desk, "--desk", other)
+    assert declared.returncode == 0, declared.stderr
+    passwords = dict(line.split("\t") for line in secrets_file.read_text().splitlines())
+    return Rights(node, own_env, passwords, desk, other)
+
+
+def event_message(desk: str, body_desk: str, call_id: str = "x1") -> OutgoingMessage:
+    event = events.CallEvent(
+        event_id=events.new_event_id(),
+        kind="started",
+        direction="inbound",
+        call_id=call_id,
+        caller_id="0791234567",
+        desk=body_desk,
+        extension="101",
+        occurred_at=events.utc_now(),
+        argv=(),
+    )
+    return OutgoingMessage(
+        f"call.started.inbound.{desk}", events.ENCODER.encode(event), event.event_id, "call", 0
+    )
+
+
+def test_a_desk_speaks_only_for_itself(rights: Rights, admin: Broker, tmp_path: Path) -> None:
+    settings = rights.settings_of(f"desk-{rights.desk}")
+    tap = Tap(admin, settings, settings.exchange, "call.#")
+    own = run_notify(rights.env_of(f"desk-{rights.desk}"), "/N:S", "/C:0791234567", "/T:I", "/I:own-1")
+    assert own.returncode == 0, own.stderr
+    arrived = tap.get(timeout=10)
+    assert arrived is not None
+    assert arrived.user_id == f"desk-{rights.desk}"  # the broker vouched for it
+    assert json.loads(arrived.body)["desk"] == rights.desk
+
+    # A's credentials, B's desk: the broker refuses the routing key; the event waits in the outbox
+    spoof_env = rights.env_of(f"desk-{rights.desk}", TCX_BRIDGE_DESK=rights.other)
+    spoof = run_notify(spoof_env, "/N:S", "/C:0791234567", "/T:I", "/I:spoof-1")
+    assert spoof.returncode == 0, spoof.stderr
+    line = spoof.stderr.strip().splitlines()[-1]
+    assert "ACCESS_REFUSED" in line
+    assert f"call.started.inbound.{rights.other}" in line
+    assert len(list(Path(spoof_env["TCX_BRIDGE_DATA_DIR"], "outbox").glob("*.json"))) == 1
+    assert tap.get(timeout=1) is None
+
+    with Broker(settings.amqp_url) as desk_a:
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+            desk_a.publish(settings.exchange, event_message(rights.other, rights.other))
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+            desk_a.get(settings.queue("crm"), timeout=1)
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+            desk_a.get(settings.queue(f"desk.{rights.other}"), timeout=1)
+        request = OutgoingMessage(f"desk.{rights.desk}.dial", b'{"number": "0900123456"}', "d1", "dial", 0)
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+            desk_a.publish(settings.commands_exchange, request)
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):  # no listening to B's commands
+            desk_a.bind_queue(
+                settings.queue(f"desk.{rights.desk}"), settings.commands_exchange, f"desk.{rights.other}.*"
+            )
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):  # no configure right on exchanges
+            desk_a.declare_exchange(f"{settings.namespace}.mine", "topic")
+
+
+def test_every_process_on_its_own_user(
+    rights: Rights, admin: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """The seed flow: S, C, E in and out, a pop, a dial; and a spoofed event dead-lettered."""
+    desk_user = f"desk-{rights.desk}"
+    settings = rights.settings_of(desk_user)
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("name,phone\nAnna Muster,079 123 45 67\n")
+    server = {"TCX_BRIDGE_DATA_DIR": str(tmp_path / "server")}
+    assert run_cli({**rights.env, **server}, "contacts", "import", str(contacts)).returncode == 0
+    pops = Tap(admin, settings, settings.commands_exchange, "desk.*.popup")
+    results = Tap(admin, settings, settings.exchange, "dial.#")
+    for name in ("crm", "analytics"):
+        start_service(
+            services, rights.env_of(f"tcx-{name}", **server), admin, settings.queue(name), "consume", name
+        )
+    from tests.test_dialing_integration import installed
+
+    agent_env = rights.env_of(desk_user, TCX_BRIDGE_ASSISTANT=installed("tcx-bridge-fake-assistant"))
+    agent = start_service(services, agent_env, admin, settings.queue(f"desk.{rights.desk}"), "agent")
+
+    for argv in (
+        ["/N:S", "/C:0791234567", "/T:I", "/I:in-1"],
+        ["/N:C", "/T:I", "/I:in-1"],
+        ["/N:E", "/T:I", "/I:in-1"],
+    ):
+        launched = run_notify(rights.env_of(desk_user), *argv)
+        assert launched.returncode == 0, launched.stderr
+    pop = pops.get(timeout=15)
+    assert pop is not None
+    assert json.loads(pop.body)["contact"]["name"] == "Anna Muster"
+
+    dialed = run_cli(
+        rights.env_of("tcx-dialer"), "dial", "--desk", rights.desk, "0441234567", "--wait", timeout=60
+    )
+    assert dialed.returncode == 0, dialed.stderr + agent.output()
+    assert dialed.stdout.splitlines()[-1].startswith("confirmed 0441234567")
+    statuses = [r for r in iter(lambda: results.get(timeout=2), None)]
+    assert {r.user_id for r in statuses} == {desk_user}  # the results too are in the desk's name
+
+    with Broker(settings.amqp_url, sign=True) as desk_a:  # allowed key, another desk in the body
+        desk_a.publish(settings.exchange, event_message(rights.desk, rights.other, "forged"))
+    for name in ("crm", "analytics"):
+        dead: Delivery | None = admin.get(settings.dead_queue(name), timeout=15)
+        assert dead is not None, name
+        assert dead.headers["x-tcx-reason"].startswith(
+            f"spoofed: the event is for desk {rights.other!r} but user {desk_user!r} published it"
+        )
+
+    def journaled() -> list[str]:
+        found = run_cli({**rights.env, **server}, "journal", "--format", "json")
+        return [row["call_id"] for row in json.loads(found.stdout or "[]")]
+
+    wait_until(lambda: "in-1" in journaled() and "0441234567" in journaled(), timeout=30)
+    calls = json.loads(run_cli({**rights.env, **server}, "report", "--calls", "--format", "json").stdout)
+    assert sorted((c["direction"], c["answered"]) for c in calls) == [("inbound", True), ("outbound", True)]
+    for name in ("crm", "analytics", f"desk.{rights.desk}"):
+        assert admin.queue_info(settings.dead_queue(name)) == (0, 0), name
+        assert admin.queue_info(settings.queue(name))[0] == 0  # type: ignore[index]
+
+
+@pytest.fixture
+def tls_env(own_env: dict[str, str], node: Node) -> dict[str, str]:
+    return {
+        **own_env,
+        "TCX_BRIDGE_AMQP_URL": f"amqps://guest:guest@localhost:{node.tls_port}/%2F",
+        "TCX_BRIDGE_CA_FILE": str(node.ca),
+    }
+
+
+def test_tls_end_to_end_notify_consumer_and_agent(
+    tls_env: dict[str, str], admin: Broker, services: list[Service], fake_assistant: object
+) -> None:
+    settings = load_settings(environ=tls_env).settings
+    assert run_cli(tls_env, "topology", "declare", "--desk", settings.desk).returncode == 0
+    tap = Tap(admin, settings, settings.exchange, "call.#")
+    analytics = start_service(services, tls_env, admin, settings.queue("analytics"), "consume", "analytics")
+    start_service(services, tls_env, admin, settings.queue(f"desk.{settings.desk}"), "agent")
+    done = run_notify(tls_env, "/N:S", "/C:0791234567", "/T:I", "/I:tls-1")
+    assert done.returncode == 0, done.stderr
+    assert tap.get(timeout=10) is not None
+    wait_until(lambda: "outcome=recorded" in analytics.output(), timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("other-ca", "is not signed by a CA in CA file '{ca}'"),
+        ("other-host", "is for another host name"),
+    ],
+)
+def test_tls_certificate_refused_is_one_line(
+    tls_env: dict[str, str], node: Node, case: str, expected: str
+) -> None:
+    if case == "other-ca":
+        bad = {**tls_env, "TCX_BRIDGE_CA_FILE": str(node.other_ca)}
+        host = "localhost"
+    else:
+        bad = {**tls_env, "TCX_BRIDGE_AMQP_URL": f"amqps://guest:guest@127.0.0.1:{node.tls_port}/%2F"}
+        host = "127.0.0.1"
+    message = expected.format(ca=bad["TCX_BRIDGE_CA_FILE"])
+    notify = run_notify(bad, "/N:S", "/C:0791234567", "/T:I", "/I:tls-bad")
+    assert notify.returncode == 0  # kept in the outbox
+    line = notify.stderr.strip().splitlines()[-1]
+    assert f"connect to {host}:{node.tls_port}" in line
+    assert message in line
+    assert len(list(Path(bad["TCX_BRIDGE_DATA_DIR"], "outbox").glob("*.json"))) == 1
+    consumer = run_cli(bad, "consume", "analytics", timeout=30)
+    assert consumer.returncode == 1  # an operator must fix it: no reconnect loop
+    last = consumer.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: connect to {host}:{node.tls_port}: the broker's TLS certificate")
+    assert message in last
