@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -208,6 +209,11 @@ def test_every_process_on_its_own_user(
         start_service(
             services, rights.env_of(f"tcx-{name}", **server), admin, settings.queue(name), "consume", name
         )
+    port = _free_port()
+    wallboard_env = rights.env_of("tcx-wallboard", **server, TCX_BRIDGE_TIMEZONE="UTC")
+    start_service(
+        services, wallboard_env, admin, settings.queue("wallboard"), "wallboard", "--port", str(port)
+    )
     from tests.test_dialing_integration import installed
 
     agent_env = rights.env_of(desk_user, TCX_BRIDGE_ASSISTANT=installed("tcx-bridge-fake-assistant"))
@@ -234,7 +240,7 @@ def test_every_process_on_its_own_user(
 
     with Broker(settings.amqp_url, sign=True) as desk_a:  # allowed key, another desk in the body
         desk_a.publish(settings.exchange, event_message(rights.desk, rights.other, "forged"))
-    for name in ("crm", "analytics"):
+    for name in ("crm", "analytics", "wallboard"):
         dead: Delivery | None = admin.get(settings.dead_queue(name), timeout=15)
         assert dead is not None, name
         assert dead.headers["x-tcx-reason"].startswith(
@@ -246,9 +252,15 @@ def test_every_process_on_its_own_user(
         return [row["call_id"] for row in json.loads(found.stdout or "[]")]
 
     wait_until(lambda: "in-1" in journaled() and "0441234567" in journaled(), timeout=30)
+
+    def board() -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:
+            return json.loads(answer.read())["tiles"]  # type: ignore[no-any-return]
+
+    wait_until(lambda: board()["answered"] == 1, timeout=15)  # the wallboard, as tcx-wallboard
     calls = json.loads(run_cli({**rights.env, **server}, "report", "--calls", "--format", "json").stdout)
     assert sorted((c["direction"], c["answered"]) for c in calls) == [("inbound", True), ("outbound", True)]
-    for name in ("crm", "analytics", f"desk.{rights.desk}"):
+    for name in ("crm", "analytics", "wallboard", f"desk.{rights.desk}"):
         assert admin.queue_info(settings.dead_queue(name)) == (0, 0), name
         assert admin.queue_info(settings.queue(name))[0] == 0  # type: ignore[index]
 

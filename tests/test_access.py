@@ -1,0 +1,147 @@
+"""tcx-bridge access definitions: the document's shape, its secrets, its determinism."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.access import password_hash
+from bridge.cli import cli
+
+
+def generate(tmp_path: Path, *argv: str, name: str = "run") -> tuple[Any, dict[str, str], str]:
+    secrets_file = tmp_path / f"{name}.tsv"
+    result = CliRunner().invoke(
+        cli,
+        ["--namespace", "cc", "access", "definitions", "--password-file", str(secrets_file), *argv],
+        env={"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    passwords = dict(line.split("\t") for line in secrets_file.read_text().splitlines())
+    return json.loads(result.stdout), passwords, result.output
+
+
+@pytest.fixture(autouse=True)
+def config(tmp_path: Path) -> None:
+    (tmp_path / "none.toml").write_text("")
+
+
+def test_users_rights_and_no_admin(tmp_path: Path) -> None:
+    desks = tmp_path / "desks.txt"
+    desks.write_text("\ufeff# our floor\nD-1,101\nD-2\n\nD-1\n")  # a BOM, a comment, a blank, a repeat
+    document, passwords, _ = generate(
+        tmp_path, "--desks-file", str(desks), "--desk", "D-3", "--vhost", "calls"
+    )
+    users = [user["name"] for user in document["users"]]
+    assert users == [
+        "tcx-crm",
+        "tcx-analytics",
+        "tcx-wallboard",
+        "tcx-dialer",
+        "desk-D-1",
+        "desk-D-2",
+        "desk-D-3",
+    ]
+    assert set(passwords) == set(users)
+    assert all(user["tags"] == [] for user in document["users"])  # no administrator, no management
+    for permission in document["permissions"]:
+        assert permission["vhost"] == "calls"
+        assert permission["configure"] not in (".*", "^.*$", "")
+        assert not re.fullmatch(permission["configure"], "cc.events")  # nobody configures an exchange
+        assert not re.fullmatch(permission["write"], "amq.default")  # which reaches every queue by name
+    rights = {p["user"]: p for p in document["permissions"]}
+    topics = {(t["user"], t["exchange"]): t for t in document["topic_permissions"]}
+    desk = rights["desk-D-1"]
+    assert re.fullmatch(desk["read"], "cc.desk.D-1")
+    assert not re.fullmatch(desk["read"], "cc.desk.D-2")
+    assert not re.fullmatch(desk["read"], "cc.crm")
+    assert not re.fullmatch(desk["write"], "cc.commands")  # a desk queues no dial requests
+    events = topics[("desk-D-1", "cc.events")]
+    for key in (
+        "call.started.inbound.D-1",
+        "call.ended.outbound.D-1",
+        "call.invalid.D-1",
+        "dial.confirmed.D-1",
+    ):
+        assert re.fullmatch(events["write"], key), key
+    for key in ("call.started.inbound.D-2", "dial.confirmed.D-2", "call.started.inbound.D-1.x"):
+        assert not re.fullmatch(events["write"], key), key
+    commands = topics[("desk-D-1", "cc.commands")]
+    assert re.fullmatch(commands["read"], "desk.D-1.*")
+    assert re.fullmatch(commands["read"], "ext.101.popup")
+    assert not re.fullmatch(commands["read"], "desk.D-2.*")
+    assert not re.fullmatch(topics[("desk-D-2", "cc.commands")]["read"], "ext.101.popup")
+    dialer = topics[("tcx-dialer", "cc.commands")]
+    assert re.fullmatch(dialer["write"], "desk.D-2.dial")
+    assert re.fullmatch(dialer["write"], "ext.101.dial")
+    assert not re.fullmatch(dialer["write"], "desk.D-2.popup")
+    assert re.fullmatch(topics[("tcx-crm", "cc.commands")]["write"], "desk.D-2.popup")
+
+
+def test_password_hash_is_rabbitmqs_salted_sha256() -> None:
+    salt = bytes.fromhex("908dc60a")  # RabbitMQ's documented example: password "test12"
+    expected = base64.b64encode(salt + hashlib.sha256(salt + b"test12").digest()).decode()
+    assert password_hash("test12", salt) == expected == "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
+
+
+def test_secrets_only_in_the_password_file(tmp_path: Path) -> None:
+    document, passwords, output = generate(tmp_path, "--desk", "D-1")
+    for password in passwords.values():
+        assert len(password) >= 24
+        assert password not in output  # neither on stdout nor on stderr
+    mode = stat.S_IMODE((tmp_path / "run.tsv").stat().st_mode)
+    assert mode == 0o600
+    for user in document["users"]:
+        raw = base64.b64decode(user["password_hash"])
+        salt, digest = raw[:4], raw[4:]
+        assert hashlib.sha256(salt + passwords[user["name"]].encode()).digest() == digest
+
+
+def test_keep_passwords_gives_the_same_document_but_the_salts(tmp_path: Path) -> None:
+    first, passwords, _ = generate(tmp_path, "--desk", "D-1", "--desk", "D-2", name="first")
+    second, again, _ = generate(
+        tmp_path,
+        "--desk",
+        "D-2",
+        "--desk",
+        "D-1",
+        "--keep-passwords",
+        str(tmp_path / "first.tsv"),
+        name="second",
+    )
+    assert again == passwords
+
+    def without_hashes(document: Any) -> Any:
+        return {**document, "users": [{**u, "password_hash": None} for u in document["users"]]}
+
+    assert without_hashes(second) == without_hashes(first)
+    _third, renewed, _ = generate(tmp_path, "--desk", "D-1", "--desk", "D-2", name="third")
+    assert set(renewed.values()).isdisjoint(passwords.values())  # without --keep-passwords: new ones
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--desk", "D 1 x"], "Error: --desk: 'D 1 x' is not a desk id ([A-Za-z0-9_-], up to 64)"),
+        (["--desk", "D.1"], "Error: --desk: 'D.1' is not a desk id"),
+        ([], "Error: no desks: give --desk DESK (repeatable) or --desks-file FILE"),
+    ],
+)
+def test_bad_desks_are_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["access", "definitions", "--password-file", str(tmp_path / "p.tsv"), *argv],
+        env={"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")},
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
