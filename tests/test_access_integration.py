@@ -122,8 +122,8 @@ def admin(own_env: dict[str, str]) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def rights(node: Node, own_env: dict[str, str], desk: str, tmp_path: Path) -> Rights:
-    """The generated document imported; the topology declared once by the admin (guest)."""
+def imported(node: Node, own_env: dict[str, str], desk: str, tmp_path: Path) -> Rights:
+    """The generated document imported (nothing declared yet)."""
     other = f"{desk}b"
     secrets_file, document = tmp_path / "secrets.tsv", tmp_path / "definitions.json"
     made = run_cli(
@@ -132,10 +132,30 @@ def rights(node: Node, own_env: dict[str, str], desk: str, tmp_path: Path) -> Ri
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     node.cluster.ctl(0, "import_definitions", str(document))
-    declared = run_cli(own_env, "topology", "declare", "--desk", desk, "--desk", other)
-    assert declared.returncode == 0, declared.stderr
     passwords = dict(line.split("\t") for line in secrets_file.read_text().splitlines())
     return Rights(node, own_env, passwords, desk, other)
+
+
+@pytest.fixture
+def rights(imported: Rights) -> Rights:
+    """... and the topology declared once by an admin (guest)."""
+    declared = run_cli(imported.env, "topology", "declare", "--desk", imported.desk, "--desk", imported.other)
+    assert declared.returncode == 0, declared.stderr
+    return imported
+
+
+def test_without_the_topology_each_user_says_what_is_missing(imported: Rights) -> None:
+    """Nobody but an admin declares exchanges: the others check them and name the missing right."""
+    exchange = f"{load_settings(environ=imported.env).settings.namespace}.unrouted"  # the first one it checks
+    consumer = run_cli(imported.env_of("tcx-analytics"), "consume", "analytics", timeout=30)
+    assert consumer.returncode == 1
+    assert consumer.stderr.strip().splitlines()[-1] == (
+        f"Error: exchange '{exchange}' does not exist and user 'tcx-analytics' may not declare it "
+        "(no configure right on it); run tcx-bridge topology declare as an admin first"
+    )
+    notify = run_notify(imported.env_of(f"desk-{imported.desk}"), "/N:S", "/C:0791234567", "/T:I", "/I:early")
+    assert notify.returncode == 0  # kept in the outbox until the topology exists
+    assert "may not declare it (no configure right on it)" in notify.stderr.strip().splitlines()[-1]
 
 
 def event_message(desk: str, body_desk: str, call_id: str = "x1") -> OutgoingMessage:
