@@ -20,7 +20,7 @@ from consumers.analytics import Analytics
 from consumers.calls import apply_event
 from consumers.runtime import declare_consumer_queues
 from consumers.store import Store, open_sqlite, open_store
-from tests.conftest import Service, run_cli, wait_until
+from tests.conftest import Service, run_cli, start_service, wait_until
 from tests.postgres import LocalPostgres
 
 pytestmark = pytest.mark.integration
@@ -288,3 +288,44 @@ def test_postgresql_url_without_the_driver_is_one_line(
         "Error: store_url is a postgresql:// URL but the PostgreSQL driver is not installed; "
         "install it with: pip install 'tcx-bridge[postgres]'"
     )
+
+
+def test_the_wallboard_keeps_its_records_in_postgresql(
+    pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service]
+) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    board_env = {**pg_env, "TCX_BRIDGE_TIMEZONE": "UTC"}
+    start_service(
+        services, board_env, broker, pg_settings.queue("wallboard"), "wallboard", "--port", str(port)
+    )
+    now = datetime.now(UTC)
+    for kind, at in (("started", now), ("connected", now + timedelta(seconds=3))):
+        event = events.CallEvent(
+            event_id=events.new_event_id(),
+            kind=kind,  # type: ignore[arg-type]
+            direction="inbound",
+            call_id="w1",
+            caller_id="0791234567" if kind == "started" else None,
+            desk=pg_settings.desk,
+            extension="101",
+            occurred_at=events.format_time(at),
+            argv=(),
+        )
+        broker.publish(pg_settings.exchange, message(event))
+
+    def talking() -> object:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:
+            return json.loads(answer.read())["tiles"]["talking"]
+
+    wait_until(lambda: talking() == 1, timeout=15)
+    store = open_store(pg_settings, "wallboard")
+    try:
+        rows = store.execute("SELECT call_id, ring_seconds FROM wallboard_calls").fetchall()
+    finally:
+        store.close()
+    assert [(row["call_id"], row["ring_seconds"]) for row in rows] == [("w1", 3.0)]
