@@ -172,6 +172,7 @@ def report_command(
     from consumers.report import (
         CALL_COLUMNS,
         COLUMNS,
+        Selection,
         daily_report,
         load_calls,
         open_reading,
@@ -180,13 +181,14 @@ def report_command(
     )
 
     start, end = time_range(since, until)
+    selection = Selection(direction, start, end, desks)
     store = open_reading(settings, "analytics")
     try:
         if calls:
-            records = load_calls(store, direction, since=start, until=end, desks=desks)
+            records = load_calls(store, selection)
             emit_rows(records, list(CALL_COLUMNS), fmt, render_table)
             return
-        summary = daily_report(store, direction, since=start, until=end, desks=desks)
+        summary = daily_report(store, selection)
     finally:
         if store is not None:
             store.close()

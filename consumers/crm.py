@@ -53,13 +53,13 @@ def load_journal(
     settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Journal entries of calls that ended in [since, until) at desks, oldest first."""
-    from consumers.report import _where, open_reading
+    from consumers.report import Selection, open_reading
 
     store = open_reading(settings, "crm")
     if store is None:
         return []
     try:
-        where, params = _where(None, since, until, desks, moment="ended_at")
+        where, params = Selection(since=since, until=until, desks=desks).where("ended_at")
         rows = store.execute(
             f"SELECT {', '.join(JOURNAL_COLUMNS)} FROM journal {where} ORDER BY ended_at, call_key", params
         ).fetchall()

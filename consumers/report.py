@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bridge.text import printable
 
@@ -87,103 +87,82 @@ def open_reading(settings: Settings, consumer: str) -> Store | None:
     return open_store(settings, consumer)
 
 
-def _where(
-    direction: str | None, since: str | None, until: str | None, desks: Iterable[str], *, moment: str
-) -> tuple[str, list[Any]]:
-    """A WHERE clause (or "") with its parameters, over the call columns."""
-    terms, params = [], []
-    if direction is not None:
-        terms.append("direction = ?")
-        params.append(direction)
-    if since is not None:
-        terms.append(f"{moment} >= ?")
-        params.append(since)
-    if until is not None:
-        terms.append(f"{moment} < ?")
-        params.append(until)
-    desks = list(desks)
-    if desks:
-        terms.append(f"desk IN ({', '.join('?' * len(desks))})")
-        params += desks
-    return ("WHERE " + " AND ".join(terms) if terms else ""), params
-
-
 FIRST_MOMENT = "coalesce(started_at, connected_at, ended_at)"
 MICRO = 1_000_000  # calls_daily sums times in whole microseconds (exact on both backends)
 
 
-def load_calls(
-    store: Store | None,
-    direction: str | None = None,
-    *,
-    since: str | None = None,
-    until: str | None = None,
-    desks: Iterable[str] = (),
-) -> list[dict[str, Any]]:
-    """Call records (of a direction, started in [since, until), of desks), oldest first."""
+class Selection(NamedTuple):
+    """Which calls a report reads: of a direction, from since to until (wire times), at desks."""
+
+    direction: str | None = None
+    since: str | None = None
+    until: str | None = None
+    desks: tuple[str, ...] = ()
+
+    def where(self, moment: str = FIRST_MOMENT, *, also: str = "") -> tuple[str, list[Any]]:
+        """A WHERE clause (or "") with its parameters; moment is the time column since/until bound."""
+        terms, params = [], []
+        for term, value in (
+            ("direction = ?", self.direction),
+            (f"{moment} >= ?", self.since),
+            (f"{moment} < ?", self.until),
+        ):
+            if value is not None:
+                terms.append(term)
+                params.append(value)
+        if self.desks:
+            terms.append(f"desk IN ({', '.join('?' * len(self.desks))})")
+            params += self.desks
+        if also:
+            terms.append(also)
+        return ("WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+EVERYTHING = Selection()
+
+
+def load_calls(store: Store | None, selection: Selection = EVERYTHING) -> list[dict[str, Any]]:
+    """The selected call records, oldest first."""
     if store is None:
         return []
-    where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
+    where, params = selection.where()
     rows = store.execute(
         f"SELECT {', '.join(CALL_COLUMNS)} FROM calls {where} ORDER BY {FIRST_MOMENT}, call_id", params
     )
     return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
 
 
-def daily_rows(
-    store: Store | None,
-    direction: str | None = None,
-    *,
-    since: str | None = None,
-    until: str | None = None,
-    desks: Iterable[str] = (),
-) -> list[dict[str, Any]]:
-    """Rows of the calls_daily view (docs/store.md), of the calls a report selects.
+def daily_rows(store: Store, selection: Selection = EVERYTHING) -> list[dict[str, Any]]:
+    """Rows of the calls_daily view (docs/store.md) over the selected calls.
 
     Without a direction or a time range it is the view itself; with them, the
     view's own query over the selected calls.
     """
     from consumers.schema import daily_select
 
-    if store is None:
-        return []
-    desks = list(desks)
-    if direction is None and since is None and until is None:
-        where, params = _where(None, None, None, desks, moment=FIRST_MOMENT)
+    where, params = selection.where()
+    if selection._replace(desks=()) == EVERYTHING:
         query = f"SELECT * FROM calls_daily {where}"
     else:
-        where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
         query = daily_select(store.dialect, "calls", where)
     return [{**dict(row), "day": str(row["day"])} for row in store.execute(query, params)]
 
 
-def _ring_values(
-    store: Store, direction: str | None, since: str | None, until: str | None, desks: Iterable[str]
-) -> list[dict[str, Any]]:
+def _ring_values(store: Store, selection: Selection) -> list[dict[str, Any]]:
     from consumers.schema import DIALECT_TERMS, INBOUND_ANSWERED
 
-    where, params = _where(direction, since, until, desks, moment=FIRST_MOMENT)
-    extra = f"{INBOUND_ANSWERED} AND ring_seconds IS NOT NULL"
-    where = f"{where} AND {extra}" if where else f"WHERE {extra}"
+    where, params = selection.where(also=f"{INBOUND_ANSWERED} AND ring_seconds IS NOT NULL")
     day = DIALECT_TERMS[store.dialect]["day"]
     rows = store.execute(f"SELECT {day} AS day, desk, ring_seconds FROM calls {where}", params)
     return [{**dict(row), "day": str(row["day"])} for row in rows]
 
 
-def daily_report(
-    store: Store | None,
-    direction: str | None = None,
-    *,
-    since: str | None = None,
-    until: str | None = None,
-    desks: Iterable[str] = (),
-) -> dict[str, list[dict[str, Any]]]:
+def daily_report(store: Store | None, selection: Selection = EVERYTHING) -> dict[str, list[dict[str, Any]]]:
     """{"by_day": [...], "by_desk": [...]}: calls_daily summed per day (UTC) and per desk."""
     if store is None:
         return {"by_day": [], "by_desk": []}
-    desks = list(desks)
-    rows = daily_rows(store, direction, since=since, until=until, desks=desks)
-    rings = _ring_values(store, direction, since, until, desks)
+    rows = daily_rows(store, selection)
+    rings = _ring_values(store, selection)
     found: dict[str, list[dict[str, Any]]] = {}
     for group, key in (("by_day", "day"), ("by_desk", "desk")):
         parts: dict[str, list[dict[str, Any]]] = defaultdict(list)
