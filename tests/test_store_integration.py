@@ -329,3 +329,41 @@ def test_the_wallboard_keeps_its_records_in_postgresql(
     finally:
         store.close()
     assert [(row["call_id"], row["ring_seconds"]) for row in rows] == [("w1", 3.0)]
+
+
+def test_two_crm_replicas_journal_every_call_once(
+    pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """The CRM merges event by event (savepoints), under the same key locks: replicas agree too."""
+    from consumers.crm import Crm
+
+    mixed = shuffled_with_duplicates(call_events(300, seed=9))
+    expected = {record[:3] + record[4:] for record in single_sqlite_run(tmp_path / "single.sqlite3", mixed)}
+    declare_consumer_queues(broker, pg_settings, Crm)
+    assert broker.publish_many(pg_settings.exchange, [message(e) for e in mixed], timeout=120)[1] is None
+    for _ in range(2):
+        services.append(Service({**pg_env, "TCX_BRIDGE_PREFETCH": "50"}, "consume", "crm"))
+    columns = [c for c in RECORD if c != "caller_id"]
+
+    def journal() -> set[tuple[Any, ...]]:
+        store = open_store(pg_settings, "crm")
+        try:
+            rows = store.execute(f"SELECT {', '.join(columns)} FROM journal").fetchall()
+        finally:
+            store.close()
+        return {tuple(row[c] for c in columns) for row in rows}
+
+    unique = len({event.event_id for event in mixed})
+
+    def processed_by_crm() -> int:
+        store = open_store(pg_settings, "crm")
+        try:
+            return int(
+                store.execute("SELECT count(*) AS n FROM processed WHERE consumer = 'crm'").fetchone()["n"]
+            )
+        finally:
+            store.close()
+
+    wait_until(lambda: processed_by_crm() == unique, timeout=120, every=0.2)  # committed with the journal
+    assert journal() == expected
+    assert all(service.process.poll() is None for service in services)
