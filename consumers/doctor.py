@@ -3,8 +3,9 @@
 Each check gives one Check: ok or not, what was found, and (when not ok) the
 fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
 broker address (reachable, login, vhost, events exchange), the data dir and the
-outbox, the region, the 3CX Assistant (executable, process), and the path of
-``tcx-bridge-notifyw`` to paste into the Assistant.
+outbox, a PostgreSQL store (reachable, schema), the region, the 3CX Assistant
+(executable, process), and the path of ``tcx-bridge-notifyw`` to paste into the
+Assistant.
 """
 
 from __future__ import annotations
@@ -44,8 +45,37 @@ def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterato
     for url in split_urls(loaded.settings.amqp_url):
         yield _broker(loaded, url)
     yield from _data_dir(loaded)
+    if loaded.settings.store_url:
+        yield _store(loaded)
     yield from _assistant(loaded)
     yield _notifyw()
+
+
+def _store(loaded: Loaded) -> Check:
+    """The PostgreSQL store answers, takes our login and holds a schema this code knows."""
+    shown = redact_url(loaded.settings.store_url or "")
+    try:
+        from consumers.postgres import PostgresStore
+        from consumers.schema import LATEST, current_version
+
+        store = PostgresStore(loaded.settings.store_url or "", migrate=False)  # a check changes nothing
+        try:
+            version = current_version(store)
+        finally:
+            store.close()
+    except ImportError:
+        return Check(
+            False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
+        )
+    except TcxBridgeError as error:
+        return Check(False, f"store {shown}: {error}", "start PostgreSQL, or fix store_url")
+    if version > LATEST:
+        return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
+                     "upgrade tcx-bridge on this host")  # fmt: skip
+    state = (
+        "not created yet (the consumers create it at start)" if version == 0 else f"schema version {version}"
+    )
+    return Check(True, f"store {shown}: reachable, {state}")
 
 
 def _configuration(loaded: Loaded, environ: dict[str, str]) -> Check:

@@ -74,13 +74,14 @@ class PostgresStore(Store):
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, consumer: str = "", *, wait: bool = False) -> None:
+    def __init__(self, url: str, consumer: str = "", *, wait: bool = False, migrate: bool = True) -> None:
+        """wait: a server that is away is not an error yet; migrate: bring the schema up to date."""
         self.url = url
         self.name = redact_url(url)
         self.consumer = consumer
         self.calls_table = CALLS_TABLES.get(consumer, "calls")
         self._connection: psycopg.Connection[dict[str, Any]] | None = None
-        self._migrated = False
+        self._migrated = not migrate
         self._in_transaction = False
         self._savepoint = "none"  # none | pending | open
         try:

@@ -108,6 +108,10 @@ class LocalPostgres:
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the (stopped) server again."""
         self._ctl("start")
 
     def _ctl(self, action: str) -> None:
@@ -119,7 +123,7 @@ class LocalPostgres:
     def restart(self) -> None:
         """As an operator's restart: connections closed (fast shutdown), then up again."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        self._ctl("start")
+        self.resume()
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):

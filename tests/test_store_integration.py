@@ -21,7 +21,7 @@ from consumers.calls import apply_event
 from consumers.runtime import declare_consumer_queues
 from consumers.store import Store, open_sqlite, open_store
 from tests.conftest import Service, run_cli, start_service, wait_until
-from tests.postgres import LocalPostgres
+from tests.postgres import LocalPostgres, with_schema
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +177,7 @@ def own_postgres() -> Iterator[LocalPostgres]:
 def test_postgres_restart_during_a_drain_loses_nothing_and_doubles_nothing(
     own_postgres: LocalPostgres, env: dict[str, str], broker: Broker, services: list[Service], tmp_path: Path
 ) -> None:
-    server_env = {**env, "TCX_BRIDGE_STORE_URL": own_postgres.url}
+    server_env = {**env, "TCX_BRIDGE_STORE_URL": with_schema(own_postgres.url, env["TCX_BRIDGE_NAMESPACE"])}
     settings = load_settings(environ=server_env).settings
     found = call_events(1500, seed=3)
     mixed = shuffled_with_duplicates(found)
@@ -367,3 +367,47 @@ def test_two_crm_replicas_journal_every_call_once(
     wait_until(lambda: processed_by_crm() == unique, timeout=120, every=0.2)  # committed with the journal
     assert journal() == expected
     assert all(service.process.poll() is None for service in services)
+
+
+def test_doctor_checks_the_store_and_changes_nothing(pg_env: dict[str, str]) -> None:
+    def store_line(environ: dict[str, str]) -> str:
+        done = run_cli(environ, "doctor")
+        return next(line for line in done.stdout.splitlines() if " store " in line)
+
+    fresh = store_line(pg_env)
+    assert fresh.startswith("\u2713 store postgresql://")
+    assert fresh.endswith("reachable, not created yet (the consumers create it at start)")
+    assert store_line(pg_env) == fresh  # the check created nothing
+    assert run_cli(pg_env, "store", "migrate").returncode == 0
+    assert store_line(pg_env).endswith("reachable, schema version 1")
+    away = {**pg_env, "TCX_BRIDGE_STORE_URL": "postgresql://postgres@127.0.0.1:9/none"}
+    line = store_line(away)
+    assert line.startswith("\u2717 store postgresql://postgres@127.0.0.1:9/none: PostgreSQL")
+    assert "is not reachable" in line
+    assert line.endswith("start PostgreSQL, or fix store_url")
+
+
+def test_a_consumer_started_while_postgresql_is_down_waits_for_it(
+    own_postgres: LocalPostgres, env: dict[str, str], broker: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    server_env = {**env, "TCX_BRIDGE_STORE_URL": with_schema(own_postgres.url, env["TCX_BRIDGE_NAMESPACE"])}
+    settings = load_settings(environ=server_env).settings
+    declare_consumer_queues(broker, settings, Analytics)
+    mixed = shuffled_with_duplicates(call_events(50, seed=4))
+    assert broker.publish_many(settings.exchange, [message(e) for e in mixed], timeout=60)[1] is None
+    own_postgres.stop()
+    try:
+        consumer = Service(server_env, "consume", "analytics")
+        services.append(consumer)
+        wait_until(lambda: "waiting for it" in consumer.output(), timeout=20)
+        wait_until(lambda: "store lost" in consumer.output(), timeout=20)
+        assert consumer.process.poll() is None  # a database away is no reason to exit
+        assert broker.queue_info(settings.queue("analytics"))[0] == len(mixed)  # type: ignore[index]  # none taken
+    finally:
+        own_postgres.resume()
+    wait_until(lambda: processed(settings) == len({e.event_id for e in mixed}), timeout=60, every=0.2)
+    store = open_store(settings, "analytics")
+    try:
+        assert records(store) == single_sqlite_run(tmp_path / "single.sqlite3", mixed)
+    finally:
+        store.close()
