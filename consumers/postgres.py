@@ -11,6 +11,8 @@ ack. psycopg's errors become ours here, classified:
   and the broker redelivers;
 * a deadlock, a serialization failure, a cancelled statement: TransientError, retried;
 * a login refused, a database that does not exist: StoreError, for an operator;
+* a missing grant, a read-only server (a failover not finished): StoreUnavailableError too,
+  since every message would fail alike;
 * anything else the server rejects: HandlerError, the message is dead-lettered.
 
 Times are ``timestamptz`` in the database and RFC 3339 strings in rows, as in SQLite.
@@ -146,6 +148,10 @@ class PostgresStore(Store):
             self._in_transaction = False
             self._savepoint = "none"
             return StoreUnavailableError(f"PostgreSQL {self.name} is not reachable: {problem}")
+        if isinstance(error, (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction)):
+            # every message would fail alike (a grant missing, a replica promoted late): none is to blame,
+            # so the batch stays unacked and the consumer retries with backoff until an operator fixes it
+            return StoreUnavailableError(f"PostgreSQL {self.name} cannot be written: {problem}")
         if isinstance(
             error, (pg_errors.TransactionRollback, pg_errors.LockNotAvailable, pg_errors.QueryCanceled)
         ):

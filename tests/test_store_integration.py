@@ -411,3 +411,43 @@ def test_a_consumer_started_while_postgresql_is_down_waits_for_it(
         assert records(store) == single_sqlite_run(tmp_path / "single.sqlite3", mixed)
     finally:
         store.close()
+
+
+def test_a_missing_grant_holds_the_messages_instead_of_dead_lettering_them(
+    pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service]
+) -> None:
+    """Every message would fail alike: none is dead-lettered; they wait until an operator grants the right."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    assert run_cli(pg_env, "store", "migrate").returncode == 0
+    admin_url = pg_settings.store_url or ""
+    schema = admin_url.rsplit("search_path%3D", 1)[1]
+    role = f"tcx_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        connection.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+    parts = urlsplit(admin_url)
+    reader_url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    try:
+        reader_env = {**pg_env, "TCX_BRIDGE_STORE_URL": reader_url}
+        declare_consumer_queues(broker, pg_settings, Analytics)
+        mixed = shuffled_with_duplicates(call_events(20, seed=2))
+        assert broker.publish_many(pg_settings.exchange, [message(e) for e in mixed])[1] is None
+        consumer = Service(reader_env, "consume", "analytics")
+        services.append(consumer)
+        wait_until(lambda: "cannot be written: permission denied" in consumer.output(), timeout=20)
+        assert consumer.process.poll() is None
+        assert broker.queue_info(pg_settings.dead_queue("analytics")) == (0, 0)  # nothing dead-lettered
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+        wait_until(lambda: processed(pg_settings) == len({e.event_id for e in mixed}), timeout=60, every=0.2)
+    finally:
+        for service in services:
+            service.kill()
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f"DROP OWNED BY {role}")
+            connection.execute(f"DROP ROLE {role}")
