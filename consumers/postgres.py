@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,6 +62,15 @@ def _row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], dict[
     return make
 
 
+def calls_table(consumer: str) -> str:
+    """The table of a consumer's call records: ours by name, a plugin's ``<name>_calls`` (made on demand)."""
+    if consumer in CALLS_TABLES:
+        return CALLS_TABLES[consumer]
+    if consumer in ("", "contacts"):
+        return "calls"  # commands (report, copy) read the analytics records
+    return re.sub(r"[^a-z0-9_]", "_", consumer.lower()) + "_calls"
+
+
 def lock_key(text: str) -> int:
     """A stable signed 64-bit advisory lock key for text (the same in every process)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
@@ -81,7 +91,7 @@ class PostgresStore(Store):
         self.url = url
         self.name = redact_url(url)
         self.consumer = consumer
-        self.calls_table = CALLS_TABLES.get(consumer, "calls")
+        self.calls_table = calls_table(consumer)
         self._connection: psycopg.Connection[dict[str, Any]] | None = None
         self._migrated = not migrate
         self._in_transaction = False
@@ -112,6 +122,12 @@ class PostgresStore(Store):
             applied = migrate(self)
             if applied:
                 logger.info("store %s migrated to schema version %d", self.name, applied[-1])
+            if self.calls_table not in CALLS_TABLES.values() and self.calls_table != "calls":
+                from consumers.schema import MIGRATE_LOCK, calls_table_ddl
+
+                with self.transaction():  # a plugin's, if missing; its replicas one at a time
+                    self.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
+                    self.script(calls_table_ddl("postgresql", self.calls_table))
             self._migrated = True
 
     def close(self) -> None:

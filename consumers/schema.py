@@ -147,6 +147,11 @@ def _calls_table(dialect: str, name: str, *, if_missing: bool) -> str:
     )
 
 
+def calls_table_ddl(dialect: str, name: str) -> str:
+    """A table of call records with its indexes, created only if missing (a plugin's)."""
+    return _calls_table(dialect, name, if_missing=True)
+
+
 def _sqlite_v1(store: Store) -> None:
     """Version 1 in SQLite: what earlier releases created without a version, plus the view."""
     store.script(

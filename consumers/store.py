@@ -198,7 +198,10 @@ def open_sqlite(path: Path, consumer: str = "") -> SqliteStore:
 
 
 def open_store(settings: Settings, consumer: str, *, wait: bool = False) -> Store:
-    """The store of a consumer ("analytics", "crm", "wallboard", "contacts"): SQLite or PostgreSQL.
+    """The store of a consumer ("analytics", "crm", "wallboard", "contacts", or a plugin's name).
+
+    SQLite: ``<data_dir>/<name>.sqlite3``. PostgreSQL: the shared database; a
+    plugin's call records get a table of their own (``<name>_calls``).
 
     wait: a PostgreSQL server that is away is not an error yet (the consumer's
     runner connects when it answers); without it, StoreUnavailableError.
@@ -220,6 +223,13 @@ def as_store(database: Store | sqlite3.Connection | None) -> Store | None:
     if isinstance(database, sqlite3.Connection):
         return SqliteStore(database)
     return database
+
+
+def first_time(database: Store | sqlite3.Connection, event_id: str) -> bool:
+    """Record event_id as processed (in a Store, or a plugin's sqlite3 connection); False: a duplicate."""
+    store = as_store(database)
+    assert store is not None
+    return store.first_time(event_id)
 
 
 @contextmanager

@@ -451,3 +451,22 @@ def test_a_missing_grant_holds_the_messages_instead_of_dead_lettering_them(
         with psycopg.connect(admin_url, autocommit=True) as connection:
             connection.execute(f"DROP OWNED BY {role}")
             connection.execute(f"DROP ROLE {role}")
+
+
+def test_a_plugins_call_records_get_a_table_of_their_own(pg_settings: Settings) -> None:
+    plugin = open_store(pg_settings, "missed-calls")
+    try:
+        assert plugin.calls_table == "missed_calls_calls"
+        with plugin.transaction():
+            for event in call_events(3):
+                if plugin.first_time(event.event_id):
+                    apply_event(plugin, event)
+        assert len(records(plugin)) == 5  # calls 0 and 1 were transferred: two records each
+        assert plugin.execute("SELECT count(*) AS n FROM calls").fetchone()["n"] == 0  # analytics' untouched
+    finally:
+        plugin.close()
+    again = open_store(pg_settings, "missed-calls")  # the table is there already: kept as it is
+    try:
+        assert len(records(again)) == 5
+    finally:
+        again.close()
