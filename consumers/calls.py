@@ -25,7 +25,7 @@ from bridge.config import Settings
 from bridge.errors import HandlerError
 from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
 from bridge.transport import Delivery
-from consumers.runtime import Binding, Consumer, Context
+from consumers.runtime import MAX_BODY, Binding, Consumer, Context
 from consumers.store import Store, as_store
 
 WINDOW_SECONDS = 12 * 3600
@@ -255,6 +255,8 @@ class CallConsumer(Consumer):
         found: list[tuple[int, CallEvent]] = []
         settings: Settings | None = getattr(self, "settings", None)  # a plugin may not keep them
         for delivery in deliveries:
+            if len(delivery.body) > MAX_BODY:
+                continue  # handle() never reads it: dead-lettered as oversize
             try:
                 event = CALL_EVENT_DECODER.decode(delivery.body)
             except (msgspec.DecodeError, msgspec.ValidationError):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -470,3 +471,49 @@ def test_a_plugins_call_records_get_a_table_of_their_own(pg_settings: Settings) 
         assert len(records(again)) == 5
     finally:
         again.close()
+
+
+def test_a_spoofed_event_is_left_out_of_the_batch_merge(pg_settings: Settings) -> None:
+    """On PostgreSQL the batch is merged before handle(): a spoofed event must not be in it."""
+    from bridge.errors import HandlerError
+    from bridge.transport import Delivery
+    from consumers.runtime import Context
+
+    analytics = Analytics(pg_settings)
+    honest, forged = call_events(2)[0], call_events(2, seed=8)[0]
+    forged_body = events.ENCODER.encode(msgspec.structs.replace(forged, desk="other-desk"))
+    deliveries = [
+        Delivery(
+            events.ENCODER.encode(honest),
+            honest.routing_key,
+            "x",
+            1,
+            False,
+            "a",
+            "call",
+            {},
+            user_id=f"desk-{honest.desk}",
+        ),
+        Delivery(
+            forged_body, forged.routing_key, "x", 2, False, "b", "call", {}, user_id=f"desk-{forged.desk}"
+        ),
+    ]
+    try:
+        with analytics.store.transaction():
+            analytics.prepare(deliveries)
+            outcomes = []
+            for delivery in deliveries:
+                context = Context(pg_settings, delivery, delivery.routing_key, lambda *_: True)
+                try:
+                    outcomes.append(
+                        analytics.handle(analytics.decode(delivery.body, delivery.routing_key), context)
+                    )
+                except HandlerError as error:
+                    outcomes.append(str(error))
+        assert outcomes[0] == "recorded"
+        assert outcomes[1].startswith(
+            f"spoofed: the event is for desk 'other-desk' but user 'desk-{forged.desk}'"
+        )
+        assert {row[0] for row in records(analytics.store)} == {honest.desk}
+    finally:
+        analytics.close()
