@@ -14,6 +14,7 @@ A request goes to ``tcx.commands`` with routing key ``desk.<desk>.dial`` (or
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from bridge.config import Settings, reduce_desk
 from bridge.errors import DialError, UnroutableError
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
+
+logger = logging.getLogger(__name__)
 
 MAX_DIGITS = 32
 EXPIRATION_GRACE = 300.0  # seconds the broker keeps a request past its expires_at
@@ -176,5 +179,9 @@ class ResultWatch:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             if isinstance(result, events.DialResult) and result.request_id == request_id:
+                user = delivery.user_id or ""
+                if self.settings.trust_user_id and user.startswith("desk-") and user[5:] != result.desk:
+                    logger.warning("ignored a result for desk %r published by user %r", result.desk, user)
+                    continue  # another desk's user speaking for this one
                 return result
         return None

@@ -336,3 +336,30 @@ def test_tls_certificate_refused_is_one_line(
     last = consumer.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: connect to {host}:{node.tls_port}: the broker's TLS certificate")
     assert message in last
+
+
+def test_a_dial_result_from_another_desks_user_is_ignored(rights: Rights) -> None:
+    from bridge.dial import ResultWatch
+
+    dialer = rights.settings_of("tcx-dialer")
+
+    def result(status: str) -> events.DialResult:
+        return events.DialResult(
+            request_id="r-1", status=status, desk=rights.desk, number="+41441234567", reason=None,  # type: ignore[arg-type]
+            occurred_at=events.utc_now(),
+        )  # fmt: skip
+
+    def publish(user: str, key_desk: str, body: events.DialResult) -> None:
+        settings = rights.settings_of(user)
+        with Broker(settings.amqp_url, sign=True) as broker:
+            message = OutgoingMessage(
+                f"dial.{body.status}.{key_desk}", events.ENCODER.encode(body), "m", "dial", 0
+            )
+            broker.publish(settings.exchange, message)
+
+    with ResultWatch(dialer) as watch:
+        publish(f"desk-{rights.other}", rights.other, result("confirmed"))  # B's key, A's result: forged
+        publish(f"desk-{rights.desk}", rights.desk, result("failed"))
+        found = watch.wait("r-1", timeout=10)
+    assert found is not None
+    assert found.status == "failed"  # the forged "confirmed" was passed over
