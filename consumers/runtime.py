@@ -207,6 +207,8 @@ class Runner:
                 except StoreUnavailableError as error:  # the database away: nothing acked, all redelivered
                     if self.stopping:
                         break
+                    if time.monotonic() - connected_at >= HEALTHY_SECONDS:
+                        failures = 0  # a new outage: start again from the short delays
                     delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
                     failures += 1
                     logger.warning(
