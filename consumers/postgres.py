@@ -158,11 +158,7 @@ class PostgresStore(Store):
                 pg_errors.CrashShutdown,
             ),
         ):
-            if self._connection is not None:
-                self._connection.close()
-            self._connection = None
-            self._in_transaction = False
-            self._savepoint = "none"
+            self._forget()
             return StoreUnavailableError(f"PostgreSQL {self.name} is not reachable: {problem}")
         if isinstance(error, (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction)):
             # every message would fail alike (a grant missing, a replica promoted late): none is to blame,
@@ -176,6 +172,13 @@ class PostgresStore(Store):
             return TransientError(f"PostgreSQL: {problem}")
         return HandlerError(f"PostgreSQL rejected it: {problem}")
 
+    def _forget(self) -> None:
+        """Drop a connection that broke: its transaction is gone with it."""
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+        self._savepoint = "none"
+
     @property
     def _conn(self) -> psycopg.Connection[dict[str, Any]]:
         if self._connection is None:
@@ -186,35 +189,33 @@ class PostgresStore(Store):
         return self._connection
 
     # statements ---------------------------------------------------------------
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+    def _ready(self) -> psycopg.Connection[dict[str, Any]]:
+        """The connection for a statement, with the pending savepoint (if any) taken first."""
         connection = self._conn
+        if self._savepoint == "pending":
+            connection.execute("SAVEPOINT message")
+            self._savepoint = "open"
+        return connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         with self._mapped():
-            if self._savepoint == "pending":
-                connection.execute("SAVEPOINT message")
-                self._savepoint = "open"
             if not params:
-                return connection.execute(sql.replace("%", "%%"), ())
-            return connection.execute(_translate(sql), params)
+                return self._ready().execute(sql.replace("%", "%%"), ())
+            return self._ready().execute(_translate(sql), params)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        connection = self._conn
         with self._mapped():
-            if self._savepoint == "pending":
-                connection.execute("SAVEPOINT message")
-                self._savepoint = "open"
-            connection.cursor().executemany(_translate(sql), rows)
+            self._ready().cursor().executemany(_translate(sql), rows)
 
     def script(self, sql: str) -> None:
-        connection = self._conn
         with self._mapped():
-            connection.execute(sql)  # no parameters: several statements are fine
+            self._ready().execute(sql)  # no parameters: several statements are fine
 
     def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         """executemany of an INSERT … RETURNING: the first row each statement returned, in order."""
-        connection = self._conn
         found: list[dict[str, Any]] = []
         with self._mapped():
-            cursor = connection.cursor()
+            cursor = self._ready().cursor()
             cursor.executemany(_translate(sql), rows, returning=True)
             while True:
                 found.append(cursor.fetchone())  # type: ignore[arg-type]  # one row per INSERT
@@ -225,28 +226,29 @@ class PostgresStore(Store):
     # transactions -------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        connection = self._conn
         with self._mapped():
-            connection.execute("BEGIN")
+            self._conn.execute("BEGIN")
         self._in_transaction = True
         try:
             yield
+            with (
+                self._mapped()
+            ):  # still in the transaction: a connection lost by now raises, never reconnects
+                self._conn.execute("COMMIT")
         except BaseException:
-            self._in_transaction = False
-            self._end("ROLLBACK")
+            self._rollback()
             raise
-        self._in_transaction = False
-        with self._mapped():
-            self._conn.execute("COMMIT")
+        finally:
+            self._in_transaction = False
 
-    def _end(self, statement: str) -> None:
+    def _rollback(self) -> None:
         """ROLLBACK quietly: a connection that broke has lost the transaction anyway."""
         if self._connection is None or self._connection.closed:
             return
         try:
-            self._connection.execute(statement)
+            self._connection.execute("ROLLBACK")
         except psycopg.Error:
-            self._map(psycopg.InterfaceError("connection lost during rollback"))
+            self._forget()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
