@@ -34,10 +34,18 @@ from bridge.config import Settings
 from bridge.errors import ConfigError
 
 HASHING = "rabbit_password_hashing_sha256"
+DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 SERVICES = ("tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
 _DESK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+
+
+def desk_of_user(user: str | None) -> str | None:
+    """The desk a broker user speaks for (``desk-<desk>``); None for any other user."""
+    if user and user.startswith(DESK_USER):
+        return user[len(DESK_USER) :]
+    return None
 
 
 class Desk(NamedTuple):
@@ -46,7 +54,7 @@ class Desk(NamedTuple):
 
     @property
     def user(self) -> str:
-        return f"desk-{self.desk}"
+        return f"{DESK_USER}{self.desk}"
 
 
 def parse_desk(text: str, where: str = "--desk") -> Desk:

@@ -32,12 +32,12 @@ def store_migrate(settings: Settings) -> None:
         tcx-bridge --store-url postgresql://tcx@db/tcx store migrate
     """
     from consumers.schema import LATEST, migrate
-    from consumers.store import SQLITE_FILES, open_store, sqlite_path
+    from consumers.store import SQLITE_STORES, open_store, sqlite_path
 
     if settings.store_url:
         targets = [""]
     else:
-        targets = [name for name in SQLITE_FILES if sqlite_path(settings, name).exists()]
+        targets = [name for name in SQLITE_STORES if sqlite_path(settings, name).exists()]
         if not targets:
             click.echo(f"no store in {settings.data_dir} yet: the consumers create theirs at start")
             return

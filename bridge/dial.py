@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from bridge import events
+from bridge.access import desk_of_user
 from bridge.config import Settings, reduce_desk
 from bridge.errors import DialError, UnroutableError
 from bridge.topology import declare_commands, declare_events
@@ -179,9 +180,11 @@ class ResultWatch:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             if isinstance(result, events.DialResult) and result.request_id == request_id:
-                user = delivery.user_id or ""
-                if self.settings.trust_user_id and user.startswith("desk-") and user[5:] != result.desk:
-                    logger.warning("ignored a result for desk %r published by user %r", result.desk, user)
+                speaks_for = desk_of_user(delivery.user_id)
+                if self.settings.trust_user_id and speaks_for not in (None, result.desk):
+                    logger.warning(
+                        "ignored a result for desk %r published by user %r", result.desk, delivery.user_id
+                    )
                     continue  # another desk's user speaking for this one
                 return result
         return None

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import HandlerError
 from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
@@ -146,23 +147,17 @@ def key_of(store: Store, event: CallEvent) -> str:
     return f"{store.calls_table}/{event.desk}/{event.direction}/{event.call_id}"
 
 
-DESK_USER = "desk-"  # the broker users of desks (tcx-bridge access definitions)
-
-
 def spoofed(settings: Settings | None, delivery: Delivery, event: CallEvent) -> str | None:
     """Why an event cannot be from the desk it names, judged by the user the broker vouches for; else None.
 
     Only users named desk-<desk> speak for a desk; other producers are taken at their word.
     """
-    user = delivery.user_id
-    trusted = settings is None or settings.trust_user_id
-    if not trusted or not user or not user.startswith(DESK_USER):
-        return None
-    if user[len(DESK_USER) :] == event.desk:
+    speaks_for = desk_of_user(delivery.user_id)
+    if (settings is not None and not settings.trust_user_id) or speaks_for in (None, event.desk):
         return None
     return (
-        f"spoofed: the event is for desk {event.desk!r} but user {user!r} published it, "
-        f"who speaks for desk {user[len(DESK_USER) :]!r} only"
+        f"spoofed: the event is for desk {event.desk!r} but user {delivery.user_id!r} published it, "
+        f"who speaks for desk {speaks_for!r} only"
     )
 
 

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS processed (
     processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) WITHOUT ROWID;
 """
-SQLITE_FILES = {"analytics": "analytics", "crm": "crm", "wallboard": "wallboard", "contacts": "contacts"}
+SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts")  # <data_dir>/<name>.sqlite3
 
 
 class Rows(Protocol):
@@ -181,7 +181,7 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
 
 def sqlite_path(settings: Settings, consumer: str) -> Path:
     """The SQLite file of a consumer's store in the data dir."""
-    return Path(settings.data_dir) / f"{SQLITE_FILES.get(consumer, consumer)}.sqlite3"
+    return Path(settings.data_dir) / f"{consumer}.sqlite3"
 
 
 def open_sqlite(path: Path, consumer: str = "") -> SqliteStore:

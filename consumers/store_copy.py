@@ -18,7 +18,7 @@ from consumers.calls import INSERTED
 from consumers.contacts import CONTACT_COLUMNS
 from consumers.crm import JOURNAL_COLUMNS
 from consumers.postgres import CALLS_TABLES
-from consumers.store import SQLITE_FILES, Store, open_sqlite
+from consumers.store import SQLITE_STORES, Store, open_sqlite
 
 BATCH = 1000
 JOURNAL = ("call_key", *dict.fromkeys((*JOURNAL_COLUMNS, "contact", "started_at", "connected_at")))
@@ -32,14 +32,14 @@ class Copied(NamedTuple):
 def sources(path: Path) -> dict[str, Path]:
     """consumer -> SQLite file, for a data dir or one file."""
     if path.is_dir():
-        found = {name: path / f"{file}.sqlite3" for name, file in SQLITE_FILES.items()}
+        found = {name: path / f"{name}.sqlite3" for name in SQLITE_STORES}
         found = {name: file for name, file in found.items() if file.exists()}
         if not found:
             raise StoreError(f"{str(path)!r} holds no tcx-bridge store (analytics.sqlite3, crm.sqlite3, ...)")
         return found
     if not path.exists():
         raise StoreError(f"{str(path)!r} does not exist; give a data dir or one of its .sqlite3 files")
-    names = {f"{file}.sqlite3": name for name, file in SQLITE_FILES.items()}
+    names = {f"{name}.sqlite3": name for name in SQLITE_STORES}
     if path.name not in names:
         raise StoreError(
             f"{str(path)!r} is not a tcx-bridge store; expected one of {', '.join(sorted(names))}"
