@@ -30,6 +30,7 @@ from consumers.runtime import MAX_BODY, Binding, Consumer, Context
 from consumers.store import Store, as_store
 
 WINDOW_SECONDS = 12 * 3600
+CANDIDATES = 20  # the newest records of a key an event may join
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
 
@@ -112,7 +113,7 @@ def candidates_of(store: Store, event: CallEvent) -> list[dict[str, Any]]:
     """The newest records of the event's key (desk, direction, call_id), newest first."""
     rows = store.execute(
         f"SELECT * FROM {store.calls_table} WHERE desk = ? AND direction = ? AND call_id = ? "
-        "ORDER BY id DESC LIMIT 20",
+        f"ORDER BY id DESC LIMIT {CANDIDATES}",
         (event.desk, event.direction, event.call_id),
     )
     return [dict(row) for row in rows]
@@ -176,7 +177,8 @@ def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[i
         rows = store.execute(
             "SELECT c.* FROM unnest(?::text[], ?::text[], ?::text[]) AS k(desk, direction, call_id) "
             f"CROSS JOIN LATERAL (SELECT * FROM {store.calls_table} t WHERE t.desk = k.desk "
-            "AND t.direction = k.direction AND t.call_id = k.call_id ORDER BY t.id DESC LIMIT 20) c",
+            "AND t.direction = k.direction AND t.call_id = k.call_id "
+            f"ORDER BY t.id DESC LIMIT {CANDIDATES}) c",
             [[key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys]],
         )
         for row in rows:

@@ -49,13 +49,12 @@ SELECT {day} AS day,
        desk,
        count(*) AS calls,
        count(*) FILTER (WHERE direction <> 'outbound') AS inbound_calls,
-       count(*) FILTER (WHERE direction <> 'outbound' AND answered) AS inbound_answered,
-       count(*) FILTER (WHERE direction <> 'outbound' AND NOT answered AND ended_at IS NOT NULL)
-           AS inbound_missed,
+       {answered} AS inbound_answered,
+       {missed} AS inbound_missed,
        {answer_rate} AS answer_rate,
        {within} AS inbound_within_service_level,
        {service_level} AS service_level,
-       count(ring_seconds) FILTER (WHERE {inbound_answered}) AS ring_count,
+       {rings} AS ring_count,
        {ring_sum} AS ring_microseconds_sum,
        {ring_avg} AS ring_avg,
        count(talk_seconds) FILTER (WHERE {inbound_answered}) AS talk_count,
@@ -109,6 +108,7 @@ def daily_select(dialect: str, table: str = "calls", where: str = "") -> str:
     within = (
         f"count(*) FILTER (WHERE {INBOUND_ANSWERED} AND ring_seconds <= (SELECT seconds FROM service_level))"
     )
+    rings = f"count(ring_seconds) FILTER (WHERE {INBOUND_ANSWERED})"
 
     def exact_sum(column: str, where: str) -> str:
         """Sums in whole microseconds: the same on both backends, whatever the order of the rows."""
@@ -123,9 +123,12 @@ def daily_select(dialect: str, table: str = "calls", where: str = "") -> str:
         table=table,
         where=where,
         inbound_answered=INBOUND_ANSWERED,
+        answered=answered,
+        missed=missed,
         within=within,
+        rings=rings,
         answer_rate=ratio(answered, f"{answered} + {missed}"),
-        service_level=ratio(within, f"count(ring_seconds) FILTER (WHERE {INBOUND_ANSWERED})"),
+        service_level=ratio(within, rings),
         ring_avg=terms["average"].format(x="ring_seconds", where=INBOUND_ANSWERED),
         talk_avg=terms["average"].format(x="talk_seconds", where=INBOUND_ANSWERED),
     )
