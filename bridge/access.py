@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.topology import dead_letter_keys
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
@@ -118,7 +119,7 @@ def _consumer(settings: Settings, name: str) -> list[str]:
 
 
 def _dead_keys(name: str) -> str:
-    return _any(*(re.escape(key) for key in (name, f"{name}.retry", f"{name}.again")))
+    return _any(*(re.escape(key) for key in dead_letter_keys(name)))
 
 
 def desk_rights(settings: Settings, desk: Desk) -> Rights:

@@ -15,6 +15,15 @@ from bridge.errors import BrokerRejectedError, TransportError
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
 
+def dead_letter_keys(consumer: str) -> tuple[str, str, str]:
+    """A consumer's routing keys on the dead exchange: to its dead letters, its retry queue, its queue.
+
+    Retries go this way too, so no consumer needs to publish to ``amq.default``
+    (which reaches every queue by name).
+    """
+    return consumer, f"{consumer}.retry", f"{consumer}.again"
+
+
 def declare_events(broker: Broker, settings: Settings) -> None:
     """Declare the events exchange with its alternate exchange and the unrouted queue.
 

@@ -59,7 +59,7 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
-from bridge.topology import declare_events
+from bridge.topology import dead_letter_keys, declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.metrics import NULL, Metrics, metrics_for
 from consumers.store import Store, as_store, savepoint, transaction
@@ -166,7 +166,6 @@ class Runner:
         consumer.metrics = self.metrics
         self._next_depth = 0.0
         self.queue = settings.queue(consumer.name)
-        self.retry_queue = f"{self.queue}.retry"
         self.handled = 0
         self._max_messages = max_messages
         self._idle_exit = idle_exit
@@ -418,7 +417,7 @@ class Runner:
         self.metrics.retried(self.consumer.name)
         delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
         headers = {**delivery.headers, ATTEMPTS: attempts, ROUTING_KEY: routing_key, REASON: reason}
-        retry_key = f"{self.consumer.name}.retry"  # through the dead exchange: no right on amq.default needed
+        _, retry_key, _ = dead_letter_keys(self.consumer.name)
         broker.publish(self.settings.dead_exchange, _copy(delivery, retry_key, headers, expiration_ms=delay))
         return f"retry-in-{delay}ms"
 
@@ -432,7 +431,8 @@ class Runner:
             REASON: reason[:1000],
             CONSUMER: self.consumer.name,
         }
-        broker.publish(self.settings.dead_exchange, _copy(delivery, self.consumer.name, headers))
+        dead_key, _, _ = dead_letter_keys(self.consumer.name)
+        broker.publish(self.settings.dead_exchange, _copy(delivery, dead_key, headers))
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
@@ -448,10 +448,11 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     """The consumer's queue, retry queue, dead-letter route and bindings (idempotent)."""
     name = consumer.name_for(settings)
     queue = settings.queue(name)
+    dead_key, retry_key, again_key = dead_letter_keys(name)
     consumer.declare(broker, settings)
     broker.ensure_exchange(settings.dead_exchange, "topic")
     broker.declare_queue(settings.dead_queue(name), arguments=queue_type(settings))
-    broker.bind_queue(settings.dead_queue(name), settings.dead_exchange, name)
+    broker.bind_queue(settings.dead_queue(name), settings.dead_exchange, dead_key)
     arguments = {
         "x-dead-letter-exchange": settings.dead_exchange,
         "x-dead-letter-routing-key": name,
@@ -466,7 +467,7 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
             f"{queue}.retry",
             arguments={
                 "x-dead-letter-exchange": settings.dead_exchange,
-                "x-dead-letter-routing-key": f"{name}.again",
+                "x-dead-letter-routing-key": again_key,
                 **queue_type(settings, dead_letters=True),
             },
         )
@@ -474,8 +475,8 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
         if broker.queue_info(f"{queue}.retry") is None:
             raise
         # declared by an earlier release (straight back to the queue through amq.default): it still works
-    broker.bind_queue(f"{queue}.retry", settings.dead_exchange, f"{name}.retry")
-    broker.bind_queue(queue, settings.dead_exchange, f"{name}.again")
+    broker.bind_queue(f"{queue}.retry", settings.dead_exchange, retry_key)
+    broker.bind_queue(queue, settings.dead_exchange, again_key)
     for binding in consumer.bindings(settings):
         broker.bind_queue(queue, binding.exchange, binding.pattern)
 
