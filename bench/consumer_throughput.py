@@ -33,6 +33,7 @@ from bridge.topology import declare_events
 from bridge.transport import Broker
 from consumers.analytics import Analytics
 from consumers.runtime import Runner, declare_consumer_queues
+from tests.postgres import with_schema
 
 
 def backlog(settings: Settings, count: int) -> list[tuple[str, bytes]]:
@@ -126,17 +127,6 @@ def replicas(settings: Settings, count: int, processes: int) -> float:
     for worker in workers:
         worker.join(30)
     return elapsed
-
-
-def with_schema(url: str, schema: str) -> str:
-    """url whose connections use a schema of their own (created here)."""
-    from urllib.parse import quote
-
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}"
 
 
 def drop_schema(url: str, schema: str) -> None:
