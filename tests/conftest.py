@@ -202,6 +202,13 @@ def events_tap(broker: Broker, settings: Settings) -> Tap:
     return Tap(broker, settings, settings.exchange, "#")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def script(name: str) -> list[str]:
     """The command of an installed console script, falling back to python -m."""
     found = shutil.which(name, path=str(Path(sys.executable).parent))

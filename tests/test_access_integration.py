@@ -8,7 +8,6 @@ here; ``tcx-bridge access definitions`` is imported into it with
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -22,15 +21,9 @@ from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from tests.cluster import LocalCluster, rabbitmq_available
-from tests.conftest import Service, Tap, run_cli, run_notify, start_service, wait_until
+from tests.conftest import Service, Tap, free_port, run_cli, run_notify, start_service, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def openssl(*args: str) -> None:
@@ -78,7 +71,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     ca = make_ca(certs / "ca", "tcx test CA")
     other_ca = make_ca(certs / "other", "another CA")
     cert, key = make_server_cert(ca, certs / "ca", "localhost")
-    port = _free_port()
+    port = free_port()
     cluster = LocalCluster(
         1,
         extra_config=(
@@ -229,7 +222,7 @@ def test_every_process_on_its_own_user(
         start_service(
             services, rights.env_of(f"tcx-{name}", **server), admin, settings.queue(name), "consume", name
         )
-    port = _free_port()
+    port = free_port()
     wallboard_env = rights.env_of("tcx-wallboard", **server, TCX_BRIDGE_TIMEZONE="UTC")
     start_service(
         services, wallboard_env, admin, settings.queue("wallboard"), "wallboard", "--port", str(port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -13,16 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.config import Settings
 from bridge.transport import Broker, OutgoingMessage
 from tests.cluster import LocalCluster
-from tests.conftest import Service, start_service, wait_until
+from tests.conftest import Service, free_port, start_service, wait_until
 from tests.test_consumers_integration import T0, call_message, processed_count, send
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -21,7 +21,7 @@ from consumers.analytics import Analytics
 from consumers.calls import apply_event
 from consumers.runtime import declare_consumer_queues
 from consumers.store import Store, open_sqlite, open_store
-from tests.conftest import Service, run_cli, start_service, wait_until
+from tests.conftest import Service, free_port, run_cli, start_service, wait_until
 from tests.postgres import LocalPostgres, with_schema
 
 pytestmark = pytest.mark.integration
@@ -101,10 +101,11 @@ def single_sqlite_run(path: Path, mixed: list[events.CallEvent]) -> set[tuple[An
     return found
 
 
-def processed(settings: Settings) -> int:
-    store = open_store(settings, "analytics")
+def processed(settings: Settings, consumer: str = "analytics") -> int:
+    """How many event ids a consumer has recorded in its PostgreSQL store."""
+    store = open_store(settings, consumer)
     try:
-        row = store.execute("SELECT count(*) AS n FROM processed WHERE consumer = 'analytics'").fetchone()
+        row = store.execute("SELECT count(*) AS n FROM processed WHERE consumer = ?", (consumer,)).fetchone()
         return int(row["n"])
     finally:
         store.close()
@@ -294,12 +295,9 @@ def test_postgresql_url_without_the_driver_is_one_line(
 def test_the_wallboard_keeps_its_records_in_postgresql(
     pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service]
 ) -> None:
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     board_env = {**pg_env, "TCX_BRIDGE_TIMEZONE": "UTC"}
     start_service(
         services, board_env, broker, pg_settings.queue("wallboard"), "wallboard", "--port", str(port)
@@ -356,16 +354,9 @@ def test_two_crm_replicas_journal_every_call_once(
 
     unique = len({event.event_id for event in mixed})
 
-    def processed_by_crm() -> int:
-        store = open_store(pg_settings, "crm")
-        try:
-            return int(
-                store.execute("SELECT count(*) AS n FROM processed WHERE consumer = 'crm'").fetchone()["n"]
-            )
-        finally:
-            store.close()
-
-    wait_until(lambda: processed_by_crm() == unique, timeout=120, every=0.2)  # committed with the journal
+    wait_until(
+        lambda: processed(pg_settings, "crm") == unique, timeout=120, every=0.2
+    )  # committed with the journal
     assert journal() == expected
     assert all(service.process.poll() is None for service in services)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,18 +16,12 @@ import pytest
 
 from bridge.config import Settings
 from bridge.transport import Broker
-from tests.conftest import Service, run_cli, run_notify, start_service, wait_until
+from tests.conftest import Service, free_port, run_cli, run_notify, start_service, wait_until
 from tests.test_consumers_integration import processed_count
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
