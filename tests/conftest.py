@@ -18,9 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
@@ -207,6 +209,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wallboard_tiles(port: int) -> dict[str, Any]:
+    """The tiles of a local wallboard's /api/state."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:
+        tiles: dict[str, Any] = json.loads(answer.read())["tiles"]
+    return tiles
 
 
 def script(name: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +20,16 @@ from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from tests.cluster import LocalCluster, rabbitmq_available
-from tests.conftest import Service, Tap, free_port, run_cli, run_notify, start_service, wait_until
+from tests.conftest import (
+    Service,
+    Tap,
+    free_port,
+    run_cli,
+    run_notify,
+    start_service,
+    wait_until,
+    wallboard_tiles,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,11 +274,7 @@ def test_every_process_on_its_own_user(
 
     wait_until(lambda: "in-1" in journaled() and "0441234567" in journaled(), timeout=30)
 
-    def board() -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:
-            return json.loads(answer.read())["tiles"]  # type: ignore[no-any-return]
-
-    wait_until(lambda: board()["answered"] == 1, timeout=15)  # the wallboard, as tcx-wallboard
+    wait_until(lambda: wallboard_tiles(port)["answered"] == 1, timeout=15)  # the wallboard, as tcx-wallboard
     calls = json.loads(run_cli({**rights.env, **server}, "report", "--calls", "--format", "json").stdout)
     assert sorted((c["direction"], c["answered"]) for c in calls) == [("inbound", True), ("outbound", True)]
     for name in ("crm", "analytics", "wallboard", f"desk.{rights.desk}"):

@@ -21,7 +21,7 @@ from consumers.analytics import Analytics
 from consumers.calls import apply_event
 from consumers.runtime import declare_consumer_queues
 from consumers.store import Store, open_sqlite, open_store
-from tests.conftest import Service, free_port, run_cli, start_service, wait_until
+from tests.conftest import Service, free_port, run_cli, start_service, wait_until, wallboard_tiles
 from tests.postgres import LocalPostgres, with_schema
 
 pytestmark = pytest.mark.integration
@@ -295,7 +295,6 @@ def test_postgresql_url_without_the_driver_is_one_line(
 def test_the_wallboard_keeps_its_records_in_postgresql(
     pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service]
 ) -> None:
-    import urllib.request
 
     port = free_port()
     board_env = {**pg_env, "TCX_BRIDGE_TIMEZONE": "UTC"}
@@ -317,11 +316,7 @@ def test_the_wallboard_keeps_its_records_in_postgresql(
         )
         broker.publish(pg_settings.exchange, message(event))
 
-    def talking() -> object:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:
-            return json.loads(answer.read())["tiles"]["talking"]
-
-    wait_until(lambda: talking() == 1, timeout=15)
+    wait_until(lambda: wallboard_tiles(port)["talking"] == 1, timeout=15)
     store = open_store(pg_settings, "wallboard")
     try:
         rows = store.execute("SELECT call_id, ring_seconds FROM wallboard_calls").fetchall()
