@@ -209,34 +209,6 @@ def _p90(values: list[float]) -> float | None:
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
-def _avg(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 3) if values else None
-
-
-def summarise(calls: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    calls = list(calls)
-    inbound = [c for c in calls if c["direction"] != "outbound"]
-    outbound = [c for c in calls if c["direction"] == "outbound"]
-    answered = [c for c in inbound if c["answered"]]
-    missed = [c for c in inbound if not c["answered"] and c["ended_at"] is not None]
-    rings = [c["ring_seconds"] for c in answered if c["ring_seconds"] is not None]
-    talks = [c["talk_seconds"] for c in answered if c["talk_seconds"] is not None]
-    connected = [c for c in outbound if c["answered"]]
-    decided = len(answered) + len(missed)
-    return {
-        "calls": len(calls),
-        "answered": len(answered),
-        "missed": len(missed),
-        "answer_rate": round(len(answered) / decided, 4) if decided else None,
-        "ring_avg": _avg(rings),
-        "ring_p90": _p90(rings),
-        "talk_avg": _avg(talks),
-        "dialed": len(outbound),
-        "connected": len(connected),
-        "out_talk_avg": _avg([c["talk_seconds"] for c in connected if c["talk_seconds"] is not None]),
-    }
-
-
 def render_table(rows: list[dict[str, Any]], columns: Iterable[str]) -> str:
     """A plain text table with a header line."""
     columns = list(columns)

@@ -29,8 +29,9 @@ from bridge.config import Settings
 from bridge.events import CallEvent, format_time, parse_time
 from consumers.calls import CallConsumer
 from consumers.numbers import normalise
-from consumers.report import summarise
+from consumers.report import FIRST_MOMENT, Selection, rollup
 from consumers.runtime import Context
+from consumers.schema import daily_select
 from consumers.store import Store, open_store, sqlite_path
 
 STALE_RINGING = timedelta(hours=2)  # a call "ringing" longer than this lost its end event
@@ -78,17 +79,15 @@ def snapshot(
     today = now.astimezone(zone).date()
     start = datetime(today.year, today.month, today.day, tzinfo=zone).astimezone(UTC)
     end = start + timedelta(days=1)
+    where, params = Selection(since=format_time(start), until=format_time(end)).where()
     rows = [
         {**dict(row), "answered": bool(row["answered"])}
-        for row in store.execute(
-            f"SELECT * FROM {store.calls_table} WHERE coalesce(started_at, connected_at, ended_at) >= ? "
-            "AND coalesce(started_at, connected_at, ended_at) < ? "
-            "ORDER BY coalesce(started_at, connected_at, ended_at)",
-            (format_time(start), format_time(end)),
-        )
+        for row in store.execute(f"SELECT * FROM {store.calls_table} {where} ORDER BY {FIRST_MOMENT}", params)
     ]
     inbound = [row for row in rows if row["direction"] != "outbound"]
-    summary = summarise(rows)
+    # the day's figures exactly as ``tcx-bridge report`` makes them: the calls_daily query, summed
+    daily = store.execute(daily_select(store.dialect, store.calls_table, where), params)
+    summary = rollup([dict(row) for row in daily], [])
     answered = [row for row in inbound if row["answered"] and row["ring_seconds"] is not None]
     within = [row for row in answered if row["ring_seconds"] <= settings.service_level_seconds]
     stale = format_time(now - STALE_RINGING)
