@@ -299,7 +299,7 @@ class Runner:
             self._prepare(store, deliveries)
             for delivery in deliveries:
                 started = time.perf_counter()
-                outcome, attempts, routing_key = self._handle_one(broker, delivery)
+                outcome, attempts, routing_key = self._handle_one(broker, store, delivery)
                 lines.append((delivery, routing_key, outcome, attempts, time.perf_counter() - started))
         broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
@@ -343,14 +343,14 @@ class Runner:
                 classify(error)[1],
             )
 
-    def _handle_one(self, broker: Broker, delivery: Delivery) -> tuple[str, int, str]:
+    def _handle_one(self, broker: Broker, store: Store | None, delivery: Delivery) -> tuple[str, int, str]:
         """One delivery inside its own error boundary; only a lost connection escapes it."""
         attempts, routing_key = 1, delivery.routing_key
         try:
             attempts = _attempts(delivery)
             routing_key = _routing_key(delivery)
             context = Context(self.settings, delivery, routing_key, functools.partial(self._publish, broker))
-            with savepoint(self.consumer.database):
+            with savepoint(store):
                 if len(delivery.body) > MAX_BODY:
                     raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
                 message = self.consumer.decode(delivery.body, routing_key)
