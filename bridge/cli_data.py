@@ -64,10 +64,12 @@ def contacts_import(
     )
     for problem in result.problems[:20]:
         click.echo(f"{contacts_file}: {problem}", err=True)
-    if len(result.problems) > 20:
-        click.echo(f"{contacts_file}: ... and {len(result.problems) - 20} more problems", err=True)
+    if len(result.problems) + result.unlisted > 20:
+        more = len(result.problems) + result.unlisted - 20
+        click.echo(f"{contacts_file}: ... and {more} more problems", err=True)
     click.echo(
-        f"imported {result.imported}, updated {result.updated}, skipped {result.skipped}; "
+        f"imported {result.imported}, updated {result.updated}, merged {result.merged}, "
+        f"skipped {result.skipped}; "
         f"{store.count()} contact(s) in {store.store.name}"
     )
     store.close()

@@ -43,7 +43,9 @@ Desk = Annotated[str, _text(64, "the desk id")]
 Extension = Annotated[str, _text(32)]
 EventId = Annotated[str, _text(128)]
 Number = Annotated[str, _text(64)]
-Name = Annotated[str, _text(200)]
+MAX_NAME = 200  # characters of a name, company or email in a screen pop (contacts import checks it)
+MAX_URL = 2048  # characters of a contact's url in a screen pop
+Name = Annotated[str, _text(MAX_NAME)]
 Reason = Annotated[str, _text(4000)]
 CallKind = Literal["started", "connected", "ended", "invalid"]
 Direction = Literal["inbound", "outbound", "unknown"]
@@ -87,7 +89,7 @@ class Contact(msgspec.Struct, frozen=True, kw_only=True):
     name: Name
     company: Name | None = None
     email: Name | None = None
-    url: Annotated[str, _text(2048)] | None = None
+    url: Annotated[str, _text(MAX_URL)] | None = None
 
 
 class ScreenPop(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="popup"):

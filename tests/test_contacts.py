@@ -104,7 +104,7 @@ def test_bad_rows_are_reported_with_their_line(store: SqliteContacts, tmp_path: 
     assert result.imported == 1
     assert result.problems == [
         "line 3: skipped, no usable phone number ('not a number')",
-        "line 4: skipped, no name",
+        "line 4: skipped, no name (nor company)",
     ]
     assert json.loads(store.rows()[0]["extra"]) == {"Segment": "gold"}
 
