@@ -45,6 +45,7 @@ MAX_ROWS = 1_000_000  # contact rows in one file
 MAX_CELLS = 20_000_000  # cells in one file, empty ones within a row included
 MAX_CSV_BYTES = 256 * 1024 * 1024  # a CSV file as stored (it is read as a stream)
 MAX_XLSX_BYTES = 64 * 1024 * 1024  # a workbook's parts, uncompressed (openpyxl holds its strings)
+TOO_LONG = f"the line is longer than {MAX_RECORD_BYTES:,} characters"  # a record that is one overlong line
 MAX_LISTED = 1000  # problems kept with their text (all are counted)
 CHUNK = 1024 * 1024
 MULTI_VALUE = ":::"  # Google Contacts joins several numbers of one label in one cell
@@ -291,6 +292,8 @@ def lines_of(text: IO[str]) -> Iterator[str]:
 def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, str | None]]:
     """(first line number, record text) for each record; (line, None) for a broken one.
 
+    A line over MAX_RECORD_BYTES on its own is broken too (:data:`TOO_LONG` marks it).
+
     A record continues over line breaks only inside a quoted field; one that would
     span more than MAX_RECORD_LINES lines or MAX_RECORD_BYTES is a stray quote: its
     first line is reported broken and reading restarts on the line after it. At most
@@ -314,7 +317,7 @@ def records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, str | N
             record += "\n" + ahead[used]
             used += 1
         if _unfinished(record, delimiter) or len(record) > MAX_RECORD_BYTES:
-            yield number, None
+            yield number, TOO_LONG if len(ahead[0]) > MAX_RECORD_BYTES else None
             ahead.popleft()
             number += 1
             continue
@@ -381,7 +384,9 @@ def read_csv(
         delimiter = delimiter or sniff_delimiter(first_line)
         text.seek(0)
         all_records = records(lines_of(text), delimiter)
-        header_record = next((r for _, r in all_records if r is not None and r.strip()), first_line)
+        header_record = next(
+            (r for _, r in all_records if r not in (None, TOO_LONG) and r.strip()), first_line
+        )
         header = next(csv.reader(io.StringIO(header_record), delimiter=delimiter))
         found = columns_of(header, mapping, key)
     except BaseException:
@@ -410,9 +415,10 @@ def _csv_rows(
     budget.take(len(header), row=False)
     with text:
         for line, record in all_records:
-            if record is None:
+            if record is None or record is TOO_LONG:
                 budget.take(0)
-                problems.add(line, 'a quote is not closed (a stray " in the row?)', skipped=True)
+                why = 'a quote is not closed (a stray " in the row?)' if record is None else TOO_LONG
+                problems.add(line, why, skipped=True)
                 continue
             if not record.strip():
                 continue
@@ -497,7 +503,13 @@ def _sheet_lines(path: Path, sheet: Any, budget: Budget) -> Iterator[tuple[int, 
             if any(cells):
                 width = width or len(cells)
                 yield line, cells
-    except (zipfile.BadZipFile, OSError, EOFError) as error:  # a part that is not what it says
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        SyntaxError,
+        ValueError,
+    ) as error:  # a part not what it says
         raise ConfigError(f"contacts file {str(path)!r} is not an .xlsx workbook: {error}") from None
 
 

@@ -109,9 +109,8 @@ class MergedContact:
         for e164, raw in numbers.items():
             self.numbers.setdefault(e164, raw)
         self.columns = {**self.columns, **row.columns}
-        return f"merged with an earlier row of key {self.key!r}" + "".join(
-            f"; {change}" for change in changes
-        )
+        merged = f"merged into line {first} (same key {self.key!r})"
+        return merged + "".join(f"; {change}" for change in changes)
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Its rows of the contacts table, one per number; without a person's name, named by its company."""
