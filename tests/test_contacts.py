@@ -7,6 +7,7 @@ import shutil
 import time
 import tracemalloc
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import openpyxl
@@ -17,7 +18,7 @@ from bridge import events
 from bridge.cli import cli
 from bridge.errors import ConfigError
 from consumers import contact_files
-from consumers.contacts import SqliteContacts, parse_field_map
+from consumers.contacts import SqliteContacts, StoreContacts, parse_field_map
 
 DATA = Path(__file__).parent / "data"
 
@@ -27,7 +28,7 @@ def store(tmp_path: Path) -> SqliteContacts:
     return SqliteContacts(tmp_path / "contacts.sqlite3")
 
 
-def names(store: SqliteContacts, *numbers: str) -> list[str | None]:
+def names(store: StoreContacts, *numbers: str) -> list[str | None]:
     return [(contact.name if (contact := store.lookup(number)) else None) for number in numbers]
 
 
@@ -181,7 +182,7 @@ def test_field_map() -> None:
         parse_field_map("phone=x")
 
 
-def workbook(path: Path, *rows: list[object]) -> Path:
+def workbook(path: Path, *rows: Sequence[object]) -> Path:
     """An .xlsx file as openpyxl (and so Excel) writes it: the first sheet, these rows."""
     book = openpyxl.Workbook()
     sheet = book.active
@@ -467,3 +468,32 @@ def test_a_big_csv_is_streamed_in_bounded_memory(store: SqliteContacts, tmp_path
     assert result.problems == ["line 2: skipped, the line is longer than 4,096 characters"]
     assert (result.imported, result.skipped) == (2500, 1)
     assert peak < 3_000_000  # a 1 MiB read buffer and the rows in hand, not the file
+
+
+@pytest.mark.integration
+def test_merges_and_company_names_in_the_postgresql_store(pg_url: str, tmp_path: Path) -> None:
+    """The same import through PostgreSQL: DELETE … RETURNING and the jsonb columns of a merged contact."""
+    from bridge.config import load_settings
+    from consumers.contacts import open_contacts
+
+    (tmp_path / "none.toml").write_text("")
+    settings = load_settings(
+        environ={
+            "TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml"),
+            "TCX_BRIDGE_DATA_DIR": str(tmp_path / "data"),
+            "TCX_BRIDGE_STORE_URL": pg_url,
+        }
+    ).settings
+    store = open_contacts(settings)
+    try:
+        result = store.import_file(DATA / "excel-duplicates.csv", "CH")
+        assert (result.imported, result.updated, result.merged, result.skipped) == (3, 0, 1, 0)
+        assert store.lookup("+41791234567") == events.Contact(name="Anna Muster", email="anna@muster.ch")
+        assert json.loads(store.rows()[0]["extra"]) == {"Ort": "Zug"}
+        again = store.import_file(DATA / "excel-duplicates.csv", "CH")
+        assert (again.imported, again.updated, again.merged) == (0, 3, 1)
+        store.import_file(DATA / "outlook.csv", "CH")
+        assert names(store, "+41312223344") == ["Bär Café"]
+        assert store.count() == 5
+    finally:
+        store.close()
