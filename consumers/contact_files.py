@@ -548,10 +548,9 @@ def _row(line: int, header: list[str], cells: list[str], found: dict[int, str]) 
             if index < len(header) and header[index].strip():
                 others[header[index].strip()] = cell
             continue
-        if field in ("phone", "mobile", "email", "url"):
-            values.setdefault(field, []).extend(
-                filter(None, (part.strip() for part in cell.split(MULTI_VALUE)))
-            )
+        if MULTI_VALUE in cell and field in ("phone", "mobile", "email", "url"):
+            parts = (part.strip() for part in cell.split(MULTI_VALUE))
+            values.setdefault(field, []).extend(part for part in parts if part)
         else:
             values.setdefault(field, []).append(cell)
     name = " ".join(values.get("name", [])) or " ".join(values.get("first", []) + values.get("last", []))

@@ -43,7 +43,8 @@ HTTP_ATTEMPTS = 3
 INSERT = (
     f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
 )
-DELETE_KEY = f"DELETE FROM contacts WHERE key = ? RETURNING id, {', '.join(CONTACT_COLUMNS)}"
+DELETE_KEY = "DELETE FROM contacts WHERE key = ?"
+DELETE_KEY_RETURNING = f"{DELETE_KEY} RETURNING id, {', '.join(CONTACT_COLUMNS)}"
 
 
 class ContactLookup(Protocol):
@@ -185,16 +186,17 @@ class StoreContacts:
                     if number.e164 is None:
                         problems.add(row.line, f"number {number.raw!r} is not a number; the others kept")
                 contact_key = row.external or next(iter(usable))
-                stored = db.execute(DELETE_KEY, (contact_key,)).fetchall()
                 if contact_key in first_line:  # the same key twice in the file: one contact
+                    stored = db.execute(DELETE_KEY_RETURNING, (contact_key,)).fetchall()
                     contact = MergedContact.of_stored(contact_key, stored)
                     problems.add(row.line, contact.merge(row, usable, first_line[contact_key]))
                     merged += 1
                 else:
                     first_line[contact_key] = row.line
                     contact = MergedContact.of_row(contact_key, row, usable)
-                    updated += bool(stored)
-                    imported += not stored
+                    replaced = db.execute(DELETE_KEY, (contact_key,)).rowcount
+                    updated += bool(replaced)
+                    imported += not replaced
                 db.executemany(INSERT, contact.rows())
         unlisted = problems.count - len(problems.listed)
         return ImportResult(imported, updated, problems.skipped, problems.listed, merged, unlisted)
