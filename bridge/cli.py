@@ -19,6 +19,7 @@ from bridge.cli_store import COMMANDS as STORE_COMMANDS
 from bridge.clikit import friendly_errors, loaded, with_settings
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
+from bridge.redact import redact_logs
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +59,8 @@ def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        redact_logs(handler)  # no password of a URL in any log line
     if not verbose:
         logging.getLogger("pika").setLevel(logging.CRITICAL)
 

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridge.errors import ConfigError
+from bridge.redact import redact_text, split_userinfo
+from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
 
 APP_NAME = "tcx-bridge"
 ENV_PREFIX = "TCX_BRIDGE_"
@@ -113,21 +115,6 @@ class Key(NamedTuple):
         return ENV_PREFIX + self.name.upper()
 
 
-def redact_url(url: str) -> str:
-    """The URL (or comma-separated URLs) with every password replaced by ``****``, for logs and display."""
-    if "," in url:
-        return ",".join(redact_url(part.strip()) for part in url.split(","))
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc}"))
-
-
 def reduce_desk(value: str) -> str:
     """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
     return _DISALLOWED_IN_DESK.sub("", value)
@@ -161,7 +148,7 @@ def _default_data_dir(_: dict[str, Any], environ: Mapping[str, str]) -> str:
 
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: {value!r} is not a string; give it as text")
+        raise ConfigError(f"{name}: {redact_text(repr(value))} is not a string; give it as text")
     return value
 
 
@@ -206,12 +193,15 @@ def _amqp_url(name: str, value: Any) -> str:
     for url in urls:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         problem = None if scheme in ("amqp", "amqps") else "is not an AMQP URL"
+        userinfo = split_userinfo(url) if problem is None else None
+        if userinfo is not None and any(mark in userinfo[1] for mark in "/?#"):
+            problem = "has a password with / ? or # in it; percent-encode them (%2F %3F %23)"
         if problem is None:
             try:
                 parts = urlsplit(url)
                 port = parts.port
             except ValueError as error:
-                problem = f"is not usable ({error})"
+                problem = f"is not usable ({redact_text(str(error), url)})"
             else:
                 if not parts.hostname:
                     problem = "has no host"
@@ -283,7 +273,7 @@ def _region(name: str, value: Any) -> str:
 def _url_template(name: str, value: Any) -> str | None:
     text = _optional_text(name, value)
     if text is not None and not text.lower().startswith(("http://", "https://")):
-        raise ConfigError(f"{name}: {value!r} is not an http(s) URL template")
+        raise ConfigError(f"{name}: {redact_url(text)!r} is not an http(s) URL template")
     return text
 
 
@@ -464,6 +454,7 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+SECRET_KEYS = frozenset({"wallboard_token"})  # shown as **** by `config`
 
 
 class Loaded(NamedTuple):
@@ -556,11 +547,17 @@ def load_settings(
 
 
 def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
-    """Rows of (key, environment variable, shown value, source), password masked."""
+    """Rows of (key, environment variable, shown value, source), secrets masked.
+
+    Every URL in any value (amqp_url, store_url, crm_*_url, a URL in popup_command)
+    has its passwords and secret parameters masked; a token is never shown.
+    """
     rows = []
     for key in KEYS:
         value = getattr(loaded.settings, key.name)
-        secret = key.name in ("amqp_url", "store_url") and value is not None
-        shown = redact_url(value) if secret else ("" if value is None else str(value))
+        if key.name in SECRET_KEYS and value is not None:
+            shown = "****"
+        else:
+            shown = "" if value is None else redact_text(str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows

@@ -30,6 +30,7 @@ from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import parse_launch, scan_options
 from bridge.outbox import Outbox
+from bridge.redact import redact_logs
 from bridge.text import printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
@@ -279,14 +280,14 @@ def configure_logging(settings: Settings | None) -> None:
                 str(settings.log_dir / "notify.log"), settings.log_max_bytes
             )
             handler.setFormatter(formatter)
-            root.addHandler(handler)
+            root.addHandler(redact_logs(handler))
         except OSError:  # no log file: stderr still gets the errors; `tcx-bridge doctor` names the cause
             pass
     if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
         console = logging.StreamHandler(sys.stderr)
         console.setLevel(logging.ERROR)
         console.setFormatter(ConsoleFormatter("%(message)s"))
-        root.addHandler(console)
+        root.addHandler(redact_logs(console))
 
 
 def log_lost(message: OutgoingMessage, error: object) -> None:

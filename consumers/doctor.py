@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
 from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.redact import redact_text
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
 
@@ -68,7 +69,11 @@ def _store(loaded: Loaded) -> Check:
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
     except TcxBridgeError as error:
-        return Check(False, f"store {shown}: {error}", "start PostgreSQL, or fix store_url")
+        return Check(
+            False,
+            f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}",
+            "start PostgreSQL, or fix store_url",
+        )
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip
@@ -117,7 +122,11 @@ def _broker(loaded: Loaded, url: str) -> Check:
                     "run `tcx-bridge topology declare` once (as a user allowed to configure)",
                 )
     except BrokerRefusedError as error:
-        return Check(False, f"broker {shown}: {error}", "fix the user, password or vhost in amqp_url")
+        return Check(
+            False,
+            f"broker {shown}: {redact_text(str(error), url)}",
+            "fix the user, password or vhost in amqp_url",
+        )
     except TcxBridgeError as error:
         return Check(False, f"broker {shown}: {error}", "start the broker or fix the host and port")
     return Check(True, f"broker {shown}: reachable, login accepted, vhost and {settings.exchange!r} exist")
