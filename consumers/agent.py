@@ -461,6 +461,7 @@ def popup_argv(template: str, values: dict[str, str]) -> list[str]:
 
 # Characters cmd.exe acts on when CreateProcess runs a .bat or .cmd file: Python's
 # argument quoting does not protect them there (the "BatBadBut" class of bugs).
+PHONE_NUMBER = re.compile(r"\+[0-9 ()./-]*")  # +41 44 123 45 67: a value, no option
 CMD_SPECIAL = frozenset('"%&|<>^!\r\n')
 
 
@@ -472,9 +473,9 @@ def popup_refusal(
     * ``{url}``: an http(s) URL or empty, as for the browser (a file path or
       ``javascript:`` never reaches the command);
     * a value never starts an option: a word that a value begins (``{number}``, not
-      ``--number={number}``) must not begin with ``-`` unless it stands after a
-      ``--`` word, nor, on Windows, with ``/`` anywhere (Windows programs take
-      ``/switch`` and do not all honour ``--``);
+      ``--number={number}``) must not begin with ``-`` (nor with ``+`` unless it is a
+      phone number) unless it stands after a ``--`` word, nor, on Windows, with ``/``
+      anywhere (Windows programs take ``/switch`` and do not all honour ``--``);
     * on Windows, a ``.bat``/``.cmd`` program gets no value holding a character
       cmd.exe interprets.
     """
@@ -491,7 +492,7 @@ def popup_refusal(
         if not filled or filled[0] == word[0]:
             continue  # empty, or the template's own first character
         name = next(iter(_fields(word)), "value")
-        if (filled[0] == "/" and windows) or (filled[0] == "-" and not after_dashes):
+        if (filled[0] == "/" and windows) or (not after_dashes and _option_like(filled)):
             return (
                 f"{{{name}}} {printable(filled)!r} would start an option (word {position}); "
                 "put the values after -- or write them as --option={value}"
@@ -504,6 +505,11 @@ def popup_refusal(
                     "run an .exe or a PowerShell script instead of a .bat or .cmd file"
                 )
     return None
+
+
+def _option_like(value: str) -> bool:
+    """True for ``-x`` and ``--x``, and for ``+x`` that is no phone number (``less +!cmd``, ``vim +cmd``)."""
+    return value[0] == "-" or (value[0] == "+" and PHONE_NUMBER.fullmatch(value) is None)
 
 
 def _fields(word: str) -> list[str]:

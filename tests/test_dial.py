@@ -100,6 +100,8 @@ POP = {"url": "https://crm.example.com/c/1", "name": "Anna", "number": "07912345
         ("crm-open --number={number}", {"number": "--output=owned.txt"}, None),  # an option's value
         ("crm-open --number {number}", {"number": "-1"}, "would start an option"),
         ("crm-open x{number}", {"number": "-1"}, None),  # the word begins with the template's x
+        ("crm-open {e164} {number}", {"number": "+41 (0)44 123-45.67"}, None),  # phone numbers, not options
+        ("less {name}", {"name": "+!calc"}, "{name} '+!calc' would start an option"),  # less runs +!cmd
         (
             "crm-open -- {url}",
             {"url": "file:///etc/passwd"},
