@@ -2,12 +2,11 @@
 
 A number is read in E.164 for the desk's region, then:
 
-1. the longest ``dial_allow`` or ``dial_deny`` prefix it starts with decides: deny refuses it,
-   allow lets it through (past the number types too: ``+41900123456`` may be allowed while
-   premium rate is denied);
-2. else, when ``dial_allow`` is set, a number outside it is refused;
-3. else its type (phonenumbers': PREMIUM_RATE, SHARED_COST, ...) in ``dial_deny_types`` is refused
-   (PREMIUM_RATE by default).
+1. the longest ``dial_allow`` or ``dial_deny`` prefix it starts with decides: deny refuses it;
+2. when ``dial_allow`` is set, a number in none of its prefixes is refused;
+3. its type (phonenumbers': PREMIUM_RATE, SHARED_COST, ...) in ``dial_deny_types`` is refused
+   (PREMIUM_RATE by default), unless the allow prefix that matched names a range inside a
+   country (``+41901123456``, a hotline, while ``+41`` alone still refuses premium rate).
 
 Internal extensions (short numbers without a leading 0), and numbers that cannot be read
 as a phone number of the region (service codes), are left to the PBX unless ``dial_allow`` is
@@ -81,16 +80,17 @@ class DialPolicy(NamedTuple):
             if self.allow:
                 raise DialError(f"policy: {number!r} is not a phone number in any prefix of dial_allow")
             return
+        parsed = phonenumbers.parse(read.e164)
         rules = [(prefix, "allow") for prefix in self.allow] + [(prefix, "deny") for prefix in self.deny]
         matching = sorted((p for p in rules if read.e164.startswith(p[0])), key=lambda p: len(p[0]))
-        if matching:
-            prefix, rule = matching[-1]
-            if rule == "deny":
-                raise DialError(f"policy: {read.e164} starts with {prefix}, which dial_deny refuses")
-            return
-        if self.allow:
+        prefix, rule = matching[-1] if matching else ("", "")
+        if rule == "deny":
+            raise DialError(f"policy: {read.e164} starts with {prefix}, which dial_deny refuses")
+        if self.allow and not rule:
             raise DialError(f"policy: {read.e164} is in none of the prefixes of dial_allow")
-        kind = phonenumbers.number_type(phonenumbers.parse(read.e164))
+        if rule == "allow" and len(prefix) > len(str(parsed.country_code)) + 1:
+            return  # a range inside a country, allowed by name: past the number types too
+        kind = phonenumbers.number_type(parsed)
         if kind in self.deny_types:
             name = next(name for name, value in TYPES.items() if value == kind)
             raise DialError(f"policy: {read.e164} is a {name} number, which dial_deny_types refuses")
