@@ -226,10 +226,12 @@ def spool_retry(settings: Settings, ids: tuple[str, ...], every: bool) -> None:
 
 
 @spool.command("drop")
-@click.argument("event_id", metavar="ID")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
 @with_settings
-def spool_drop(settings: Settings, event_id: str) -> None:
-    """Delete one refused event for good (the only way an event leaves the outbox unpublished).
+def spool_drop(settings: Settings, ids: tuple[str, ...]) -> None:
+    """Delete refused events for good: the only way an event leaves the outbox unpublished.
+
+    Each ID is named on its own (there is no --all); an unknown ID deletes nothing.
 
     \b
     Example:
@@ -238,8 +240,8 @@ def spool_drop(settings: Settings, event_id: str) -> None:
     from bridge.outbox import Outbox
 
     check_directory(settings.outbox_dir)
-    dropped = Outbox(settings.outbox_dir).drop(event_id)
-    click.echo(f"dropped {dropped.path.name} (refused: {dropped.reason})")
+    for dropped in Outbox(settings.outbox_dir).drop(ids):
+        click.echo(f"dropped {dropped.path.name} (refused: {dropped.reason})")
 
 
 @cli.group()

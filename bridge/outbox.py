@@ -370,18 +370,19 @@ class Outbox:
                 moved.append(target)
             return moved
 
-    def drop(self, wanted: str, *, wait: float = 10.0) -> Refused:
-        """Delete one refused event and its reason, for good."""
+    def drop(self, wanted: Sequence[str], *, wait: float = 10.0) -> list[Refused]:
+        """Delete the named refused events and their reasons for good (none if one name is unknown)."""
         with self._lock(wait) as acquired:
             if not acquired:
                 raise OutboxError("another process is replaying the outbox; try again in a moment")
-            refused = self.find_refused(wanted)
-            try:
-                refused.path.unlink()
-                (self.refused_dir / f"{refused.path.name}{_REASON}").unlink(missing_ok=True)
-            except OSError as error:
-                raise OutboxError(f"cannot delete {str(refused.path)!r}: {error}") from None
-            return refused
+            chosen = list({refused.path: refused for refused in map(self.find_refused, wanted)}.values())
+            for refused in chosen:
+                try:
+                    refused.path.unlink()
+                    (self.refused_dir / f"{refused.path.name}{_REASON}").unlink(missing_ok=True)
+                except OSError as error:
+                    raise OutboxError(f"cannot delete {str(refused.path)!r}: {error}") from None
+            return chosen
 
     def _quarantine(self, path: Path, error: OutboxError) -> None:
         """Move an unreadable file aside so it cannot block the ones behind it."""

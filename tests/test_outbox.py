@@ -212,7 +212,7 @@ def test_drop_deletes_one_refused_event_and_only_that(tmp_path: Path) -> None:
     outbox.put(message(1))
     outbox.put(message(2))
     outbox.replay(refusing("id-1", "id-2")[1])
-    dropped = outbox.drop("id-2")
+    [dropped] = outbox.drop(["id-2", "id-2"])
     assert dropped.event_id == "id-2"
     assert [r.event_id for r in outbox.refused()] == ["id-1"]
     assert sorted(p.name for p in outbox.refused_dir.iterdir()) == [
@@ -234,7 +234,7 @@ def test_an_unknown_or_ambiguous_id_is_one_line(tmp_path: Path, wanted: str, err
     outbox.put(message(2))
     outbox.replay(refusing("id-1", "id-2")[1])
     with pytest.raises(OutboxError, match=error):
-        outbox.drop(wanted)
+        outbox.drop(["id-1", wanted])  # all or nothing
     assert len(outbox.refused()) == 2
     assert outbox.find_refused("id-1").event_id == "id-1"
     assert outbox.find_refused(outbox.refused()[1].path.name).event_id == "id-2"
