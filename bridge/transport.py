@@ -548,3 +548,20 @@ def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
         expiration=properties.expiration,
         user_id=properties.user_id,
     )
+
+
+def refused_for_good(error: Exception) -> bool:
+    """Whether the broker refused a publish for a reason retrying cannot fix.
+
+    A missing right (ACCESS_REFUSED on the exchange or, by topic permissions, on the
+    routing key), an exchange that is missing and cannot be declared (NOT_FOUND),
+    a message the broker will never take (PRECONDITION_FAILED: too large, a user_id
+    not this user's). Unreachable, nacked, timed out: transient, not for good.
+    """
+    if isinstance(error, BrokerRefusedError):
+        return True
+    return isinstance(error, BrokerRejectedError) and error.reply_code in (
+        ACCESS_REFUSED,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
+    )

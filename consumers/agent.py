@@ -433,16 +433,24 @@ class DeskAgent(Consumer):
             return
         self._next_replay = now + settings.replay_interval
         outbox = Outbox(settings.outbox_dir)
-        waiting = outbox.paths()
-        oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
-        self.metrics.outbox(len(waiting), oldest)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:
             logger.warning("outbox replay stopped: %s", error)
-            return
-        if replay.published:
-            logger.info("replayed %d outboxed event(s); %d left", replay.published, replay.remaining)
+        else:
+            if replay.published or replay.refused:
+                logger.info(
+                    "replayed %d outboxed event(s); %d refused for good (set aside); %d left",
+                    replay.published,
+                    replay.refused,
+                    replay.remaining,
+                )
+        waiting = outbox.paths()  # sampled after the replay: what still waits
+        try:
+            oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+        except OSError:  # replayed by a launch meanwhile
+            oldest = 0.0
+        self.metrics.outbox(len(waiting), oldest, len(outbox.refused()))
 
     def close(self) -> None:
         self.dials.close()

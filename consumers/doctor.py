@@ -155,15 +155,24 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
     paths = outbox.paths()
     if not paths:
         yield Check(True, "outbox is empty")
-        return
-    age = time.time() - paths[0].stat().st_mtime
-    yield Check(
-        age < 300,
-        f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
-        ""
-        if age < 300
-        else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
-    )
+    else:
+        age = time.time() - paths[0].stat().st_mtime
+        yield Check(
+            age < 300,
+            f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
+            ""
+            if age < 300
+            else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
+        )
+    refused = outbox.refused()
+    if refused:
+        yield Check(
+            False,
+            f"{len(refused)} event(s) refused for good by the broker, set aside in {outbox.refused_dir} "
+            f"(the latest: {refused[-1].reason})",
+            "fix the cause (the user's rights, the desk setting), then `tcx-bridge spool retry --all`; "
+            "`tcx-bridge spool list` shows each, `tcx-bridge spool drop ID` deletes one",
+        )
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:
