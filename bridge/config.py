@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridge.errors import ConfigError
+from bridge.redact import redact_text, split_userinfo
+from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
 
 APP_NAME = "tcx-bridge"
 ENV_PREFIX = "TCX_BRIDGE_"
@@ -65,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wallboard_thresholds: str
     store_url: str | None
     trust_user_id: bool
+    dial_deny_types: tuple[str, ...]
+    dial_allow: tuple[str, ...]
+    dial_deny: tuple[str, ...]
+    dial_rate: str
 
     @property
     def broker_count(self) -> int:
@@ -113,21 +119,6 @@ class Key(NamedTuple):
         return ENV_PREFIX + self.name.upper()
 
 
-def redact_url(url: str) -> str:
-    """The URL (or comma-separated URLs) with every password replaced by ``****``, for logs and display."""
-    if "," in url:
-        return ",".join(redact_url(part.strip()) for part in url.split(","))
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc}"))
-
-
 def reduce_desk(value: str) -> str:
     """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
     return _DISALLOWED_IN_DESK.sub("", value)
@@ -161,7 +152,7 @@ def _default_data_dir(_: dict[str, Any], environ: Mapping[str, str]) -> str:
 
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: {value!r} is not a string; give it as text")
+        raise ConfigError(f"{name}: {redact_text(repr(value))} is not a string; give it as text")
     return value
 
 
@@ -206,12 +197,15 @@ def _amqp_url(name: str, value: Any) -> str:
     for url in urls:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         problem = None if scheme in ("amqp", "amqps") else "is not an AMQP URL"
+        userinfo = split_userinfo(url) if problem is None else None
+        if userinfo is not None and any(mark in userinfo[1] for mark in "/?#"):
+            problem = "has a password with / ? or # in it; percent-encode them (%2F %3F %23)"
         if problem is None:
             try:
                 parts = urlsplit(url)
                 port = parts.port
             except ValueError as error:
-                problem = f"is not usable ({error})"
+                problem = f"is not usable ({redact_text(str(error), url)})"
             else:
                 if not parts.hostname:
                     problem = "has no host"
@@ -283,7 +277,7 @@ def _region(name: str, value: Any) -> str:
 def _url_template(name: str, value: Any) -> str | None:
     text = _optional_text(name, value)
     if text is not None and not text.lower().startswith(("http://", "https://")):
-        raise ConfigError(f"{name}: {value!r} is not an http(s) URL template")
+        raise ConfigError(f"{name}: {redact_url(text)!r} is not an http(s) URL template")
     return text
 
 
@@ -330,6 +324,53 @@ def _thresholds(name: str, value: Any) -> str:
                 f"{name}: {part!r} is not name=amber/red with name waiting, wait or missed (e.g. wait=30/60)"
             )
     return text
+
+
+def _words(name: str, value: Any) -> tuple[str, ...]:
+    """A list: a TOML array, or text separated by commas, semicolons or spaces."""
+    items = value if isinstance(value, list | tuple) else re.split(r"[,;\s]+", _text(name, value))
+    return tuple(word for word in (_text(name, item).strip() for item in items) if word)
+
+
+def _number_types(name: str, value: Any) -> tuple[str, ...]:
+    """phonenumbers' number types by name (checked against phonenumbers where the agent starts)."""
+    found = tuple(word.upper().replace("-", "_") for word in _words(name, value))
+    for word in found:
+        if not re.fullmatch(r"[A-Z_]{3,30}", word):
+            raise ConfigError(f"{name}: {word!r} is not a number type; use e.g. PREMIUM_RATE, SHARED_COST")
+    return found
+
+
+def _prefixes(name: str, value: Any) -> tuple[str, ...]:
+    """E.164 prefixes: + and digits (00 taken for +; spaces, dashes and dots dropped)."""
+    found = []
+    for word in _words(name, value):
+        compact = re.sub(r"[\s.\-()]", "", word)
+        compact = "+" + compact[2:] if compact.startswith("00") else compact
+        if not re.fullmatch(r"\+[0-9]{1,15}", compact):
+            raise ConfigError(f"{name}: {word!r} is not an E.164 prefix; use + and digits, e.g. +41900")
+        found.append(compact)
+    return tuple(found)
+
+
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+RATE_UNITS |= {"h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(name: str, value: Any) -> tuple[int, float]:
+    """``20/min`` (also ``20``: per minute, ``100/hour``, ``0``: no limit) as (count, seconds)."""
+    text = str(value).strip().lower().replace(" ", "")
+    count, _, unit = text.partition("/")
+    unit = unit.removeprefix("1").rstrip("s") if unit not in ("s", "m", "h") else unit
+    if not count.isdigit() or (unit and unit not in RATE_UNITS):
+        raise ConfigError(f"{name}: {value!r} is not a rate; give dials per minute like 20/min (0: no limit)")
+    return int(count), RATE_UNITS[unit or "min"]
+
+
+def _rate(name: str, value: Any) -> str:
+    count, seconds = parse_rate(name, value)
+    unit = {1.0: "s", 60.0: "min", 3600.0: "hour"}[seconds]
+    return f"{count}/{unit}"
 
 
 def _const(value: Any) -> Callable[[dict[str, Any], Mapping[str, str]], Any]:
@@ -460,10 +501,22 @@ KEYS: tuple[Key, ...] = (
         "trust_user_id",
         _const(True),
         _boolean,
-        "consumers: dead-letter a call event published by user desk-<A> for another desk",
+        "consumers: dead-letter an event or command without user_id, or from desk-<A> for another desk",
+    ),
+    Key(
+        "dial_deny_types",
+        _const(("PREMIUM_RATE",)),
+        _number_types,
+        "agent: number types never dialed (phonenumbers' names: PREMIUM_RATE, SHARED_COST, ...)",
+    ),
+    Key("dial_allow", _const(()), _prefixes, "agent: E.164 prefixes dialed; when set, only these"),
+    Key("dial_deny", _const(()), _prefixes, "agent: E.164 prefixes never dialed (the longest match decides)"),
+    Key(
+        "dial_rate", _const("20/min"), _rate, "agent: dials a desk places at most, e.g. 20/min (0: no limit)"
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+SECRET_KEYS = frozenset({"wallboard_token"})  # shown as **** by `config`
 
 
 class Loaded(NamedTuple):
@@ -556,11 +609,19 @@ def load_settings(
 
 
 def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
-    """Rows of (key, environment variable, shown value, source), password masked."""
+    """Rows of (key, environment variable, shown value, source), secrets masked.
+
+    Every URL in any value (amqp_url, store_url, crm_*_url, a URL in popup_command)
+    has its passwords and secret parameters masked; a token is never shown.
+    """
     rows = []
     for key in KEYS:
         value = getattr(loaded.settings, key.name)
-        secret = key.name in ("amqp_url", "store_url") and value is not None
-        shown = redact_url(value) if secret else ("" if value is None else str(value))
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        if key.name in SECRET_KEYS and value is not None:
+            shown = "****"
+        else:
+            shown = "" if value is None else redact_text(str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shlex
+import string
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +35,9 @@ from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeEr
 from bridge.outbox import Outbox
 from bridge.text import printable
 from bridge.topology import declare_commands, declare_events, publish_events
-from bridge.transport import Broker, OutgoingMessage
+from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.calls import spoofed
+from consumers.dial_policy import DialPolicy
 from consumers.runtime import Binding, Consumer, Context
 from consumers.store import open_database
 
@@ -136,6 +141,7 @@ class DeskAgent(Consumer):
             if column not in known:
                 self.dials.execute(f"ALTER TABLE dials ADD COLUMN {column} {kind}")
         self._next_replay = 0.0
+        self.policy = DialPolicy.of(settings)
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
@@ -185,6 +191,18 @@ class DeskAgent(Consumer):
             return self.confirm(message, context)
         return self.popup(message)
 
+    def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
+        """A dial request the broker vouches for no one for: its CRM gets ``rejected`` with the reason."""
+        unreadable = Unreadable.of(delivery.body, reason) if delivery.routing_key.endswith(".dial") else None
+        if unreadable is None:
+            return
+        request = events.DialRequest(request_id=unreadable.request_id, number=unreadable.number)
+        if not self.dials.execute(
+            "SELECT 1 FROM dials WHERE request_id = ?", (request.request_id,)
+        ).fetchone():
+            self._record(request, request.number, "rejected", reason)
+            self._report(context.publish, request, request.number, "rejected", reason)
+
     def reject_unreadable(self, unreadable: Unreadable, context: Context) -> str:
         """A request that does not decode but names its request_id: the CRM gets ``rejected``."""
         request = events.DialRequest(request_id=unreadable.request_id, number=unreadable.number)
@@ -210,6 +228,7 @@ class DeskAgent(Consumer):
             return "duplicate"
         try:
             number = self._check(request)
+            self._allowed(number)
         except DialError as error:
             status: events.DialStatus = "expired" if isinstance(error, DialExpiredError) else "rejected"
             self._record(request, request.number, status, str(error))
@@ -235,6 +254,9 @@ class DeskAgent(Consumer):
         A dial whose number has the call id's digits is preferred; else a started
         event confirms the oldest dial still waiting that was placed before it.
         """
+        problem = spoofed(context.settings, context.delivery, event)
+        if problem is not None:
+            raise HandlerError(problem)  # another desk's user cannot confirm (or hide) this desk's dials
         if event.direction != "outbound" or event.call_id is None:
             return "ignored"
         waiting = self.dials.execute(
@@ -286,6 +308,17 @@ class DeskAgent(Consumer):
         if request.expires_at is not None and events.parse_time(request.expires_at) <= datetime.now(UTC):
             raise DialExpiredError(f"the request expired at {request.expires_at}")
         return clean_number(request.number)
+
+    def _allowed(self, number: str) -> None:
+        """DialError unless the desk's dial policy lets it dial number now (premium rate, prefixes, rate)."""
+        self.policy.check(number)
+        since = events.format_time(datetime.now(UTC) - timedelta(seconds=self.policy.window))
+        (recent,) = self.dials.execute(
+            "SELECT COUNT(*) FROM dials WHERE status IN ('dialing', 'dialed', 'confirmed', 'failed') "
+            "AND received_at >= ?",
+            (since,),
+        ).fetchone()
+        self.policy.check_rate(recent)
 
     def _record(self, request: events.DialRequest, number: str, status: str, reason: str | None) -> None:
         self.dials.execute(
@@ -367,6 +400,10 @@ class DeskAgent(Consumer):
         shown = f"{values['name'] or 'unknown caller'} {values['e164'] or values['number']}".strip()
         if self.settings.popup_command:
             argv = popup_argv(self.settings.popup_command, values)
+            refused = popup_refusal(self.settings.popup_command, values)
+            if refused:
+                logger.warning("popup %s: not running popup_command: %s", printable(shown), refused)
+                return "shown"
             try:
                 subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -396,16 +433,24 @@ class DeskAgent(Consumer):
             return
         self._next_replay = now + settings.replay_interval
         outbox = Outbox(settings.outbox_dir)
-        waiting = outbox.paths()
-        oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
-        self.metrics.outbox(len(waiting), oldest)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:
             logger.warning("outbox replay stopped: %s", error)
-            return
-        if replay.published:
-            logger.info("replayed %d outboxed event(s); %d left", replay.published, replay.remaining)
+        else:
+            if replay.published or replay.refused:
+                logger.info(
+                    "replayed %d outboxed event(s); %d refused for good (set aside); %d left",
+                    replay.published,
+                    replay.refused,
+                    replay.remaining,
+                )
+        waiting = outbox.paths()  # sampled after the replay: what still waits
+        try:
+            oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+        except OSError:  # replayed by a launch meanwhile
+            oldest = 0.0
+        self.metrics.outbox(len(waiting), oldest, len(outbox.refused()))
 
     def close(self) -> None:
         self.dials.close()
@@ -439,8 +484,73 @@ def is_web_url(url: str) -> bool:
 
 
 def popup_argv(template: str, values: dict[str, str]) -> list[str]:
-    """Split the template like a shell would, then fill each word: values never become new words."""
+    """Split the template like a shell would, then fill each word: values never become new words.
+
+    The program (the first word) is the template's own: a value never chooses what runs.
+    """
     try:
-        return [word.format(**values) for word in shlex.split(template)]
+        words = shlex.split(template)
+        if not words or "{" in words[0]:
+            raise ValueError("its first word must name the program, with no {value} in it")
+        return [word.format(**values) for word in words]
     except (KeyError, IndexError, ValueError) as error:
         raise HandlerError(f"popup_command {template!r} is not a usable template: {error}") from None
+
+
+# Characters cmd.exe acts on when CreateProcess runs a .bat or .cmd file: Python's
+# argument quoting does not protect them there (the "BatBadBut" class of bugs).
+PHONE_NUMBER = re.compile(r"\+[0-9 ()./-]*")  # +41 44 123 45 67: a value, no option
+CMD_SPECIAL = frozenset('"%&|<>^!\r\n')
+
+
+def popup_refusal(
+    template: str, values: dict[str, str], *, windows: bool = sys.platform == "win32"
+) -> str | None:
+    """Why popup_command must not run with these values, or None when it may.
+
+    * ``{url}``: an http(s) URL or empty, as for the browser (a file path or
+      ``javascript:`` never reaches the command);
+    * a value never starts an option: a word that a value begins (``{number}``, not
+      ``--number={number}``) must not begin with ``-`` (nor with ``+`` unless it is a
+      phone number) unless it stands after a ``--`` word, nor, on Windows, with ``/``
+      anywhere (Windows programs take ``/switch`` and do not all honour ``--``);
+    * on Windows, a ``.bat``/``.cmd`` program gets no value holding a character
+      cmd.exe interprets.
+    """
+    words = shlex.split(template)
+    url = values.get("url", "")
+    if url and any("url" in _fields(word) for word in words) and not is_web_url(url):
+        return f"{{url}} {printable(url)!r} is not an http(s) URL"
+    after_dashes = False
+    for position, word in enumerate(words[1:], start=2):
+        if word == "--":
+            after_dashes = True
+            continue
+        filled = word.format(**values)
+        if not filled or filled[0] == word[0]:
+            continue  # empty, or the template's own first character
+        name = next(iter(_fields(word)), "value")
+        if (filled[0] == "/" and windows) or (not after_dashes and _option_like(filled)):
+            return (
+                f"{{{name}}} {printable(filled)!r} would start an option (word {position}); "
+                "put the values after -- or write them as --option={value}"
+            )
+    if windows and words[0].lower().endswith((".bat", ".cmd")):
+        for word in words[1:]:
+            if _fields(word) and CMD_SPECIAL.intersection(word.format(**values)):
+                return (
+                    f"{printable(word.format(**values))!r} holds characters cmd.exe would act on; "
+                    "run an .exe or a PowerShell script instead of a .bat or .cmd file"
+                )
+    return None
+
+
+def _option_like(value: str) -> bool:
+    """True for ``-x`` and ``--x``, and for ``+x`` that is no phone number (``less +!cmd``, ``vim +cmd``)."""
+    return value[0] == "-" or (value[0] == "+" and PHONE_NUMBER.fullmatch(value) is None)
+
+
+def _fields(word: str) -> list[str]:
+    """The names of the {values} in one template word."""
+    names = (name for _, name, _, _ in string.Formatter().parse(word) if name)
+    return [re.split(r"[!.\[]", name, maxsplit=1)[0] for name in names]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from bridge.errors import ConfigError
+from bridge.text import unneutralise_formula
 
 MAX_RECORD_LINES = 5
 MAX_RECORD_BYTES = 4096
@@ -539,7 +540,7 @@ def _row(line: int, header: list[str], cells: list[str], found: dict[int, str]) 
     others: dict[str, str] = {}
     external = None
     for index, cell in enumerate(cells):
-        cell = cell.strip()
+        cell = unneutralise_formula(cell.strip())  # a cell of our own CSV export reads back as it was
         if not cell:
             continue
         field = found.get(index)
