@@ -14,13 +14,19 @@
 * a broken row (a stray quote that would swallow what follows, a field spanning
   more than ``MAX_RECORD_LINES`` lines or ``MAX_RECORD_BYTES``) is reported with its
   line number and skipped, and reading goes on with the next line;
-* ``.xlsx``: the first sheet, its first row the header (openpyxl, the ``xlsx`` extra).
+* ``.xlsx``: the first sheet, its first non-empty row the header (openpyxl, the
+  ``xlsx`` extra, read-only: rows are streamed, cut to the header's width).
 
-Size guards, checked before anything is expanded or kept: a CSV file of more than
-``MAX_CSV_BYTES``, a workbook whose parts expand to more than ``MAX_XLSX_BYTES``
-(from the zip directory, which zipfile enforces while reading: a zip bomb is
-refused before it is inflated), more than ``MAX_ROWS`` rows or ``MAX_CELLS``
-cells is one ConfigError naming the file and the limit.
+The header is read at once (a missing column is an error before anything is
+imported); the rows are read as the importer takes them, so memory stays flat
+whatever the file's size: a CSV is a text stream (the UTF-8 check is one pass in
+chunks, a line is read at most ``MAX_RECORD_BYTES`` at a time), and problems are
+counted with only the first ``MAX_LISTED`` kept. Size guards, each one ConfigError
+naming the file and the limit: a CSV file over ``MAX_CSV_BYTES`` (from its size,
+before reading); a workbook whose parts expand to more than ``MAX_XLSX_BYTES``
+(from the zip directory, before openpyxl opens it; zipfile stops every part at its
+stated size, so a zip bomb is refused before it is inflated); more than
+``MAX_ROWS`` rows or ``MAX_CELLS`` cells (counted while reading).
 """
 
 from __future__ import annotations
@@ -178,7 +184,8 @@ def columns_of(header: list[str], mapping: list[tuple[str, str]], key: str | Non
     found: dict[int, str] = {}
     for field, column in mapping:
         if column not in folded:
-            raise ConfigError(f"--map names column {column!r}, which the header {header!r} does not have")
+            shown = _shown(header)
+            raise ConfigError(f"--map names column {column!r}, which the header {shown} does not have")
         found[folded.index(column)] = field
     for index, name in enumerate(folded):
         if index in found:
