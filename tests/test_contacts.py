@@ -436,16 +436,18 @@ def test_a_sheet_of_wide_rows_is_refused_by_its_cells(
     )
 
 
-def test_a_csv_over_the_size_limit_is_refused_unread(store: SqliteContacts, tmp_path: Path) -> None:
+def test_a_csv_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
     big = tmp_path / "big.csv"
     with big.open("wb") as file:
         file.write(b"Name;Telefon\n")
         file.truncate(300 * 1024 * 1024)  # sparse: no disk, no time
-    with pytest.raises(ConfigError) as caught:
-        store.import_file(big, "CH")
-    assert str(caught.value) == (
-        f"contacts file {str(big)!r} is 300.0 MiB, over the 256.0 MiB limit of a CSV import; "
-        "split it into smaller files"
+    env = {"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml"), "TCX_BRIDGE_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "none.toml").write_text("")
+    result = CliRunner().invoke(cli, ["contacts", "import", str(big)], env=env)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: contacts file {str(big)!r} is 300.0 MiB, over the 256.0 MiB limit of a CSV import; "
+        "split it into smaller files\n"
     )
 
 
