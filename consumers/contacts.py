@@ -22,6 +22,7 @@ down raises, so the runtime retries the event later instead of dropping it.
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 CONTACT_COLUMNS = ("key", "phone", "e164", "name", "company", "email", "url", "extra")
 HTTP_ATTEMPTS = 3
+logger = logging.getLogger(__name__)
 INSERT = (
     f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
 )
@@ -139,7 +141,7 @@ class StoreContacts:
         ).fetchone()
         if row is None:
             return None
-        return Contact(name=row["name"], company=row["company"], email=row["email"], url=row["url"])
+        return pop_contact(row["name"], row["company"], row["email"], row["url"])
 
     def count(self) -> int:
         return int(self.store.execute("SELECT count(DISTINCT key) AS n FROM contacts").fetchone()["n"])
@@ -203,6 +205,27 @@ class StoreContacts:
         return ImportResult(imported, updated, problems.skipped, problems.listed, merged, unlisted)
 
 
+def pop_contact(name: str, company: str | None, email: str | None, url: str | None) -> Contact:
+    """The contact as a screen pop carries it: a text over MAX_NAME cut, a url over MAX_URL left out.
+
+    The import refuses such contacts; this keeps a pop from being dead-lettered for a
+    store filled before it did, or for what an HTTP CRM answers.
+    """
+    if len(name) > MAX_NAME or len(company or "") > MAX_NAME or len(email or "") > MAX_NAME:
+        logger.warning(
+            "contact %r: a text over %d characters is cut for the screen pop", _cut(name), MAX_NAME
+        )
+        name = _cut(name, MAX_NAME)
+        company = None if company is None else _cut(company, MAX_NAME)
+        email = None if email is None else _cut(email, MAX_NAME)
+    if url is not None and len(url) > MAX_URL:
+        logger.warning(
+            "contact %r: a url over %d characters is left out of the screen pop", _cut(name), MAX_URL
+        )
+        url = None
+    return Contact(name=name, company=company, email=email, url=url)
+
+
 def _cut(value: str, width: int = 60) -> str:
     """A value as quoted in a report line: at most width characters."""
     return value if len(value) <= width else value[: width - 1] + "…"
@@ -258,11 +281,11 @@ class HttpContacts:
         values = {field: _dig(found, path) for field, path in self.fields.items()}
         if not values.get("name"):
             return None
-        return Contact(
-            name=str(values["name"]),
-            company=_text(values.get("company")),
-            email=_text(values.get("email")),
-            url=_text(values.get("url")),
+        return pop_contact(
+            str(values["name"]),
+            _text(values.get("company")),
+            _text(values.get("email")),
+            _text(values.get("url")),
         )
 
 

@@ -332,6 +332,32 @@ def test_what_a_screen_pop_cannot_carry_is_refused_with_its_line(
         assert names(store, "+41791234567") == [None]
 
 
+def test_a_contact_stored_before_the_limits_still_pops(
+    store: SqliteContacts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store filled by an older import (or a CRM's answer) with a 250-character name: cut, not dead-lettered."""
+    store.connection.execute(
+        "INSERT INTO contacts (key, phone, e164, name, company, url) VALUES (?, ?, ?, ?, ?, ?)",
+        ("k", "079 123 45 67", "+41791234567", "N" * 250, "Muster AG", "https://x.example/" + "u" * 3000),
+    )
+    contact = store.lookup("+41791234567")
+    assert contact == events.Contact(name="N" * 199 + "…", company="Muster AG")
+    pop = events.ScreenPop(
+        event_id="e",
+        call_id="c",
+        desk="d",
+        caller_id=None,
+        number_e164="+41791234567",
+        contact=contact,
+        occurred_at=events.utc_now(),
+    )
+    assert events.SCREEN_POP_DECODER.decode(events.ENCODER.encode(pop)) == pop
+    assert [record.getMessage().split(": ", 1)[1] for record in caplog.records] == [
+        "a text over 200 characters is cut for the screen pop",
+        "a url over 2048 characters is left out of the screen pop",
+    ]
+
+
 def zip_bomb(path: Path, expanded: int) -> Path:
     """An openpyxl workbook whose sheet is replaced by one that inflates to expanded bytes (a few 100 KB)."""
     book = workbook(path.with_suffix(".seed.xlsx"), ["Name", "Telefon"], ["Anna", "079 123 45 67"])
