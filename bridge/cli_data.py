@@ -42,8 +42,10 @@ def contacts_import(
 
     Delimiter and encoding are detected; headers in English, German or French are
     recognised (Name, Telefon, Tel., Téléphone, Mobil, Natel, Firma, Société,
-    E-Mail, Website, Vorname + Nachname, ...). Importing again updates the contacts
-    with the same key.
+    E-Mail, Website, Vorname + Nachname, ...), Outlook's and Google's exports too.
+    Importing again updates the contacts with the same key; rows of one file with
+    the same key are merged into one contact; a row with only a company is named by
+    it. Limits: 1,000,000 rows, 256 MiB of CSV, 64 MiB of unpacked .xlsx.
 
     \b
     Example:
