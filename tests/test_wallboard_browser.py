@@ -114,7 +114,7 @@ def test_a_call_rings_is_answered_and_ends_on_the_page_within_a_second(
         print(f"{state}: {1000 * (time.monotonic() - started):.0f} ms after notify returned")
         if state == "ringing":
             assert "Anna Muster" in str(page.text_content(desk))
-            assert "0791234567" in str(page.text_content(desk))
+            assert "079 123 45 67" in str(page.text_content(desk))  # national: the region's own number
             assert tile(page, "ringing") == "1"
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "wallboard-ringing.png"))
@@ -138,7 +138,7 @@ def test_a_non_local_bind_needs_the_token(
     assert refused.returncode == 1
     assert "set TCX_BRIDGE_WALLBOARD_TOKEN" in refused.stderr.strip().splitlines()[-1]
 
-    token_env = {**board_env, "TCX_BRIDGE_WALLBOARD_TOKEN": "s3cret-token"}
+    token_env = {**board_env, "TCX_BRIDGE_WALLBOARD_TOKEN": "s3cret-token-of-the-board"}
     service = start_service(services, token_env, broker, settings.queue("wallboard"), "wallboard", "--host",
                             "0.0.0.0", "--port", str(port), "--mask-numbers")  # fmt: skip
     wait_until(lambda: _answers(port), timeout=10)
@@ -148,19 +148,19 @@ def test_a_non_local_bind_needs_the_token(
         assert caught.value.code == 401
         assert caught.value.headers["Content-Security-Policy"].startswith("default-src 'none'")
     bearer = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/state", headers={"Authorization": "Bearer s3cret-token"}
+        f"http://127.0.0.1:{port}/api/state", headers={"Authorization": "Bearer s3cret-token-of-the-board"}
     )
     with urllib.request.urlopen(bearer, timeout=5) as response:
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert run_notify(token_env, "/N:S", "/C:0791234567", "/T:I", "/I:masked").returncode == 0
     page = chromium.new_page()
-    page.goto(f"http://127.0.0.1:{port}/?token=s3cret-token")  # once; then the cookie
+    page.goto(f"http://127.0.0.1:{port}/?token=s3cret-token-of-the-board")  # once; then the cookie
     assert "token" not in page.url
     page.wait_for_selector(f'[data-desk="{settings.desk}"][data-state="ringing"]', timeout=5000)
     text = str(page.text_content(f'[data-desk="{settings.desk}"]'))
     assert "4567" in text
-    assert "0791234567" not in text  # --mask-numbers
+    assert "079 123" not in text  # --mask-numbers
     page.reload()
     page.wait_for_selector("#link.online")
     page.close()
