@@ -19,7 +19,7 @@ from consumers.numbers import display
 from consumers.store import Store, open_sqlite
 from consumers.wallboard import snapshot
 from consumers.wallboard_web import Fanout, HostCheck, Throttle, WebServer, check_token, make_app
-from tests.conftest import free_port
+from tests.conftest import free_port, run_cli
 
 NOW = datetime(2026, 11, 30, 14, 7, 30, tzinfo=UTC)
 TOKEN = "a-board-token-of-24-chars"
@@ -303,3 +303,14 @@ def test_repeated_wrong_tokens_are_slowed_down(web: tuple[int, FakeClock]) -> No
     assert get(port, "/api/state", token=TOKEN)[0] == 200  # the right token opens it again
     assert get(port, "/api/state", token="guess-7")[0] == 401  # and the count starts over
     assert get(port, "/healthz")[0] == 200
+
+
+def test_the_wallboard_refuses_a_short_token_at_start(env: dict[str, str]) -> None:
+    short = {**env, "TCX_BRIDGE_WALLBOARD_TOKEN": "letmein"}
+    refused = run_cli(short, "wallboard", "--host", "0.0.0.0", "--port", str(free_port()), timeout=30)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "Error: wallboard_token: 7 characters is too short to resist guessing; give at least 16, "
+        "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+    ]
+    assert "letmein" not in refused.stderr

@@ -113,7 +113,7 @@ function chart(slots) {
       "data-at": slot.at, "data-calls": slot.calls,
     });
     const end = new Date(start + 15 * 60000).toISOString();
-    bar.append(svg("title", {}, `${time(slot.at)}\u2013${time(end)}: ${count(slot.calls)} calls`));
+    bar.append(svg("title", {}, `${time(slot.at)}\u2013${time(end)}: ${count(slot.calls)} call${slot.calls === 1 ? "" : "s"}`));
     node.append(bar);
   });
   node.append(svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: top + plotH }));
@@ -137,8 +137,9 @@ function render() {
   $("t-talk_avg").textContent = secs(t.talk_avg);
   level("ringing", t.ringing, "waiting");
   level("missed", t.missed, "missed");
-  const after = Math.round(state.lost_after_seconds / 60);
-  $("no-end").textContent = t.no_end_seen ? `\u00b7 ${count(t.no_end_seen)} no end seen (after ${count(after)} min)` : "";
+  const lost = state.lost_after_seconds;
+  const after = lost < 120 ? `${count(lost)}s` : `${count(Math.round(lost / 60))} min`;
+  $("no-end").textContent = t.no_end_seen ? `\u00b7 ${count(t.no_end_seen)} no end seen (after ${after})` : "";
 
   $("desks").replaceChildren(...state.desks.map(deskCard));
   $("chart-zone").textContent = `(${state.timezone})`;
