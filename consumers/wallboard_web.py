@@ -14,8 +14,8 @@ Access: bound to 127.0.0.1 by default. Any other bind needs ``wallboard_token``
 (at least MIN_TOKEN characters, checked at start); a request shows it once as
 ``?token=`` (then kept in an HttpOnly cookie) or as ``Authorization: Bearer``;
 without it: 401. A client that keeps giving wrong tokens gets 429 with a
-``Retry-After`` that doubles (Throttle). Every request's ``Host`` must name this
-board -- its bind address, ``localhost`` on a loopback bind, any address or the
+``Retry-After`` that doubles (Throttle). Every request's ``Host`` (but /healthz's)
+must name this board -- its bind address, ``localhost`` on a loopback bind, any address or the
 machine's name on a wildcard bind, or one of ``wallboard_hostnames`` -- else 421:
 a page on another site cannot read the board through DNS rebinding.
 """
