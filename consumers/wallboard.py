@@ -185,12 +185,15 @@ def snapshot(
         elif state == NO_END:
             desk["no_end_seen"] += 1
     # the call a card shows: the longest-waiting caller, else the longest talk
-    for state, moment in (("talking", "connected_at"), ("ringing", "started_at")):
-        for row in sorted(
-            (r for r in rows if states[r["id"]] == state), key=lambda r: r[moment], reverse=True
-        ):
-            desks[row["desk"]] |= {"state": state, "since": row[moment], "caller": caller(row),
-                                   "contact": contact(row)}  # fmt: skip
+    shown: dict[str, tuple[tuple[bool, str], str, dict[str, Any]]] = {}
+    for row in rows:
+        state = states[row["id"]]
+        if state in ("ringing", "talking"):
+            rank = (state == "talking", row["started_at"] if state == "ringing" else row["connected_at"])
+            if row["desk"] not in shown or rank < shown[row["desk"]][0]:
+                shown[row["desk"]] = (rank, state, row)
+    for (_, since), state, row in shown.values():
+        desks[row["desk"]] |= {"state": state, "since": since, "caller": caller(row), "contact": contact(row)}
     quiet = format_time(now - timedelta(minutes=settings.desk_idle_minutes))
     for desk in desks.values():
         if desk["state"] == "idle":
