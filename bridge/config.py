@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timezone: str | None
     wallboard_token: str | None
     wallboard_thresholds: str
+    wallboard_lost_after: float
+    wallboard_locale: str | None
+    wallboard_hostnames: str
     store_url: str | None
     trust_user_id: bool
     dial_deny_types: tuple[str, ...]
@@ -326,6 +329,42 @@ def _thresholds(name: str, value: Any) -> str:
     return text
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(name: str, value: Any) -> float:
+    """Seconds from minutes (a plain number) or a number with s, m or h (90s, 30m, 2h); at least 1 s."""
+    text = str(value).strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0.0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 60.0)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a duration; give minutes (30) or 90s, 30m, 2h") from None
+    if seconds != seconds or seconds == float("inf"):  # nan, inf
+        raise ConfigError(f"{name}: {value!r} is not a duration; give minutes (30) or 90s, 30m, 2h")
+    if seconds < 1.0:
+        raise ConfigError(f"{name}: {value!r} is too short; give at least 1s")
+    return seconds
+
+
+def _locale(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}", text):
+        raise ConfigError(f"{name}: {value!r} is not a locale; use a language tag such as de-CH or en-US")
+    return text
+
+
+def _hostnames(name: str, value: Any) -> str:
+    """Comma-separated host names (or a TOML array), lower case."""
+    if isinstance(value, list):
+        value = ",".join(_text(name, item) for item in value)
+    names = [part.strip().lower().rstrip(".") for part in _text(name, value).split(",") if part.strip()]
+    for host in names:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*|[0-9a-f:.]+", host):
+            raise ConfigError(f"{name}: {host!r} is not a host name; use e.g. wallboard.example.com")
+    return ",".join(names)
+
+
 def _words(name: str, value: Any) -> tuple[str, ...]:
     """A list: a TOML array, or text separated by commas, semicolons or spaces."""
     items = value if isinstance(value, list | tuple) else re.split(r"[,;\s]+", _text(name, value))
@@ -490,6 +529,24 @@ KEYS: tuple[Key, ...] = (
         _const("waiting=2/5,wait=30/60,missed=5/10"),
         _thresholds,
         "wallboard: amber/red for calls waiting, longest wait (s) and missed calls",
+    ),
+    Key(
+        "wallboard_lost_after",
+        _const(1800.0),
+        _duration,
+        "wallboard: a call with no end event this long (minutes, or 90s, 2h) is shown as no end seen",
+    ),
+    Key(
+        "wallboard_locale",
+        _const(None),
+        _locale,
+        "wallboard: how times and numbers are written, e.g. de-CH, en-US (default: 24-hour clock, 1,234.5)",
+    ),
+    Key(
+        "wallboard_hostnames",
+        _const(""),
+        _hostnames,
+        "wallboard: host names browsers may use besides its bind address, e.g. wallboard.example.com",
     ),
     Key(
         "store_url",

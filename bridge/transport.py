@@ -20,6 +20,7 @@ from pika.adapters.utils import connection_workflow
 
 from bridge.config import split_urls
 from bridge.errors import (
+    AccessRefusedError,
     BrokerRefusedError,
     BrokerRejectedError,
     BrokerUnreachableError,
@@ -99,7 +100,7 @@ def mapped_errors(action: str, *, ca_file: str | None = None) -> Iterator[None]:
         raise PublishNackedError(f"{action}: the broker nacked the message") from None
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code == ACCESS_REFUSED:
-            raise BrokerRefusedError(
+            raise AccessRefusedError(
                 f"{action}: the broker refused: {error.reply_text}; grant the user this right "
                 "(rabbitmqctl set_permissions / set_topic_permissions)"
             ) from None
