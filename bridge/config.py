@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridge.errors import ConfigError
+from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
+from bridge.text import printable
 
 APP_NAME = "tcx-bridge"
 ENV_PREFIX = "TCX_BRIDGE_"
@@ -134,7 +136,7 @@ def reduce_desk(value: str) -> str:
 
 
 def _default_desk(_: dict[str, Any], __: Mapping[str, str]) -> str:
-    return reduce_desk(socket.gethostname().split(".")[0]) or "desk"
+    return reduce_desk(socket.gethostname().split(".")[0])[:MAX_DESK] or "desk"
 
 
 def platform_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -234,17 +236,21 @@ def _name(name: str, value: Any) -> str:
 
 
 def _desk(name: str, value: Any) -> str:
-    reduced = reduce_desk(_text(name, value))
-    if not reduced:
-        raise ConfigError(f"{name}: {value!r} has no character of A-Z a-z 0-9 _ -; give a desk id")
-    return reduced
+    """A desk id as the consumers take it (bridge.events' limits): anything else is refused, not reduced."""
+    text = _text(name, value).strip()
+    problem = desk_problem(text)
+    if problem:
+        suggestion = reduce_desk(text)
+        hint = f" (e.g. {suggestion!r})" if suggestion != text and 0 < len(suggestion) <= MAX_DESK else ""
+        raise ConfigError(f"{name}: {printable(repr(text), 100)} {problem}{hint}")
+    return text
 
 
 def _extension(name: str, value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     text = _optional_text(name, value)
-    if text is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,32}", text):
+    if text is not None and not re.fullmatch(rf"[0-9A-Za-z_-]{{1,{MAX_EXTENSION}}}", text):
         raise ConfigError(f"{name}: {value!r} is not an extension; use digits like 101")
     return text
 

@@ -59,6 +59,7 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
+from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import dead_letter_keys, declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.metrics import NULL, Metrics, metrics_for
@@ -72,7 +73,6 @@ ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 RETRY_BASE_MS = 500
 RETRY_MAX_MS = 30_000
-MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
