@@ -81,7 +81,11 @@ BAD = [
         "(e.g. 'desk7corp')",
     ),
     # no usable character: no suggestion
-    ("TCX_BRIDGE_DESK", "...", "TCX_BRIDGE_DESK: '...' holds '.', not allowed in a desk id; use only A-Za-z0-9_-"),
+    (
+        "TCX_BRIDGE_DESK",
+        "...",
+        "TCX_BRIDGE_DESK: '...' holds '.', not allowed in a desk id; use only A-Za-z0-9_-",
+    ),
     (
         "TCX_BRIDGE_DESK",
         "Zoë\u202e",
