@@ -617,8 +617,11 @@ def load_settings(
         except ConfigError:
             if not lenient:
                 raise
-            values[key.name] = key.default(values, environ)
-            source = f"default, {label} is bad"
+            # a bad desk id is reduced to one (as it was before it was refused), so a rescued event
+            # is for the desk meant, not the host name's
+            rescued = reduce_desk(raw)[:MAX_DESK] if key.name == "desk" and isinstance(raw, str) else ""
+            values[key.name] = rescued or key.default(values, environ)
+            source = f"{label} reduced, it is bad" if rescued else f"default, {label} is bad"
         sources[key.name] = source
     return Loaded(Settings(**values), sources)
 

@@ -180,6 +180,20 @@ def test_the_host_name_is_reduced_to_a_desk_id(tmp_path: Path, monkeypatch: pyte
     assert desk == ("Bro7" + "x" * 100)[:MAX_DESK]
 
 
+@pytest.mark.parametrize(
+    ("raw", "rescued"), [("desk 7.corp", "desk7corp"), ("d" * 70, "d" * 64), ("...", None)]
+)
+def test_lenient_load_reduces_a_bad_desk_id(tmp_path: Path, raw: str, rescued: str | None) -> None:
+    """notify's rescue keeps the event for the desk meant (as reduced before), else the host name's."""
+    environ = {"TCX_BRIDGE_DESK": raw, "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    loaded = load_settings({}, environ, read_file=False, lenient=True)
+    default = load_settings({}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings.desk
+    assert loaded.settings.desk == (rescued or default)
+    assert loaded.sources["desk"] == (
+        "TCX_BRIDGE_DESK reduced, it is bad" if rescued else "default, TCX_BRIDGE_DESK is bad"
+    )
+
+
 def test_lenient_load_keeps_good_values_and_defaults_bad_ones(tmp_path: Path) -> None:
     environ = {
         "TCX_BRIDGE_DESK": "desk-9",

@@ -32,17 +32,22 @@ def dead(broker: Broker, settings: Settings, name: str) -> int:
 
 
 @pytest.mark.parametrize(
-    ("bad_desk", "problem"),
+    ("bad_desk", "problem", "kept_for"),
     [
-        (LONG_DESK, f"'{LONG_DESK}' has 65 characters, over the maximum of 64; give a shorter desk id"),
+        (
+            LONG_DESK,
+            f"'{LONG_DESK}' has 65 characters, over the maximum of 64; give a shorter desk id",
+            "d" * 64,
+        ),
         (
             "desk 7.corp",
             "'desk 7.corp' holds ' .', not allowed in a desk id; use only A-Za-z0-9_- (e.g. 'desk7corp')",
+            "desk7corp",
         ),
     ],
 )
 def test_a_desk_id_the_consumers_would_refuse_is_refused_where_it_enters(
-    env: dict[str, str], settings: Settings, bad_desk: str, problem: str
+    env: dict[str, str], settings: Settings, bad_desk: str, problem: str, kept_for: str
 ) -> None:
     bad = {**env, "TCX_BRIDGE_DESK": bad_desk}
     line = f"TCX_BRIDGE_DESK: {problem}"
@@ -55,7 +60,11 @@ def test_a_desk_id_the_consumers_would_refuse_is_refused_where_it_enters(
     assert launch.stderr.strip().splitlines() == [
         f"tcx-bridge-notify: configuration error: {line}; the event is kept in the outbox until that is fixed"
     ]
-    assert len(Outbox(settings.outbox_dir).paths()) == 1
+    outbox = Outbox(settings.outbox_dir)
+    [path] = outbox.paths()
+    kept = outbox.load(path)
+    assert kept.routing_key == f"call.started.inbound.{kept_for}"  # the desk meant, reduced as before
+    assert json.loads(kept.body)["desk"] == kept_for
 
 
 def test_a_launch_with_a_120kb_stray_argument_is_recorded(
