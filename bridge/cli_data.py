@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from bridge.clikit import with_settings
-from bridge.config import Settings
+from bridge.config import Settings, redact_url
 
 
 @click.group()
@@ -231,7 +231,9 @@ def journal_command(
 
     if settings.crm_journal_url:
         click.echo(
-            f"note: the journal goes to {settings.crm_journal_url}; this shows what is stored here", err=True
+            f"note: the journal goes to {redact_url(settings.crm_journal_url)}; "
+            "this shows what is stored here",
+            err=True,
         )
     start, end = time_range(since, until)
     emit_rows(

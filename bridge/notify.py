@@ -9,7 +9,9 @@ Exit status: 0 published or stored (also when a bad setting, a refused login or
 an unknown vhost made it wait in the outbox: one line on stderr names the
 problem), 2 the launch was not understood (it is still published to
 ``call.invalid.<desk>``, or stored), 1 the event could be neither published nor
-stored (stderr: one ``LOST <event JSON>`` line).
+stored (stderr: one ``LOST <event JSON>`` line). The outcome line of the log
+also goes to stderr: always from a terminal, and for an event outboxed because
+the broker was away (the gui-script has no stderr).
 
 This module is imported once per call: it imports only what the publish path
 needs (no click; tenacity only when a retry happens).
@@ -24,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple, TextIO
 
 import msgspec
 
@@ -32,6 +35,7 @@ from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.outbox import Outbox
+from bridge.redact import redact_logs
 from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
@@ -123,10 +127,18 @@ def to_message(event: events.CallEvent) -> OutgoingMessage:
     )
 
 
+class Delivered(NamedTuple):
+    """What deliver did: published or outboxed, how many old events it replayed, and why it outboxed."""
+
+    outcome: str
+    replayed: int
+    why: str = ""
+
+
 def deliver(
     message: OutgoingMessage, settings: Settings, on_safe: Callable[[], None] = lambda: None
-) -> tuple[str, int]:
-    """Publish message (retrying within the budget) or outbox it; return (outcome, replayed).
+) -> Delivered:
+    """Publish message (retrying within the budget) or outbox it.
 
     on_safe is called as soon as the event is confirmed or stored. Raises
     OutboxError only when the event can be neither published nor stored.
@@ -135,16 +147,18 @@ def deliver(
     outbox = Outbox(settings.outbox_dir)
     position = desk_position(settings)
     try:
-        return "published", _publish_and_replay(
-            message, settings, outbox, settings.publish_budget, on_safe, position
+        return Delivered(
+            "published",
+            _publish_and_replay(message, settings, outbox, settings.publish_budget, on_safe, position),
         )
     except BrokerRefusedError as error:  # retrying cannot fix it: keep the event and say what to fix
         logger.error("%s; the event is kept in the outbox until that is fixed", error)
         outbox.put(message)
         on_safe()
-        return "outboxed", 0
+        return Delivered("outboxed", 0, str(error))
     except TransportError as error:
         logger.warning("publish failed, retrying: %s", error)
+        why = str(error)
     remaining = deadline - time.monotonic()
     if remaining > 0.05:
         import tenacity  # only on the slow path
@@ -159,12 +173,14 @@ def deliver(
                 with attempt:
                     left = max(deadline - time.monotonic(), 0.1)
                     start = position + attempt.retry_state.attempt_number  # the next node first
-                    return "published", _publish_and_replay(message, settings, outbox, left, on_safe, start)
+                    replayed = _publish_and_replay(message, settings, outbox, left, on_safe, start)
+                    return Delivered("published", replayed)
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
+            why = str(error)
     outbox.put(message)
     on_safe()
-    return "outboxed", 0
+    return Delivered("outboxed", 0, why)
 
 
 def desk_position(settings: Settings) -> int:
@@ -202,6 +218,8 @@ def _publish_and_replay(
         except TcxBridgeError as error:  # our event is out; the backlog waits for the next try
             logger.warning("outbox replay stopped: %s", error)
             return 0
+        if replay.refused:  # each was logged as an error, with its reason
+            logger.warning("%d outboxed event(s) refused for good, set aside", replay.refused)
         return replay.published
 
 
@@ -231,6 +249,31 @@ class BoundedFileHandler(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # logging's name
         """A log file that cannot be opened or written is skipped: logging never fails a launch."""
         self.setLevel(logging.CRITICAL + 1)
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
+    """stderr: every error, and the launch's one-line outcome for a person to see.
+
+    The outcome line (``published ...`` / ``outboxed ...``) shows on a terminal,
+    and an ``outboxed`` one shows anywhere, unless an error line already said why
+    the event waits. Under the gui-script there is no stderr, so no handler.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        try:
+            self.terminal = stream.isatty()
+        except (AttributeError, ValueError, OSError):  # a closed or odd stream
+            self.terminal = False
+        self.spoken = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.spoken = True
+            return super().filter(record) is not False
+        if getattr(record, "outcome", False):
+            return self.terminal or (record.levelno >= logging.WARNING and not self.spoken)
+        return False
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -295,6 +338,7 @@ class Watchdog:
                         self._message.routing_key,
                         self._message.message_id,
                         self._seconds,
+                        extra={"outcome": True},
                     )
             logging.shutdown()
             os._exit(self._exit_code)
@@ -314,14 +358,13 @@ def configure_logging(settings: Settings | None) -> None:
                 str(settings.log_dir / "notify.log"), settings.log_max_bytes
             )
             handler.setFormatter(formatter)
-            root.addHandler(handler)
+            root.addHandler(redact_logs(handler))
         except OSError:  # no log file: stderr still gets the errors; `tcx-bridge doctor` names the cause
             pass
     if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
-        console = logging.StreamHandler(sys.stderr)
-        console.setLevel(logging.ERROR)
+        console = ConsoleHandler(sys.stderr)
         console.setFormatter(ConsoleFormatter("%(message)s"))
-        root.addHandler(console)
+        root.addHandler(redact_logs(console))
 
 
 def log_lost(message: OutgoingMessage, error: object) -> None:
@@ -372,7 +415,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         with Watchdog(deadline, message, settings, exit_code) as watchdog:
             try:
-                outcome, replayed = deliver(message, settings, watchdog.mark_safe)
+                delivered = deliver(message, settings, watchdog.mark_safe)
             except Exception:  # a bug: keep the call before the traceback, unless it is safe already
                 if not watchdog.safe:
                     Outbox(settings.outbox_dir).put(message)
@@ -383,15 +426,27 @@ def run(argv: Sequence[str]) -> int:
     except TcxBridgeError as error:
         log_lost(message, error)
         return EXIT_FAILED
-    logger.info(
-        "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d",
-        outcome,
+    line = "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d"
+    waits = " (%s); it waits in %s for the next replay"
+    facts = (
+        delivered.outcome,
         message.routing_key,
         event.event_id,
         printable(str(event.call_id), 200),
         (time.perf_counter() - started) * 1000,
-        replayed,
+        delivered.replayed,
     )
+    if delivered.outcome == "outboxed":
+        why = printable(delivered.why, 500)
+        logger.warning(
+            line + waits,  # noqa: G003  # two constant parts of one %-style format
+            *facts,
+            why,
+            settings.outbox_dir,
+            extra={"outcome": True},
+        )
+    else:
+        logger.info(line, *facts, extra={"outcome": True})
     return exit_code
 
 

@@ -5,7 +5,9 @@ Caller ids come from the outside world. A stored value is printed only through
 override in a caller id can never act on an admin's terminal or spreadsheet, and
 a zero-width character cannot hide in it. Bytes that are not UTF-8 (Python reads
 them from argv as lone surrogates, which no encoder takes) are stored escaped
-by :func:`escape_undecodable`.
+by :func:`escape_undecodable`. Every CSV cell we write goes through
+:func:`csv_cell`, so a caller id such as ``=cmd|' /C calc'!A0`` is never a formula
+when the file is opened in a spreadsheet.
 """
 
 from __future__ import annotations
@@ -77,3 +79,38 @@ def id_problem(name: str, value: str | None) -> str | None:
     if has_control(value):
         return f"{name} {printable(repr(value))} holds control characters"
     return None
+
+
+# A spreadsheet reads a cell that begins with one of these as a formula (OWASP's CSV
+# injection rule); the full-width forms too, as Excel's Japanese and Chinese editions do.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+TEXT_MARK = "'"  # the spreadsheets' own "this cell is text" mark
+
+
+def neutralise_formula(value: str) -> str:
+    """value with ``'`` in front when a spreadsheet would read it as a formula, else value itself.
+
+    ``+41 44 123 45 67`` becomes ``'+41 44 123 45 67``: text, never a sum. A value
+    whose first character after leading spaces starts a formula counts too (some
+    spreadsheets trim cells while importing).
+    """
+    if value.startswith(FORMULA_START) or value.lstrip(" \n")[:1] in FORMULA_START[:4]:
+        return TEXT_MARK + value
+    return value
+
+
+def unneutralise_formula(value: str) -> str:
+    """The inverse of :func:`neutralise_formula`, for reading back a file we wrote (contacts import)."""
+    if value.startswith(TEXT_MARK) and neutralise_formula(value[1:]) == value:
+        return value[1:]
+    return value
+
+
+def csv_cell(value: object) -> object:
+    """A cell for any CSV we write: a string with controls made visible and formulas neutralised.
+
+    Numbers, None and booleans are ours, not a caller's, and stay as they are.
+    """
+    if isinstance(value, str):
+        return neutralise_formula(printable(value))
+    return value

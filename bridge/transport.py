@@ -20,6 +20,7 @@ from pika.adapters.utils import connection_workflow
 
 from bridge.config import split_urls
 from bridge.errors import (
+    AccessRefusedError,
     BrokerRefusedError,
     BrokerRejectedError,
     BrokerUnreachableError,
@@ -107,7 +108,7 @@ def mapped_errors(action: str, *, ca_file: str | None = None) -> Iterator[None]:
         raise PublishNackedError(f"{action}: the broker nacked the message") from None
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code == ACCESS_REFUSED:
-            raise BrokerRefusedError(
+            raise AccessRefusedError(
                 f"{action}: the broker refused: {error.reply_text}; grant the user this right "
                 "(rabbitmqctl set_permissions / set_topic_permissions)"
             ) from None
@@ -555,4 +556,21 @@ def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
         timestamp=properties.timestamp,
         expiration=properties.expiration,
         user_id=properties.user_id,
+    )
+
+
+def refused_for_good(error: Exception) -> bool:
+    """Whether the broker refused a publish for a reason retrying cannot fix.
+
+    A missing right (ACCESS_REFUSED on the exchange or, by topic permissions, on the
+    routing key), an exchange that is missing and cannot be declared (NOT_FOUND),
+    a message the broker will never take (PRECONDITION_FAILED: too large, a user_id
+    not this user's). Unreachable, nacked, timed out: transient, not for good.
+    """
+    if isinstance(error, BrokerRefusedError):
+        return True
+    return isinstance(error, BrokerRejectedError) and error.reply_code in (
+        ACCESS_REFUSED,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.errors import ConfigError
+from bridge.text import unneutralise_formula
 
 MAX_RECORD_LINES = 5
 MAX_RECORD_BYTES = 4096
@@ -266,7 +267,7 @@ def _row(line: int, header: list[str], cells: list[str], found: dict[int, str]) 
     values: dict[str, list[str]] = {}
     others: dict[str, str] = {}
     for index, cell in enumerate(cells):
-        cell = cell.strip()
+        cell = unneutralise_formula(cell.strip())  # a cell of our own CSV export reads back as it was
         if not cell:
             continue
         field = found.get(index)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bridge.config import Settings
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, HandlerError
 from bridge.events import Contact
+from bridge.redact import redact_text, redact_url
 from consumers.numbers import check_region, normalise
 from consumers.store import Store, open_sqlite, open_store
 
@@ -235,4 +236,6 @@ def request_json(
                 if error.code == 404:
                     return None
                 raise
+            except ValueError as error:  # http.client.InvalidURL, an unknown scheme: it may quote a password
+                raise HandlerError(f"{method} {redact_url(url)}: {redact_text(str(error), url)}") from None
     return json.loads(payload) if payload.strip() else None

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
 from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.redact import redact_text
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
 
@@ -71,7 +72,11 @@ def _store(loaded: Loaded) -> Check:
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
     except TcxBridgeError as error:
-        return Check(False, f"store {shown}: {error}", "start PostgreSQL, or fix store_url")
+        return Check(
+            False,
+            f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}",
+            "start PostgreSQL, or fix store_url",
+        )
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip
@@ -131,7 +136,11 @@ def _broker(loaded: Loaded, url: str) -> Check:
                     "run `tcx-bridge topology declare` once (as a user allowed to configure)",
                 )
     except BrokerRefusedError as error:
-        return Check(False, f"broker {shown}: {error}", "fix the user, password or vhost in amqp_url")
+        return Check(
+            False,
+            f"broker {shown}: {redact_text(str(error), url)}",
+            "fix the user, password or vhost in amqp_url",
+        )
     except TcxBridgeError as error:
         return Check(False, f"broker {shown}: {error}", "start the broker or fix the host and port")
     return Check(True, f"broker {shown}: reachable, login accepted, vhost and {settings.exchange!r} exist")
@@ -159,15 +168,24 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
     paths = outbox.paths()
     if not paths:
         yield Check(True, "outbox is empty")
-        return
-    age = time.time() - paths[0].stat().st_mtime
-    yield Check(
-        age < 300,
-        f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
-        ""
-        if age < 300
-        else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
-    )
+    else:
+        age = time.time() - paths[0].stat().st_mtime
+        yield Check(
+            age < 300,
+            f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
+            ""
+            if age < 300
+            else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
+        )
+    refused = outbox.refused()
+    if refused:
+        yield Check(
+            False,
+            f"{len(refused)} event(s) refused for good by the broker, set aside in {outbox.refused_dir} "
+            f"(the latest: {refused[-1].reason})",
+            "fix the cause (the user's rights, the desk setting), then `tcx-bridge spool retry --all`; "
+            "`tcx-bridge spool list` shows each, `tcx-bridge spool drop ID` deletes one",
+        )
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:

@@ -61,6 +61,7 @@ import msgspec
 
 from bridge.config import Settings
 from bridge.errors import (
+    AccessRefusedError,
     BrokerRefusedError,
     HandlerError,
     StoreUnavailableError,
@@ -528,7 +529,12 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
     missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
     if not missing:
-        return  # an admin declared it all (bindings included): nothing to configure
+        try:  # an admin declared it all (bindings included); still, the arguments must be these
+            for spec in specs:
+                broker.declare_queue(spec.name, arguments=spec.arguments)
+        except AccessRefusedError:
+            pass  # a user without the configure right checks existence only (topology show compares more)
+        return
     try:
         for name, kind in sorted(exchanges):
             broker.ensure_exchange(name, kind)
