@@ -16,9 +16,10 @@ import re
 
 # C0, DEL, C1, and the bidirectional embeddings, overrides and isolates
 CONTROL = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
-# shown escaped too, but allowed in an id: soft hyphen, zero-width characters, direction marks, BOM,
-# and lone surrogates (bytes that were not UTF-8)
-INVISIBLE = CONTROL[:-1] + "\xad\u061c\u180e\u200b-\u200f\u2060-\u2064\ufeff\ud800-\udfff]"
+# shown escaped too, but allowed in an id: the zero-width space, word joiner and invisible operators,
+# the BOM, and lone surrogates (bytes that were not UTF-8). Not the zero-width (non-)joiner and the
+# direction marks: Persian, Indic and Arabic names and emoji sequences need them.
+INVISIBLE = CONTROL[:-1] + "\u200b\u2060-\u2064\ufeff\ud800-\udfff]"
 SURROGATE = "[\ud800-\udfff]"
 _compiled: dict[str, re.Pattern[str]] = {}  # compiled on first use: most text is printable
 

@@ -62,7 +62,14 @@ def test_csv_cell_makes_controls_visible_first_and_keeps_numbers() -> None:
         # invisible but not control: shown, so that nothing hides in a value
         ("079\u200b123", "079\\u200b123"),
         ("\ufeffbom", "\\ufeffbom"),
-        ("soft\xadhyphen", "soft\\xadhyphen"),
+        ("\u2060joined", "\\u2060joined"),
+        # what names in Persian, Indic scripts, Arabic and emoji sequences need stays as it is
+        (
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+        ("👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"),
+        ("\u200f\u05e9\u05dc\u05d5\u05dd\u200e", "\u200f\u05e9\u05dc\u05d5\u05dd\u200e"),
         ("\udcff", "\\udcff"),  # a lone surrogate
         ("Zoë 😀", "Zoë 😀"),  # letters and emoji are printable
     ],
