@@ -135,13 +135,21 @@ class Delivered(NamedTuple):
     why: str = ""
 
 
+def _keep_now(store: Callable[[], object]) -> None:
+    store()
+
+
 def deliver(
-    message: OutgoingMessage, settings: Settings, on_safe: Callable[[], None] = lambda: None
+    message: OutgoingMessage,
+    settings: Settings,
+    on_safe: Callable[[], None] = lambda: None,
+    keep: Callable[[Callable[[], object]], None] = _keep_now,
 ) -> Delivered:
     """Publish message (retrying within the budget) or outbox it.
 
-    on_safe is called as soon as the event is confirmed or stored. Raises
-    OutboxError only when the event can be neither published nor stored.
+    on_safe is called as soon as the event is confirmed; keep(store) stores it in
+    the outbox (the watchdog's keep does so once, whoever of the two comes first).
+    Raises OutboxError only when the event can be neither published nor stored.
     """
     deadline = time.monotonic() + settings.publish_budget
     outbox = Outbox(settings.outbox_dir)
@@ -153,8 +161,7 @@ def deliver(
         )
     except BrokerRefusedError as error:  # retrying cannot fix it: keep the event and say what to fix
         logger.error("%s; the event is kept in the outbox until that is fixed", error)
-        outbox.put(message)
-        on_safe()
+        keep(lambda: outbox.put(message))
         return Delivered("outboxed", 0, str(error))
     except TransportError as error:
         logger.warning("publish failed, retrying: %s", error)
@@ -178,8 +185,7 @@ def deliver(
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
             why = str(error)
-    outbox.put(message)
-    on_safe()
+    keep(lambda: outbox.put(message))
     return Delivered("outboxed", 0, why)
 
 
@@ -320,6 +326,13 @@ class Watchdog:
         with self._lock:
             self._safe = True
 
+    def keep(self, store: Callable[[], object]) -> None:
+        """Store the event once: not again if the deadline stored it already (nor the deadline after us)."""
+        with self._lock:
+            if not self._safe:
+                store()
+                self._safe = True
+
     def _fire(self) -> None:
         with self._lock:
             if self._finished:
@@ -415,10 +428,10 @@ def run(argv: Sequence[str]) -> int:
     try:
         with Watchdog(deadline, message, settings, exit_code) as watchdog:
             try:
-                delivered = deliver(message, settings, watchdog.mark_safe)
+                delivered = deliver(message, settings, watchdog.mark_safe, watchdog.keep)
             except Exception:  # a bug: keep the call before the traceback, unless it is safe already
                 if not watchdog.safe:
-                    Outbox(settings.outbox_dir).put(message)
+                    watchdog.keep(lambda: Outbox(settings.outbox_dir).put(message))
                     logger.exception(
                         "kept event_id=%s in the outbox after an unexpected error", event.event_id
                     )
