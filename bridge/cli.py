@@ -252,8 +252,25 @@ def topology() -> None:
     """Every exchange, queue, binding and dead-letter route tcx-bridge uses."""
 
 
+def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--desk values that a desk's settings would take (bridge.events' limits), else exit 2 naming one."""
+    from bridge.events import desk_problem
+
+    for value in values:
+        problem = desk_problem(value)
+        if problem:
+            raise click.BadParameter(f"{value!r} {problem}")
+    return values
+
+
 @topology.command("declare")
-@click.option("--desk", "desks", multiple=True, help="Also declare this desk agent's queue (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also declare this desk agent's queue (repeatable).",
+)
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
     """Declare everything (idempotent, safe on a live system).
@@ -272,7 +289,13 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
 
 
 @topology.command("show")
-@click.option("--desk", "desks", multiple=True, help="Also show this desk agent's queues (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also show this desk agent's queues (repeatable).",
+)
 @with_settings
 def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     """Show what exists on the broker: each exchange and queue, its messages and consumers.

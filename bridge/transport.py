@@ -75,8 +75,16 @@ def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) ->
     if params.ssl_options is not None and ca_file:
         try:
             context = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise BrokerUnreachableError(f"CA file {ca_file!r} cannot be used: {error}") from None
+        except ssl.SSLError as error:  # retrying cannot fix a file: an operator must
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} is not a PEM CA bundle ({error.reason or error}); set ca_file to a "
+                "file of -----BEGIN CERTIFICATE----- blocks (convert DER with openssl x509 -inform der)"
+            ) from None
+        except OSError as error:
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} cannot be read ({error.strerror or error}); "
+                "fix ca_file or the file's rights"
+            ) from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     params.connection_attempts = 1
     params.socket_timeout = timeout

@@ -1,8 +1,8 @@
 """``tcx-bridge doctor``: the checks an admin runs first on a new desk or server.
 
 Each check gives one Check: ok or not, what was found, and (when not ok) the
-fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
-broker address (reachable, login, vhost, events exchange), the data dir and the
+fix. Nothing here prints or exits; the CLI does. Checks: the configuration, the
+CA file (when set), each broker address (reachable, login, vhost, events exchange), the data dir and the
 outbox, a PostgreSQL store (reachable, schema), the region, the 3CX Assistant
 (executable, process), the dial policy in force, and the path of ``tcx-bridge-notifyw`` to paste into the
 Assistant.
@@ -43,6 +43,8 @@ def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterato
     environ = dict(os.environ if environ is None else environ)
     yield _configuration(loaded, environ)
     yield _region(loaded)
+    if loaded.settings.ca_file:
+        yield _ca_file(loaded.settings.ca_file)
     for url in split_urls(loaded.settings.amqp_url):
         yield _broker(loaded, url)
     yield from _data_dir(loaded)
@@ -98,6 +100,17 @@ def _configuration(loaded: Loaded, environ: dict[str, str]) -> Check:
     if from_flags:
         parts.append(f"flags: {', '.join(from_flags)}")
     return Check(True, "configuration is valid: " + "; ".join(parts))
+
+
+def _ca_file(path: str) -> Check:
+    """The CA file is a PEM bundle (checked also when amqp_url does not use TLS yet)."""
+    from bridge.transport import parameters
+
+    try:
+        parameters("amqps://localhost/", ca_file=path)
+    except TcxBridgeError as error:
+        return Check(False, str(error), "convert it: openssl x509 -inform der -in CA.der -out CA.pem")
+    return Check(True, f"CA file {path!r} is a PEM CA bundle")
 
 
 def _region(loaded: Loaded) -> Check:

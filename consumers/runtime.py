@@ -69,6 +69,7 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
+from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import (
     RETRY_DELAY_MS,
     again_exchange,
@@ -88,7 +89,6 @@ ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
-MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0

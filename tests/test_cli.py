@@ -63,3 +63,16 @@ def test_spool_flush_with_the_broker_down_is_one_error_line(tmp_path: Path) -> N
     assert result.output.startswith("Error: connect to 127.0.0.1:1: the broker cannot be reached (")
     assert len(result.output.splitlines()) == 1
     assert len(Outbox(tmp_path / "data" / "outbox").paths()) == 1
+
+
+def test_topology_refuses_a_desk_id_no_agent_could_have(tmp_path: Path) -> None:
+    """Checked before any broker is reached: exit 2, the value named."""
+    for command in ("declare", "show"):
+        result = CliRunner().invoke(
+            cli, ["topology", command, "--desk", "DESK-07", "--desk", "desk 7.corp"], env=runner_env(tmp_path)
+        )
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines()[-1] == (
+            "Error: Invalid value for '--desk': 'desk 7.corp' holds ' .', not allowed in a desk id; "
+            "use only A-Za-z0-9_-"
+        )
