@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import pika
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -65,6 +67,29 @@ def test_topology_show_reports_what_is_missing(env: dict[str, str], broker: Brok
 def test_messages_doc_is_generated_from_the_schema() -> None:
     """Regenerate with: tcx-bridge schema --markdown > docs/messages.md"""
     assert (ROOT / "docs" / "messages.md").read_text() == render_markdown()
+
+
+@pytest.mark.integration
+def test_the_documented_exchange_arguments_are_the_declared_ones(
+    env: dict[str, str], broker: Broker, settings: Settings, plain: Any
+) -> None:
+    """A client that declares the exchanges as docs/messages.md and the AsyncAPI document say is accepted."""
+    from bridge.schema import EXCHANGES
+
+    assert run_cli(env, "topology", "declare").returncode == 0
+    document = asyncapi()
+    for name, (kind, arguments) in EXCHANGES.items():
+        ours = name.replace("tcx.", f"{settings.namespace}.")
+        documented = {
+            key: value.replace("tcx.", f"{settings.namespace}.") for key, value in arguments.items()
+        }
+        plain.exchange_declare(ours, kind, durable=True, arguments=documented)  # as documented: accepted
+        assert f"| `{name}` | {kind} | yes |" in render_markdown()
+        for channel in document["channels"].values():
+            if channel["bindings"]["amqp"]["exchange"]["name"] == name:
+                assert channel["x-exchange-arguments"] == arguments
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="alternate-exchange"):
+        plain.exchange_declare(settings.exchange, "topic", durable=True)  # as the issue's consumer did
 
 
 def test_schema_covers_every_message() -> None:
