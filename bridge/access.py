@@ -4,21 +4,26 @@
 or the management UI imports it. Users (namespace ``tcx``, events exchange E =
 ``tcx.events``, commands C = ``tcx.commands``, dead letters D = ``tcx.dead``):
 
+    tcx-admin      ``tcx-bridge topology declare [--desk D]`` at roll-out: configure, write and read
+                   on the namespace's resources only (no administrator tag, nothing else on the vhost)
     desk-<desk>    notify and the agent of one desk: publish to E only call.*.*.<desk>,
-                   call.invalid.<desk> and dial.*.<desk>; its own queues tcx.desk.<desk>
-                   (+ .retry, tcx.dead.desk.<desk>), bound only to its own keys; nothing on C
-                   but reading its own commands
-    tcx-crm        consume crm: its queues; read call events; publish screen pops desk.*.popup to C
-    tcx-analytics  consume analytics: its queues; read call events
-    tcx-wallboard  tcx-bridge wallboard: its queues; read call events
+                   call.invalid.<desk> and dial.*.<desk>; consume its own queue tcx.desk.<desk>;
+                   publish its own dead letters (key desk.<desk>) to D
+    tcx-crm        consume crm: its queue; publish screen pops desk.*.popup to C (and to the unrouted
+                   exchange, where a pop no agent is bound for is kept); its dead letters to D
+    tcx-analytics  consume analytics: its queue; its dead letters to D
+    tcx-wallboard  tcx-bridge wallboard: its queue; its dead letters to D
     tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
-                   dial results through a private queue (amq.gen-*)
+                   dial results from the stream tcx.dial-results
 
-No user has the administrator tag, configure rights on exchanges, or write on
-``amq.default`` (which would reach every queue by name). Exchanges are declared by
-an admin once (``tcx-bridge topology declare --desk D …``); the processes check them
-passively. Passwords are generated with ``secrets`` and stored as RabbitMQ's
-salted SHA-256 hashes; the clear ones go to a password file only.
+Only tcx-admin may configure anything: no other user declares, deletes or binds
+a queue or an exchange, so none can declare a queue whose dead-lettering (which
+the broker does without checking any permission) relays messages to a key it
+may not publish. No user may write to the retry and again exchanges (only the
+broker moves a retry back into a work queue), to ``amq.default`` (which would
+reach every queue by name), or read a queue but its own. Passwords are generated
+with ``secrets`` and stored as RabbitMQ's salted SHA-256 hashes; the clear ones
+go to a password file only.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from typing import Any, NamedTuple
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.topology import dead_letter_keys
+from bridge.topology import dead_letter_key, dial_results_queue
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
-SERVICES = ("tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
+ADMIN = "tcx-admin"
+SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
 _DESK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 
@@ -112,66 +118,79 @@ class Rights(NamedTuple):
     topics: dict[str, tuple[str, str]]  # exchange -> (write, read) routing/binding key regexes
 
 
-def _consumer(settings: Settings, name: str) -> list[str]:
-    """The queues a consumer of this name declares for itself."""
-    queue = settings.queue(name)
-    return [_q(queue), _q(f"{queue}.retry"), _q(settings.dead_queue(name))]
-
-
-def _dead_keys(name: str) -> str:
-    return _any(*(re.escape(key) for key in dead_letter_keys(name)))
+def _dead_key(name: str) -> str:
+    return _any(re.escape(dead_letter_key(name)))
 
 
 def desk_rights(settings: Settings, desk: Desk) -> Rights:
     name = f"desk.{desk.desk}"
-    own = _consumer(settings, name)
-    events, commands, dead = _q(settings.exchange), _q(settings.commands_exchange), _q(settings.dead_exchange)
+    events, dead = _q(settings.exchange), _q(settings.dead_exchange)
     d = re.escape(desk.desk)
-    command_keys = [rf"desk\.{d}\.\*"]
-    if desk.extension:
-        x = re.escape(desk.extension)
-        command_keys += [rf"ext\.{x}\.dial", rf"ext\.{x}\.popup"]
     return Rights(
-        configure=_any(*own),
-        write=_any(events, dead, *own),
-        read=_any(events, commands, dead, *own),
+        configure=NOTHING,
+        write=_any(events, dead),
+        read=_any(_q(settings.queue(name))),
         topics={
             settings.exchange: (
                 # call.invalid.<desk>: a malformed launch is published too, to the invalid route
                 _any(rf"call\.[^.]+\.[^.]+\.{d}", rf"call\.invalid\.{d}", rf"dial\.[^.]+\.{d}"),
-                rf"^call\.[^.]+\.outbound\.{d}$",
+                NOTHING,
             ),
-            settings.commands_exchange: (NOTHING, _any(*command_keys)),
-            settings.dead_exchange: (_dead_keys(name), _dead_keys(name)),
+            settings.commands_exchange: (NOTHING, NOTHING),
+            settings.dead_exchange: (_dead_key(name), NOTHING),
         },
     )
 
 
+def admin_rights(settings: Settings) -> Rights:
+    """Everything of the namespace (and the events exchange, which may be named on its own)."""
+    mine = _any(rf"{_q(settings.namespace)}\..*", _q(settings.exchange))
+    return Rights(configure=mine, write=mine, read=mine, topics={})
+
+
 def service_rights(settings: Settings, user: str) -> Rights:
-    events, commands, dead = _q(settings.exchange), _q(settings.commands_exchange), _q(settings.dead_exchange)
+    commands, dead = _q(settings.commands_exchange), _q(settings.dead_exchange)
+    if user == ADMIN:
+        return admin_rights(settings)
     if user == "tcx-dialer":
-        private = r"amq\.gen-.*"
         return Rights(
-            configure=_any(private),
-            write=_any(commands, private),
-            read=_any(events, private),
+            configure=NOTHING,
+            write=_any(commands),
+            read=_any(_q(dial_results_queue(settings))),
             topics={
-                settings.exchange: (NOTHING, r"^dial\.#$"),
+                settings.exchange: (NOTHING, NOTHING),
                 settings.commands_exchange: (r"^(desk|ext)\.[^.]+\.dial$", NOTHING),
             },
         )
     name = user.removeprefix("tcx-")
-    own = _consumer(settings, name)
-    call_keys = r"^call\.(started|connected|ended)\.#$"
-    write = [dead, *own]
+    write = [dead]
     topics = {
-        settings.exchange: (NOTHING, call_keys),
-        settings.dead_exchange: (_dead_keys(name), _dead_keys(name)),
+        settings.exchange: (NOTHING, NOTHING),
+        settings.dead_exchange: (_dead_key(name), NOTHING),
     }
     if user == "tcx-crm":  # screen pops; a pop no agent is bound for is kept in the unrouted exchange
         write += [commands, _q(settings.unrouted_exchange)]
         topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
-    return Rights(configure=_any(*own), write=_any(*write), read=_any(events, dead, *own), topics=topics)
+    return Rights(configure=NOTHING, write=_any(*write), read=_any(_q(settings.queue(name))), topics=topics)
+
+
+def check_unique(desks: list[Desk]) -> None:
+    """A desk or an extension given twice is a mistake (two desks would share one's rights): refuse it."""
+    seen_desks: set[str] = set()
+    seen_extensions: dict[str, str] = {}
+    for desk in desks:
+        if desk.desk in seen_desks:
+            raise ConfigError(f"desk {desk.desk!r} is given twice; give each desk once")
+        seen_desks.add(desk.desk)
+        if desk.extension is None:
+            continue
+        other = seen_extensions.get(desk.extension)
+        if other is not None:
+            raise ConfigError(
+                f"extension {desk.extension!r} is given to desk {other!r} and desk {desk.desk!r}; "
+                "an extension belongs to one desk"
+            )
+        seen_extensions[desk.extension] = desk.desk
 
 
 def definitions(
@@ -181,10 +200,8 @@ def definitions(
 
     Deterministic apart from the secrets: users in a fixed order, desks sorted.
     """
-    seen: dict[str, Desk] = {}
-    for desk in desks:
-        seen.setdefault(desk.desk, desk)
-    ordered = [seen[name] for name in sorted(seen)]
+    check_unique(desks)
+    ordered = sorted(desks, key=lambda desk: desk.desk)
     rights = [(user, service_rights(settings, user)) for user in SERVICES]
     rights += [(desk.user, desk_rights(settings, desk)) for desk in ordered]
     clear = {user: passwords.get(user) or secrets.token_urlsafe(24) for user, _ in rights}

@@ -67,7 +67,7 @@ def definitions_command(
         tcx-bridge access definitions --desks-file desks.txt --password-file secrets.tsv -o rabbit.json
         rabbitmqctl import_definitions rabbit.json
     """
-    from bridge.access import definitions, parse_desk, read_desks, read_passwords
+    from bridge.access import SERVICES, definitions, parse_desk, read_desks, read_passwords
 
     found = [parse_desk(text) for text in desks]
     if desks_file is not None:
@@ -86,7 +86,8 @@ def definitions_command(
         except OSError as error:
             raise StoreError(path_problem(error, output)) from None
     click.echo(
-        f"{len(passwords)} users ({len(passwords) - 4} desks); passwords in {password_file} (keep it secret)",
+        f"{len(passwords)} users ({len(passwords) - len(SERVICES)} desks); "
+        f"passwords in {password_file} (keep it secret)",
         err=True,
     )
 

@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wallboard_thresholds: str
     store_url: str | None
     trust_user_id: bool
+    dial_deny_types: tuple[str, ...]
+    dial_allow: tuple[str, ...]
+    dial_deny: tuple[str, ...]
+    dial_rate: str
 
     @property
     def broker_count(self) -> int:
@@ -332,6 +336,53 @@ def _thresholds(name: str, value: Any) -> str:
     return text
 
 
+def _words(name: str, value: Any) -> tuple[str, ...]:
+    """A list: a TOML array, or text separated by commas, semicolons or spaces."""
+    items = value if isinstance(value, list | tuple) else re.split(r"[,;\s]+", _text(name, value))
+    return tuple(word for word in (_text(name, item).strip() for item in items) if word)
+
+
+def _number_types(name: str, value: Any) -> tuple[str, ...]:
+    """phonenumbers' number types by name (checked against phonenumbers where the agent starts)."""
+    found = tuple(word.upper().replace("-", "_") for word in _words(name, value))
+    for word in found:
+        if not re.fullmatch(r"[A-Z_]{3,30}", word):
+            raise ConfigError(f"{name}: {word!r} is not a number type; use e.g. PREMIUM_RATE, SHARED_COST")
+    return found
+
+
+def _prefixes(name: str, value: Any) -> tuple[str, ...]:
+    """E.164 prefixes: + and digits (00 taken for +; spaces, dashes and dots dropped)."""
+    found = []
+    for word in _words(name, value):
+        compact = re.sub(r"[\s.\-()]", "", word)
+        compact = "+" + compact[2:] if compact.startswith("00") else compact
+        if not re.fullmatch(r"\+[0-9]{1,15}", compact):
+            raise ConfigError(f"{name}: {word!r} is not an E.164 prefix; use + and digits, e.g. +41900")
+        found.append(compact)
+    return tuple(found)
+
+
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+RATE_UNITS |= {"h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(name: str, value: Any) -> tuple[int, float]:
+    """``20/min`` (also ``20``: per minute, ``100/hour``, ``0``: no limit) as (count, seconds)."""
+    text = str(value).strip().lower().replace(" ", "")
+    count, _, unit = text.partition("/")
+    unit = unit.removeprefix("1").rstrip("s") if unit not in ("s", "m", "h") else unit
+    if not count.isdigit() or (unit and unit not in RATE_UNITS):
+        raise ConfigError(f"{name}: {value!r} is not a rate; give dials per minute like 20/min (0: no limit)")
+    return int(count), RATE_UNITS[unit or "min"]
+
+
+def _rate(name: str, value: Any) -> str:
+    count, seconds = parse_rate(name, value)
+    unit = {1.0: "s", 60.0: "min", 3600.0: "hour"}[seconds]
+    return f"{count}/{unit}"
+
+
 def _const(value: Any) -> Callable[[dict[str, Any], Mapping[str, str]], Any]:
     return lambda _, __: value
 
@@ -460,7 +511,18 @@ KEYS: tuple[Key, ...] = (
         "trust_user_id",
         _const(True),
         _boolean,
-        "consumers: dead-letter a call event published by user desk-<A> for another desk",
+        "consumers: dead-letter an event or command without user_id, or from desk-<A> for another desk",
+    ),
+    Key(
+        "dial_deny_types",
+        _const(("PREMIUM_RATE",)),
+        _number_types,
+        "agent: number types never dialed (phonenumbers' names: PREMIUM_RATE, SHARED_COST, ...)",
+    ),
+    Key("dial_allow", _const(()), _prefixes, "agent: E.164 prefixes dialed; when set, only these"),
+    Key("dial_deny", _const(()), _prefixes, "agent: E.164 prefixes never dialed (the longest match decides)"),
+    Key(
+        "dial_rate", _const("20/min"), _rate, "agent: dials a desk places at most, e.g. 20/min (0: no limit)"
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -561,6 +623,8 @@ def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
     for key in KEYS:
         value = getattr(loaded.settings, key.name)
         secret = key.name in ("amqp_url", "store_url") and value is not None
+        if isinstance(value, tuple):
+            value = ",".join(value)
         shown = redact_url(value) if secret else ("" if value is None else str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows

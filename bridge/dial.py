@@ -25,13 +25,14 @@ from bridge import events
 from bridge.access import desk_of_user
 from bridge.config import Settings, reduce_desk
 from bridge.errors import DialError, UnroutableError
-from bridge.topology import declare_commands, declare_events
-from bridge.transport import Broker, OutgoingMessage
+from bridge.topology import declare_commands, declare_dial_results, dial_results_queue
+from bridge.transport import Broker, Delivery, OutgoingMessage
 
 logger = logging.getLogger(__name__)
 
 MAX_DIGITS = 32
 EXPIRATION_GRACE = 300.0  # seconds the broker keeps a request past its expires_at
+STREAM_SLACK = 1.0  # a result watch reads the stream from this long before it began
 _SEPARATORS = re.compile(r"[ \u00a0.()\-/]")
 _DIALABLE = re.compile(r"\+?[0-9*#]+")
 _TEL_URI = re.compile(r"^\s*tel:", re.IGNORECASE)
@@ -129,7 +130,7 @@ def request_dial(
     if broker is not None:
         _publish(broker, settings, message)
         return request
-    with Broker(settings.amqp_url, ca_file=settings.ca_file) as own:
+    with Broker(settings.amqp_url, ca_file=settings.ca_file, sign=True) as own:
         _publish(own, settings, message)
     return request
 
@@ -146,23 +147,28 @@ def _publish(broker: Broker, settings: Settings, message: OutgoingMessage) -> No
 
 
 class ResultWatch:
-    """Listen for dial results before publishing, so that none is missed.
+    """Read dial results from the moment it was entered, so that none is missed.
 
     with ResultWatch(settings) as watch:
         request = request_dial(settings, number, desk=desk, broker=watch.broker)
         result = watch.wait(request.request_id, timeout=30)
+
+    The results come from the stream ``tcx.dial-results`` (declared by an admin's
+    ``topology declare``), read from a moment just before the watch began: no
+    queue of its own, so the dialer's user needs no configure right. A result is
+    believed only from a desk's own user (``user_id``, vouched for by the broker).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = Broker(settings.amqp_url, ca_file=settings.ca_file)
-        self.queue = ""
+        self.broker = Broker(settings.amqp_url, ca_file=settings.ca_file, sign=True)
+        self.since = datetime.now(UTC)
+        self._read: int | None = None  # the stream offset of the last result returned
 
     def __enter__(self) -> ResultWatch:
+        self.since = datetime.now(UTC) - timedelta(seconds=STREAM_SLACK)
         self.broker.connect()
-        declare_events(self.broker, self.settings)
-        self.queue = self.broker.declare_private_queue()
-        self.broker.bind_queue(self.queue, self.settings.exchange, "dial.#")
+        declare_dial_results(self.broker, self.settings)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -171,20 +177,33 @@ class ResultWatch:
     def wait(self, request_id: str, *, timeout: float) -> events.DialResult | None:
         """The result for request_id, or None after timeout seconds."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            delivery = self.broker.get(self.queue, timeout=left)
-            if delivery is None:
-                return None
-            try:
-                result = events.EVENT_DECODER.decode(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            if isinstance(result, events.DialResult) and result.request_id == request_id:
-                speaks_for = desk_of_user(delivery.user_id)
-                if self.settings.trust_user_id and speaks_for not in (None, result.desk):
-                    logger.warning(
-                        "ignored a result for desk %r published by user %r", result.desk, delivery.user_id
-                    )
-                    continue  # another desk's user speaking for this one
+        # from the second before the watch began (a moment in whole seconds), or past the last result
+        start: datetime | int = self.since.replace(microsecond=0) if self._read is None else self._read + 1
+        arguments = {"x-stream-offset": start}
+        for delivery in self.broker.follow(
+            dial_results_queue(self.settings), timeout=timeout, arguments=arguments
+        ):
+            offset = delivery.headers.get("x-stream-offset")
+            result = self._result(delivery, request_id)
+            if result is not None:
+                self._read = offset if isinstance(offset, int) else self._read
                 return result
+            if time.monotonic() >= deadline:
+                break
         return None
+
+    def _result(self, delivery: Delivery, request_id: str) -> events.DialResult | None:
+        try:
+            result = events.EVENT_DECODER.decode(delivery.body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if not isinstance(result, events.DialResult) or result.request_id != request_id:
+            return None
+        if self.settings.trust_user_id:
+            speaks_for = desk_of_user(delivery.user_id)
+            if not delivery.user_id or speaks_for not in (None, result.desk):
+                logger.warning(
+                    "ignored a result for desk %r published by user %r", result.desk, delivery.user_id
+                )
+                return None  # another desk's user speaking for this one, or nobody the broker vouches for
+        return result

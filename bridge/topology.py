@@ -4,24 +4,74 @@
     tcx.unrouted  fanout, durable -> queue tcx.unrouted             events nobody was bound for yet
     tcx.commands  topic, durable                                    desk.<desk>.dial|popup, ext.<ext>.*
     tcx.dead      topic, durable -> queue tcx.dead.<consumer>       dead letters, routed by consumer
+    tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      what the consumer's queue dead-letters
+    tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
+    tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
 
 (``tcx`` is the namespace setting; the events exchange may be renamed on its own.)
+
+Only the broker moves a message back into a work queue: a consumer rejects a
+message it will retry, its queue dead-letters it (with its routing key and
+``user_id`` unchanged) to its retry exchange, and the retry queue's TTL
+dead-letters it to its again exchange, bound to the consumer's queue alone. No
+user may publish to a retry or again exchange, so a routing key a consumer sees
+is always one a publisher with the right to that key used.
 """
 
 from __future__ import annotations
 
 from bridge.config import Settings
-from bridge.errors import BrokerRejectedError, TransportError
+from bridge.errors import BrokerRefusedError, BrokerRejectedError, TransportError
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
+RETRY_DELAY_MS = 1000  # how long a rejected message waits in the retry queue before it is handled again
+DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait reads seconds of it)
+DIAL_RESULTS_MAX_BYTES = 100_000_000
+DIAL_RESULTS_SEGMENT_BYTES = 10_000_000  # retention drops whole segments: keep them small
 
-def dead_letter_keys(consumer: str) -> tuple[str, str, str]:
-    """A consumer's routing keys on the dead exchange: to its dead letters, its retry queue, its queue.
 
-    Retries go this way too, so no consumer needs to publish to ``amq.default``
-    (which reaches every queue by name).
-    """
-    return consumer, f"{consumer}.retry", f"{consumer}.again"
+def dead_letter_key(consumer: str) -> str:
+    """A consumer's routing key on the dead exchange (to its dead-letter queue, nowhere else)."""
+    return consumer
+
+
+def retry_exchange(settings: Settings, consumer: str) -> str:
+    """Where the consumer's queue dead-letters what it rejects: on to its retry queue."""
+    return f"{settings.namespace}.retry.{consumer}"
+
+
+def again_exchange(settings: Settings, consumer: str) -> str:
+    """Where the retry queue dead-letters what waited long enough: back to the consumer's queue."""
+    return f"{settings.namespace}.again.{consumer}"
+
+
+def dial_results_queue(settings: Settings) -> str:
+    """The stream of dial results that ``dial --wait`` reads (no user needs a queue of its own)."""
+    return f"{settings.namespace}.dial-results"
+
+
+def declare_dial_results(broker: Broker, settings: Settings) -> None:
+    """The dial-results stream, bound to every dial result; checked passively first."""
+    queue = dial_results_queue(settings)
+    if broker.queue_info(queue) is not None:
+        return
+    declare_events(broker, settings)
+    try:
+        broker.declare_queue(
+            queue,
+            arguments={
+                "x-queue-type": "stream",
+                "x-max-age": DIAL_RESULTS_MAX_AGE,
+                "x-max-length-bytes": DIAL_RESULTS_MAX_BYTES,
+                "x-stream-max-segment-size-bytes": DIAL_RESULTS_SEGMENT_BYTES,
+            },
+        )
+    except BrokerRefusedError:
+        raise BrokerRefusedError(
+            f"queue {queue!r} does not exist and user {broker.username!r} may not declare it "
+            "(no configure right on it); run tcx-bridge topology declare as an admin first"
+        ) from None
+    broker.bind_queue(queue, settings.exchange, "dial.#")
 
 
 def declare_events(broker: Broker, settings: Settings) -> None:

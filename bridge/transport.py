@@ -149,7 +149,7 @@ class Broker:
         timeout: float = 5.0,
         start: int = 0,
         connect_timeout: float | None = None,
-        sign: bool = False,
+        sign: bool = True,
     ) -> None:
         """sign: every publish carries user_id = this connection's user (the broker checks it)."""
         each = timeout if connect_timeout is None else min(connect_timeout, timeout)
@@ -396,6 +396,25 @@ class Broker:
             self.channel.cancel()
         return None
 
+    def follow(
+        self, queue: str, *, timeout: float, arguments: dict[str, Any] | None = None, prefetch: int = 100
+    ) -> Iterator[Delivery]:
+        """Yield queue's messages (acked) until none came for timeout seconds; a stream reads from arguments'
+        ``x-stream-offset`` (a datetime: from that moment on)."""
+        with mapped_errors(f"read {queue!r}"):
+            self.channel.basic_qos(prefetch_count=prefetch)
+            try:
+                for method, properties, body in self.channel.consume(
+                    queue, inactivity_timeout=timeout, arguments=arguments
+                ):
+                    if method is None:
+                        return
+                    self.channel.basic_ack(method.delivery_tag)
+                    yield _delivery(method, properties, body)
+            finally:
+                if self._channel is not None and self._channel.is_open:
+                    self._channel.cancel()
+
     def consume(
         self,
         queue: str,
@@ -433,6 +452,11 @@ class Broker:
         """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
+
+    def reject(self, delivery_tag: int) -> None:
+        """Reject one delivery, not requeued: its queue dead-letters it (the broker, not us, moves it)."""
+        with mapped_errors("reject"):
+            self.channel.basic_nack(delivery_tag, multiple=False, requeue=False)
 
 
 def _properties(message: OutgoingMessage) -> pika.BasicProperties:

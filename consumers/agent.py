@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +32,9 @@ from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeEr
 from bridge.outbox import Outbox
 from bridge.text import printable
 from bridge.topology import declare_commands, declare_events, publish_events
-from bridge.transport import Broker, OutgoingMessage
+from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.calls import spoofed
+from consumers.dial_policy import DialPolicy
 from consumers.runtime import Binding, Consumer, Context
 from consumers.store import open_database
 
@@ -136,6 +138,7 @@ class DeskAgent(Consumer):
             if column not in known:
                 self.dials.execute(f"ALTER TABLE dials ADD COLUMN {column} {kind}")
         self._next_replay = 0.0
+        self.policy = DialPolicy.of(settings)
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
@@ -185,6 +188,18 @@ class DeskAgent(Consumer):
             return self.confirm(message, context)
         return self.popup(message)
 
+    def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
+        """A dial request the broker vouches for no one for: its CRM gets ``rejected`` with the reason."""
+        unreadable = Unreadable.of(delivery.body, reason) if delivery.routing_key.endswith(".dial") else None
+        if unreadable is None:
+            return
+        request = events.DialRequest(request_id=unreadable.request_id, number=unreadable.number)
+        if not self.dials.execute(
+            "SELECT 1 FROM dials WHERE request_id = ?", (request.request_id,)
+        ).fetchone():
+            self._record(request, request.number, "rejected", reason)
+            self._report(context.publish, request, request.number, "rejected", reason)
+
     def reject_unreadable(self, unreadable: Unreadable, context: Context) -> str:
         """A request that does not decode but names its request_id: the CRM gets ``rejected``."""
         request = events.DialRequest(request_id=unreadable.request_id, number=unreadable.number)
@@ -210,6 +225,7 @@ class DeskAgent(Consumer):
             return "duplicate"
         try:
             number = self._check(request)
+            self._allowed(number)
         except DialError as error:
             status: events.DialStatus = "expired" if isinstance(error, DialExpiredError) else "rejected"
             self._record(request, request.number, status, str(error))
@@ -235,6 +251,9 @@ class DeskAgent(Consumer):
         A dial whose number has the call id's digits is preferred; else a started
         event confirms the oldest dial still waiting that was placed before it.
         """
+        problem = spoofed(context.settings, context.delivery, event)
+        if problem is not None:
+            raise HandlerError(problem)  # another desk's user cannot confirm (or hide) this desk's dials
         if event.direction != "outbound" or event.call_id is None:
             return "ignored"
         waiting = self.dials.execute(
@@ -286,6 +305,17 @@ class DeskAgent(Consumer):
         if request.expires_at is not None and events.parse_time(request.expires_at) <= datetime.now(UTC):
             raise DialExpiredError(f"the request expired at {request.expires_at}")
         return clean_number(request.number)
+
+    def _allowed(self, number: str) -> None:
+        """DialError unless the desk's dial policy lets it dial number now (premium rate, prefixes, rate)."""
+        self.policy.check(number)
+        since = events.format_time(datetime.now(UTC) - timedelta(seconds=self.policy.window))
+        (recent,) = self.dials.execute(
+            "SELECT COUNT(*) FROM dials WHERE status IN ('dialing', 'dialed', 'confirmed', 'failed') "
+            "AND received_at >= ?",
+            (since,),
+        ).fetchone()
+        self.policy.check_rate(recent)
 
     def _record(self, request: events.DialRequest, number: str, status: str, reason: str | None) -> None:
         self.dials.execute(

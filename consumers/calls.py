@@ -151,10 +151,16 @@ def key_of(store: Store, event: CallEvent) -> str:
 def spoofed(settings: Settings | None, delivery: Delivery, event: CallEvent) -> str | None:
     """Why an event cannot be from the desk it names, judged by the user the broker vouches for; else None.
 
-    Only users named desk-<desk> speak for a desk; other producers are taken at their word.
+    With trust_user_id (the default) the event must carry a user_id; a desk's
+    user (desk-<desk>) speaks for its own desk only; other users (an admin's
+    tools, guest in a test) are taken at their word.
     """
+    if settings is not None and not settings.trust_user_id:
+        return None
+    if not delivery.user_id:
+        return "spoofed: the event has no user_id, so the broker vouches for no sender"
     speaks_for = desk_of_user(delivery.user_id)
-    if (settings is not None and not settings.trust_user_id) or speaks_for in (None, event.desk):
+    if speaks_for in (None, event.desk):
         return None
     return (
         f"spoofed: the event is for desk {event.desk!r} but user {delivery.user_id!r} published it, "

@@ -4,7 +4,7 @@ Each check gives one Check: ok or not, what was found, and (when not ok) the
 fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
 broker address (reachable, login, vhost, events exchange), the data dir and the
 outbox, a PostgreSQL store (reachable, schema), the region, the 3CX Assistant
-(executable, process), and the path of ``tcx-bridge-notifyw`` to paste into the
+(executable, process), the dial policy in force, and the path of ``tcx-bridge-notifyw`` to paste into the
 Assistant.
 """
 
@@ -48,6 +48,7 @@ def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterato
     if loaded.settings.store_url:
         yield _store(loaded)
     yield from _assistant(loaded)
+    yield _dial_policy(loaded)
     yield _notifyw()
 
 
@@ -183,6 +184,17 @@ def _assistant(loaded: Loaded) -> Iterator[Check]:
             f"process {settings.assistant_process} is {'running' if running else 'not running'}",
             "" if running else "start the 3CX Assistant and log in (dials fail until then)",
         )
+
+
+def _dial_policy(loaded: Loaded) -> Check:
+    """The dial policy the agent enforces on this desk, as it reads the settings."""
+    from consumers.dial_policy import DialPolicy
+
+    try:
+        policy = DialPolicy.of(loaded.settings)
+    except TcxBridgeError as error:
+        return Check(False, f"dial policy: {error}", "fix dial_deny_types or dial_rate")
+    return Check(True, "dial policy: " + "; ".join(policy.describe()))
 
 
 def _notifyw() -> Check:

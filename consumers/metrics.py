@@ -40,6 +40,7 @@ def reason_kind(reason: str) -> str:
         ("undecodable", "undecodable"),
         ("oversize", "oversize"),
         ("failed ", "max_attempts"),
+        ("spoofed", "spoofed"),
     ):
         if reason.startswith(prefix):
             return kind

@@ -2,13 +2,21 @@
 
 Every consumer gets (names with the default namespace ``tcx``):
 
-    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns
-    tcx.<name>.retry      failed messages wait here (per-message TTL, growing) and then go back
+    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns;
+                          it dead-letters what the consumer rejects to tcx.retry.<name>
+    tcx.<name>.retry      rejected messages wait here (RETRY_DELAY_MS), then expire to tcx.again.<name>,
+                          bound to tcx.<name> alone
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
-Retries go through the dead exchange too (key ``<name>.retry`` to the retry
-queue, ``<name>.again`` back to the queue), so no consumer needs the right to
-publish to ``amq.default``, which would reach every queue by name.
+A retry is the broker's own dead-lettering, so the message comes back with the
+routing key and ``user_id`` it was published with, and no user may publish to
+a retry or again exchange. What a message is and whom it is for is judged only
+from what the broker vouches for: the exchange and routing key it was delivered
+with (topic permissions say who may publish which key) and ``user_id`` (checked
+against the login; required when ``trust_user_id`` is on). No header a client
+can write changes that. The queues are declared by an admin (``tcx-bridge
+topology declare``); a process checks them passively and declares only what is
+missing, when its user may.
 
 A message is acked only after its handler returned, so its side effects are
 durable first. Everything about one delivery (headers, size, decoding,
@@ -17,16 +25,17 @@ failure depends only on its kind (:func:`classify`):
 
 * permanent (oversize, undecodable, invalid values, HandlerError, any bug):
   dead-lettered at once, with the reason;
-* transient (the disk, an HTTP CRM, a store that is busy): retried with a
-  growing delay up to ``max_attempts`` deliveries, then dead-lettered;
+* transient (the disk, an HTTP CRM, a store that is busy): rejected, so the
+  broker retries it after RETRY_DELAY_MS, up to ``max_attempts`` deliveries
+  (counted by the broker's ``x-death``), then dead-lettered;
 * the connection to the broker, or to a PostgreSQL store, lost: the batch is
   rolled back and stays unacked; the runner reconnects and the broker
   redelivers it.
 
 A publish the broker returns as unroutable (a pop for a desk with no agent) is
 an outcome, not a failure: the message goes to the unrouted exchange instead.
-Dead-letter headers: ``x-tcx-reason``, ``x-tcx-consumer``, ``x-tcx-attempts``,
-``x-tcx-routing-key``.
+Dead-letter headers (for people; nothing reads them back): ``x-tcx-reason``,
+``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``.
 
 The runner reconnects with a growing delay that starts short again after a
 connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
@@ -59,7 +68,13 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
-from bridge.topology import dead_letter_keys, declare_events
+from bridge.topology import (
+    RETRY_DELAY_MS,
+    again_exchange,
+    dead_letter_key,
+    declare_events,
+    retry_exchange,
+)
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.metrics import NULL, Metrics, metrics_for
 from consumers.store import Store, as_store, savepoint, transaction
@@ -70,8 +85,8 @@ ATTEMPTS = "x-tcx-attempts"
 REASON = "x-tcx-reason"
 ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
-RETRY_BASE_MS = 500
-RETRY_MAX_MS = 30_000
+USER_ID = "x-tcx-user-id"
+RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
 MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
@@ -106,7 +121,7 @@ class Consumer:
     name: str = "consumer"
     database: Store | sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
     metrics: Metrics = NULL  # set by the Runner: report consumer-specific metrics here
-    signs: bool = False  # its publishes carry user_id (the desk agent: results in its desk's name)
+    signs: bool = True  # its publishes carry user_id: the broker vouches for who sent them
 
     def __init__(self, settings: Settings | None = None) -> None:
         """``tcx-bridge consume NAME`` creates a plugin with the effective settings."""
@@ -140,6 +155,10 @@ class Consumer:
     def handle(self, message: Any, context: Context) -> str:
         """Handle one decoded message; return the outcome for the log line."""
         raise NotImplementedError
+
+    def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
+        """A message the runtime dead-letters as spoofed, before it is decoded: tell whoever waits (default:
+        nobody)."""
 
     def tick(self, broker: Broker, settings: Settings) -> None:
         """Periodic work between deliveries (default: none)."""
@@ -283,7 +302,7 @@ class Runner:
 
     # a batch of messages -----------------------------------------------------
     def _on_batch(self, deliveries: list[Delivery]) -> None:
-        """Handle what arrived; commit the consumer's store once; then ack them all at once.
+        """Handle what arrived; commit the consumer's store once; then reject the retries and ack the rest.
 
         With a store (``Consumer.database``), every message runs inside a savepoint of
         one transaction, so a failing message rolls back alone; the commit comes before
@@ -294,24 +313,31 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
+        retried: list[int] = []
         store = as_store(self.consumer.database)
         with transaction(store):
             self._prepare(store, deliveries)
             for delivery in deliveries:
                 started = time.perf_counter()
-                outcome, attempts, routing_key = self._handle_one(broker, store, delivery)
-                lines.append((delivery, routing_key, outcome, attempts, time.perf_counter() - started))
-        broker.ack(deliveries[-1].delivery_tag, multiple=True)
+                outcome, attempts = self._handle_one(broker, store, delivery)
+                if outcome.startswith("retry"):
+                    retried.append(delivery.delivery_tag)
+                lines.append((delivery, outcome, attempts, time.perf_counter() - started))
+        for tag in retried:
+            broker.reject(tag)  # the queue dead-letters it to its retry queue: the broker keeps key and user
+        acked = [d.delivery_tag for d in deliveries if d.delivery_tag not in retried]
+        if acked:
+            broker.ack(max(acked), multiple=True)  # rejected tags are settled already: not acked again
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
-        for delivery, routing_key, outcome, attempts, seconds in lines:
+        for delivery, outcome, attempts, seconds in lines:
             self.metrics.message(self.consumer.name, outcome, seconds)
             logger.info(
                 "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
                 self.consumer.name,
                 delivery.type,
                 delivery.message_id,
-                routing_key,
+                delivery.routing_key,
                 outcome,
                 attempts,
                 seconds * 1000,
@@ -319,7 +345,7 @@ class Runner:
                     "consumer": self.consumer.name,
                     "type": delivery.type,
                     "message_id": delivery.message_id,
-                    "routing_key": routing_key,
+                    "routing_key": delivery.routing_key,
                     "outcome": outcome,
                     "attempt": attempts,
                     "ms": round(seconds * 1000, 1),
@@ -343,27 +369,46 @@ class Runner:
                 classify(error)[1],
             )
 
-    def _handle_one(self, broker: Broker, store: Store | None, delivery: Delivery) -> tuple[str, int, str]:
+    def _handle_one(self, broker: Broker, store: Store | None, delivery: Delivery) -> tuple[str, int]:
         """One delivery inside its own error boundary; only a lost connection escapes it."""
-        attempts, routing_key = 1, delivery.routing_key
+        attempts = 1
         try:
-            attempts = _attempts(delivery)
-            routing_key = _routing_key(delivery)
-            context = Context(self.settings, delivery, routing_key, functools.partial(self._publish, broker))
+            attempts = _attempts(delivery, self.queue)
+            context = Context(
+                self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
+            )
             with savepoint(store):
+                self._vouch(delivery, context)
                 if len(delivery.body) > MAX_BODY:
                     raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
-                message = self.consumer.decode(delivery.body, routing_key)
+                message = self.consumer.decode(delivery.body, delivery.routing_key)
                 outcome = self.consumer.handle(message, context)
         except StoreUnavailableError:
             raise  # the database is gone: the batch stays unacked and comes back
         except TransportError as error:
-            if isinstance(error, UnroutableError):  # our own dead-letter or retry publish came back
-                return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
+            if isinstance(error, UnroutableError):  # our own dead-letter publish came back
+                return self._failed(broker, delivery, attempts, error), attempts
             raise  # the connection is gone: the batch stays unacked and comes back
         except Exception as error:  # noqa: BLE001  # classified below: dead-letter or retry
-            return self._failed(broker, delivery, routing_key, attempts, error), attempts, routing_key
-        return outcome, attempts, routing_key
+            return self._failed(broker, delivery, attempts, error), attempts
+        return outcome, attempts
+
+    def _vouch(self, delivery: Delivery, context: Context) -> None:
+        """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
+        expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
+        expected.add(again_exchange(self.settings, self.consumer.name))
+        if delivery.exchange not in expected:
+            raise HandlerError(
+                f"spoofed: delivered through exchange {delivery.exchange!r}, "
+                "not one this consumer is bound to"
+            )
+        if self.settings.trust_user_id and not delivery.user_id:
+            reason = (
+                "spoofed: the message has no user_id, so the broker vouches for no sender "
+                "(every tcx-bridge publisher sets it; trust_user_id = false accepts such messages)"
+            )
+            self.consumer.refuse(delivery, context, reason)
+            raise HandlerError(reason)
 
     def _publish(self, broker: Broker, exchange: str, message: OutgoingMessage) -> bool:
         """A handler's publish: a message the broker returns goes to the unrouted exchange."""
@@ -393,17 +438,13 @@ class Runner:
             )
         return False
 
-    def _failed(
-        self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, error: Exception
-    ) -> str:
+    def _failed(self, broker: Broker, delivery: Delivery, attempts: int, error: Exception) -> str:
         """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
         kind, reason = classify(error)
         if kind == "permanent":
-            return self._dead_letter(broker, delivery, routing_key, attempts, reason)
+            return self._dead_letter(broker, delivery, attempts, reason)
         if attempts >= self.settings.max_attempts:
-            return self._dead_letter(
-                broker, delivery, routing_key, attempts, f"failed {attempts} times; last: {reason}"
-            )
+            return self._dead_letter(broker, delivery, attempts, f"failed {attempts} times; last: {reason}")
         logger.warning(
             "consumer=%s id=%s attempt %d failed: %s",
             self.consumer.name,
@@ -411,74 +452,97 @@ class Runner:
             attempts,
             reason,
         )
-        return self._retry(broker, delivery, routing_key, attempts, reason)
-
-    def _retry(self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, reason: str) -> str:
         self.metrics.retried(self.consumer.name)
-        delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
-        headers = {**delivery.headers, ATTEMPTS: attempts, ROUTING_KEY: routing_key, REASON: reason}
-        _, retry_key, _ = dead_letter_keys(self.consumer.name)
-        broker.publish(self.settings.dead_exchange, _copy(delivery, retry_key, headers, expiration_ms=delay))
-        return f"retry-in-{delay}ms"
+        return f"retry-in-{RETRY_DELAY_MS}ms"  # rejected after the batch: the broker brings it back
 
-    def _dead_letter(
-        self, broker: Broker, delivery: Delivery, routing_key: str, attempts: int, reason: str
-    ) -> str:
+    def _dead_letter(self, broker: Broker, delivery: Delivery, attempts: int, reason: str) -> str:
         headers = {
             **delivery.headers,
             ATTEMPTS: attempts,
-            ROUTING_KEY: routing_key,
+            ROUTING_KEY: delivery.routing_key,
             REASON: reason[:1000],
             CONSUMER: self.consumer.name,
         }
-        dead_key, _, _ = dead_letter_keys(self.consumer.name)
-        broker.publish(self.settings.dead_exchange, _copy(delivery, dead_key, headers))
+        if delivery.user_id:
+            headers[USER_ID] = delivery.user_id
+        broker.publish(
+            self.settings.dead_exchange, _copy(delivery, dead_letter_key(self.consumer.name), headers)
+        )
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
             self.consumer.name,
             delivery.message_id,
-            routing_key,
+            delivery.routing_key,
             reason,
         )
         return "dead-lettered"
 
 
-def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer | type[Consumer]) -> None:
-    """The consumer's queue, retry queue, dead-letter route and bindings (idempotent)."""
+class QueueSpec(NamedTuple):
+    """One queue of a consumer: its name, arguments and bindings (exchange, kind, key)."""
+
+    name: str
+    arguments: dict[str, Any]
+    bindings: tuple[tuple[str, str, str], ...]
+
+
+def consumer_queues(settings: Settings, consumer: Consumer | type[Consumer]) -> list[QueueSpec]:
+    """The consumer's queue, its retry queue and its dead-letter queue, with their bindings."""
     name = consumer.name_for(settings)
     queue = settings.queue(name)
-    dead_key, retry_key, again_key = dead_letter_keys(name)
-    consumer.declare(broker, settings)
-    broker.ensure_exchange(settings.dead_exchange, "topic")
-    broker.declare_queue(settings.dead_queue(name), arguments=queue_type(settings))
-    broker.bind_queue(settings.dead_queue(name), settings.dead_exchange, dead_key)
-    arguments = {
-        "x-dead-letter-exchange": settings.dead_exchange,
-        "x-dead-letter-routing-key": name,
-        **queue_type(settings, dead_letters=True),
-    }
+    retry, again = retry_exchange(settings, name), again_exchange(settings, name)
+    arguments = {"x-dead-letter-exchange": retry, **queue_type(settings, dead_letters=True)}
     if settings.quorum:
         # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
         arguments["x-delivery-limit"] = settings.max_attempts
-    broker.declare_queue(queue, arguments=arguments)
-    try:
-        broker.declare_queue(
+    own = tuple((binding.exchange, "topic", binding.pattern) for binding in consumer.bindings(settings))
+    return [
+        QueueSpec(
+            settings.dead_queue(name),
+            queue_type(settings),
+            ((settings.dead_exchange, "topic", dead_letter_key(name)),),
+        ),
+        QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
+        QueueSpec(
             f"{queue}.retry",
-            arguments={
-                "x-dead-letter-exchange": settings.dead_exchange,
-                "x-dead-letter-routing-key": again_key,
+            {
+                "x-message-ttl": RETRY_DELAY_MS,
+                "x-dead-letter-exchange": again,
                 **queue_type(settings, dead_letters=True),
             },
-        )
+            ((retry, "fanout", ""),),
+        ),
+    ]
+
+
+def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer | type[Consumer]) -> None:
+    """Check the consumer's queues passively; declare (idempotently) only what is missing, if the user may.
+
+    A user without the configure right (every generated one) gets one line naming
+    what is missing and the command an admin runs to declare it.
+    """
+    consumer.declare(broker, settings)
+    specs = consumer_queues(settings, consumer)
+    exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
+    missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
+    missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
+    if not missing:
+        return  # an admin declared it all (bindings included): nothing to configure
+    try:
+        for name, kind in sorted(exchanges):
+            broker.ensure_exchange(name, kind)
+        for spec in specs:
+            broker.declare_queue(spec.name, arguments=spec.arguments)
+            for exchange, _, key in spec.bindings:
+                broker.bind_queue(spec.name, exchange, key)
     except BrokerRefusedError:
-        if broker.queue_info(f"{queue}.retry") is None:
-            raise
-        # declared by an earlier release (straight back to the queue through amq.default): it still works
-    broker.bind_queue(f"{queue}.retry", settings.dead_exchange, retry_key)
-    broker.bind_queue(queue, settings.dead_exchange, again_key)
-    for binding in consumer.bindings(settings):
-        broker.bind_queue(queue, binding.exchange, binding.pattern)
+        name = consumer.name_for(settings)
+        desk = f" --desk {name.removeprefix('desk.')}" if name.startswith("desk.") else ""
+        raise BrokerRefusedError(
+            f"{missing[0]} does not exist and user {broker.username!r} may not declare it "
+            f"(no configure right on it); run tcx-bridge topology declare{desk} as an admin first"
+        ) from None
 
 
 def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:
@@ -517,17 +581,16 @@ def _count(value: object) -> int:
     return value
 
 
-def _attempts(delivery: Delivery) -> int:
-    """This delivery's attempt number: our retry count, or the broker's redelivery count."""
-    counted = _count(delivery.headers.get(ATTEMPTS)) + 1
-    broker_count = _count(delivery.headers.get("x-delivery-count")) + 1  # quorum queues count for us
-    return max(counted, broker_count)
-
-
-def _routing_key(delivery: Delivery) -> str:
-    """The original routing key (kept in a header across retries), else the delivery's."""
-    kept = delivery.headers.get(ROUTING_KEY)
-    return kept if isinstance(kept, str) and 0 < len(kept) <= 255 else delivery.routing_key
+def _attempts(delivery: Delivery, queue: str) -> int:
+    """This delivery's attempt number, as the broker counts: its retries of queue and its redeliveries."""
+    retried = 0
+    deaths = delivery.headers.get("x-death")
+    for death in deaths if isinstance(deaths, list) else ():
+        ours = isinstance(death, dict) and death.get("queue") == queue
+        if ours and death.get("reason") in RETRIED_BY_BROKER:
+            retried += _count(death.get("count"))
+    redelivered = _count(delivery.headers.get("x-delivery-count"))  # quorum queues count for us
+    return max(retried, redelivered) + 1
 
 
 def _copy(

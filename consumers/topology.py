@@ -11,7 +11,14 @@ from typing import NamedTuple
 import msgspec
 
 from bridge.config import Settings
-from bridge.topology import declare_commands, declare_events
+from bridge.topology import (
+    again_exchange,
+    declare_commands,
+    declare_dial_results,
+    declare_events,
+    dial_results_queue,
+    retry_exchange,
+)
 from bridge.transport import Broker
 from consumers.agent import DeskAgent
 from consumers.plugins import consumer_classes
@@ -34,6 +41,7 @@ def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
     """Declare everything; desk agent queues for each of desks."""
     declare_events(broker, settings)
     declare_commands(broker, settings)
+    declare_dial_results(broker, settings)
     for consumer in consumer_classes():
         declare_consumer_queues(broker, settings, consumer)
     for desk in desk_settings(settings, desks):
@@ -48,6 +56,7 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
         Entity("queue", settings.unrouted_exchange, "events no consumer was bound for"),
         Entity("exchange", settings.commands_exchange, "topic: desk.<desk>.dial|popup, ext.<ext>.*"),
         Entity("exchange", settings.dead_exchange, "topic: dead letters, by consumer"),
+        Entity("queue", dial_results_queue(settings), "stream: the dial results dial --wait reads"),
     ]
     names = [c.name_for(settings) for c in consumer_classes()]
     names += [DeskAgent.name_for(desk) for desk in desk_settings(settings, desks)]
@@ -56,6 +65,8 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
             Entity("queue", settings.queue(name), f"consumer {name}"),
             Entity("queue", f"{settings.queue(name)}.retry", f"retries of {name}, back after a delay"),
             Entity("queue", settings.dead_queue(name), f"dead letters of {name}"),
+            Entity("exchange", retry_exchange(settings, name), f"fanout: what {name} rejects, to retry"),
+            Entity("exchange", again_exchange(settings, name), f"fanout: {name}'s retries back to its queue"),
         ]
     return found
 

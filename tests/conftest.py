@@ -381,7 +381,12 @@ def publish_raw(channel: object, settings: Settings, body: dict[str, object], ro
         settings.commands_exchange,
         routing_key,
         json.dumps(body).encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        # user_id, as every publisher must set it: the broker checks it against the login
+        pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2,
+            user_id=urlsplit(settings.amqp_url.split(",")[0]).username or "guest",
+        ),
     )
 
 

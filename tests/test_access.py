@@ -37,12 +37,13 @@ def config(tmp_path: Path) -> None:
 
 def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     desks = tmp_path / "desks.txt"
-    desks.write_text("\ufeff# our floor\nD-1,101\nD-2\n\nD-1\n")  # a BOM, a comment, a blank, a repeat
+    desks.write_text("\ufeff# our floor\nD-1,101\nD-2\n\n")  # a BOM, a comment, a blank
     document, passwords, _ = generate(
         tmp_path, "--desks-file", str(desks), "--desk", "D-3", "--vhost", "calls"
     )
     users = [user["name"] for user in document["users"]]
     assert users == [
+        "tcx-admin",
         "tcx-crm",
         "tcx-analytics",
         "tcx-wallboard",
@@ -53,17 +54,23 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     ]
     assert set(passwords) == set(users)
     assert all(user["tags"] == [] for user in document["users"])  # no administrator, no management
-    for permission in document["permissions"]:
-        assert permission["vhost"] == "calls"
-        assert permission["configure"] not in (".*", "^.*$", "")
-        assert not re.fullmatch(permission["configure"], "cc.events")  # nobody configures an exchange
-        assert not re.fullmatch(permission["write"], "amq.default")  # which reaches every queue by name
     rights = {p["user"]: p for p in document["permissions"]}
     topics = {(t["user"], t["exchange"]): t for t in document["topic_permissions"]}
+    for permission in document["permissions"]:
+        assert permission["vhost"] == "calls"
+        assert not re.fullmatch(permission["write"], "amq.default")  # which reaches every queue by name
+        for exchange in ("cc.retry.crm", "cc.again.crm", "cc.again.desk.D-1"):  # the broker's way back
+            assert not re.fullmatch(permission["write"], exchange) or permission["user"] == "tcx-admin"
+        if permission["user"] != "tcx-admin":  # nobody but the admin configures anything
+            assert permission["configure"] == "^$"
+    admin = rights["tcx-admin"]
+    for name in ("cc.events", "cc.desk.D-1", "cc.retry.crm", "cc.dial-results"):
+        assert re.fullmatch(admin["configure"], name), name
+    assert not re.fullmatch(admin["configure"], "other.events")  # the namespace only
     desk = rights["desk-D-1"]
     assert re.fullmatch(desk["read"], "cc.desk.D-1")
-    assert not re.fullmatch(desk["read"], "cc.desk.D-2")
-    assert not re.fullmatch(desk["read"], "cc.crm")
+    for queue in ("cc.desk.D-2", "cc.crm", "cc.desk.D-1.retry", "cc.dead.desk.D-1"):
+        assert not re.fullmatch(desk["read"], queue), queue
     assert not re.fullmatch(desk["write"], "cc.commands")  # a desk queues no dial requests
     events = topics[("desk-D-1", "cc.events")]
     for key in (
@@ -75,16 +82,38 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         assert re.fullmatch(events["write"], key), key
     for key in ("call.started.inbound.D-2", "dial.confirmed.D-2", "call.started.inbound.D-1.x"):
         assert not re.fullmatch(events["write"], key), key
-    commands = topics[("desk-D-1", "cc.commands")]
-    assert re.fullmatch(commands["read"], "desk.D-1.*")
-    assert re.fullmatch(commands["read"], "ext.101.popup")
-    assert not re.fullmatch(commands["read"], "desk.D-2.*")
-    assert not re.fullmatch(topics[("desk-D-2", "cc.commands")]["read"], "ext.101.popup")
+    dead = topics[("desk-D-1", "cc.dead")]
+    assert re.fullmatch(dead["write"], "desk.D-1")  # its own dead letters
+    for key in ("desk.D-1.retry", "desk.D-1.again", "desk.D-2", "crm"):
+        assert not re.fullmatch(dead["write"], key), key
     dialer = topics[("tcx-dialer", "cc.commands")]
     assert re.fullmatch(dialer["write"], "desk.D-2.dial")
     assert re.fullmatch(dialer["write"], "ext.101.dial")
     assert not re.fullmatch(dialer["write"], "desk.D-2.popup")
+    assert re.fullmatch(rights["tcx-dialer"]["read"], "cc.dial-results")
     assert re.fullmatch(topics[("tcx-crm", "cc.commands")]["write"], "desk.D-2.popup")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--desk", "A,101", "--desk", "B,101"],
+            "Error: extension '101' is given to desk 'A' and desk 'B'; an extension belongs to one desk",
+        ),
+        (["--desk", "A,101", "--desk", "A"], "Error: desk 'A' is given twice; give each desk once"),
+        (["--desk", "A", "--desk", "A"], "Error: desk 'A' is given twice; give each desk once"),
+    ],
+)
+def test_a_desk_or_extension_given_twice_is_refused(tmp_path: Path, argv: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["access", "definitions", "--password-file", str(tmp_path / "p.tsv"), *argv],
+        env={"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")},
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [message]
+    assert not (tmp_path / "p.tsv").exists()
 
 
 def test_password_hash_is_rabbitmqs_salted_sha256() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +21,7 @@ from bridge.errors import BrokerRefusedError
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from tests.cluster import LocalCluster, rabbitmq_available
 from tests.conftest import (
+    FakeAssistant,
     Service,
     Tap,
     free_port,
@@ -360,3 +361,182 @@ def test_a_dial_result_from_another_desks_user_is_ignored(rights: Rights) -> Non
         found = watch.wait("r-1", timeout=10)
     assert found is not None
     assert found.status == "failed"  # the forged "confirmed" was passed over
+
+
+# The attacks of issue 19, each run as the attacker would: with a generated user's own rights -------
+
+
+class DeskB(NamedTuple):
+    agent: Service
+    assistant: FakeAssistant
+    settings: Settings
+
+
+@pytest.fixture
+def desk_b(rights: Rights, admin: Broker, services: list[Service], tmp_path: Path) -> DeskB:
+    """Desk B's agent, on desk B's own user, with a fake Assistant that records every makecall."""
+    assistant = FakeAssistant(tmp_path)
+    env = rights.env_of(
+        f"desk-{rights.other}",
+        TCX_BRIDGE_DESK=rights.other,
+        TCX_BRIDGE_ASSISTANT=str(assistant.path),
+        TCX_BRIDGE_DATA_DIR=str(tmp_path / "desk-b"),
+    )
+    settings = load_settings(environ=env).settings
+    agent = start_service(services, env, admin, settings.queue(f"desk.{rights.other}"), "agent")
+    return DeskB(agent, assistant, settings)
+
+
+def dial_body(request_id: str, number: str = "0901 123 456") -> bytes:
+    return json.dumps({"request_id": request_id, "number": number}).encode()
+
+
+def test_a_header_cannot_turn_a_pop_into_a_dial(rights: Rights, admin: Broker, desk_b: DeskB) -> None:
+    """Escalation 1: tcx-crm may send pops only; a header naming desk.B.dial once made B dial."""
+    crm = rights.settings_of("tcx-crm")
+    results = Tap(admin, crm, crm.exchange, "dial.#")
+    forged = OutgoingMessage(
+        f"desk.{rights.other}.popup", dial_body("attack-1"), "attack-1", "dial", 0,
+        headers={"x-tcx-routing-key": f"desk.{rights.other}.dial"},
+    )  # fmt: skip
+    with Broker(crm.amqp_url) as attacker:
+        attacker.publish(crm.commands_exchange, forged)
+    wait_until(lambda: "id=attack-1" in desk_b.agent.output(), timeout=15)
+    assert f"id=attack-1 key=desk.{rights.other}.popup" in desk_b.agent.output()  # what the broker says
+    assert desk_b.assistant.calls() == []
+    assert results.get(timeout=2) is None  # no dial result, let alone "confirmed"
+
+
+def test_no_desk_can_make_the_broker_relay_into_another_desk(
+    rights: Rights, admin: Broker, desk_b: DeskB
+) -> None:
+    """Escalation 2: a desk re-declared its dead-letter queue to dead-letter into B's queue."""
+    from bridge.topology import again_exchange, retry_exchange
+
+    a = rights.settings_of(f"desk-{rights.desk}")
+    own_dead = a.dead_queue(f"desk.{rights.desk}")
+    relay = {
+        "x-dead-letter-exchange": a.dead_exchange,
+        "x-dead-letter-routing-key": f"desk.{rights.other}.again",
+        "x-message-ttl": 0,
+    }
+    b_queue = f"desk.{rights.other}"
+    with Broker(a.amqp_url) as attacker:
+        with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+            attacker.delete_queue(own_dead)
+        for name, arguments in (
+            (own_dead, relay),
+            (f"{a.namespace}.relay", relay),
+            (f"{a.namespace}.relay", {**relay, "x-dead-letter-exchange": again_exchange(a, b_queue)}),
+            (f"{a.namespace}.relay", {**relay, "x-dead-letter-exchange": a.exchange}),
+        ):
+            with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+                attacker.declare_queue(name, arguments=arguments)
+        for exchange, key in (
+            (again_exchange(a, b_queue), f"desk.{rights.other}.dial"),
+            (retry_exchange(a, b_queue), f"desk.{rights.other}.dial"),
+            (again_exchange(a, f"desk.{rights.desk}"), f"desk.{rights.desk}.dial"),  # not even its own
+            (a.dead_exchange, f"desk.{rights.other}.again"),
+            (a.dead_exchange, f"desk.{rights.desk}.again"),
+            (a.dead_exchange, f"desk.{rights.desk}.retry"),
+        ):
+            message = OutgoingMessage(key, dial_body("attack-2"), "attack-2", "dial", 0)
+            with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+                attacker.publish(exchange, message)
+    assert desk_b.agent.process.poll() is None
+    assert "attack-2" not in desk_b.agent.output()
+    assert desk_b.assistant.calls() == []
+
+
+def test_an_event_without_user_id_is_dead_lettered_as_spoofed(
+    rights: Rights, admin: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """Escalation 3: desk A, on its own key, said "desk": "B" and left user_id out: B popped."""
+    desk_user = f"desk-{rights.desk}"
+    a = rights.settings_of(desk_user)
+    server = {"TCX_BRIDGE_DATA_DIR": str(tmp_path / "server")}
+    pops = Tap(admin, a, a.commands_exchange, "desk.*.popup")
+    consumers = {
+        name: start_service(
+            services, rights.env_of(f"tcx-{name}", **server), admin, a.queue(name), "consume", name
+        )
+        for name in ("crm", "analytics")
+    }
+    with Broker(a.amqp_url, sign=False) as attacker:  # the broker takes it: no user_id is no lie
+        attacker.publish(a.exchange, event_message(rights.desk, rights.other, "no-user"))
+    for name, service in consumers.items():
+        dead = admin.get(a.dead_queue(name), timeout=15)
+        assert dead is not None, name + service.output()
+        assert dead.headers["x-tcx-reason"].startswith("spoofed: the message has no user_id"), name
+        assert dead.user_id is not None  # the dead letter itself is signed by the consumer
+    assert pops.get(timeout=2) is None
+    calls = run_cli({**rights.env, **server}, "report", "--calls", "--format", "json")
+    assert json.loads(calls.stdout or "[]") == []
+
+
+def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], None]]:
+    """Every action no generated user may take (each user's own allowed ones are left out below)."""
+    from bridge.topology import again_exchange, dial_results_queue, retry_exchange
+
+    a, b = rights.desk, rights.other
+    s = rights.settings_of("tcx-crm")
+
+    def publish(exchange: str, key: str) -> Callable[[Broker, Settings], None]:
+        message = OutgoingMessage(key, dial_body("table"), "table", "dial", 0)
+        return lambda broker, _: broker.publish(exchange, message)
+
+    def get(queue: str) -> Callable[[Broker, Settings], None]:
+        return lambda broker, _: (broker.get(queue, timeout=1), None)[1]
+
+    return {
+        "declare an exchange": lambda broker, _: broker.declare_exchange(f"{s.namespace}.mine", "fanout"),
+        "declare a queue": lambda broker, _: (broker.declare_queue(f"{s.namespace}.mine"), None)[1],
+        "declare a private queue": lambda broker, _: (broker.declare_private_queue(), None)[1],
+        "delete the events exchange": lambda broker, _: broker.delete_exchange(s.exchange),
+        "delete crm's queue": lambda broker, _: broker.delete_queue(s.queue("crm")),
+        "bind crm's queue to every event": lambda broker, _: broker.bind_queue(
+            s.queue("crm"), s.exchange, "#"
+        ),
+        "publish to amq.default": publish("", s.queue(f"desk.{b}")),
+        "publish to a retry exchange": publish(retry_exchange(s, f"desk.{b}"), "x"),
+        "publish to an again exchange": publish(again_exchange(s, f"desk.{b}"), f"desk.{b}.dial"),
+        "publish an again key to the dead exchange": publish(s.dead_exchange, f"desk.{b}.again"),
+        "publish another's dead letter": publish(s.dead_exchange, f"desk.{b}"),
+        "publish desk B's call event": publish(s.exchange, f"call.started.inbound.{b}"),
+        "publish a dial request": publish(s.commands_exchange, f"desk.{b}.dial"),
+        "publish a pop": publish(s.commands_exchange, f"desk.{b}.popup"),
+        "read crm's queue": get(s.queue("crm")),
+        "read desk B's queue": get(s.queue(f"desk.{b}")),
+        "read the dial results": get(dial_results_queue(s)),
+        "read a dead-letter queue": get(s.dead_queue(f"desk.{a}")),
+    }
+
+
+ALLOWED = {  # user -> the actions of forbidden_actions it may take
+    "tcx-crm": {"publish a pop", "read crm's queue"},
+    "tcx-dialer": {"publish a dial request", "read the dial results"},
+    "desk": set(),
+    "tcx-analytics": set(),
+    "tcx-wallboard": set(),
+}
+
+
+def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) -> None:
+    """A table of every generated user (but the admin) by every forbidden action: the broker refuses each."""
+    actions = forbidden_actions(rights)
+    allowed_anyway = []
+    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer"):
+        login = f"desk-{rights.desk}" if user == "desk" else user
+        settings = rights.settings_of(login)
+        with Broker(settings.amqp_url) as broker:
+            for name, action in actions.items():
+                if name in ALLOWED[user]:
+                    continue
+                try:
+                    action(broker, settings)
+                except BrokerRefusedError as error:
+                    if "ACCESS_REFUSED" not in str(error):
+                        allowed_anyway.append((login, name, str(error)))
+                else:
+                    allowed_anyway.append((login, name, "done"))
+    assert allowed_anyway == []

@@ -18,7 +18,16 @@ import pytest
 from bridge.config import Settings
 from bridge.schema import json_schemas
 from bridge.transport import Broker
-from tests.conftest import FakeAssistant, Service, Tap, desk_queue, publish_raw, run_cli, start_service
+from tests.conftest import (
+    FakeAssistant,
+    Service,
+    Tap,
+    desk_queue,
+    publish_raw,
+    run_cli,
+    start_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -227,6 +236,8 @@ def test_the_readme_node_example_runs_and_gets_confirmed(
     )
     if installed_ok.returncode != 0:
         pytest.skip(f"npm cannot install amqplib here: {installed_ok.stderr.strip()[-200:]}")
+    declared = run_cli(reporting_env, "topology", "declare", "--desk", settings.desk)  # as README's roll-out
+    assert declared.returncode == 0, declared.stderr
     start_service(services, reporting_env, broker, desk_queue(settings), "agent")
     done = subprocess.run(
         [node, "dial.mjs", "+41 (0)44 123 45 67"],
@@ -260,5 +271,10 @@ def test_the_readme_amqp_publish_line_gets_a_result(
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert dial_results(results, 1)["crm-4711"]["status"] == "dialed"
-    assert fake_assistant.calls() == [["-cmd", "makecall:+41441234567"]]
+    # amqp-publish cannot set user_id: the agent answers, and dials nothing the broker vouches for no one for
+    result = dial_results(results, 1)["crm-4711"]
+    assert result["status"] == "rejected"
+    assert str(result["reason"]).startswith("spoofed: the message has no user_id")
+    assert fake_assistant.calls() == []
+    dead = settings.dead_queue(f"desk.{settings.desk}")
+    wait_until(lambda: results.broker.queue_info(dead) == (1, 0))  # and it is dead-lettered as spoofed

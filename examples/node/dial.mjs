@@ -10,11 +10,16 @@ const desk = process.env.DESK ?? "DESK-07";
 const number = process.argv[2] ?? "+41 44 123 45 67";
 const requestId = `crm-${randomUUID()}`;
 
+// user_id: the broker checks it against the login, and the desk agent acts only on requests that carry it
+const userId = decodeURIComponent(new URL(url).username || "guest");
+
 const connection = await amqp.connect(url);
 const channel = await connection.createConfirmChannel();
-// Listen for the results first, so none is missed: dial.<status>.<desk> on the events exchange.
-const { queue } = await channel.assertQueue("", { exclusive: true });
-await channel.bindQueue(queue, `${ns}.events`, `dial.*.${desk}`);
+// Read the results from the stream tcx.dial-results (declared by `tcx-bridge topology declare`), from
+// a second before publishing, so none is missed; no queue of our own (the tcx-dialer user may not make one).
+await channel.prefetch(100);
+const since = { "!": "timestamp", value: Math.floor(Date.now() / 1000) - 1 }; // an AMQP timestamp, seconds
+const queue = `${ns}.dial-results`;
 
 let returned = false;
 channel.on("return", (message) => {
@@ -23,12 +28,16 @@ channel.on("return", (message) => {
 });
 const done = new Promise((resolve) => {
   channel.consume(queue, (message) => {
+    channel.ack(message);
     const result = JSON.parse(message.content.toString());
     if (result.request_id !== requestId) return;
+    // believe a result only from a desk's own user (or an admin's): the broker vouches for user_id
+    const from = message.properties.userId ?? "";
+    if (from.startsWith("desk-") && from !== `desk-${result.desk}`) return;
     console.log(`${result.status} ${result.number}${result.call_id ? ` (call id ${result.call_id})` : ""}`);
     // dialed is followed by confirmed or unconfirmed when confirm_within is set
     if (!(result.status === "dialed" && result.confirm_within)) resolve(result.status);
-  }, { noAck: true });
+  }, { noAck: false, arguments: { "x-stream-offset": since } });
 });
 
 channel.publish(
@@ -36,7 +45,7 @@ channel.publish(
   `desk.${desk}.dial`,
   Buffer.from(JSON.stringify({ request_id: requestId, number, requested_by: "node-crm",
     expires_at: new Date(Date.now() + 60_000).toISOString() })),
-  { persistent: true, contentType: "application/json", mandatory: true },
+  { persistent: true, contentType: "application/json", mandatory: true, userId },
 );
 await channel.waitForConfirms();
 console.log(`queued ${requestId}`);
