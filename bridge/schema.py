@@ -93,27 +93,29 @@ TAG_OPTIONAL = ("CallEvent", "ScreenPop", "DialRequest")
 def _components(ref_template: str) -> dict[str, Any]:
     """The msgspec schemas, with ``required`` saying what the decoders really require.
 
-    Descriptions (the Structs' docstrings) are normalised with inspect.cleandoc: msgspec 0.23
-    keeps their indentation where older releases removed it, and the documents must not change
-    with the msgspec version.
+    Normalised so that the documents do not change with the msgspec version: descriptions (the
+    Structs' docstrings) with inspect.cleandoc (0.23 keeps their indentation, older releases did
+    not), and ``null`` last in each anyOf (releases before 0.22 put it first).
     """
     _, components = msgspec.json.schema_components(events.MESSAGES, ref_template=ref_template)
-    _clean_descriptions(components)
+    _normalise(components)
     for name in TAG_OPTIONAL:
         required = components[name].get("required", [])
         components[name]["required"] = [field for field in required if field != "type"]
     return components
 
 
-def _clean_descriptions(node: Any) -> None:
+def _normalise(node: Any) -> None:
     if isinstance(node, dict):
         if isinstance(node.get("description"), str):
             node["description"] = inspect.cleandoc(node["description"])
+        if isinstance(node.get("anyOf"), list):
+            node["anyOf"].sort(key=lambda option: option == {"type": "null"})  # stable: only null moves
         for value in node.values():
-            _clean_descriptions(value)
+            _normalise(value)
     elif isinstance(node, list):
         for value in node:
-            _clean_descriptions(value)
+            _normalise(value)
 
 
 def json_schemas(ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
