@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from bridge.clikit import friendly_errors, loaded, settings_of, with_settings
-from bridge.config import Settings
+from bridge.config import Settings, host_port
 
 
 @click.command("agent")
@@ -213,8 +213,10 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
     fanout.publish(board.refresh())
     server = WebServer(app, host, port)
     server.start()
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo(f"wallboard on http://{shown}:{port}/ (day in {board.current['timezone']})", err=True)
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: this machine's
+    click.echo(
+        f"wallboard on http://{host_port(shown, port)}/ (day in {board.current['timezone']})", err=True
+    )
     runner = Runner(board, settings)
     runner.install_signal_handlers()
     try:

@@ -132,6 +132,11 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc}"))
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for an address, an IPv6 one in brackets (``[::1]:8080``), as URLs write it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def reduce_desk(value: str) -> str:
     """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
     return _DISALLOWED_IN_DESK.sub("", value)

@@ -18,7 +18,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils import connection_workflow
 
-from bridge.config import split_urls
+from bridge.config import host_port, split_urls
 from bridge.errors import (
     BrokerRefusedError,
     BrokerRejectedError,
@@ -169,7 +169,7 @@ class Broker:
     def node(self) -> str:
         """host:port of the node this connection is on (or will try first)."""
         params = self._params[self.index]
-        return f"{params.host}:{params.port}"
+        return host_port(params.host, params.port)
 
     def _signed(self, message: OutgoingMessage) -> OutgoingMessage:
         if not self._sign or message.user_id is not None:
@@ -201,7 +201,9 @@ class Broker:
             index = (self.start + offset) % len(self._params)
             params = self._params[index]
             try:
-                with mapped_errors(f"connect to {params.host}:{params.port}", ca_file=self._ca_file):
+                with mapped_errors(
+                    f"connect to {host_port(params.host, params.port)}", ca_file=self._ca_file
+                ):
                     self._connection = pika.BlockingConnection(params)
             except BrokerUnreachableError as error:
                 failures.append(str(error))

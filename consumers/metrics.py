@@ -16,11 +16,12 @@ consumer is known: a panel of dead letters or reconnects shows 0 on a healthy sy
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
 from typing import Any, get_args
 
-from bridge.config import Settings
+from bridge.config import Settings, host_port
 from bridge.errors import ConfigError
 from bridge.events import DialStatus
 
@@ -226,10 +227,15 @@ def _serve(metrics: PrometheusMetrics, host: str, port: int) -> ThreadingHTTPSer
         def log_message(self, *args: object) -> None:
             """Scrapes are not worth a log line."""
 
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # metrics_host = "::1" too
+
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = Server((host, port), Handler)
     except OSError as error:
-        raise ConfigError(f"metrics_port: cannot listen on {host}:{port}: {error.strerror}") from None
+        raise ConfigError(
+            f"metrics_port: cannot listen on {host_port(host, port)}: {error.strerror}"
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -133,3 +133,15 @@ def test_every_counter_has_a_zero_sample_for_each_label_before_anything_happened
     for status in ("dialed", "confirmed", "unconfirmed", "rejected", "expired", "failed"):
         assert found[("tcx_dial_results_total", (("status", status),))] == 0
     assert found[("tcx_contact_lookups_total", (("found", "false"),))] == 0
+
+
+def test_metrics_serve_on_an_ipv6_host(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    port = free_port()
+    start_service(
+        services, {**env, "TCX_BRIDGE_METRICS_HOST": "::1"}, broker, settings.queue("analytics"),
+        "consume", "analytics", "--metrics-port", str(port),
+    )  # fmt: skip
+    with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as answer:
+        assert answer.status == 200
