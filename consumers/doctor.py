@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
-from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.errors import BrokerCertificateError, BrokerRefusedError, TcxBridgeError, check_directory
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
 
@@ -117,6 +117,13 @@ def _broker(loaded: Loaded, url: str) -> Check:
                     f"{settings.exchange!r} does not exist",
                     "run `tcx-bridge topology declare` once (as a user allowed to configure)",
                 )
+    except BrokerCertificateError as error:
+        fix = (
+            "put the host name the broker's certificate was issued for in amqp_url"
+            if error.wrong_host
+            else "set ca_file (TCX_BRIDGE_CA_FILE) to the CA that issued the broker's certificate"
+        )
+        return Check(False, f"broker {shown}: {error}", fix)
     except BrokerRefusedError as error:
         return Check(False, f"broker {shown}: {error}", "fix the user, password or vhost in amqp_url")
     except TcxBridgeError as error:
