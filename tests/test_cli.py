@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -157,3 +158,19 @@ def test_a_command_keeps_its_own_option_of_a_root_flags_name(tmp_path: Path) -> 
     result = CliRunner().invoke(cli, ["report", "--help"], env=runner_env(tmp_path))
     assert re.search(r"--desk TEXT +Only this desk \(repeatable\)\.", result.output)
     assert result.output.count("  --desk ") == 1
+
+
+def test_access_definitions_takes_the_namespace_after_the_command(tmp_path: Path) -> None:
+    """The issue's own example: `access definitions --namespace x` (before: No such option)."""
+    document = tmp_path / "definitions.json"
+    result = CliRunner().invoke(
+        cli,
+        ["access", "definitions", "--namespace", "acme", "--desk", "D-1", "--password-file",
+         str(tmp_path / "pw.tsv"), "-o", str(document)],
+        env=runner_env(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    permissions = json.loads(document.read_text())["permissions"]
+    patterns = " ".join(permission["write"] + permission["read"] for permission in permissions)
+    assert "acme" in patterns
+    assert "tcx" not in patterns.replace("tcx-", "")  # user names keep their tcx- prefix; no tcx. namespace
