@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
-from bridge.errors import BrokerCertificateError, BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.errors import (
+    BrokerCertificateError,
+    BrokerRefusedError,
+    StoreUnavailableError,
+    TcxBridgeError,
+    check_directory,
+)
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
 
@@ -68,8 +74,10 @@ def _store(loaded: Loaded) -> Check:
         return Check(
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
-    except TcxBridgeError as error:
+    except StoreUnavailableError as error:
         return Check(False, f"store {shown}: {error}", "start PostgreSQL, or fix store_url")
+    except TcxBridgeError as error:  # refused for good: a database or role that does not exist, a password
+        return Check(False, f"store {shown}: {error}", "fix store_url (database, user, password)")
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip

@@ -88,3 +88,12 @@ def test_consume_with_a_store_url_naming_nothing_exits_1_within_seconds(
     )
     assert done.stderr.splitlines()[-1] == f"Error: store_url {url}: {why}"  # no password in it
     assert "reconnecting" not in done.stderr
+
+
+@pytest.mark.integration
+def test_doctor_says_fix_store_url_for_a_missing_database(pg_database: str, env: dict[str, str]) -> None:
+    url = _with(pg_database, database=f"tcx_missing_{uuid.uuid4().hex[:8]}")
+    done = run_cli({**env, "TCX_BRIDGE_STORE_URL": url}, "doctor")
+    line = next(line for line in done.stdout.splitlines() if " store " in line)
+    assert line.startswith(f"\u2717 store {url}: store_url {url}: the database ")
+    assert line.endswith(" -> fix store_url (database, user, password)")
