@@ -26,6 +26,7 @@ from bridge.clikit import (
 )
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
+from bridge.redact import redact_logs
 
 
 @click.group(cls=SettingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +81,8 @@ def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        redact_logs(handler)  # no password of a URL in any log line
     if not verbose:
         logging.getLogger("pika").setLevel(logging.CRITICAL)
 
@@ -144,7 +147,7 @@ def spool() -> None:
 @spool.command("list")
 @with_settings
 def spool_list(settings: Settings) -> None:
-    """List outboxed events, oldest first.
+    """List outboxed events, oldest first, then those the broker refused for good, with why.
 
     \b
     Example:
@@ -165,9 +168,22 @@ def spool_list(settings: Settings) -> None:
     orphans = outbox.orphans()
     for path in orphans:
         click.echo(f"{path.name}  orphan: left by a launch killed while writing; the next replay recovers it")
+    refused = outbox.refused()
+    for entry in refused:
+        try:
+            message = outbox.load(entry.path)
+            what = f"{message.routing_key}  {message.type}"
+        except OutboxError:
+            what = "unreadable"
+        click.echo(f"{entry.path.name}  {what}  refused: {entry.reason}")
     click.echo(
         f"{len(paths)} event(s) in {settings.outbox_dir}" + (f", {len(orphans)} orphan(s)" if orphans else "")
     )
+    if refused:
+        click.echo(
+            f"{len(refused)} refused for good in {outbox.refused_dir}: fix the cause, then "
+            "`tcx-bridge spool retry ID` (or --all); `tcx-bridge spool drop ID` deletes one"
+        )
 
 
 @spool.command("flush")
@@ -175,6 +191,9 @@ def spool_list(settings: Settings) -> None:
 @with_settings
 def spool_flush(settings: Settings, wait: float) -> None:
     """Publish every outboxed event, oldest first; each leaves the outbox after its confirm.
+
+    An event the broker refuses for good (a missing right, an exchange that cannot
+    exist for this user) is moved to the outbox's refused/ and the rest go on.
 
     \b
     Example:
@@ -194,7 +213,60 @@ def spool_flush(settings: Settings, wait: float) -> None:
         )
     click.echo(
         f"flushed {result.published} event(s) to {redact_url(settings.amqp_url)}; {result.remaining} left"
+        + (
+            f"; {result.refused} refused for good, moved to {outbox.refused_dir} "
+            "(`tcx-bridge spool list` says why)"
+            if result.refused
+            else ""
+        )
     )
+
+
+@spool.command("retry")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--all", "every", is_flag=True, help="Every refused event.")
+@with_settings
+def spool_retry(settings: Settings, ids: tuple[str, ...], every: bool) -> None:
+    """Move refused events back into the outbox, in their old place, for the next replay.
+
+    ID is an event id as `spool list` shows it (its file name, or a unique start
+    of the event id). Fix what the broker refused first (the user's rights, the
+    desk setting), or they are refused again.
+
+    \b
+    Example:
+        tcx-bridge spool retry 3f2b9c1e
+        tcx-bridge spool retry --all && tcx-bridge spool flush
+    """
+    from bridge.outbox import Outbox
+
+    if bool(ids) == every:
+        raise click.UsageError("give the id of a refused event (see `tcx-bridge spool list`) or --all")
+    check_directory(settings.outbox_dir)
+    moved = Outbox(settings.outbox_dir).retry(None if every else list(ids))
+    click.echo(
+        f"moved {len(moved)} event(s) back to {settings.outbox_dir}; "
+        "the next replay (or `tcx-bridge spool flush`) publishes them"
+    )
+
+
+@spool.command("drop")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@with_settings
+def spool_drop(settings: Settings, ids: tuple[str, ...]) -> None:
+    """Delete refused events for good: the only way an event leaves the outbox unpublished.
+
+    Each ID is named on its own (there is no --all); an unknown ID deletes nothing.
+
+    \b
+    Example:
+        tcx-bridge spool drop 3f2b9c1e
+    """
+    from bridge.outbox import Outbox
+
+    check_directory(settings.outbox_dir)
+    for dropped in Outbox(settings.outbox_dir).drop(ids):
+        click.echo(f"dropped {dropped.path.name} (refused: {dropped.reason})")
 
 
 @cli.group()
@@ -202,8 +274,25 @@ def topology() -> None:
     """Every exchange, queue, binding and dead-letter route tcx-bridge uses."""
 
 
+def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--desk values that a desk's settings would take (bridge.events' limits), else exit 2 naming one."""
+    from bridge.events import desk_problem
+
+    for value in values:
+        problem = desk_problem(value)
+        if problem:
+            raise click.BadParameter(f"{value!r} {problem}")
+    return values
+
+
 @topology.command("declare")
-@click.option("--desk", "desks", multiple=True, help="Also declare this desk agent's queue (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also declare this desk agent's queue (repeatable).",
+)
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
     """Declare everything (idempotent, safe on a live system).
@@ -222,7 +311,13 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
 
 
 @topology.command("show")
-@click.option("--desk", "desks", multiple=True, help="Also show this desk agent's queues (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also show this desk agent's queues (repeatable).",
+)
 @with_settings
 def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     """Show what exists on the broker: each exchange and queue, its messages and consumers.

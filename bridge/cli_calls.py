@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from bridge.clikit import friendly_errors, loaded, settings_of, with_settings
-from bridge.config import Settings, host_port
+from bridge.config import Settings
 
 
 @click.command("agent")
@@ -190,16 +190,18 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
 
     Consumes the call events (queue <namespace>.wallboard) and pushes every change
     to the browsers within a second. Binding to anything but 127.0.0.1 needs
-    wallboard_token (TCX_BRIDGE_WALLBOARD_TOKEN).
+    wallboard_token (TCX_BRIDGE_WALLBOARD_TOKEN, 16 characters at least); names
+    browsers use besides the bind address go in wallboard_hostnames.
 
     \b
     Example:
         tcx-bridge wallboard --port 8080
         TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
     """
+    host = host.strip("[]")  # --host [::1] as in a URL
     from consumers.runtime import Runner
     from consumers.wallboard import Wallboard
-    from consumers.wallboard_web import Fanout, WebServer, is_local, make_app
+    from consumers.wallboard_web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
 
     if not is_local(host) and not settings.wallboard_token:
         raise click.ClickException(
@@ -207,16 +209,16 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
             "(wallboard_token) first, or bind to 127.0.0.1"
         )
     fanout = Fanout()
-    app = make_app(fanout, settings.wallboard_token)  # a token, once set, is asked for on any bind
+    hostnames = filter(None, settings.wallboard_hostnames.split(","))
+    with friendly_errors():  # a token, once set, is asked for on any bind
+        app = make_app(fanout, settings.wallboard_token, hosts=HostCheck(host, hostnames))
     board = Wallboard(settings, masked=mask_numbers)
     board.listeners.append(fanout.publish)
     fanout.publish(board.refresh())
     server = WebServer(app, host, port)
     server.start()
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: this machine's
-    click.echo(
-        f"wallboard on http://{host_port(shown, port)}/ (day in {board.current['timezone']})", err=True
-    )
+    shown = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
+    click.echo(f"wallboard on http://{shown}:{port}/ (day in {board.current['timezone']})", err=True)
     runner = Runner(board, settings)
     runner.install_signal_handlers()
     try:

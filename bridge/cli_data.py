@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from bridge.clikit import with_settings
-from bridge.config import Settings
+from bridge.config import Settings, redact_url
 
 
 @click.group()
@@ -42,8 +42,10 @@ def contacts_import(
 
     Delimiter and encoding are detected; headers in English, German or French are
     recognised (Name, Telefon, Tel., Téléphone, Mobil, Natel, Firma, Société,
-    E-Mail, Website, Vorname + Nachname, ...). Importing again updates the contacts
-    with the same key.
+    E-Mail, Website, Vorname + Nachname, ...), Outlook's and Google's exports too.
+    Importing again updates the contacts with the same key; rows of one file with
+    the same key are merged into one contact; a row with only a company is named by
+    it. Limits: 1,000,000 rows, 256 MiB of CSV, 64 MiB of unpacked .xlsx.
 
     \b
     Example:
@@ -64,10 +66,12 @@ def contacts_import(
     )
     for problem in result.problems[:20]:
         click.echo(f"{contacts_file}: {problem}", err=True)
-    if len(result.problems) > 20:
-        click.echo(f"{contacts_file}: ... and {len(result.problems) - 20} more problems", err=True)
+    if len(result.problems) + result.unlisted > 20:
+        more = len(result.problems) + result.unlisted - 20
+        click.echo(f"{contacts_file}: ... and {more} more problems", err=True)
     click.echo(
-        f"imported {result.imported}, updated {result.updated}, skipped {result.skipped}; "
+        f"imported {result.imported}, updated {result.updated}, merged {result.merged}, "
+        f"skipped {result.skipped}; "
         f"{store.count()} contact(s) in {store.store.name}"
     )
     store.close()
@@ -231,7 +235,9 @@ def journal_command(
 
     if settings.crm_journal_url:
         click.echo(
-            f"note: the journal goes to {settings.crm_journal_url}; this shows what is stored here", err=True
+            f"note: the journal goes to {redact_url(settings.crm_journal_url)}; "
+            "this shows what is stored here",
+            err=True,
         )
     start, end = time_range(since, until)
     emit_rows(

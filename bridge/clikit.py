@@ -24,6 +24,7 @@ import click
 
 from bridge.config import Loaded, Settings, load_settings
 from bridge.errors import TcxBridgeError, path_problem
+from bridge.redact import redact_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,7 +35,7 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except TcxBridgeError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(redact_text(str(error))) from None
     except OSError as error:
         if error.filename is None:
             raise

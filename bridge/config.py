@@ -19,6 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridge.errors import ConfigError
+from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
+from bridge.redact import redact_text, split_userinfo
+from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
+from bridge.text import printable
 
 APP_NAME = "tcx-bridge"
 ENV_PREFIX = "TCX_BRIDGE_"
@@ -63,6 +67,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timezone: str | None
     wallboard_token: str | None
     wallboard_thresholds: str
+    wallboard_lost_after: float
+    wallboard_locale: str | None
+    wallboard_hostnames: str
     store_url: str | None
     trust_user_id: bool
     dial_deny_types: tuple[str, ...]
@@ -117,21 +124,6 @@ class Key(NamedTuple):
         return ENV_PREFIX + self.name.upper()
 
 
-def redact_url(url: str) -> str:
-    """The URL (or comma-separated URLs) with every password replaced by ``****``, for logs and display."""
-    if "," in url:
-        return ",".join(redact_url(part.strip()) for part in url.split(","))
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc}"))
-
-
 def host_port(host: str, port: int) -> str:
     """``host:port`` for an address, an IPv6 one in brackets (``[::1]:8080``), as URLs write it."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
@@ -143,7 +135,7 @@ def reduce_desk(value: str) -> str:
 
 
 def _default_desk(_: dict[str, Any], __: Mapping[str, str]) -> str:
-    return reduce_desk(socket.gethostname().split(".")[0]) or "desk"
+    return reduce_desk(socket.gethostname().split(".")[0])[:MAX_DESK] or "desk"
 
 
 def platform_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -170,7 +162,7 @@ def _default_data_dir(_: dict[str, Any], environ: Mapping[str, str]) -> str:
 
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{name}: {value!r} is not a string; give it as text")
+        raise ConfigError(f"{name}: {redact_text(repr(value))} is not a string; give it as text")
     return value
 
 
@@ -215,12 +207,15 @@ def _amqp_url(name: str, value: Any) -> str:
     for url in urls:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         problem = None if scheme in ("amqp", "amqps") else "is not an AMQP URL"
+        userinfo = split_userinfo(url) if problem is None else None
+        if userinfo is not None and any(mark in userinfo[1] for mark in "/?#"):
+            problem = "has a password with / ? or # in it; percent-encode them (%2F %3F %23)"
         if problem is None:
             try:
                 parts = urlsplit(url)
                 port = parts.port
             except ValueError as error:
-                problem = f"is not usable ({error})"
+                problem = f"is not usable ({redact_text(str(error), url)})"
             else:
                 if not parts.hostname:
                     problem = "has no host"
@@ -243,17 +238,21 @@ def _name(name: str, value: Any) -> str:
 
 
 def _desk(name: str, value: Any) -> str:
-    reduced = reduce_desk(_text(name, value))
-    if not reduced:
-        raise ConfigError(f"{name}: {value!r} has no character of A-Z a-z 0-9 _ -; give a desk id")
-    return reduced
+    """A desk id as the consumers take it (bridge.events' limits): anything else is refused, not reduced."""
+    text = _text(name, value).strip()
+    problem = desk_problem(text)
+    if problem:
+        suggestion = reduce_desk(text)
+        hint = f" (e.g. {suggestion!r})" if suggestion != text and 0 < len(suggestion) <= MAX_DESK else ""
+        raise ConfigError(f"{name}: {printable(repr(text), 100)} {problem}{hint}")
+    return text
 
 
 def _extension(name: str, value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     text = _optional_text(name, value)
-    if text is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,32}", text):
+    if text is not None and not re.fullmatch(rf"[0-9A-Za-z_-]{{1,{MAX_EXTENSION}}}", text):
         raise ConfigError(f"{name}: {value!r} is not an extension; use digits like 101")
     return text
 
@@ -292,7 +291,7 @@ def _region(name: str, value: Any) -> str:
 def _url_template(name: str, value: Any) -> str | None:
     text = _optional_text(name, value)
     if text is not None and not text.lower().startswith(("http://", "https://")):
-        raise ConfigError(f"{name}: {value!r} is not an http(s) URL template")
+        raise ConfigError(f"{name}: {redact_url(text)!r} is not an http(s) URL template")
     return text
 
 
@@ -339,6 +338,42 @@ def _thresholds(name: str, value: Any) -> str:
                 f"{name}: {part!r} is not name=amber/red with name waiting, wait or missed (e.g. wait=30/60)"
             )
     return text
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(name: str, value: Any) -> float:
+    """Seconds from minutes (a plain number) or a number with s, m or h (90s, 30m, 2h); at least 1 s."""
+    text = str(value).strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0.0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 60.0)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a duration; give minutes (30) or 90s, 30m, 2h") from None
+    if seconds != seconds or seconds == float("inf"):  # nan, inf
+        raise ConfigError(f"{name}: {value!r} is not a duration; give minutes (30) or 90s, 30m, 2h")
+    if seconds < 1.0:
+        raise ConfigError(f"{name}: {value!r} is too short; give at least 1s")
+    return seconds
+
+
+def _locale(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}", text):
+        raise ConfigError(f"{name}: {value!r} is not a locale; use a language tag such as de-CH or en-US")
+    return text
+
+
+def _hostnames(name: str, value: Any) -> str:
+    """Comma-separated host names (or a TOML array), lower case."""
+    if isinstance(value, list):
+        value = ",".join(_text(name, item) for item in value)
+    names = [part.strip().lower().rstrip(".") for part in _text(name, value).split(",") if part.strip()]
+    for host in names:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*|[0-9a-f:.]+", host):
+            raise ConfigError(f"{name}: {host!r} is not a host name; use e.g. wallboard.example.com")
+    return ",".join(names)
 
 
 def _words(name: str, value: Any) -> tuple[str, ...]:
@@ -507,6 +542,24 @@ KEYS: tuple[Key, ...] = (
         "wallboard: amber/red for calls waiting, longest wait (s) and missed calls",
     ),
     Key(
+        "wallboard_lost_after",
+        _const(1800.0),
+        _duration,
+        "wallboard: a call with no end event this long (minutes, or 90s, 2h) is shown as no end seen",
+    ),
+    Key(
+        "wallboard_locale",
+        _const(None),
+        _locale,
+        "wallboard: how times and numbers are written, e.g. de-CH, en-US (default: 24-hour clock, 1,234.5)",
+    ),
+    Key(
+        "wallboard_hostnames",
+        _const(""),
+        _hostnames,
+        "wallboard: host names browsers may use besides its bind address, e.g. wallboard.example.com",
+    ),
+    Key(
         "store_url",
         _const(None),
         _store_url,
@@ -531,6 +584,7 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+SECRET_KEYS = frozenset({"wallboard_token"})  # shown as **** by `config`
 
 
 class Loaded(NamedTuple):
@@ -616,20 +670,29 @@ def load_settings(
         except ConfigError:
             if not lenient:
                 raise
-            values[key.name] = key.default(values, environ)
-            source = f"default, {label} is bad"
+            # a bad desk id is reduced to one (as it was before it was refused), so a rescued event
+            # is for the desk meant, not the host name's
+            rescued = reduce_desk(raw)[:MAX_DESK] if key.name == "desk" and isinstance(raw, str) else ""
+            values[key.name] = rescued or key.default(values, environ)
+            source = f"{label} reduced, it is bad" if rescued else f"default, {label} is bad"
         sources[key.name] = source
     return Loaded(Settings(**values), sources)
 
 
 def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
-    """Rows of (key, environment variable, shown value, source), password masked."""
+    """Rows of (key, environment variable, shown value, source), secrets masked.
+
+    Every URL in any value (amqp_url, store_url, crm_*_url, a URL in popup_command)
+    has its passwords and secret parameters masked; a token is never shown.
+    """
     rows = []
     for key in KEYS:
         value = getattr(loaded.settings, key.name)
-        secret = key.name in ("amqp_url", "store_url") and value is not None
         if isinstance(value, tuple):
             value = ",".join(value)
-        shown = redact_url(value) if secret else ("" if value is None else str(value))
+        if key.name in SECRET_KEYS and value is not None:
+            shown = "****"
+        else:
+            shown = "" if value is None else redact_text(str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows

@@ -14,7 +14,8 @@
         ├── BrokerUnreachableError  no connection: refused, timed out, TLS or login failed
         ├── BrokerRejectedError     the broker closed the channel (a missing exchange, ...)
         ├── BrokerRefusedError      an operator must fix it: login, vhost, permissions, a queue's arguments
-        │   └── BrokerCertificateError  ... the broker's TLS certificate: another host's, or an unknown CA
+        │   ├── BrokerCertificateError  ... the broker's TLS certificate: another host's, or an unknown CA
+        │   └── AccessRefusedError  ... the user lacks a right (ACCESS_REFUSED on a channel)
         └── PublishError            the message was not confirmed
             ├── PublishNackedError  the broker nacked it
             └── UnroutableError     mandatory publish returned: nothing was bound for it
@@ -89,6 +90,10 @@ class BrokerRejectedError(TransportError):
 
 class BrokerRefusedError(TransportError):
     """The broker refused us for a reason retrying cannot fix (credentials, vhost, rights, arguments)."""
+
+
+class AccessRefusedError(BrokerRefusedError):
+    """The broker closed the channel with ACCESS_REFUSED: the user lacks the right to that action."""
 
 
 class BrokerCertificateError(BrokerRefusedError):

@@ -39,8 +39,25 @@ def play_outbound_call(number: str) -> None:
         time.sleep(pause)
 
 
+USAGE = """usage: tcx-bridge-fake-assistant -cmd makecall:NUMBER
+
+A stand-in for the 3CX Assistant (tcx.assistant.client.exe) for demos and
+simulations: it records its arguments in <data_dir>/fake-assistant.log and, for
+-cmd makecall:NUMBER, reports the outbound call through tcx-bridge-notify
+(/N:S, /N:C, /N:E with /T:O /I:NUMBER, a second apart, in the background).
+Other arguments are only recorded. TCX_FAKE_ASSISTANT_FAIL=1 makes it fail as
+if the Assistant were not running. Use it with TCX_BRIDGE_ASSISTANT=tcx-bridge-fake-assistant.
+  tcx-bridge-fake-assistant -cmd makecall:0791234567
+"""
+HELP = frozenset({"--help", "-h", "/?", "-?"})
+
+
 def main() -> None:
+    """Entry point of ``tcx-bridge-fake-assistant``."""
     argv = sys.argv[1:]
+    if len(argv) == 1 and argv[0].lower() in HELP:  # a person asking: nothing recorded, nothing dialed
+        sys.stdout.write(USAGE)
+        return
     if argv[:1] == ["--play-call"]:
         play_outbound_call(argv[1])
         return

@@ -9,7 +9,9 @@ Exit status: 0 published or stored (also when a bad setting, a refused login or
 an unknown vhost made it wait in the outbox: one line on stderr names the
 problem), 2 the launch was not understood (it is still published to
 ``call.invalid.<desk>``, or stored), 1 the event could be neither published nor
-stored (stderr: one ``LOST <event JSON>`` line).
+stored (stderr: one ``LOST <event JSON>`` line). The outcome line of the log
+also goes to stderr: always from a terminal, and for an event outboxed because
+the broker was away (the gui-script has no stderr).
 
 This module is imported once per call: it imports only what the publish path
 needs (no click; tenacity only when a retry happens).
@@ -24,13 +26,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple, TextIO
+
+import msgspec
 
 from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
-from bridge.launch import parse_launch, scan_options
+from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.outbox import Outbox
-from bridge.text import printable
+from bridge.redact import redact_logs
+from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
 
@@ -44,18 +50,30 @@ MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself i
 
 
 def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
-    """The event for one launch, and the problems to log (invalid launches included)."""
+    """The event for one launch, and the problems to log (invalid launches included).
+
+    Bytes that are not UTF-8 are kept escaped (``\\xff``); when the event would be
+    over the body size a consumer takes, the stray arguments (all but the last
+    /N: /C: /T: /I:) are dropped from its argv. It may still be over (a huge /I:
+    of an invalid launch): see :func:`too_big`.
+    """
+    given = tuple(escape_undecodable(item) for item in argv)
+    problems = [
+        f"argument {number} {printable(repr(item), 200)} holds bytes that are not UTF-8; kept escaped"
+        for number, (raw, item) in enumerate(zip(argv, given, strict=True), 1)
+        if raw != item
+    ]
     common = {
         "event_id": events.new_event_id(),
         "desk": settings.desk,
         "extension": settings.extension,
         "occurred_at": events.utc_now(),
-        "argv": tuple(argv),
+        "argv": given,
     }
     try:
-        launch = parse_launch(argv)
+        launch = parse_launch(given)
     except LaunchError as error:
-        options = scan_options(argv)  # keep what can be read of a bad launch
+        options = scan_options(given)  # keep what can be read of a bad launch
         event = events.CallEvent(
             kind="invalid",
             direction="unknown",
@@ -64,16 +82,37 @@ def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEve
             reason=str(error)[:MAX_REASON],
             **common,  # type: ignore[arg-type]  # keys checked by msgspec
         )
-        return event, [str(error)]
-    event = events.CallEvent(
-        kind=launch.kind,
-        direction=launch.direction,
-        call_id=launch.call_id,
-        caller_id=launch.caller_id,
-        anonymous=launch.anonymous,
-        **common,  # type: ignore[arg-type]  # keys checked by msgspec
+        problems.insert(0, str(error))
+    else:
+        event = events.CallEvent(
+            kind=launch.kind,
+            direction=launch.direction,
+            call_id=launch.call_id,
+            caller_id=launch.caller_id,
+            anonymous=launch.anonymous,
+            **common,  # type: ignore[arg-type]  # keys checked by msgspec
+        )
+        problems += launch.warnings
+    if len(events.ENCODER.encode(event)) > events.MAX_BODY:
+        kept = syntax_arguments(given)
+        if len(kept) < len(given):
+            problems.append(
+                f"dropped {len(given) - len(kept)} stray argument(s) of "
+                f"{sum(map(len, given)) - sum(map(len, kept))} characters (beyond {SYNTAX}) "
+                f"to keep the event within the {events.MAX_BODY} bytes a consumer takes"
+            )
+            event = msgspec.structs.replace(event, argv=kept)
+    return event, problems
+
+
+def too_big(message: OutgoingMessage) -> str | None:
+    """Why a consumer would refuse this message for its size (it is lost, not kept), or None."""
+    if len(message.body) <= events.MAX_BODY:
+        return None
+    return (
+        f"the event has {len(message.body)} bytes, over the {events.MAX_BODY} a consumer takes, "
+        "even without stray arguments"
     )
-    return event, list(launch.warnings)
 
 
 def to_message(event: events.CallEvent) -> OutgoingMessage:
@@ -88,28 +127,45 @@ def to_message(event: events.CallEvent) -> OutgoingMessage:
     )
 
 
-def deliver(
-    message: OutgoingMessage, settings: Settings, on_safe: Callable[[], None] = lambda: None
-) -> tuple[str, int]:
-    """Publish message (retrying within the budget) or outbox it; return (outcome, replayed).
+class Delivered(NamedTuple):
+    """What deliver did: published or outboxed, how many old events it replayed, and why it outboxed."""
 
-    on_safe is called as soon as the event is confirmed or stored. Raises
-    OutboxError only when the event can be neither published nor stored.
+    outcome: str
+    replayed: int
+    why: str = ""
+
+
+def _keep_now(store: Callable[[], object]) -> None:
+    store()
+
+
+def deliver(
+    message: OutgoingMessage,
+    settings: Settings,
+    on_safe: Callable[[], None] = lambda: None,
+    keep: Callable[[Callable[[], object]], None] = _keep_now,
+) -> Delivered:
+    """Publish message (retrying within the budget) or outbox it.
+
+    on_safe is called as soon as the event is confirmed; keep(store) stores it in
+    the outbox (the watchdog's keep does so once, whoever of the two comes first).
+    Raises OutboxError only when the event can be neither published nor stored.
     """
     deadline = time.monotonic() + settings.publish_budget
     outbox = Outbox(settings.outbox_dir)
     position = desk_position(settings)
     try:
-        return "published", _publish_and_replay(
-            message, settings, outbox, settings.publish_budget, on_safe, position
+        return Delivered(
+            "published",
+            _publish_and_replay(message, settings, outbox, settings.publish_budget, on_safe, position),
         )
     except BrokerRefusedError as error:  # retrying cannot fix it: keep the event and say what to fix
         logger.error("%s; the event is kept in the outbox until that is fixed", error)
-        outbox.put(message)
-        on_safe()
-        return "outboxed", 0
+        keep(lambda: outbox.put(message))
+        return Delivered("outboxed", 0, str(error))
     except TransportError as error:
         logger.warning("publish failed, retrying: %s", error)
+        why = str(error)
     remaining = deadline - time.monotonic()
     if remaining > 0.05:
         import tenacity  # only on the slow path
@@ -124,12 +180,13 @@ def deliver(
                 with attempt:
                     left = max(deadline - time.monotonic(), 0.1)
                     start = position + attempt.retry_state.attempt_number  # the next node first
-                    return "published", _publish_and_replay(message, settings, outbox, left, on_safe, start)
+                    replayed = _publish_and_replay(message, settings, outbox, left, on_safe, start)
+                    return Delivered("published", replayed)
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
-    outbox.put(message)
-    on_safe()
-    return "outboxed", 0
+            why = str(error)
+    keep(lambda: outbox.put(message))
+    return Delivered("outboxed", 0, why)
 
 
 def desk_position(settings: Settings) -> int:
@@ -167,6 +224,8 @@ def _publish_and_replay(
         except TcxBridgeError as error:  # our event is out; the backlog waits for the next try
             logger.warning("outbox replay stopped: %s", error)
             return 0
+        if replay.refused:  # each was logged as an error, with its reason
+            logger.warning("%d outboxed event(s) refused for good, set aside", replay.refused)
         return replay.published
 
 
@@ -196,6 +255,31 @@ class BoundedFileHandler(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # logging's name
         """A log file that cannot be opened or written is skipped: logging never fails a launch."""
         self.setLevel(logging.CRITICAL + 1)
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
+    """stderr: every error, and the launch's one-line outcome for a person to see.
+
+    The outcome line (``published ...`` / ``outboxed ...``) shows on a terminal,
+    and an ``outboxed`` one shows anywhere, unless an error line already said why
+    the event waits. Under the gui-script there is no stderr, so no handler.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        try:
+            self.terminal = stream.isatty()
+        except (AttributeError, ValueError, OSError):  # a closed or odd stream
+            self.terminal = False
+        self.spoken = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.spoken = True
+            return super().filter(record) is not False
+        if getattr(record, "outcome", False):
+            return self.terminal or (record.levelno >= logging.WARNING and not self.spoken)
+        return False
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -242,6 +326,13 @@ class Watchdog:
         with self._lock:
             self._safe = True
 
+    def keep(self, store: Callable[[], object]) -> None:
+        """Store the event once: not again if the deadline stored it already (nor the deadline after us)."""
+        with self._lock:
+            if not self._safe:
+                store()
+                self._safe = True
+
     def _fire(self) -> None:
         with self._lock:
             if self._finished:
@@ -260,6 +351,7 @@ class Watchdog:
                         self._message.routing_key,
                         self._message.message_id,
                         self._seconds,
+                        extra={"outcome": True},
                     )
             logging.shutdown()
             os._exit(self._exit_code)
@@ -279,14 +371,13 @@ def configure_logging(settings: Settings | None) -> None:
                 str(settings.log_dir / "notify.log"), settings.log_max_bytes
             )
             handler.setFormatter(formatter)
-            root.addHandler(handler)
+            root.addHandler(redact_logs(handler))
         except OSError:  # no log file: stderr still gets the errors; `tcx-bridge doctor` names the cause
             pass
     if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
-        console = logging.StreamHandler(sys.stderr)
-        console.setLevel(logging.ERROR)
+        console = ConsoleHandler(sys.stderr)
         console.setFormatter(ConsoleFormatter("%(message)s"))
-        root.addHandler(console)
+        root.addHandler(redact_logs(console))
 
 
 def log_lost(message: OutgoingMessage, error: object) -> None:
@@ -329,14 +420,18 @@ def run(argv: Sequence[str]) -> int:
         log = logger.error if event.kind == "invalid" else logger.warning
         log("launch %s: %s", printable(repr(list(argv)), 300), printable(problem, 1000))
     exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
+    oversize = too_big(message)
+    if oversize:
+        log_lost(message, oversize)
+        return EXIT_FAILED
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
         with Watchdog(deadline, message, settings, exit_code) as watchdog:
             try:
-                outcome, replayed = deliver(message, settings, watchdog.mark_safe)
+                delivered = deliver(message, settings, watchdog.mark_safe, watchdog.keep)
             except Exception:  # a bug: keep the call before the traceback, unless it is safe already
                 if not watchdog.safe:
-                    Outbox(settings.outbox_dir).put(message)
+                    watchdog.keep(lambda: Outbox(settings.outbox_dir).put(message))
                     logger.exception(
                         "kept event_id=%s in the outbox after an unexpected error", event.event_id
                     )
@@ -344,15 +439,27 @@ def run(argv: Sequence[str]) -> int:
     except TcxBridgeError as error:
         log_lost(message, error)
         return EXIT_FAILED
-    logger.info(
-        "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d",
-        outcome,
+    line = "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d"
+    waits = " (%s); it waits in %s for the next replay"
+    facts = (
+        delivered.outcome,
         message.routing_key,
         event.event_id,
-        event.call_id,
+        printable(str(event.call_id), 200),
         (time.perf_counter() - started) * 1000,
-        replayed,
+        delivered.replayed,
     )
+    if delivered.outcome == "outboxed":
+        why = printable(delivered.why, 500)
+        logger.warning(
+            line + waits,  # noqa: G003  # two constant parts of one %-style format
+            *facts,
+            why,
+            settings.outbox_dir,
+            extra={"outcome": True},
+        )
+    else:
+        logger.info(line, *facts, extra={"outcome": True})
     return exit_code
 
 
@@ -369,10 +476,15 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     logger.error("configuration error: %s; the event is kept in the outbox until that is fixed", error)
     if settings is not None:
         event, _ = build_event(argv, settings)
+        message = to_message(event)
+        oversize = too_big(message)
+        if oversize:
+            log_lost(message, oversize)
+            return EXIT_FAILED
         try:
-            path = Outbox(settings.outbox_dir).put(to_message(event))
+            path = Outbox(settings.outbox_dir).put(message)
         except TcxBridgeError as outbox_error:
-            log_lost(to_message(event), outbox_error)
+            log_lost(message, outbox_error)
         else:
             logger.info("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
             return EXIT_INVALID if event.kind == "invalid" else EXIT_OK

@@ -20,6 +20,7 @@ from pika.adapters.utils import connection_workflow
 
 from bridge.config import host_port, split_urls
 from bridge.errors import (
+    AccessRefusedError,
     BrokerCertificateError,
     BrokerRefusedError,
     BrokerRejectedError,
@@ -75,8 +76,16 @@ def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) ->
     if params.ssl_options is not None and ca_file:
         try:
             context = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise BrokerUnreachableError(f"CA file {ca_file!r} cannot be used: {error}") from None
+        except ssl.SSLError as error:  # retrying cannot fix a file: an operator must
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} is not a PEM CA bundle ({error.reason or error}); set ca_file to a "
+                "file of -----BEGIN CERTIFICATE----- blocks (convert DER with openssl x509 -inform der)"
+            ) from None
+        except OSError as error:
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} cannot be read ({error.strerror or error}); "
+                "fix ca_file or the file's rights"
+            ) from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     params.connection_attempts = 1
     params.socket_timeout = timeout
@@ -100,7 +109,7 @@ def mapped_errors(action: str, *, ca_file: str | None = None) -> Iterator[None]:
         raise PublishNackedError(f"{action}: the broker nacked the message") from None
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code == ACCESS_REFUSED:
-            raise BrokerRefusedError(
+            raise AccessRefusedError(
                 f"{action}: the broker refused: {error.reply_text}; grant the user this right "
                 "(rabbitmqctl set_permissions / set_topic_permissions)"
             ) from None
@@ -554,4 +563,21 @@ def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
         timestamp=properties.timestamp,
         expiration=properties.expiration,
         user_id=properties.user_id,
+    )
+
+
+def refused_for_good(error: Exception) -> bool:
+    """Whether the broker refused a publish for a reason retrying cannot fix.
+
+    A missing right (ACCESS_REFUSED on the exchange or, by topic permissions, on the
+    routing key), an exchange that is missing and cannot be declared (NOT_FOUND),
+    a message the broker will never take (PRECONDITION_FAILED: too large, a user_id
+    not this user's). Unreachable, nacked, timed out: transient, not for good.
+    """
+    if isinstance(error, BrokerRefusedError):
+        return True
+    return isinstance(error, BrokerRejectedError) and error.reply_code in (
+        ACCESS_REFUSED,
+        NOT_FOUND,
+        PRECONDITION_FAILED,
     )

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shlex
+import string
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,7 +42,6 @@ from consumers.runtime import Binding, Consumer, Context
 from consumers.store import open_database
 
 logger = logging.getLogger(__name__)
-MAX_REQUEST_ID = 200
 
 DIALS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS dials (
@@ -102,7 +104,7 @@ def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, s
 
 
 class Unreadable(NamedTuple):
-    """A dial request that does not decode, but whose request_id (and number) can be read."""
+    """A dial request that cannot be taken, but whose request_id (and number) can be read."""
 
     request_id: str
     number: str
@@ -110,17 +112,51 @@ class Unreadable(NamedTuple):
 
     @classmethod
     def of(cls, body: bytes, reason: str) -> Unreadable | None:
+        """Read only request_id and number: whatever else is wrong, they may be fine."""
+        found = _read_ids(body)
+        if found is None:
+            return None
+        request_id, number = found
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= events.MAX_REQUEST_ID:
+            return None
         try:
-            document = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+            request_id.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no result could carry it
+            return None
+        return cls(request_id, printable(number, events.MAX_NUMBER), printable(reason, 1000))
+
+
+class _Ids(msgspec.Struct):
+    """The two fields a rejection needs, kept as raw JSON (a number may be 1e400 or 5,000 digits long)."""
+
+    request_id: msgspec.Raw = msgspec.Raw(b"null")
+    number: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_IDS_DECODER = msgspec.json.Decoder(_Ids)
+
+
+def _read_ids(body: bytes) -> tuple[object, str] | None:
+    """A request's request_id (any JSON value) and its number as text; None when no JSON object is there."""
+    try:
+        found = _IDS_DECODER.decode(body)
+        request_id = msgspec.json.decode(found.request_id)
+        raw = bytes(found.number)
+        number = msgspec.json.decode(raw) if raw.startswith(b'"') else raw.decode("utf-8", "replace")
+        return request_id, "" if raw == b"null" else str(number)
+    except (msgspec.ValidationError, RecursionError):
+        return None
+    except msgspec.DecodeError:  # e.g. a lone surrogate escape in some field, which Python's json takes
+        import json
+
+        try:
+            document = json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
             return None
         if not isinstance(document, dict):
             return None
-        request_id, number = document.get("request_id"), document.get("number")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
-            return None
-        shown = number if isinstance(number, str) else ""
-        return cls(request_id, printable(shown, 64), reason)
+        value = document.get("number")
+        return document.get("request_id"), "" if value is None else str(value)
 
 
 class DeskAgent(Consumer):
@@ -168,8 +204,8 @@ class DeskAgent(Consumer):
         if routing_key.endswith(".dial"):
             try:
                 return events.DIAL_REQUEST_DECODER.decode(body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                unreadable = Unreadable.of(body, str(error))
+            except Exception as error:  # whatever is wrong (even a bug), a readable request_id gets an answer
+                unreadable = Unreadable.of(body, str(error) or type(error).__name__)
                 if unreadable is None:
                     raise  # no request_id to answer to: dead-lettered
                 return unreadable
@@ -397,6 +433,10 @@ class DeskAgent(Consumer):
         shown = f"{values['name'] or 'unknown caller'} {values['e164'] or values['number']}".strip()
         if self.settings.popup_command:
             argv = popup_argv(self.settings.popup_command, values)
+            refused = popup_refusal(self.settings.popup_command, values)
+            if refused:
+                logger.warning("popup %s: not running popup_command: %s", printable(shown), refused)
+                return "shown"
             try:
                 subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -426,16 +466,24 @@ class DeskAgent(Consumer):
             return
         self._next_replay = now + settings.replay_interval
         outbox = Outbox(settings.outbox_dir)
-        waiting = outbox.paths()
-        oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
-        self.metrics.outbox(len(waiting), oldest)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:
             logger.warning("outbox replay stopped: %s", error)
-            return
-        if replay.published:
-            logger.info("replayed %d outboxed event(s); %d left", replay.published, replay.remaining)
+        else:
+            if replay.published or replay.refused:
+                logger.info(
+                    "replayed %d outboxed event(s); %d refused for good (set aside); %d left",
+                    replay.published,
+                    replay.refused,
+                    replay.remaining,
+                )
+        waiting = outbox.paths()  # sampled after the replay: what still waits
+        try:
+            oldest = time.time() - waiting[0].stat().st_mtime if waiting else 0.0
+        except OSError:  # replayed by a launch meanwhile
+            oldest = 0.0
+        self.metrics.outbox(len(waiting), oldest, len(outbox.refused()))
 
     def close(self) -> None:
         self.dials.close()
@@ -469,8 +517,73 @@ def is_web_url(url: str) -> bool:
 
 
 def popup_argv(template: str, values: dict[str, str]) -> list[str]:
-    """Split the template like a shell would, then fill each word: values never become new words."""
+    """Split the template like a shell would, then fill each word: values never become new words.
+
+    The program (the first word) is the template's own: a value never chooses what runs.
+    """
     try:
-        return [word.format(**values) for word in shlex.split(template)]
+        words = shlex.split(template)
+        if not words or "{" in words[0]:
+            raise ValueError("its first word must name the program, with no {value} in it")
+        return [word.format(**values) for word in words]
     except (KeyError, IndexError, ValueError) as error:
         raise HandlerError(f"popup_command {template!r} is not a usable template: {error}") from None
+
+
+# Characters cmd.exe acts on when CreateProcess runs a .bat or .cmd file: Python's
+# argument quoting does not protect them there (the "BatBadBut" class of bugs).
+PHONE_NUMBER = re.compile(r"\+[0-9 ()./-]*")  # +41 44 123 45 67: a value, no option
+CMD_SPECIAL = frozenset('"%&|<>^!\r\n')
+
+
+def popup_refusal(
+    template: str, values: dict[str, str], *, windows: bool = sys.platform == "win32"
+) -> str | None:
+    """Why popup_command must not run with these values, or None when it may.
+
+    * ``{url}``: an http(s) URL or empty, as for the browser (a file path or
+      ``javascript:`` never reaches the command);
+    * a value never starts an option: a word that a value begins (``{number}``, not
+      ``--number={number}``) must not begin with ``-`` (nor with ``+`` unless it is a
+      phone number) unless it stands after a ``--`` word, nor, on Windows, with ``/``
+      anywhere (Windows programs take ``/switch`` and do not all honour ``--``);
+    * on Windows, a ``.bat``/``.cmd`` program gets no value holding a character
+      cmd.exe interprets.
+    """
+    words = shlex.split(template)
+    url = values.get("url", "")
+    if url and any("url" in _fields(word) for word in words) and not is_web_url(url):
+        return f"{{url}} {printable(url)!r} is not an http(s) URL"
+    after_dashes = False
+    for position, word in enumerate(words[1:], start=2):
+        if word == "--":
+            after_dashes = True
+            continue
+        filled = word.format(**values)
+        if not filled or filled[0] == word[0]:
+            continue  # empty, or the template's own first character
+        name = next(iter(_fields(word)), "value")
+        if (filled[0] == "/" and windows) or (not after_dashes and _option_like(filled)):
+            return (
+                f"{{{name}}} {printable(filled)!r} would start an option (word {position}); "
+                "put the values after -- or write them as --option={value}"
+            )
+    if windows and words[0].lower().endswith((".bat", ".cmd")):
+        for word in words[1:]:
+            if _fields(word) and CMD_SPECIAL.intersection(word.format(**values)):
+                return (
+                    f"{printable(word.format(**values))!r} holds characters cmd.exe would act on; "
+                    "run an .exe or a PowerShell script instead of a .bat or .cmd file"
+                )
+    return None
+
+
+def _option_like(value: str) -> bool:
+    """True for ``-x`` and ``--x``, and for ``+x`` that is no phone number (``less +!cmd``, ``vim +cmd``)."""
+    return value[0] == "-" or (value[0] == "+" and PHONE_NUMBER.fullmatch(value) is None)
+
+
+def _fields(word: str) -> list[str]:
+    """The names of the {values} in one template word."""
+    names = (name for _, name, _, _ in string.Formatter().parse(word) if name)
+    return [re.split(r"[!.\[]", name, maxsplit=1)[0] for name in names]

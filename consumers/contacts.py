@@ -5,8 +5,13 @@ database of ``store_url``, filled by ``tcx-bridge contacts import FILE``
 (CSV of any usual dialect or .xlsx, read by consumers.contact_files; other columns
 kept as JSON). One row per number of a contact, all with the contact's ``key`` (an
 external id column named by ``--key``, else its first normalised number): importing
-again replaces the rows of the same key. Lookup is one indexed query on the E.164
-number and returns the newest row.
+again replaces the rows of the same key. Rows of one file with the same key are one
+contact, merged field by field (every number kept, a later non-empty value wins,
+each merge reported with both lines). A row without a person's name is named by its
+company. A row the screen pop could not carry (a name, company or email over
+``MAX_NAME`` characters, a url over ``MAX_URL``: bridge.events' own limits) is
+refused with its line. Lookup is one indexed query on the E.164 number and returns
+the newest row.
 
 HTTP: ``crm_lookup_url`` is a template (``{e164}``, ``{number}``) answered with a
 JSON object, or a list whose first item is the contact; ``crm_fields`` maps our
@@ -17,20 +22,32 @@ down raises, so the runtime retries the event later instead of dropping it.
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from bridge.config import Settings
-from bridge.errors import ConfigError
-from bridge.events import Contact
+from bridge.errors import ConfigError, HandlerError
+from bridge.events import MAX_NAME, MAX_URL, Contact
+from bridge.redact import redact_text, redact_url
 from consumers.numbers import check_region, normalise
 from consumers.store import Store, open_sqlite, open_store
 
+if TYPE_CHECKING:
+    from consumers.contact_files import ContactRow
+
 CONTACT_COLUMNS = ("key", "phone", "e164", "name", "company", "email", "url", "extra")
 HTTP_ATTEMPTS = 3
+logger = logging.getLogger(__name__)
+INSERT = (
+    f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
+)
+DELETE_KEY = "DELETE FROM contacts WHERE key = ?"
+DELETE_KEY_RETURNING = f"{DELETE_KEY} RETURNING id, {', '.join(CONTACT_COLUMNS)}"
 
 
 class ContactLookup(Protocol):
@@ -38,10 +55,75 @@ class ContactLookup(Protocol):
 
 
 class ImportResult(NamedTuple):
+    """What an import did: contacts new and updated, rows merged into an earlier one, rows skipped."""
+
     imported: int
     updated: int
     skipped: int
-    problems: list[str]
+    problems: list[str]  # the first MAX_LISTED, with their lines
+    merged: int = 0
+    unlisted: int = 0  # problems beyond those
+
+
+@dataclass
+class MergedContact:
+    """One contact as written: a row of a file, or the stored rows of its key with a later row merged in."""
+
+    key: str
+    name: str
+    company: str | None
+    email: str | None
+    url: str | None
+    numbers: dict[str, str]  # e164 -> the number as written, in file order
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_row(cls, key: str, row: ContactRow, numbers: dict[str, str]) -> MergedContact:
+        return cls(key, row.name, row.company, row.email, row.url, numbers, dict(row.columns))
+
+    @classmethod
+    def of_stored(cls, key: str, stored: list[Any]) -> MergedContact:
+        """The contact the rows of one key make (each row: one of its numbers)."""
+        stored = sorted(stored, key=lambda row: row["id"])
+        first = stored[0]
+        extra = first["extra"]
+        columns = json.loads(extra) if isinstance(extra, str) else (extra or {})  # PostgreSQL: parsed jsonb
+        return cls(
+            key,
+            first["name"],
+            first["company"],
+            first["email"],
+            first["url"],
+            {row["e164"]: row["phone"] for row in stored},
+            columns,
+        )
+
+    def merge(self, row: ContactRow, numbers: dict[str, str], first: int) -> str:
+        """Take in a later row of the same key (first seen on line first), field by field; what to report."""
+        changes = []
+        for name in ("name", "company", "email", "url"):
+            before, after = getattr(self, name), getattr(row, name)
+            if after and before and after != before:
+                changes.append(f"its {name} {_cut(after)!r} replaces {_cut(before)!r}")
+            if after:
+                setattr(self, name, after)
+        added = [raw for e164, raw in numbers.items() if e164 not in self.numbers]
+        if added:
+            changes.append(f"number(s) {', '.join(repr(raw) for raw in added)} added")
+        for e164, raw in numbers.items():
+            self.numbers.setdefault(e164, raw)
+        self.columns = {**self.columns, **row.columns}
+        merged = f"merged into line {first} (same key {self.key!r})"
+        return merged + "".join(f"; {change}" for change in changes)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Its rows of the contacts table, one per number; without a person's name, named by its company."""
+        extra = json.dumps(self.columns) if self.columns else None
+        name = self.name or self.company
+        return [
+            (self.key, raw, e164, name, self.company, self.email, self.url, extra)
+            for e164, raw in self.numbers.items()
+        ]
 
 
 class StoreContacts:
@@ -59,7 +141,7 @@ class StoreContacts:
         ).fetchone()
         if row is None:
             return None
-        return Contact(name=row["name"], company=row["company"], email=row["email"], url=row["url"])
+        return pop_contact(row["name"], row["company"], row["email"], row["url"])
 
     def count(self) -> int:
         return int(self.store.execute("SELECT count(DISTINCT key) AS n FROM contacts").fetchone()["n"])
@@ -85,47 +167,81 @@ class StoreContacts:
         mapping: str | None = None,
     ) -> ImportResult:
         """Import a contacts file; a contact whose key is stored already is updated."""
-        from consumers.contact_files import fold, read_contacts
+        from consumers.contact_files import read_contacts
 
         check_region(region)
         found = read_contacts(path, encoding=encoding, delimiter=delimiter, mapping=mapping, key=key)
-        problems = list(found.problems)
-        contacts: dict[str, list[tuple[Any, ...]]] = {}
-        for row in found.rows:
-            numbers = [normalise(number, region) for number in row.numbers]
-            usable = [number for number in numbers if number.e164 is not None]
-            if not row.name or not usable:
-                written = ", ".join(repr(n) for n in row.numbers) or "none"
-                why = "no name" if not row.name else f"no usable phone number ({written})"
-                problems.append(f"line {row.line}: skipped, {why}")
-                continue
-            for number in numbers:
-                if number.e164 is None:
-                    problems.append(
-                        f"line {row.line}: number {number.raw!r} is not a number; the others kept"
-                    )
-            external = next((v for k, v in row.columns.items() if key and fold(k) == fold(key)), None)
-            contact_key = external or usable[0].e164
-            extra = json.dumps(row.columns) if row.columns else None
-            contacts[str(contact_key)] = [
-                (contact_key, number.raw, number.e164, row.name, row.company, row.email, row.url, extra)
-                for number in usable
-            ]
-        skipped = sum(1 for problem in problems if ": skipped" in problem)
-        imported = updated = 0
+        problems = found.problems
+        imported = updated = merged = 0
         db = self.store
+        first_line: dict[str, int] = {}  # each key written by this import: the line it came from
         with db.transaction():
             if replace:
                 db.execute("DELETE FROM contacts")
-            for contact_key, rows in contacts.items():
-                if db.execute("DELETE FROM contacts WHERE key = ?", (contact_key,)).rowcount:
-                    updated += 1
+            for row in found.rows:
+                numbers = [normalise(number, region) for number in row.numbers]
+                usable = {n.e164: raw for n, raw in zip(numbers, row.numbers, strict=True) if n.e164}
+                refused = _refusal(row, list(usable))
+                if refused:
+                    problems.add(row.line, refused, skipped=True)
+                    continue
+                for number in numbers:
+                    if number.e164 is None:
+                        problems.add(row.line, f"number {number.raw!r} is not a number; the others kept")
+                contact_key = row.external or next(iter(usable))
+                if contact_key in first_line:  # the same key twice in the file: one contact
+                    stored = db.execute(DELETE_KEY_RETURNING, (contact_key,)).fetchall()
+                    contact = MergedContact.of_stored(contact_key, stored)
+                    problems.add(row.line, contact.merge(row, usable, first_line[contact_key]))
+                    merged += 1
                 else:
-                    imported += 1
-                db.executemany(
-                    f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) VALUES ({', '.join('?' * 8)})", rows
-                )
-        return ImportResult(imported, updated, skipped, problems)
+                    first_line[contact_key] = row.line
+                    contact = MergedContact.of_row(contact_key, row, usable)
+                    replaced = db.execute(DELETE_KEY, (contact_key,)).rowcount
+                    updated += bool(replaced)
+                    imported += not replaced
+                db.executemany(INSERT, contact.rows())
+        unlisted = problems.count - len(problems.listed)
+        return ImportResult(imported, updated, problems.skipped, problems.listed, merged, unlisted)
+
+
+def pop_contact(name: str, company: str | None, email: str | None, url: str | None) -> Contact:
+    """The contact as a screen pop carries it: a text over MAX_NAME cut, a url over MAX_URL left out.
+
+    The import refuses such contacts; this keeps a pop from being dead-lettered for a
+    store filled before it did, or for what an HTTP CRM answers.
+    """
+    if len(name) > MAX_NAME or len(company or "") > MAX_NAME or len(email or "") > MAX_NAME:
+        logger.warning(
+            "contact %r: a text over %d characters is cut for the screen pop", _cut(name), MAX_NAME
+        )
+        name = _cut(name, MAX_NAME)
+        company = None if company is None else _cut(company, MAX_NAME)
+        email = None if email is None else _cut(email, MAX_NAME)
+    if url is not None and len(url) > MAX_URL:
+        logger.warning(
+            "contact %r: a url over %d characters is left out of the screen pop", _cut(name), MAX_URL
+        )
+        url = None
+    return Contact(name=name, company=company, email=email, url=url)
+
+
+def _cut(value: str, width: int = 60) -> str:
+    """A value as quoted in a report line: at most width characters."""
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _refusal(row: ContactRow, numbers: list[str]) -> str | None:
+    """Why a row cannot be a contact, or None: no name, no number, or more than a screen pop carries."""
+    if not row.name and not row.company:
+        return "no name (nor company)"
+    if not numbers:
+        return f"no usable phone number ({', '.join(repr(n) for n in row.numbers) or 'none'})"
+    for name, limit in (("name", MAX_NAME), ("company", MAX_NAME), ("email", MAX_NAME), ("url", MAX_URL)):
+        value = getattr(row, name)
+        if value and len(value) > limit:
+            return f"its {name} has {len(value):,} characters, more than a screen pop carries ({limit:,})"
+    return None
 
 
 class SqliteContacts(StoreContacts):
@@ -165,11 +281,11 @@ class HttpContacts:
         values = {field: _dig(found, path) for field, path in self.fields.items()}
         if not values.get("name"):
             return None
-        return Contact(
-            name=str(values["name"]),
-            company=_text(values.get("company")),
-            email=_text(values.get("email")),
-            url=_text(values.get("url")),
+        return pop_contact(
+            str(values["name"]),
+            _text(values.get("company")),
+            _text(values.get("email")),
+            _text(values.get("url")),
         )
 
 
@@ -235,4 +351,6 @@ def request_json(
                 if error.code == 404:
                     return None
                 raise
+            except ValueError as error:  # http.client.InvalidURL, an unknown scheme: it may quote a password
+                raise HandlerError(f"{method} {redact_url(url)}: {redact_text(str(error), url)}") from None
     return json.loads(payload) if payload.strip() else None

@@ -33,6 +33,7 @@ from bridge.config import Settings, redact_url
 from bridge.dial import request_dial
 from bridge.errors import BrokerUnreachableError, TcxBridgeError
 from bridge.simulate import SAMPLE_CONTACTS, find_script, notify_command, plan_traffic, play
+from bridge.text import csv_cell
 from bridge.transport import Broker
 from consumers.analytics import database_path
 from consumers.contacts import SqliteContacts
@@ -233,7 +234,8 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         writer = csv.writer(handle)
         writer.writerow(["name", "phone", "company", "url"])
         for n, (name, phone, company) in enumerate(SAMPLE_CONTACTS):
-            writer.writerow([name, phone, company, f"https://crm.example.com/contacts/{n + 1}"])
+            row = [name, phone, company, f"https://crm.example.com/contacts/{n + 1}"]
+            writer.writerow([csv_cell(cell) for cell in row])
     imported = SqliteContacts(contacts_path(settings)).import_file(contacts_csv, settings.region).imported
     say(f"2. imported {imported} sample contacts")
 

@@ -1,8 +1,8 @@
 """``tcx-bridge doctor``: the checks an admin runs first on a new desk or server.
 
 Each check gives one Check: ok or not, what was found, and (when not ok) the
-fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
-broker address (reachable, login, vhost, events exchange), the data dir and the
+fix. Nothing here prints or exits; the CLI does. Checks: the configuration, the
+CA file (when set), each broker address (reachable, login, vhost, events exchange), the data dir and the
 outbox, a PostgreSQL store (reachable, schema), the region, the 3CX Assistant
 (executable, process), the dial policy in force, and the path of ``tcx-bridge-notifyw`` to paste into the
 Assistant.
@@ -27,6 +27,7 @@ from bridge.errors import (
     TcxBridgeError,
     check_directory,
 )
+from bridge.redact import redact_text
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
 
@@ -48,6 +49,8 @@ def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterato
     environ = dict(os.environ if environ is None else environ)
     yield _configuration(loaded, environ)
     yield _region(loaded)
+    if loaded.settings.ca_file:
+        yield _ca_file(loaded.settings.ca_file)
     for url in split_urls(loaded.settings.amqp_url):
         yield _broker(loaded, url)
     yield from _data_dir(loaded)
@@ -74,10 +77,13 @@ def _store(loaded: Loaded) -> Check:
         return Check(
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
-    except StoreUnavailableError as error:
-        return Check(False, f"store {shown}: {error}", "start PostgreSQL, or fix store_url")
-    except TcxBridgeError as error:  # refused for good: a database or role that does not exist, a password
-        return Check(False, f"store {shown}: {error}", "fix store_url (database, user, password)")
+    except TcxBridgeError as error:
+        fix = (
+            "start PostgreSQL, or fix store_url"
+            if isinstance(error, StoreUnavailableError)
+            else "fix store_url (database, user, password)"  # refused for good: no such database or role
+        )
+        return Check(False, f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}", fix)
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip
@@ -101,6 +107,17 @@ def _configuration(loaded: Loaded, environ: dict[str, str]) -> Check:
     if from_flags:
         parts.append(f"flags: {', '.join(from_flags)}")
     return Check(True, "configuration is valid: " + "; ".join(parts))
+
+
+def _ca_file(path: str) -> Check:
+    """The CA file is a PEM bundle (checked also when amqp_url does not use TLS yet)."""
+    from bridge.transport import parameters
+
+    try:
+        parameters("amqps://localhost/", ca_file=path)
+    except TcxBridgeError as error:
+        return Check(False, str(error), "convert it: openssl x509 -inform der -in CA.der -out CA.pem")
+    return Check(True, f"CA file {path!r} is a PEM CA bundle")
 
 
 def _region(loaded: Loaded) -> Check:
@@ -131,9 +148,13 @@ def _broker(loaded: Loaded, url: str) -> Check:
             if error.wrong_host
             else "set ca_file (TCX_BRIDGE_CA_FILE) to the CA that issued the broker's certificate"
         )
-        return Check(False, f"broker {shown}: {error}", fix)
+        return Check(False, f"broker {shown}: {redact_text(str(error), url)}", fix)
     except BrokerRefusedError as error:
-        return Check(False, f"broker {shown}: {error}", "fix the user, password or vhost in amqp_url")
+        return Check(
+            False,
+            f"broker {shown}: {redact_text(str(error), url)}",
+            "fix the user, password or vhost in amqp_url",
+        )
     except TcxBridgeError as error:
         return Check(False, f"broker {shown}: {error}", "start the broker or fix the host and port")
     return Check(True, f"broker {shown}: reachable, login accepted, vhost and {settings.exchange!r} exist")
@@ -161,15 +182,24 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
     paths = outbox.paths()
     if not paths:
         yield Check(True, "outbox is empty")
-        return
-    age = time.time() - paths[0].stat().st_mtime
-    yield Check(
-        age < 300,
-        f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
-        ""
-        if age < 300
-        else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
-    )
+    else:
+        age = time.time() - paths[0].stat().st_mtime
+        yield Check(
+            age < 300,
+            f"outbox holds {len(paths)} event(s), the oldest {age / 60:.0f} min old",
+            ""
+            if age < 300
+            else "they wait for the broker: fix the broker checks above, then `tcx-bridge spool flush`",
+        )
+    refused = outbox.refused()
+    if refused:
+        yield Check(
+            False,
+            f"{len(refused)} event(s) refused for good by the broker, set aside in {outbox.refused_dir} "
+            f"(the latest: {refused[-1].reason})",
+            "fix the cause (the user's rights, the desk setting), then `tcx-bridge spool retry --all`; "
+            "`tcx-bridge spool list` shows each, `tcx-bridge spool drop ID` deletes one",
+        )
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:

@@ -67,7 +67,7 @@ class Metrics:
     def connected(self, consumer: str, node: str | None) -> None: ...
     def queue_depth(self, queue: str, messages: int) -> None: ...
     def dial_result(self, status: str) -> None: ...
-    def outbox(self, events: int, oldest_seconds: float) -> None: ...
+    def outbox(self, events: int, oldest_seconds: float, refused: int = 0) -> None: ...
     def pop_latency(self, seconds: float) -> None: ...
     def contact_lookup(self, found: bool) -> None: ...
 
@@ -117,6 +117,9 @@ class PrometheusMetrics(Metrics):
         self._outbox = prom.Gauge("tcx_outbox_events", "Events waiting in the outbox", registry=registry)
         self._oldest = prom.Gauge(
             "tcx_outbox_oldest_seconds", "Age of the oldest outboxed event", registry=registry
+        )
+        self._refused = prom.Gauge(
+            "tcx_outbox_refused", "Outboxed events the broker refused for good", registry=registry
         )
         self._pop = prom.Histogram(
             "tcx_pop_latency_seconds",
@@ -183,9 +186,10 @@ class PrometheusMetrics(Metrics):
     def dial_result(self, status: str) -> None:
         self._dials.labels(status).inc()
 
-    def outbox(self, events: int, oldest_seconds: float) -> None:
+    def outbox(self, events: int, oldest_seconds: float, refused: int = 0) -> None:
         self._outbox.set(events)
         self._oldest.set(oldest_seconds)
+        self._refused.set(refused)
 
     def pop_latency(self, seconds: float) -> None:
         self._pop.observe(max(seconds, 0.0))

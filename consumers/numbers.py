@@ -53,3 +53,18 @@ def check_region(region: str) -> None:
             f"region: {region!r} is not a region phonenumbers knows; use a two-letter country code "
             "such as CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
         )
+
+
+def display(raw: str | None, region: str = "CH") -> str | None:
+    """How a caller id is shown: national within region's country code, international for the rest.
+
+    ``0791234567`` and ``+41791234567`` both show as ``079 123 45 67`` in CH and as
+    ``+41 79 123 45 67`` elsewhere; extensions, anonymous and unreadable ids stay as given.
+    """
+    read = normalise(raw, region)
+    if read.e164 is None:
+        return raw.strip() if raw is not None and raw.strip() else None
+    parsed = phonenumbers.parse(read.e164)
+    if parsed.country_code == phonenumbers.country_code_for_region(region):
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

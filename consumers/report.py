@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bridge.text import printable
+from bridge.text import csv_cell, printable
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -224,8 +224,8 @@ def render_table(rows: list[dict[str, Any]], columns: Iterable[str]) -> str:
 
 
 def safe_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row for CSV: every string with its control characters made visible."""
-    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
+    """A row for CSV: every string with its control characters made visible, no cell a formula."""
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 def _cell(column: str, value: Any) -> str:

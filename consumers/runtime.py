@@ -61,6 +61,7 @@ import msgspec
 
 from bridge.config import Settings
 from bridge.errors import (
+    AccessRefusedError,
     BrokerRefusedError,
     HandlerError,
     StoreUnavailableError,
@@ -68,6 +69,7 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
+from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import (
     RETRY_DELAY_MS,
     again_exchange,
@@ -87,7 +89,6 @@ ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
-MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
@@ -528,7 +529,12 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
     missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
     if not missing:
-        return  # an admin declared it all (bindings included): nothing to configure
+        try:  # an admin declared it all (bindings included); still, the arguments must be these
+            for spec in specs:
+                broker.declare_queue(spec.name, arguments=spec.arguments)
+        except AccessRefusedError:
+            pass  # a user without the configure right checks existence only (topology show compares more)
+        return
     try:
         for name, kind in sorted(exchanges):
             broker.ensure_exchange(name, kind)

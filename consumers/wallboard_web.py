@@ -10,9 +10,14 @@ main thread (and SIGTERM).
     /api/state    the snapshot as JSON
     /healthz      200
 
-Access: bound to 127.0.0.1 by default. Any other bind needs ``wallboard_token``;
-a request shows it once as ``?token=`` (then kept in an HttpOnly cookie) or as
-``Authorization: Bearer``; without it: 401.
+Access: bound to 127.0.0.1 by default. Any other bind needs ``wallboard_token``
+(at least MIN_TOKEN characters, checked at start); a request shows it once as
+``?token=`` (then kept in an HttpOnly cookie) or as ``Authorization: Bearer``;
+without it: 401. A client that keeps giving wrong tokens gets 429 with a
+``Retry-After`` that doubles (Throttle). Every request's ``Host`` (but /healthz's)
+must name this board -- its bind address, ``localhost`` on a loopback bind, any address or the
+machine's name on a wildcard bind, or one of ``wallboard_hostnames`` -- else 421:
+a page on another site cannot read the board through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import math
+import socket
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
 
 STATIC = Path(__file__).parent / "wallboard_static"
+MIN_TOKEN = 16
 COOKIE = "tcx_wallboard"
 HEADERS = {
     "Content-Security-Policy": (
@@ -49,6 +58,109 @@ def is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_token(token: str | None) -> None:
+    """ConfigError for a token short enough to guess (its value is never shown)."""
+    if token is not None and len(token) < MIN_TOKEN:
+        raise ConfigError(
+            f"wallboard_token: {len(token)} characters is too short to resist guessing; give at least "
+            f"{MIN_TOKEN}, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+
+
+def url_host(host: str) -> str:
+    """host as it goes in a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class HostCheck:
+    """Which ``Host`` headers name this board (against DNS rebinding: a name an attacker owns is refused)."""
+
+    def __init__(self, bind: str, hostnames: Iterable[str] = ()) -> None:
+        self.names = {name.lower().rstrip(".") for name in hostnames if name}
+        address = _address(bind)
+        self.any_address = address is not None and address.is_unspecified
+        self.loopback = is_local(bind)
+        if address is not None and not self.any_address:
+            self.addresses = {address}
+        else:
+            self.addresses = set()
+            if not self.any_address:
+                self.names.add(bind.lower().rstrip("."))
+        if self.loopback:
+            self.names.add("localhost")
+        if self.any_address:
+            self.names |= {"localhost", socket.gethostname().lower().rstrip(".")}
+            self.names.add(socket.gethostname().lower().split(".")[0])
+
+    def __call__(self, header: str | None) -> bool:
+        if not header:
+            return False
+        host = header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        host = host.rstrip(".")
+        address = _address(host)
+        if address is None:
+            return host in self.names
+        return self.any_address or address in self.addresses or (self.loopback and address.is_loopback)
+
+
+class Throttle:
+    """Wrong tokens per client: FREE of them answered, then each closes the door for a doubling time.
+
+    A client is an IPv4 address or an IPv6 /64. While the door is closed every request
+    presenting a token gets 429 (right or wrong: guesses learn nothing); a right token
+    when it is open forgets the client's failures.
+    """
+
+    FREE = 5
+    FIRST = 1.0  # seconds closed after the first failure beyond FREE
+    LONGEST = 300.0
+    KEEP = 3600.0  # failures forgotten after this long without one
+    LIMIT = 10_000  # clients remembered at most
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.failures: dict[str, tuple[int, float, float]] = {}  # client: (count, last, closed until)
+
+    @staticmethod
+    def client(host: str | None) -> str:
+        address = _address(host or "")
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address or host)
+
+    def wait(self, client: str) -> float:
+        """Seconds until client may try a token again (0: now)."""
+        _, _, until = self.failures.get(client, (0, 0.0, 0.0))
+        return max(0.0, until - self.clock())
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        count, last, _ = self.failures.get(client, (0, now, 0.0))
+        if now - last > self.KEEP:
+            count = 0
+        count += 1
+        closed = min(self.LONGEST, self.FIRST * 2 ** (count - self.FREE - 1)) if count > self.FREE else 0.0
+        self.failures[client] = (count, now, now + closed)
+        if len(self.failures) > self.LIMIT:
+            self.failures = {k: v for k, v in self.failures.items() if now - v[1] <= self.KEEP}
+            while len(self.failures) > self.LIMIT:
+                self.failures.pop(next(iter(self.failures)))
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
 
 
 class Fanout:
@@ -87,8 +199,17 @@ def _replace(queue: asyncio.Queue[str], data: str) -> None:
     queue.put_nowait(data)
 
 
-def make_app(fanout: Fanout, token: str | None) -> Any:
-    """The Starlette application."""
+def make_app(
+    fanout: Fanout,
+    token: str | None,
+    *,
+    hosts: Callable[[str | None], bool] | None = None,
+    throttle: Throttle | None = None,
+) -> Any:
+    """The Starlette application: Host checked by hosts (default: a 127.0.0.1 bind's), tokens throttled."""
+    check_token(token)
+    hosts = hosts or HostCheck("127.0.0.1")
+    throttle = throttle or Throttle()
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -106,14 +227,38 @@ def make_app(fanout: Fanout, token: str | None) -> Any:
             "the wallboard needs Starlette and uvicorn: pip install 'tcx-bridge[wallboard]'"
         ) from None
 
-    def allowed(request: Request) -> bool:
+    def refusal(request: Request) -> Response | None:
+        """None when the request may go on; else the answer: 421 (Host), 429 (throttled) or 401."""
+        host = request.headers.get("host")
+        if not hosts(host):
+            return PlainTextResponse(
+                f"421: {host!r} is not this wallboard's host; add it to wallboard_hostnames "
+                "(TCX_BRIDGE_WALLBOARD_HOSTNAMES) if it is yours\n",
+                status_code=421,
+            )
         if token is None:
-            return True
+            return None
         given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             given = header[7:].strip()
-        return hmac.compare_digest(given.encode(), token.encode())
+        if not given:
+            return PlainTextResponse(
+                "401: give the wallboard token (?token=... once, or a bearer header)\n", status_code=401
+            )
+        client = Throttle.client(request.client.host if request.client else None)
+        wait = throttle.wait(client)
+        if wait > 0:
+            return PlainTextResponse(
+                f"429: too many wrong tokens from here; try again in {math.ceil(wait)}s\n",
+                status_code=429,
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        if hmac.compare_digest(given.encode(), token.encode()):
+            throttle.succeeded(client)
+            return None
+        throttle.failed(client)
+        return PlainTextResponse("401: wrong wallboard token\n", status_code=401)
 
     async def page(request: Request) -> Response:
         if token is not None and request.query_params.get("token"):
@@ -156,7 +301,7 @@ def make_app(fanout: Fanout, token: str | None) -> Any:
         return PlainTextResponse("ok\n")
 
     class Guard:
-        """401 without the token; security headers on every response."""
+        """421 for a foreign Host, 401/429 without the token; security headers on every response."""
 
         def __init__(self, app: Any) -> None:
             self.app = app
@@ -173,10 +318,8 @@ def make_app(fanout: Fanout, token: str | None) -> Any:
                     message["headers"] = list(message.get("headers", [])) + extra
                 await send(message)
 
-            if scope["path"] != "/healthz" and not allowed(request):
-                denied = PlainTextResponse(
-                    "401: give the wallboard token (?token=... once, or a bearer header)\n", status_code=401
-                )
+            denied = refusal(request) if scope["path"] != "/healthz" else None
+            if denied is not None:
                 await denied(scope, receive, with_headers)
                 return
             await self.app(scope, receive, with_headers)

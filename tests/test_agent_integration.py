@@ -253,6 +253,87 @@ def test_popup_runs_the_command_template(
     assert json.loads(out.read_text()) == ["Anna Muster; $(id)", "+41791234567"]
 
 
+def recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """A real command that appends its argv, one JSON line per run; and the file it writes."""
+    out = tmp_path / "popups.jsonl"
+    path = tmp_path / "recorder"
+    path.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(out)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    path.chmod(0o755)
+    return path, out
+
+
+def pop_for(settings: Settings, caller_id: str, url: str) -> dict[str, object]:
+    return {
+        "type": "popup",
+        "event_id": uuid.uuid4().hex,
+        "call_id": uuid.uuid4().hex,
+        "desk": settings.desk,
+        "caller_id": caller_id,
+        "number_e164": None,
+        "contact": {"name": "Anna Muster", "url": url},
+        "occurred_at": format_time(datetime.now(UTC)),
+    }
+
+
+def test_popup_command_values_never_become_options_nor_open_other_urls(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    plain: object,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    command, out = recorder(tmp_path)
+    agent = start_service(
+        services,
+        {**agent_env, "TCX_BRIDGE_POPUP_COMMAND": f"{command} {{number}} {{url}}"},
+        broker,
+        desk_queue(settings),
+        "agent",
+    )
+    key = f"desk.{settings.desk}.popup"
+    publish_raw(plain, settings, pop_for(settings, "--output=owned.txt", "https://crm.example.com/c/1"), key)
+    publish_raw(plain, settings, pop_for(settings, "0791234567", "file:///etc/passwd"), key)
+    publish_raw(plain, settings, pop_for(settings, "0791234567", "https://crm.example.com/c/1"), key)
+    wait_until(lambda: out.exists() and out.read_text())
+    # the first two were handled before the third (one queue, in order): neither ran the command
+    assert out.read_text().splitlines() == ['["0791234567", "https://crm.example.com/c/1"]']
+    wait_until(lambda: agent.output().count("not running popup_command") == 2)
+    assert "{number} '--output=owned.txt' would start an option (word 2)" in agent.output()
+    assert "{url} 'file:///etc/passwd' is not an http(s) URL" in agent.output()
+    assert not (tmp_path / "owned.txt").exists()
+
+
+def test_popup_command_values_after_double_dash_are_operands(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    plain: object,
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    command, out = recorder(tmp_path)
+    start_service(
+        services,
+        {**agent_env, "TCX_BRIDGE_POPUP_COMMAND": f"{command} --caller={{number}} -- {{number}} {{url}}"},
+        broker,
+        desk_queue(settings),
+        "agent",
+    )
+    pop = pop_for(settings, "--output=owned.txt", "https://crm.example.com/c/1")
+    publish_raw(plain, settings, pop, f"desk.{settings.desk}.popup")
+    wait_until(lambda: out.exists() and out.read_text())
+    assert json.loads(out.read_text()) == [
+        "--caller=--output=owned.txt",
+        "--",
+        "--output=owned.txt",
+        "https://crm.example.com/c/1",
+    ]
+
+
 def test_agent_replays_the_notify_outbox(
     agent_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, services: list[Service]
 ) -> None:

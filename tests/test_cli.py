@@ -174,3 +174,16 @@ def test_access_definitions_takes_the_namespace_after_the_command(tmp_path: Path
     patterns = " ".join(permission["write"] + permission["read"] for permission in permissions)
     assert "acme" in patterns
     assert "tcx" not in patterns.replace("tcx-", "")  # user names keep their tcx- prefix; no tcx. namespace
+
+
+def test_topology_refuses_a_desk_id_no_agent_could_have(tmp_path: Path) -> None:
+    """Checked before any broker is reached: exit 2, the value named."""
+    for command in ("declare", "show"):
+        result = CliRunner().invoke(
+            cli, ["topology", command, "--desk", "DESK-07", "--desk", "desk 7.corp"], env=runner_env(tmp_path)
+        )
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines()[-1] == (
+            "Error: Invalid value for '--desk': 'desk 7.corp' holds ' .', not allowed in a desk id; "
+            "use only A-Za-z0-9_-"
+        )

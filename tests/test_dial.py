@@ -6,7 +6,7 @@ import pytest
 
 from bridge.dial import clean_number, dial_routing_key, new_request
 from bridge.errors import DialError, HandlerError
-from consumers.agent import is_web_url, popup_argv
+from consumers.agent import is_web_url, popup_argv, popup_refusal
 
 CHARS = (
     "has characters other than digits, * and # (and a leading +); "
@@ -75,6 +75,69 @@ def test_popup_template_values_never_become_new_words() -> None:
 def test_popup_template_with_unknown_field_is_a_handler_error() -> None:
     with pytest.raises(HandlerError, match="not a usable template"):
         popup_argv("open {nope}", {"url": ""})
+
+
+def test_popup_template_cannot_take_its_program_from_a_value() -> None:
+    with pytest.raises(HandlerError, match="first word must name the program"):
+        popup_argv("{url} --x", {"url": "https://x/1"})
+
+
+POP = {"url": "https://crm.example.com/c/1", "name": "Anna", "number": "0791234567", "e164": "+41791234567"}
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "refused"),
+    [
+        ("crm-open {url}", {}, None),
+        (
+            "crm-open {number}",
+            {"number": "--output=owned.txt"},
+            "{number} '--output=owned.txt' would start an",
+        ),
+        ("crm-open {name} {number}", {"name": "-rf"}, "{name} '-rf' would start an option (word 2)"),
+        ("crm-open {name}{number}", {"name": "", "number": "-x"}, "would start an option"),  # empty name
+        ("crm-open -- {number} {name}", {"number": "--output=owned.txt", "name": "-rf"}, None),
+        ("crm-open --number={number}", {"number": "--output=owned.txt"}, None),  # an option's value
+        ("crm-open --number {number}", {"number": "-1"}, "would start an option"),
+        ("crm-open x{number}", {"number": "-1"}, None),  # the word begins with the template's x
+        ("crm-open {e164} {number}", {"number": "+41 (0)44 123-45.67"}, None),  # phone numbers, not options
+        ("less {name}", {"name": "+!calc"}, "{name} '+!calc' would start an option"),  # less runs +!cmd
+        (
+            "crm-open -- {url}",
+            {"url": "file:///etc/passwd"},
+            "{url} 'file:///etc/passwd' is not an http(s) URL",
+        ),
+        ("crm-open {url}", {"url": "C:\\Windows\\System32\\calc.exe"}, "is not an http(s) URL"),
+        ("crm-open {url!s}", {"url": "javascript:alert(1)"}, "is not an http(s) URL"),
+        ("crm-open {name}", {"url": "file:///etc/passwd"}, None),  # the URL is not passed: nothing to check
+        ("crm-open {name}", {"name": "/output:owned.txt"}, None),  # on POSIX a path, not a switch
+    ],
+)
+def test_popup_values_never_become_options(
+    template: str, values: dict[str, str], refused: str | None
+) -> None:
+    found = popup_refusal(template, {**POP, **values}, windows=False)
+    if refused is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert refused in found
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "refused"),
+    [
+        ("crm.exe -- {name}", {"name": "/output:owned.txt"}, "would start an option"),  # -- is no help there
+        ("crm.exe /name:{name}", {"name": "/x"}, None),  # the template's own switch
+        ("pop.cmd {name}", {"name": "Weber & Co"}, "holds characters cmd.exe would act on"),
+        ("pop.BAT {name}", {"name": '"x" ^calc'}, "holds characters cmd.exe would act on"),
+        ("pop.cmd {name}", {"name": "Anna Muster"}, None),
+        ("pop.exe {name}", {"name": "Weber & Co"}, None),  # no cmd.exe in between
+    ],
+)
+def test_popup_refusals_on_windows(template: str, values: dict[str, str], refused: str | None) -> None:
+    found = popup_refusal(template, {**POP, **values}, windows=True)
+    assert (found is None) if refused is None else (found is not None and refused in found)
 
 
 @pytest.mark.parametrize(

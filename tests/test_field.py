@@ -153,6 +153,8 @@ def test_doctor_on_a_good_desk_passes(desk_env: dict[str, str]) -> None:
             {"TCX_BRIDGE_ASSISTANT_PROCESS": "no-such-assistant.exe"},
             "process no-such-assistant.exe is not running",
         ),
+        # named even while amqp_url does not use TLS yet
+        ({"TCX_BRIDGE_CA_FILE": "not-pem"}, "is not a PEM CA bundle (NO_CERTIFICATE_OR_CRL_FOUND)"),
     ],
 )
 def test_doctor_names_what_is_wrong(
@@ -162,6 +164,9 @@ def test_doctor_names_what_is_wrong(
     for key, value in change.items():
         if value == "wrong-password":
             value = broker_url.replace("guest:guest", "guest:wrong")
+        if value == "not-pem":
+            (tmp_path / "ca.der").write_bytes(bytes(range(256)))
+            value = str(tmp_path / "ca.der")
         if value == "under-a-file":
             (tmp_path / "blocker").write_text("x")
             value = str(tmp_path / "blocker" / "data")

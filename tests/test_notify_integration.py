@@ -201,6 +201,56 @@ def test_bad_configuration_keeps_the_event_for_later(
     assert body["desk"] == settings.desk  # the good settings were kept
 
 
+def test_an_outboxed_launch_says_so_on_stderr(env: dict[str, str], settings: Settings) -> None:
+    """Run by hand or by a script, a launch whose event waits in the outbox says so, and why, in one line."""
+    down = {**env, "TCX_BRIDGE_AMQP_URL": CLOSED_PORT_URL, "TCX_BRIDGE_PUBLISH_BUDGET": "0.2"}
+    done = run_notify(down, "/N:E", "/T:I", "/I:away")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"tcx-bridge-notify: outboxed call.ended.inbound.{settings.desk} event_id=")
+    assert "call_id=away" in line
+    assert "(connect to 127.0.0.1:1: the broker cannot be reached (" in line
+    assert line.endswith(f"; it waits in {settings.outbox_dir} for the next replay")
+    assert "guest:guest" not in line
+
+
+def test_a_published_launch_says_its_outcome_only_on_a_terminal(
+    env: dict[str, str], settings: Settings, events_tap: Tap
+) -> None:
+    """A script's stderr stays quiet when all went well; a person at a terminal sees the outcome."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import script
+
+    piped = run_notify(env, "/N:S", "/C:1", "/T:I", "/I:quiet")
+    assert (piped.returncode, piped.stderr) == (0, "")
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [*script("tcx-bridge-notify"), "/N:S", "/C:1", "/T:I", "/I:shown"],
+            env=env, stdout=subprocess.DEVNULL, stderr=terminal, timeout=30, check=False,
+        )  # fmt: skip
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the terminal's other end is closed, all was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+    assert done.returncode == 0
+    [line] = seen.decode().strip().splitlines()
+    assert line.startswith(f"tcx-bridge-notify: published call.started.inbound.{settings.desk} event_id=")
+    assert "call_id=shown" in line
+    assert [json.loads(d.body)["call_id"] for d in events_tap.drain()] == ["quiet", "shown"]
+
+
 def test_a_silent_broker_cannot_hang_the_launch(
     broker_url: str, env: dict[str, str], settings: Settings, broker: Broker
 ) -> None:
