@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -14,6 +16,16 @@ from bridge.cli import cli
 from bridge.clikit import SettingOption
 from bridge.outbox import Outbox
 from bridge.transport import OutgoingMessage
+
+
+@pytest.fixture(autouse=True)
+def root_log_formatters() -> Iterator[None]:
+    """CliRunner runs the group in this process: a --log-format json must not outlive its test
+    (it sets the JsonFormatter on the root's handlers, pytest's capturing ones included)."""
+    handlers = [(handler, handler.formatter) for handler in logging.getLogger().handlers]
+    yield
+    for handler, formatter in handlers:
+        handler.setFormatter(formatter)
 
 
 def runner_env(tmp_path: Path, **extra: str) -> dict[str, str]:
