@@ -16,28 +16,47 @@ from bridge.cli_access import COMMANDS as ACCESS_COMMANDS
 from bridge.cli_calls import COMMANDS
 from bridge.cli_data import COMMANDS as DATA_COMMANDS
 from bridge.cli_store import COMMANDS as STORE_COMMANDS
-from bridge.clikit import friendly_errors, loaded, with_settings
+from bridge.clikit import (
+    SettingOption,
+    SettingsGroup,
+    friendly_errors,
+    loaded,
+    with_settings,
+    without_settings,
+)
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
 from bridge.redact import redact_logs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--amqp-url", help="Broker URL (env TCX_BRIDGE_AMQP_URL).")
-@click.option("--namespace", help="Prefix of every exchange and queue (env TCX_BRIDGE_NAMESPACE).")
-@click.option("--exchange", help="Events exchange (env TCX_BRIDGE_EXCHANGE).")
-@click.option("--desk", "desk_flag", help="This desk's id (env TCX_BRIDGE_DESK).")
-@click.option("--extension", "extension_flag", help="The agent's extension (env TCX_BRIDGE_EXTENSION).")
-@click.option("--data-dir", help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
+@click.group(cls=SettingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--amqp-url", cls=SettingOption, help="Broker URL (env TCX_BRIDGE_AMQP_URL).")
+@click.option(
+    "--namespace", cls=SettingOption, help="Prefix of every exchange and queue (env TCX_BRIDGE_NAMESPACE)."
+)
+@click.option("--exchange", cls=SettingOption, help="Events exchange (env TCX_BRIDGE_EXCHANGE).")
+@click.option("--desk", "desk_flag", cls=SettingOption, help="This desk's id (env TCX_BRIDGE_DESK).")
+@click.option(
+    "--extension",
+    "extension_flag",
+    cls=SettingOption,
+    help="The agent's extension (env TCX_BRIDGE_EXTENSION).",
+)
+@click.option("--data-dir", cls=SettingOption, help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
 @click.option(
     "--store-url",
+    cls=SettingOption,
     help="Consumers' store: postgresql://user@host/db; unset: SQLite files (env TCX_BRIDGE_STORE_URL).",
 )
 @click.option(
-    "--metrics-port", type=int, help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT)."
+    "--metrics-port",
+    cls=SettingOption,
+    type=int,
+    help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT).",
 )
 @click.option(
     "--log-format",
+    cls=SettingOption,
     type=click.Choice(["text", "json"]),
     help="json: one object per line (env TCX_BRIDGE_LOG_FORMAT).",
 )
@@ -46,6 +65,9 @@ from bridge.redact import redact_logs
 @click.pass_context
 def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
     """tcx-bridge: 3CX Assistant call events on RabbitMQ.
+
+    Each setting flag below is also accepted after the command it applies to
+    (`tcx-bridge consume crm --metrics-port 9464`).
 
     \b
     Example:
@@ -314,6 +336,7 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
         click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<28} {entity.about}")
 
 
+@without_settings
 @cli.command("schema")
 @click.option("--asyncapi", "as_asyncapi", is_flag=True, help="An AsyncAPI 3 document instead.")
 @click.option("--markdown", is_flag=True, help="docs/messages.md instead.")

@@ -124,6 +124,11 @@ class Key(NamedTuple):
         return ENV_PREFIX + self.name.upper()
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for an address, an IPv6 one in brackets (``[::1]:8080``), as URLs write it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def reduce_desk(value: str) -> str:
     """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
     return _DISALLOWED_IN_DESK.sub("", value)

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
-from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.errors import (
+    BrokerCertificateError,
+    BrokerRefusedError,
+    StoreUnavailableError,
+    TcxBridgeError,
+    check_directory,
+)
 from bridge.redact import redact_text
 from consumers.agent import assistant_running
 from consumers.numbers import check_region
@@ -72,11 +78,12 @@ def _store(loaded: Loaded) -> Check:
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
     except TcxBridgeError as error:
-        return Check(
-            False,
-            f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}",
-            "start PostgreSQL, or fix store_url",
+        fix = (
+            "start PostgreSQL, or fix store_url"
+            if isinstance(error, StoreUnavailableError)
+            else "fix store_url (database, user, password)"  # refused for good: no such database or role
         )
+        return Check(False, f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}", fix)
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip
@@ -135,6 +142,13 @@ def _broker(loaded: Loaded, url: str) -> Check:
                     f"{settings.exchange!r} does not exist",
                     "run `tcx-bridge topology declare` once (as a user allowed to configure)",
                 )
+    except BrokerCertificateError as error:
+        fix = (
+            "put the host name the broker's certificate was issued for in amqp_url"
+            if error.wrong_host
+            else "set ca_file (TCX_BRIDGE_CA_FILE) to the CA that issued the broker's certificate"
+        )
+        return Check(False, f"broker {shown}: {redact_text(str(error), url)}", fix)
     except BrokerRefusedError as error:
         return Check(
             False,
