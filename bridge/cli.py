@@ -119,7 +119,7 @@ def doctor_command(ctx: click.Context) -> None:
     Example:
         tcx-bridge doctor
     """
-    from consumers.doctor import run_checks
+    from consumers.tools.doctor import run_checks
 
     encoding = getattr(sys.stdout, "encoding", None) or "ascii"
     good, bad = ("\u2713", "\u2717") if _can_encode("\u2713\u2717", encoding) else ("ok", "X ")
@@ -302,7 +302,7 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
         tcx-bridge topology declare --desk DESK-07 --desk DESK-08
     """
     from bridge.transport import Broker
-    from consumers.topology import declare_all, expected
+    from consumers.tools.topology import declare_all, expected
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         declare_all(broker, settings, list(desks))
@@ -327,7 +327,7 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
         tcx-bridge topology show --desk DESK-07
     """
     from bridge.transport import Broker
-    from consumers.topology import expected, inspect
+    from consumers.tools.topology import expected, inspect
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         rows = inspect(broker, expected(settings, list(desks)))

@@ -26,8 +26,8 @@ def agent_command(settings: Settings, max_messages: int | None) -> None:
     Example:
         TCX_BRIDGE_DESK=DESK-07 TCX_BRIDGE_EXTENSION=107 tcx-bridge agent
     """
-    from consumers.agent import DeskAgent
-    from consumers.runtime import Runner
+    from consumers.agent.consumer import DeskAgent
+    from consumers.runtime.runner import Runner
 
     runner = Runner(DeskAgent(settings), settings, max_messages=max_messages)
     runner.install_signal_handlers()
@@ -156,7 +156,7 @@ def consume_command(
         tcx-bridge consume crm
         tcx-bridge consume --list
     """
-    from consumers.plugins import installed, load
+    from consumers.runtime.plugins import installed, load
 
     if list_them:
         for plugin in installed():
@@ -170,7 +170,7 @@ def consume_command(
         raise click.UsageError("give the consumer's NAME (tcx-bridge consume --list shows them)")
     settings = settings_of(ctx)
     with friendly_errors():
-        from consumers.runtime import Runner
+        from consumers.runtime.runner import Runner
 
         consumer = load(name)(settings)
         runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
@@ -199,9 +199,9 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
         TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
     """
     host = host.strip("[]")  # --host [::1] as in a URL
-    from consumers.runtime import Runner
-    from consumers.wallboard import Wallboard
-    from consumers.wallboard_web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
+    from consumers.runtime.runner import Runner
+    from consumers.wallboard.consumer import Wallboard
+    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
 
     if not is_local(host) and not settings.wallboard_token:
         raise click.ClickException(
@@ -301,7 +301,7 @@ def demo_command(settings: Settings, calls: int, seed: int) -> None:
     Example:
         tcx-bridge demo
     """
-    from consumers.demo import run_demo
+    from consumers.tools.demo import run_demo
 
     run_demo(settings, click.echo, calls=calls, seed=seed)
 

@@ -109,7 +109,7 @@ def test_every_counter_has_a_zero_sample_for_each_label_before_anything_happened
     env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
 ) -> None:
     """Grafana's dead-letter, retry and reconnect panels show 0 on a healthy system, not "No data"."""
-    from consumers.metrics import OUTCOME_KINDS, REASON_KINDS
+    from consumers.runtime.metrics import OUTCOME_KINDS, REASON_KINDS
 
     port = free_port()
     start_service(

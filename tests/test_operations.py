@@ -17,7 +17,7 @@ from bridge.config import Settings
 from bridge.schema import asyncapi, json_schemas, render_markdown
 from bridge.simulate import plan_traffic
 from bridge.transport import Broker
-from consumers.plugins import installed
+from consumers.runtime.plugins import installed
 from tests.conftest import Tap, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,8 @@ def test_topology_declare_twice_is_idempotent(
     env: dict[str, str], broker: Broker, settings: Settings
 ) -> None:
     """Counted from the topology's own list: installed plugins add their queues to it."""
-    from consumers.plugins import consumer_classes
-    from consumers.topology import expected
+    from consumers.runtime.plugins import consumer_classes
+    from consumers.tools.topology import expected
 
     entities = expected(settings, ["d1"])
     consumers = [consumer.name_for(settings) for consumer in consumer_classes()]

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import run_cli
 
 psycopg = pytest.importorskip("psycopg")
-from consumers.postgres import refused_for_good  # noqa: E402  # needs psycopg
+from consumers.store.postgres import refused_for_good  # noqa: E402  # needs psycopg
 
 # what libpq says when a connect fails (its connect errors carry no SQLSTATE), and what we make of it
 CONNECT_FAILURES = [

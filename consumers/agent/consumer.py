@@ -36,10 +36,10 @@ from bridge.outbox import Outbox
 from bridge.text import printable
 from bridge.topology import declare_commands, declare_events, publish_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
-from consumers.calls import spoofed
-from consumers.dial_policy import DialPolicy
-from consumers.runtime import Binding, Consumer, Context
-from consumers.store import open_database
+from consumers.agent.dial_policy import DialPolicy
+from consumers.analytics.calls import spoofed
+from consumers.runtime.runner import Binding, Consumer, Context
+from consumers.store.core import open_database
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from psycopg import errors as pg_errors
 from bridge.config import redact_url
 from bridge.errors import HandlerError, StoreError, StoreUnavailableError, TransientError
 from bridge.events import format_time
-from consumers.store import Rows, Store
+from consumers.store.core import Rows, Store
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,13 @@ class PostgresStore(Store):
                 application_name=f"tcx-bridge {self.consumer}".strip(),
             )
         if not self._migrated:
-            from consumers.schema import migrate
+            from consumers.store.schema import migrate
 
             applied = migrate(self)
             if applied:
                 logger.info("store %s migrated to schema version %d", self.name, applied[-1])
             if self.calls_table not in CALLS_TABLES.values() and self.calls_table != "calls":
-                from consumers.schema import MIGRATE_LOCK, calls_table_ddl
+                from consumers.store.schema import MIGRATE_LOCK, calls_table_ddl
 
                 with self.transaction():  # a plugin's, if missing; its replicas one at a time
                     self.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")

@@ -28,7 +28,7 @@ from bridge.errors import (
     check_directory,
 )
 from bridge.redact import redact_text
-from consumers.agent import assistant_running
+from consumers.agent.consumer import assistant_running
 from consumers.numbers import check_region
 
 ASSISTANT_PLACES = (
@@ -65,8 +65,8 @@ def _store(loaded: Loaded) -> Check:
     """The PostgreSQL store answers, takes our login and holds a schema this code knows."""
     shown = redact_url(loaded.settings.store_url or "")
     try:
-        from consumers.postgres import PostgresStore
-        from consumers.schema import LATEST, current_version
+        from consumers.store.postgres import PostgresStore
+        from consumers.store.schema import LATEST, current_version
 
         store = PostgresStore(loaded.settings.store_url or "", migrate=False)  # a check changes nothing
         try:
@@ -233,7 +233,7 @@ def _assistant(loaded: Loaded) -> Iterator[Check]:
 
 def _dial_policy(loaded: Loaded) -> Check:
     """The dial policy the agent enforces on this desk, as it reads the settings."""
-    from consumers.dial_policy import DialPolicy
+    from consumers.agent.dial_policy import DialPolicy
 
     try:
         policy = DialPolicy.of(loaded.settings)

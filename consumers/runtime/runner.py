@@ -78,8 +78,8 @@ from bridge.topology import (
     retry_exchange,
 )
 from bridge.transport import Broker, Delivery, OutgoingMessage
-from consumers.metrics import NULL, Metrics, metrics_for
-from consumers.store import Store, as_store, savepoint, transaction
+from consumers.runtime.metrics import NULL, Metrics, metrics_for
+from consumers.store.core import Store, as_store, savepoint, transaction
 
 logger = logging.getLogger(__name__)
 
