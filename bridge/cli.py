@@ -14,8 +14,6 @@ import click
 
 from bridge.cli_access import COMMANDS as ACCESS_COMMANDS
 from bridge.cli_calls import COMMANDS
-from bridge.cli_data import COMMANDS as DATA_COMMANDS
-from bridge.cli_store import COMMANDS as STORE_COMMANDS
 from bridge.clikit import (
     SettingOption,
     SettingsGroup,
@@ -96,7 +94,7 @@ def config_command(ctx: click.Context) -> None:
     Example:
         TCX_BRIDGE_DESK=desk-7 tcx-bridge config
     """
-    from consumers.numbers import check_region
+    from bridge.config import check_region
 
     settings = loaded(ctx)
     rows = describe(settings)
@@ -106,37 +104,6 @@ def config_command(ctx: click.Context) -> None:
         click.echo(f"{name:<{width}}  {env:<{env_width}}  {value or '-'}  ({source})")
     with friendly_errors():
         check_region(settings.settings.region)
-
-
-@cli.command("doctor")
-@click.pass_context
-def doctor_command(ctx: click.Context) -> None:
-    """Check this desk or server: configuration, each broker, data dir and outbox, the 3CX Assistant.
-
-    One line per check, with the fix for each that fails; exit 1 if any fails.
-
-    \b
-    Example:
-        tcx-bridge doctor
-    """
-    from consumers.tools.doctor import run_checks
-
-    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
-    good, bad = ("\u2713", "\u2717") if _can_encode("\u2713\u2717", encoding) else ("ok", "X ")
-    failed = 0
-    for check in run_checks(loaded(ctx)):
-        click.echo(f"{good if check.ok else bad} {check.what}" + (f" -> {check.fix}" if check.fix else ""))
-        failed += not check.ok
-    if failed:
-        raise click.ClickException(f"{failed} check(s) failed")
-
-
-def _can_encode(text: str, encoding: str) -> bool:
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
 
 
 @cli.group()
@@ -301,8 +268,8 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
     Example:
         tcx-bridge topology declare --desk DESK-07 --desk DESK-08
     """
+    from bridge.inventory import declare_all, expected
     from bridge.transport import Broker
-    from consumers.tools.topology import declare_all, expected
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         declare_all(broker, settings, list(desks))
@@ -326,8 +293,8 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     Example:
         tcx-bridge topology show --desk DESK-07
     """
+    from bridge.inventory import expected, inspect
     from bridge.transport import Broker
-    from consumers.tools.topology import expected, inspect
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         rows = inspect(broker, expected(settings, list(desks)))
@@ -358,7 +325,7 @@ def schema_command(as_asyncapi: bool, markdown: bool) -> None:
         click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
 
 
-for command in (*COMMANDS, *DATA_COMMANDS, *STORE_COMMANDS, *ACCESS_COMMANDS):
+for command in (*COMMANDS, *ACCESS_COMMANDS):
     cli.add_command(command)
 
 

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import click
 
 from bridge.config import Loaded, Settings, load_settings
-from bridge.errors import TcxBridgeError, path_problem
+from bridge.errors import ConfigError, TcxBridgeError, path_problem
+from bridge.plugins import COMMANDS, load, origin, registered
 from bridge.redact import redact_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,13 +118,50 @@ def without_settings(command: F) -> F:
 
 
 class SettingsGroup(click.Group):
-    """The root group: each command it hands out also takes the root's setting flags."""
+    """The root group: its own commands and those registered in ``tcx_bridge.commands``; each command
+    it hands out also takes the root's setting flags. A registration that fails to load becomes a
+    command that says why in one line (and says so in ``--help``); the others still work."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(registered(COMMANDS)))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name) or self._registered(cmd_name)
         if command is not None:
             accept_settings(command, [p for p in self.params if isinstance(p, SettingOption)])
         return command
+
+    def _registered(self, name: str) -> click.Command | None:
+        point = registered(COMMANDS).get(name)
+        if point is None:
+            return None
+        try:
+            command = load(point, "command")
+        except ConfigError as error:
+            command = broken_command(name, str(error))
+        if not isinstance(command, click.Command):
+            package, version = origin(point)
+            problem = f"command {name!r} from {package} {version} is {point.value!r}, not a click command"
+            command = broken_command(name, problem)
+        self.add_command(command, name)
+        return command
+
+
+def broken_command(name: str, problem: str) -> click.Command:
+    """A command standing in for a registration that cannot be loaded: it says why, exit 1."""
+
+    def fail(**_: object) -> None:
+        raise click.ClickException(problem)
+
+    return without_settings(
+        click.Command(
+            name,
+            callback=fail,
+            help=f"BROKEN: {problem}",
+            short_help=f"BROKEN: {problem}",
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+    )
 
 
 def accept_settings(command: click.Command, options: list[SettingOption]) -> None:

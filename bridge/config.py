@@ -696,3 +696,14 @@ def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
             shown = "" if value is None else redact_text(str(value))
         rows.append((key.name, key.env, shown, loaded.sources[key.name]))
     return rows
+
+
+def check_region(region: str) -> None:
+    """ConfigError unless phonenumbers knows region (national numbers are read in it)."""
+    import phonenumbers  # not on notify's path: only the commands that read numbers check it
+
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"region: {region!r} is not a region phonenumbers knows; use a two-letter country code "
+            "such as CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
+        )

@@ -20,8 +20,11 @@ is always one a publisher with the right to that key used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
 from bridge.config import Settings
-from bridge.errors import BrokerRefusedError, BrokerRejectedError, TransportError
+from bridge.errors import AccessRefusedError, BrokerRefusedError, BrokerRejectedError, TransportError
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
 RETRY_DELAY_MS = 1000  # how long a rejected message waits in the retry queue before it is handled again
@@ -129,3 +132,114 @@ def publish_events(
         declare_events(broker, settings)
         confirmed, error = broker.publish_many(settings.exchange, messages)
     return confirmed, error
+
+
+class Binding(NamedTuple):
+    """Bind a consumer's queue to exchange with pattern."""
+
+    exchange: str
+    pattern: str
+
+
+class QueueSpec(NamedTuple):
+    """One queue of a consumer: its name, arguments and bindings (exchange, kind, key)."""
+
+    name: str
+    arguments: dict[str, Any]
+    bindings: tuple[tuple[str, str, str], ...]
+
+
+def desk_queue_name(desk: str) -> str:
+    """The desk agent's consumer name (its queue is ``<namespace>.desk.<desk>``)."""
+    return f"desk.{desk}"
+
+
+def desk_bindings(settings: Settings) -> list[Binding]:
+    """What a desk agent's queue is bound to: its commands, and its own outbound call events."""
+    found = [
+        Binding(settings.commands_exchange, f"desk.{settings.desk}.*"),
+        # the Assistant's own outbound call events confirm a dial
+        Binding(settings.exchange, f"call.started.outbound.{settings.desk}"),
+        Binding(settings.exchange, f"call.ended.outbound.{settings.desk}"),
+    ]
+    if settings.extension:
+        found += [
+            Binding(settings.commands_exchange, f"ext.{settings.extension}.dial"),
+            Binding(settings.commands_exchange, f"ext.{settings.extension}.popup"),
+        ]
+    return found
+
+
+def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) -> list[QueueSpec]:
+    """A consumer's queue, its retry queue and its dead-letter queue, with their bindings."""
+    queue = settings.queue(name)
+    retry, again = retry_exchange(settings, name), again_exchange(settings, name)
+    arguments = {"x-dead-letter-exchange": retry, **queue_type(settings, dead_letters=True)}
+    if settings.quorum:
+        # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
+        arguments["x-delivery-limit"] = settings.max_attempts
+    own = tuple((binding.exchange, "topic", binding.pattern) for binding in bindings)
+    return [
+        QueueSpec(
+            settings.dead_queue(name),
+            queue_type(settings),
+            ((settings.dead_exchange, "topic", dead_letter_key(name)),),
+        ),
+        QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
+        QueueSpec(
+            f"{queue}.retry",
+            {
+                "x-message-ttl": RETRY_DELAY_MS,
+                "x-dead-letter-exchange": again,
+                **queue_type(settings, dead_letters=True),
+            },
+            ((retry, "fanout", ""),),
+        ),
+    ]
+
+
+def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequence[Binding]) -> None:
+    """Check a consumer's queues passively; declare (idempotently) only what is missing, if the user may.
+
+    A user without the configure right (every generated one) gets one line naming
+    what is missing and the command an admin runs to declare it.
+    """
+    specs = consumer_queues(settings, name, bindings)
+    exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
+    missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
+    missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
+    if not missing:
+        try:  # an admin declared it all (bindings included); still, the arguments must be these
+            for spec in specs:
+                broker.declare_queue(spec.name, arguments=spec.arguments)
+        except AccessRefusedError:
+            pass  # a user without the configure right checks existence only (topology show compares more)
+        return
+    try:
+        for exchange, kind in sorted(exchanges):
+            broker.ensure_exchange(exchange, kind)
+        for spec in specs:
+            broker.declare_queue(spec.name, arguments=spec.arguments)
+            for exchange, _, key in spec.bindings:
+                broker.bind_queue(spec.name, exchange, key)
+    except BrokerRefusedError:
+        desk = f" --desk {name.removeprefix('desk.')}" if name.startswith("desk.") else ""
+        raise BrokerRefusedError(
+            f"{missing[0]} does not exist and user {broker.username!r} may not declare it "
+            f"(no configure right on it); run tcx-bridge topology declare{desk} as an admin first"
+        ) from None
+
+
+def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:
+    """Queue arguments: a quorum queue with the quorum setting; dead_letters: they move at least once.
+
+    Quorum queues dead-letter at most once unless asked; ``at-least-once`` (which
+    needs ``x-overflow: reject-publish``) keeps a retry or a dead letter from being
+    lost when a node fails while moving it.
+    """
+    if not settings.quorum:
+        return {}
+    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+    if dead_letters:
+        arguments |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return arguments

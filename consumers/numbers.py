@@ -11,6 +11,10 @@ from typing import Literal, NamedTuple
 
 import phonenumbers
 
+from bridge.config import check_region
+
+__all__ = ["ANONYMOUS", "CallerNumber", "check_region", "display", "normalise"]
+
 INTERNAL_MAX_DIGITS = 6
 ANONYMOUS = frozenset({"", "anonymous", "unknown", "private", "withheld", "restricted", "unavailable"})
 _SEPARATORS = re.compile(r"[\s().\-/]")
@@ -42,17 +46,6 @@ def normalise(raw: str | None, region: str = "CH") -> CallerNumber:
     return CallerNumber(
         raw, "external", phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     )
-
-
-def check_region(region: str) -> None:
-    """ConfigError unless phonenumbers knows region (national numbers are read in it)."""
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        from bridge.errors import ConfigError
-
-        raise ConfigError(
-            f"region: {region!r} is not a region phonenumbers knows; use a two-letter country code "
-            "such as CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
-        )
 
 
 def display(raw: str | None, region: str = "CH") -> str | None:

@@ -44,8 +44,8 @@ def test_topology_declare_twice_is_idempotent(
     env: dict[str, str], broker: Broker, settings: Settings
 ) -> None:
     """Counted from the topology's own list: installed plugins add their queues to it."""
+    from bridge.inventory import expected
     from consumers.runtime.plugins import consumer_classes
-    from consumers.tools.topology import expected
 
     entities = expected(settings, ["d1"])
     consumers = [consumer.name_for(settings) for consumer in consumer_classes()]

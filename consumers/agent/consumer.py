@@ -34,11 +34,18 @@ from bridge.dial import clean_number
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
 from bridge.outbox import Outbox
 from bridge.text import printable
-from bridge.topology import declare_commands, declare_events, publish_events
+from bridge.topology import (
+    Binding,
+    declare_commands,
+    declare_events,
+    desk_bindings,
+    desk_queue_name,
+    publish_events,
+)
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.agent.dial_policy import DialPolicy
 from consumers.analytics.calls import spoofed
-from consumers.runtime.runner import Binding, Consumer, Context
+from consumers.runtime.runner import Consumer, Context
 from consumers.store.core import open_database
 
 logger = logging.getLogger(__name__)
@@ -178,22 +185,11 @@ class DeskAgent(Consumer):
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
-        return f"desk.{settings.desk}"
+        return desk_queue_name(settings.desk)
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        found = [
-            Binding(settings.commands_exchange, f"desk.{settings.desk}.*"),
-            # the Assistant's own outbound call events confirm a dial
-            Binding(settings.exchange, f"call.started.outbound.{settings.desk}"),
-            Binding(settings.exchange, f"call.ended.outbound.{settings.desk}"),
-        ]
-        if settings.extension:
-            found += [
-                Binding(settings.commands_exchange, f"ext.{settings.extension}.dial"),
-                Binding(settings.commands_exchange, f"ext.{settings.extension}.popup"),
-            ]
-        return found
+        return desk_bindings(settings)
 
     @classmethod
     def declare(cls, broker: Broker, settings: Settings) -> None:

@@ -3,6 +3,7 @@
 A plugin needs only ``from consumers.runtime import Binding, Consumer, Context``.
 """
 
-from consumers.runtime.runner import Binding, Consumer, Context, Runner
+from bridge.topology import Binding
+from consumers.runtime.runner import Consumer, Context, Runner
 
 __all__ = ["Binding", "Consumer", "Context", "Runner"]

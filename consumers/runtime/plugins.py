@@ -9,13 +9,14 @@ See docs/plugins.md for the interface.
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
 from typing import NamedTuple
 
 from bridge.errors import ConfigError
+from bridge.plugins import CONSUMERS, origin, registered
+from bridge.plugins import load as load_point
 from consumers.runtime.runner import Consumer
 
-GROUP = "tcx_bridge.consumers"
+GROUP = CONSUMERS
 
 
 class Plugin(NamedTuple):
@@ -28,33 +29,16 @@ class Plugin(NamedTuple):
     error: str | None = None
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for point in entry_points(group=GROUP):
-        found.setdefault(point.name, point)  # the first installed wins, as for console scripts
-    return found
-
-
-def _origin(point: EntryPoint) -> tuple[str, str]:
-    dist = point.dist
-    return (dist.name, dist.version) if dist is not None else ("?", "?")
-
-
 def load(name: str) -> type[Consumer]:
     """The consumer class registered as name; ConfigError naming the package when it cannot be loaded."""
-    points = _entry_points()
+    points = registered(GROUP)
     if name not in points:
         known = ", ".join(sorted(points)) or "none installed"
         raise ConfigError(f"{name!r} is not a consumer; installed: {known} (tcx-bridge consume --list)")
     point = points[name]
-    package, version = _origin(point)
-    try:
-        loaded = point.load()
-    except Exception as error:  # noqa: BLE001  # any import failure of a third-party package
-        raise ConfigError(
-            f"consumer {name!r} from {package} {version} cannot be loaded: {type(error).__name__}: {error}"
-        ) from None
+    loaded = load_point(point, "consumer")
     if not (isinstance(loaded, type) and issubclass(loaded, Consumer)):
+        package, version = origin(point)
         raise ConfigError(
             f"consumer {name!r} from {package} {version} is {point.value!r}, not a consumers.runtime.Consumer"
         )
@@ -64,8 +48,8 @@ def load(name: str) -> type[Consumer]:
 def installed() -> list[Plugin]:
     """Every registered consumer, loaded to read its description; a broken one carries its error."""
     plugins = []
-    for name, point in sorted(_entry_points().items()):
-        package, version = _origin(point)
+    for name, point in sorted(registered(GROUP).items()):
+        package, version = origin(point)
         try:
             cls = load(name)
         except ConfigError as error:

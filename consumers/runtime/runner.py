@@ -61,7 +61,6 @@ import msgspec
 
 from bridge.config import Settings
 from bridge.errors import (
-    AccessRefusedError,
     BrokerRefusedError,
     HandlerError,
     StoreUnavailableError,
@@ -72,10 +71,11 @@ from bridge.errors import (
 from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import (
     RETRY_DELAY_MS,
+    Binding,
     again_exchange,
     dead_letter_key,
     declare_events,
-    retry_exchange,
+    declare_queues,
 )
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
@@ -94,13 +94,6 @@ RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
 HEALTHY_SECONDS = 30.0  # a connection up this long resets the reconnect delay
 UNROUTED_LOG_SECONDS = 3600.0  # one log line per unroutable destination per hour
-
-
-class Binding(NamedTuple):
-    """Bind the consumer's queue to exchange with pattern."""
-
-    exchange: str
-    pattern: str
 
 
 class Context(NamedTuple):
@@ -490,90 +483,10 @@ class Runner:
         return "dead-lettered"
 
 
-class QueueSpec(NamedTuple):
-    """One queue of a consumer: its name, arguments and bindings (exchange, kind, key)."""
-
-    name: str
-    arguments: dict[str, Any]
-    bindings: tuple[tuple[str, str, str], ...]
-
-
-def consumer_queues(settings: Settings, consumer: Consumer | type[Consumer]) -> list[QueueSpec]:
-    """The consumer's queue, its retry queue and its dead-letter queue, with their bindings."""
-    name = consumer.name_for(settings)
-    queue = settings.queue(name)
-    retry, again = retry_exchange(settings, name), again_exchange(settings, name)
-    arguments = {"x-dead-letter-exchange": retry, **queue_type(settings, dead_letters=True)}
-    if settings.quorum:
-        # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
-        arguments["x-delivery-limit"] = settings.max_attempts
-    own = tuple((binding.exchange, "topic", binding.pattern) for binding in consumer.bindings(settings))
-    return [
-        QueueSpec(
-            settings.dead_queue(name),
-            queue_type(settings),
-            ((settings.dead_exchange, "topic", dead_letter_key(name)),),
-        ),
-        QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
-        QueueSpec(
-            f"{queue}.retry",
-            {
-                "x-message-ttl": RETRY_DELAY_MS,
-                "x-dead-letter-exchange": again,
-                **queue_type(settings, dead_letters=True),
-            },
-            ((retry, "fanout", ""),),
-        ),
-    ]
-
-
 def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer | type[Consumer]) -> None:
-    """Check the consumer's queues passively; declare (idempotently) only what is missing, if the user may.
-
-    A user without the configure right (every generated one) gets one line naming
-    what is missing and the command an admin runs to declare it.
-    """
+    """The exchanges the consumer binds to, then its queues (checked, declared only when missing)."""
     consumer.declare(broker, settings)
-    specs = consumer_queues(settings, consumer)
-    exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
-    missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
-    missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
-    if not missing:
-        try:  # an admin declared it all (bindings included); still, the arguments must be these
-            for spec in specs:
-                broker.declare_queue(spec.name, arguments=spec.arguments)
-        except AccessRefusedError:
-            pass  # a user without the configure right checks existence only (topology show compares more)
-        return
-    try:
-        for name, kind in sorted(exchanges):
-            broker.ensure_exchange(name, kind)
-        for spec in specs:
-            broker.declare_queue(spec.name, arguments=spec.arguments)
-            for exchange, _, key in spec.bindings:
-                broker.bind_queue(spec.name, exchange, key)
-    except BrokerRefusedError:
-        name = consumer.name_for(settings)
-        desk = f" --desk {name.removeprefix('desk.')}" if name.startswith("desk.") else ""
-        raise BrokerRefusedError(
-            f"{missing[0]} does not exist and user {broker.username!r} may not declare it "
-            f"(no configure right on it); run tcx-bridge topology declare{desk} as an admin first"
-        ) from None
-
-
-def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:
-    """Queue arguments: a quorum queue with the quorum setting; dead_letters: they move at least once.
-
-    Quorum queues dead-letter at most once unless asked; ``at-least-once`` (which
-    needs ``x-overflow: reject-publish``) keeps a retry or a dead letter from being
-    lost when a node fails while moving it.
-    """
-    if not settings.quorum:
-        return {}
-    arguments: dict[str, Any] = {"x-queue-type": "quorum"}
-    if dead_letters:
-        arguments |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
-    return arguments
+    declare_queues(broker, settings, consumer.name_for(settings), consumer.bindings(settings))
 
 
 def classify(error: BaseException) -> tuple[str, str]:

@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.errors import StoreError
-from consumers.analytics.calls import INSERTED
-from consumers.crm.consumer import JOURNAL_COLUMNS
-from consumers.crm.contacts import CONTACT_COLUMNS
 from consumers.store.core import SQLITE_STORES, Store, open_sqlite
 from consumers.store.postgres import CALLS_TABLES
 
 BATCH = 1000
-JOURNAL = ("call_key", *dict.fromkeys((*JOURNAL_COLUMNS, "contact", "started_at", "connected_at")))
 
 
 class Copied(NamedTuple):
@@ -47,15 +43,29 @@ def sources(path: Path) -> dict[str, Path]:
     return {names[path.name]: path}
 
 
-def _tables(consumer: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(SQLite table, PostgreSQL table, columns) of one consumer's file."""
-    calls = ("id", *INSERTED)
+def _tables(consumer: str) -> list[tuple[str, str]]:
+    """(SQLite table, PostgreSQL table) of one consumer's file; their columns come from the migrations."""
     if consumer == "contacts":
-        return [("contacts", "contacts", ("id", *CONTACT_COLUMNS))]
-    found = [("calls", CALLS_TABLES[consumer], calls)]
+        return [("contacts", "contacts")]
+    found = [("calls", CALLS_TABLES[consumer])]
     if consumer == "crm":
-        found.append(("journal", "journal", JOURNAL))
+        found.append(("journal", "journal"))
     return found
+
+
+def _columns(sqlite: Store, from_table: str, target: Store, table: str) -> tuple[str, ...]:
+    """The columns both tables have (both made by the migrations), id first, in the source's order."""
+    source = [row["name"] for row in sqlite.execute(f"PRAGMA table_info({from_table})")]
+    known = {
+        row["column_name"]
+        for row in target.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+    }
+    shared = [column for column in source if column in known]
+    return tuple(sorted(shared, key=lambda column: column != "id"))
 
 
 def copy(source: Path, target: Store) -> list[Copied]:
@@ -64,7 +74,7 @@ def copy(source: Path, target: Store) -> list[Copied]:
     copied: list[Copied] = []
     with target.transaction():
         for consumer in files:
-            for _, table, _ in _tables(consumer):
+            for _, table in _tables(consumer):
                 held = target.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
                 if held:
                     raise StoreError(
@@ -74,7 +84,8 @@ def copy(source: Path, target: Store) -> list[Copied]:
         for consumer, path in files.items():
             sqlite = open_sqlite(path, consumer)
             try:
-                for from_table, table, columns in _tables(consumer):
+                for from_table, table in _tables(consumer):
+                    columns = _columns(sqlite, from_table, target, table)
                     copied.append(Copied(table, _copy_rows(sqlite, from_table, target, table, columns)))
                 if consumer != "contacts":
                     ids = [row["event_id"] for row in sqlite.execute("SELECT event_id FROM processed")]

@@ -1,28 +1,41 @@
-"""The whole topology: every exchange, queue, binding and dead-letter route, declared or checked.
+"""The whole topology: every exchange, queue, binding and dead-letter route, declared or listed.
 
-``tcx-bridge topology declare`` is idempotent and safe on a live system: every
-declaration matches what the running components declare themselves.
+``tcx-bridge topology declare`` (an admin, at roll-out) is idempotent and safe on
+a live system: every declaration matches what the running components check. The
+consumers come from the entry points ``tcx_bridge.consumers`` (each class's
+``name_for`` and ``bindings``), the desk agents from ``--desk``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from bridge.config import Settings
+from bridge.errors import ConfigError
+from bridge.plugins import CONSUMERS, load, registered
 from bridge.topology import (
+    Binding,
     again_exchange,
     declare_commands,
     declare_dial_results,
     declare_events,
+    declare_queues,
+    desk_bindings,
+    desk_queue_name,
     dial_results_queue,
     retry_exchange,
 )
 from bridge.transport import Broker
-from consumers.agent.consumer import DeskAgent
-from consumers.runtime.plugins import consumer_classes
-from consumers.runtime.runner import declare_consumer_queues
+
+
+class ConsumerKind(Protocol):
+    """What the topology needs of a consumer class: its name and its bindings."""
+
+    def name_for(self, settings: Settings) -> str: ...
+    def bindings(self, settings: Settings) -> Sequence[Binding]: ...
 
 
 class Entity(NamedTuple):
@@ -33,8 +46,24 @@ class Entity(NamedTuple):
     about: str
 
 
-def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
-    return [msgspec.structs.replace(settings, desk=desk) for desk in desks]
+def consumer_kinds() -> list[ConsumerKind]:
+    """Every registered consumer class that loads (one that does not is left out: consume --list says why)."""
+    found = []
+    for point in registered(CONSUMERS).values():
+        try:
+            found.append(load(point, "consumer"))
+        except ConfigError:
+            continue
+    return found  # type: ignore[return-value]  # entry points name Consumer subclasses
+
+
+def queues(settings: Settings, desks: list[str]) -> list[tuple[Settings, str, Sequence[Binding]]]:
+    """(settings, consumer name, bindings) of every consumer and of each desk's agent."""
+    found = [(settings, kind.name_for(settings), kind.bindings(settings)) for kind in consumer_kinds()]
+    for desk in desks:
+        of_desk = msgspec.structs.replace(settings, desk=desk)
+        found.append((of_desk, desk_queue_name(desk), desk_bindings(of_desk)))
+    return found
 
 
 def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
@@ -42,10 +71,8 @@ def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
     declare_events(broker, settings)
     declare_commands(broker, settings)
     declare_dial_results(broker, settings)
-    for consumer in consumer_classes():
-        declare_consumer_queues(broker, settings, consumer)
-    for desk in desk_settings(settings, desks):
-        declare_consumer_queues(broker, desk, DeskAgent)
+    for own, name, bindings in queues(settings, desks):
+        declare_queues(broker, own, name, bindings)
 
 
 def expected(settings: Settings, desks: list[str]) -> list[Entity]:
@@ -58,9 +85,7 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
         Entity("exchange", settings.dead_exchange, "topic: dead letters, by consumer"),
         Entity("queue", dial_results_queue(settings), "stream: the dial results dial --wait reads"),
     ]
-    names = [c.name_for(settings) for c in consumer_classes()]
-    names += [DeskAgent.name_for(desk) for desk in desk_settings(settings, desks)]
-    for name in names:
+    for _, name, _ in queues(settings, desks):
         found += [
             Entity("queue", settings.queue(name), f"consumer {name}"),
             Entity("queue", f"{settings.queue(name)}.retry", f"retries of {name}, back after a delay"),
