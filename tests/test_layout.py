@@ -96,9 +96,7 @@ def test_help_lists_the_commands_registered_by_entry_points(tmp_path: Path) -> N
     for name in ("consume", "agent", "wallboard", "contacts", "report", "journal", "store", "doctor", "demo"):
         assert name in names, name  # registered by this project's own pyproject.toml
     assert {"hello", "broken", "config", "dial", "spool", "topology", "access"} <= set(names)
-    assert (
-        "BROKEN: command 'broken' from tcx-extra 1.0" in listed.stdout
-    )
+    assert "BROKEN: command 'broken' from tcx-extra 1.0" in listed.stdout
     assert run("hello", "world").stdout == "hello world\n"
     broken = run("broken", "--anything")
     assert broken.returncode == 1
