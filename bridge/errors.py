@@ -10,7 +10,7 @@
     │   └── DialExpiredError        ... or it expired before it could be dialed
     ├── HandlerError                a message that can never be handled: dead-letter it at once
     ├── TransientError              a message's side effect failed for now (a CRM away): retry it
-    └── TransportError              anything between us and the broker (pika never escapes transport.py)
+    └── TransportError              anything between us and the broker (pika never escapes bridge/transport/)
         ├── BrokerUnreachableError  no connection: refused, timed out, TLS or login failed
         ├── BrokerRejectedError     the broker closed the channel (a missing exchange, ...)
         ├── BrokerRefusedError      an operator must fix it: login, vhost, permissions, a queue's arguments

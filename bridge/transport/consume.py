@@ -1,0 +1,105 @@
+"""Receiving: get one message, follow a queue (or a stream), consume in batches, ack and reject."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bridge.envelope import Delivery
+from bridge.transport.connection import Connection
+from bridge.transport.mapping import mapped_errors
+
+
+class Consuming(Connection):
+    """The reading side of a connection; deliveries come out as :class:`Delivery`."""
+
+    def get(self, queue: str, *, timeout: float) -> Delivery | None:
+        """Wait up to timeout seconds for one message of queue and ack it."""
+        with mapped_errors(f"get from {queue!r}"):
+            self.channel.basic_qos(prefetch_count=1)
+            for method, properties, body in self.channel.consume(queue, inactivity_timeout=timeout):
+                if method is None:
+                    break
+                self.channel.basic_ack(method.delivery_tag)
+                self.channel.cancel()
+                return _delivery(method, properties, body)
+            self.channel.cancel()
+        return None
+
+    def follow(
+        self, queue: str, *, timeout: float, arguments: dict[str, Any] | None = None, prefetch: int = 100
+    ) -> Iterator[Delivery]:
+        """Yield queue's messages (acked) until none came for timeout seconds; a stream reads from arguments'
+        ``x-stream-offset`` (a datetime: from that moment on)."""
+        with mapped_errors(f"read {queue!r}"):
+            self.channel.basic_qos(prefetch_count=prefetch)
+            try:
+                for method, properties, body in self.channel.consume(
+                    queue, inactivity_timeout=timeout, arguments=arguments
+                ):
+                    if method is None:
+                        return
+                    self.channel.basic_ack(method.delivery_tag)
+                    yield _delivery(method, properties, body)
+            finally:
+                if self._channel is not None and self._channel.is_open:
+                    self._channel.cancel()
+
+    def consume(
+        self,
+        queue: str,
+        handle_batch: Callable[[list[Delivery]], None],
+        *,
+        prefetch: int,
+        should_stop: Callable[[], bool],
+        on_tick: Callable[[], None] | None = None,
+        tick: float = 0.5,
+    ) -> None:
+        """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
+
+        handle_batch acks them. on_tick runs at least every tick seconds.
+        """
+        pending: list[Delivery] = []
+        with mapped_errors(f"consume {queue!r}"):
+            channel = self.channel
+            channel.basic_qos(prefetch_count=prefetch)
+
+            def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+                pending.append(_delivery(method, properties, body))
+
+            tag = channel.basic_consume(queue, on_message)
+            while not should_stop():
+                self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
+                if pending:
+                    batch = pending[:]
+                    pending.clear()
+                    handle_batch(batch)
+                if on_tick is not None:
+                    on_tick()
+            channel.basic_cancel(tag)
+
+    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
+        with mapped_errors("ack"):
+            self.channel.basic_ack(delivery_tag, multiple=multiple)
+
+    def reject(self, delivery_tag: int) -> None:
+        """Reject one delivery, not requeued: its queue dead-letters it (the broker, not us, moves it)."""
+        with mapped_errors("reject"):
+            self.channel.basic_nack(delivery_tag, multiple=False, requeue=False)
+
+
+def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
+    return Delivery(
+        body=body,
+        routing_key=method.routing_key,
+        exchange=method.exchange,
+        delivery_tag=method.delivery_tag,
+        redelivered=bool(method.redelivered),
+        message_id=properties.message_id,
+        type=properties.type,
+        headers=dict(properties.headers or {}),
+        timestamp=properties.timestamp,
+        expiration=properties.expiration,
+        user_id=properties.user_id,
+    )
