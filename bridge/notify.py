@@ -14,19 +14,18 @@ also goes to stderr: always from a terminal, and for an event outboxed because
 the broker was away (the gui-script has no stderr).
 
 This module is imported once per call: it imports only what the publish path
-needs (no click; tenacity only when a retry happens).
+needs (no click; tenacity only when a retry happens). Its log file and stderr
+lines are set up by ``bridge.notify_log``, the hard deadline is ``bridge.watchdog``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
 
 import msgspec
 
@@ -34,18 +33,18 @@ from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
+from bridge.notify_log import configure_logging, log_lost
 from bridge.outbox import Outbox
-from bridge.redact import redact_logs
 from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
+from bridge.watchdog import WATCHDOG_GRACE, Watchdog
 
 logger = logging.getLogger("bridge.notify")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
-WATCHDOG_GRACE = 2.0  # seconds past publish_budget for closing, replaying and logging
 MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself is kept whole)
 
 
@@ -229,167 +228,6 @@ def _publish_and_replay(
         return replay.published
 
 
-class BoundedFileHandler(logging.FileHandler):
-    """Append to a log file; past max_bytes, rename it to ``.1`` (keeping one old file).
-
-    logging.handlers.RotatingFileHandler would do, but importing logging.handlers
-    (with pickle, queue, socket) costs every launch milliseconds. Each launch logs a
-    few lines, so checking the size once, when the file is opened, is enough.
-    """
-
-    def __init__(self, filename: str, max_bytes: int) -> None:
-        try:
-            if os.path.getsize(filename) > max_bytes:
-                os.replace(filename, filename + ".1")
-        except OSError:  # missing (fine) or held open by another launch (rotate next time)
-            pass
-        super().__init__(filename, encoding="utf-8", delay=True)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write the record; a log file that cannot be opened is skipped (FileHandler would raise)."""
-        try:
-            super().emit(record)
-        except OSError:
-            self.handleError(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # logging's name
-        """A log file that cannot be opened or written is skipped: logging never fails a launch."""
-        self.setLevel(logging.CRITICAL + 1)
-
-
-class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in typeshed
-    """stderr: every error, and the launch's one-line outcome for a person to see.
-
-    The outcome line (``published ...`` / ``outboxed ...``) shows on a terminal,
-    and an ``outboxed`` one shows anywhere, unless an error line already said why
-    the event waits. Under the gui-script there is no stderr, so no handler.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        try:
-            self.terminal = stream.isatty()
-        except (AttributeError, ValueError, OSError):  # a closed or odd stream
-            self.terminal = False
-        self.spoken = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            self.spoken = True
-            return super().filter(record) is not False
-        if getattr(record, "outcome", False):
-            return self.terminal or (record.levelno >= logging.WARNING and not self.spoken)
-        return False
-
-
-class ConsoleFormatter(logging.Formatter):
-    """``tcx-bridge-notify: <message>``; a LOST line starts with LOST, for scripts to find."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if text.startswith("LOST ") else f"tcx-bridge-notify: {text}"
-
-
-class Watchdog:
-    """A hard bound on one launch: pika has no overall deadline for a confirm.
-
-    If the launch is still running publish_budget + WATCHDOG_GRACE seconds after it
-    began (a broker that accepted the connection and then went silent), the event
-    goes to the outbox, unless it was already confirmed or stored, and the process
-    exits. The Assistant never waits on a hung process.
-    """
-
-    def __init__(self, seconds: float, message: OutgoingMessage, settings: Settings, exit_code: int) -> None:
-        self._message, self._settings, self._exit_code = message, settings, exit_code
-        self._lock = threading.Lock()
-        self._safe = self._finished = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._seconds = seconds
-
-    def __enter__(self) -> Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._finished = True
-        self._timer.cancel()
-
-    @property
-    def safe(self) -> bool:
-        with self._lock:
-            return self._safe
-
-    def mark_safe(self) -> None:
-        """The event is confirmed or stored: past the deadline, only exit."""
-        with self._lock:
-            self._safe = True
-
-    def keep(self, store: Callable[[], object]) -> None:
-        """Store the event once: not again if the deadline stored it already (nor the deadline after us)."""
-        with self._lock:
-            if not self._safe:
-                store()
-                self._safe = True
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            if self._safe:
-                logger.warning("stopped at the %.1fs deadline; the rest of the outbox waits", self._seconds)
-            else:
-                try:
-                    Outbox(self._settings.outbox_dir).put(self._message)
-                except TcxBridgeError as error:
-                    log_lost(self._message, error)
-                    self._exit_code = EXIT_FAILED
-                else:
-                    logger.warning(
-                        "outboxed %s event_id=%s: the broker did not confirm within %.1fs",
-                        self._message.routing_key,
-                        self._message.message_id,
-                        self._seconds,
-                        extra={"outcome": True},
-                    )
-            logging.shutdown()
-            os._exit(self._exit_code)
-
-
-def configure_logging(settings: Settings | None) -> None:
-    """One size-bounded log file under the data dir, and errors to stderr (if there is one)."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    logging.getLogger("pika").setLevel(logging.CRITICAL)  # its failures reach us as our errors
-    formatter = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
-    logging.raiseExceptions = False  # a handler that fails stays silent: the exit status tells the truth
-    if settings is not None:
-        try:
-            settings.log_dir.mkdir(parents=True, exist_ok=True)
-            handler: logging.Handler = BoundedFileHandler(
-                str(settings.log_dir / "notify.log"), settings.log_max_bytes
-            )
-            handler.setFormatter(formatter)
-            root.addHandler(redact_logs(handler))
-        except OSError:  # no log file: stderr still gets the errors; `tcx-bridge doctor` names the cause
-            pass
-    if sys.stderr is not None:  # pythonw (the gui-script) has no stderr
-        console = ConsoleHandler(sys.stderr)
-        console.setFormatter(ConsoleFormatter("%(message)s"))
-        root.addHandler(redact_logs(console))
-
-
-def log_lost(message: OutgoingMessage, error: object) -> None:
-    """The one line of an event neither confirmed nor stored: LOST, its JSON, and why."""
-    logger.error(
-        "LOST %s (%s: %s)",
-        message.body.decode("utf-8", "replace"),
-        message.routing_key,
-        printable(str(error)),
-    )
-
-
 USAGE = """usage: tcx-bridge-notify /N:S|C|E [/C:CallerId] [/T:I|O] /I:CallId
 
 The executable 3CX Assistant launches once per call event (register
@@ -426,7 +264,7 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_FAILED
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
-        with Watchdog(deadline, message, settings, exit_code) as watchdog:
+        with Watchdog(deadline, message, settings, exit_code, lost_code=EXIT_FAILED) as watchdog:
             try:
                 delivered = deliver(message, settings, watchdog.mark_safe, watchdog.keep)
             except Exception:  # a bug: keep the call before the traceback, unless it is safe already
@@ -439,6 +277,18 @@ def run(argv: Sequence[str]) -> int:
     except TcxBridgeError as error:
         log_lost(message, error)
         return EXIT_FAILED
+    _log_outcome(delivered, event, message, settings, started)
+    return exit_code
+
+
+def _log_outcome(
+    delivered: Delivered,
+    event: events.CallEvent,
+    message: OutgoingMessage,
+    settings: Settings,
+    started: float,
+) -> None:
+    """The launch's one line: published or outboxed (and why), the ids, how long it took."""
     line = "%s %s event_id=%s call_id=%s ms=%.1f replayed=%d"
     waits = " (%s); it waits in %s for the next replay"
     facts = (
@@ -460,7 +310,6 @@ def run(argv: Sequence[str]) -> int:
         )
     else:
         logger.info(line, *facts, extra={"outcome": True})
-    return exit_code
 
 
 def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
