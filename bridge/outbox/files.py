@@ -1,0 +1,171 @@
+"""The outbox's files: write one event atomically, list them oldest first, read one back.
+
+Also what keeps the directory healthy: orphans of a killed launch recovered or
+removed, an unreadable file moved to ``corrupt/``, the lock replay holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from bridge.envelope import OutgoingMessage
+from bridge.errors import OutboxError
+from bridge.outbox.locking import fsync_directory, locked
+
+logger = logging.getLogger("bridge.outbox")
+
+SUFFIX = ".json"
+TEMPORARY = ".tmp-"
+ORPHAN_AGE = 60.0  # seconds; writing a file takes milliseconds, so an older temporary file is an orphan
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """An outboxed message as stored on disk; body is the original JSON."""
+
+    routing_key: str
+    message_id: str
+    type: str
+    timestamp: int
+    app_id: str
+    body: msgspec.Raw
+
+
+_ENTRY_DECODER = msgspec.json.Decoder(Entry)
+_ENCODER = msgspec.json.Encoder()
+
+
+def mtime(path: Path) -> float:
+    """When path was last written, or now if it cannot be read."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+class OutboxFiles:
+    """A directory of events waiting for the broker: one file each, named so that name order is age order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def put(self, message: OutgoingMessage) -> Path:
+        """Store message durably; return its file."""
+        entry = Entry(
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            type=message.type,
+            timestamp=message.timestamp,
+            app_id=message.app_id,
+            body=msgspec.Raw(message.body),
+        )
+        final = self.directory / f"{time.time_ns():020d}-{message.message_id}{SUFFIX}"
+        temporary = self.directory / f"{TEMPORARY}{uuid.uuid4().hex}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as handle:
+                handle.write(_ENCODER.encode(entry))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+            fsync_directory(self.directory)
+        except OSError as error:
+            with contextlib.suppress(OSError):  # the directory may be what is broken
+                temporary.unlink(missing_ok=True)
+            raise OutboxError(f"cannot write to the outbox {str(self.directory)!r}: {error}") from None
+        return final
+
+    def paths(self) -> list[Path]:
+        """Outboxed files, oldest first."""
+        try:
+            names = sorted(
+                entry.name
+                for entry in os.scandir(self.directory)
+                if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [self.directory / name for name in names]
+
+    def orphans(self) -> list[Path]:
+        """Temporary files: an event being written right now, or one a killed launch left behind."""
+        try:
+            return sorted(
+                self.directory / entry.name
+                for entry in os.scandir(self.directory)
+                if entry.name.startswith(TEMPORARY)
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def recover_orphans(self, min_age: float = ORPHAN_AGE) -> int:
+        """Move complete orphans into the outbox (by their age), remove incomplete ones; return moved."""
+        recovered = 0
+        for path in self.orphans():
+            try:
+                stat = path.stat()
+                if time.time() - stat.st_mtime < min_age:
+                    continue  # a launch may be writing it right now
+                entry = _ENTRY_DECODER.decode(path.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                logger.warning("removed %s: an incomplete event left by a killed launch", path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            except OSError as error:
+                raise OutboxError(f"cannot read the orphan {str(path)!r}: {error}") from None
+            final = self.directory / f"{stat.st_mtime_ns:020d}-{entry.message_id}{SUFFIX}"
+            try:
+                os.replace(path, final)
+            except OSError as error:
+                raise OutboxError(f"cannot recover the orphan {str(path)!r}: {error}") from None
+            logger.warning("recovered event_id=%s from %s, left by a killed launch", entry.message_id, path)
+            recovered += 1
+        return recovered
+
+    def load(self, path: Path) -> OutgoingMessage:
+        """Read one outboxed file back into the message it was."""
+        try:
+            entry = _ENTRY_DECODER.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError) as error:
+            raise OutboxError(f"outbox file {str(path)!r} cannot be read: {error}") from None
+        return OutgoingMessage(
+            routing_key=entry.routing_key,
+            body=bytes(entry.body),
+            message_id=entry.message_id,
+            type=entry.type,
+            timestamp=entry.timestamp,
+            app_id=entry.app_id,
+        )
+
+    def _remove(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as failure:  # published but still here: it would be replayed again
+                raise OutboxError(f"cannot remove {str(path)!r} after its confirm: {failure}") from None
+
+    def _quarantine(self, path: Path, error: OutboxError) -> None:
+        """Move an unreadable file aside so it cannot block the ones behind it."""
+        logger.error("%s; moved to %s", error, self.directory / "corrupt")
+        corrupt = self.directory / "corrupt"
+        try:
+            corrupt.mkdir(exist_ok=True)
+            os.replace(path, corrupt / path.name)
+        except OSError as moved:
+            raise OutboxError(f"cannot move {str(path)!r} aside: {moved}") from None
+
+    @contextmanager
+    def _lock(self, wait: float) -> Iterator[bool]:
+        with locked(self.directory, wait) as acquired:
+            yield acquired
