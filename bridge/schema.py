@@ -127,42 +127,8 @@ def json_schemas(ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
 def asyncapi() -> dict[str, Any]:
     """An AsyncAPI 3.0 document of the channels (exchanges and routing keys) and messages."""
     schemas = _components("#/components/schemas/{name}")
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for channel in CHANNELS:
-        name = channel.message.__name__
-        parameters = {
-            p: {"description": PARAMETERS[p]} for p in PARAMETERS if "{" + p + "}" in channel.address
-        }
-        kind, arguments = EXCHANGES[channel.exchange]
-        shown = ", ".join(f"{key} {value}" for key, value in arguments.items()) or "no arguments"
-        channels[channel.key] = {
-            "address": channel.address,
-            "description": f"{channel.summary} Exchange {channel.exchange}: {kind}, durable, {shown}. "
-            + EXCHANGE_ADVICE,
-            "x-exchange-arguments": arguments,
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            **({"parameters": parameters} if parameters else {}),
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": {
-                        "name": channel.exchange,
-                        "type": kind,
-                        "durable": True,
-                        "autoDelete": False,
-                        "vhost": "/",
-                    },
-                    "bindingVersion": "0.3.0",
-                }
-            },
-        }
-        operations[f"send_{channel.key}"] = {
-            "action": "send",
-            "channel": {"$ref": f"#/channels/{channel.key}"},
-            "summary": f"Published by {channel.sender}.",
-            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
-        }
+    channels = {channel.key: _asyncapi_channel(channel) for channel in CHANNELS}
+    operations = {f"send_{channel.key}": _asyncapi_operation(channel) for channel in CHANNELS}
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -186,6 +152,45 @@ def asyncapi() -> dict[str, Any]:
             },
             "schemas": schemas,
         },
+    }
+
+
+def _asyncapi_channel(channel: Channel) -> dict[str, Any]:
+    """One channel of the AsyncAPI document: its address, parameters, message and AMQP binding."""
+    name = channel.message.__name__
+    parameters = {p: {"description": PARAMETERS[p]} for p in PARAMETERS if "{" + p + "}" in channel.address}
+    kind, arguments = EXCHANGES[channel.exchange]
+    shown = ", ".join(f"{key} {value}" for key, value in arguments.items()) or "no arguments"
+    return {
+        "address": channel.address,
+        "description": f"{channel.summary} Exchange {channel.exchange}: {kind}, durable, {shown}. "
+        + EXCHANGE_ADVICE,
+        "x-exchange-arguments": arguments,
+        "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        **({"parameters": parameters} if parameters else {}),
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {
+                    "name": channel.exchange,
+                    "type": kind,
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+                "bindingVersion": "0.3.0",
+            }
+        },
+    }
+
+
+def _asyncapi_operation(channel: Channel) -> dict[str, Any]:
+    """The send operation of a channel: who publishes there, persistent and mandatory."""
+    return {
+        "action": "send",
+        "channel": {"$ref": f"#/channels/{channel.key}"},
+        "summary": f"Published by {channel.sender}.",
+        "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
     }
 
 
