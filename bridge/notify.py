@@ -35,6 +35,7 @@ from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridg
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.notify_log import configure_logging, log_lost
 from bridge.outbox import Outbox
+from bridge.retry import call_with_retries
 from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
@@ -167,20 +168,21 @@ def deliver(
         why = str(error)
     remaining = deadline - time.monotonic()
     if remaining > 0.05:
-        import tenacity  # only on the slow path
+
+        def again(attempt: int) -> int:
+            left = max(deadline - time.monotonic(), 0.1)
+            start = position + attempt  # the next node first
+            return _publish_and_replay(message, settings, outbox, left, on_safe, start)
 
         try:
-            for attempt in tenacity.Retrying(
-                stop=tenacity.stop_before_delay(remaining),
-                wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
-                retry=tenacity.retry_if_exception_type(TransportError),
-                reraise=True,
-            ):
-                with attempt:
-                    left = max(deadline - time.monotonic(), 0.1)
-                    start = position + attempt.retry_state.attempt_number  # the next node first
-                    replayed = _publish_and_replay(message, settings, outbox, left, on_safe, start)
-                    return Delivered("published", replayed)
+            replayed = call_with_retries(
+                again,
+                when=lambda error: isinstance(error, TransportError),
+                first_wait=0.1,
+                max_wait=1.0,
+                within=remaining,
+            )
+            return Delivered("published", replayed)
         except TransportError as error:
             logger.warning("publish failed within %.1fs: %s", settings.publish_budget, error)
             why = str(error)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 import tracemalloc
+import urllib.error
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import openpyxl
 import pytest
@@ -18,7 +22,7 @@ from bridge import events
 from bridge.cli import cli
 from bridge.errors import ConfigError
 from consumers.crm import contact_files
-from consumers.crm.contacts import SqliteContacts, StoreContacts, parse_field_map
+from consumers.crm.contacts import HTTP_ATTEMPTS, SqliteContacts, StoreContacts, parse_field_map, request_json
 
 DATA = Path(__file__).parent / "data"
 
@@ -525,3 +529,54 @@ def test_merges_and_company_names_in_the_postgresql_store(pg_url: str, tmp_path:
         assert store.count() == 5
     finally:
         store.close()
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """An HTTP API that answers each GET with the next status of `statuses` (then 200 and JSON)."""
+
+    statuses: ClassVar[list[int]] = []
+    hits: ClassVar[int] = 0
+
+    def do_GET(self) -> None:  # http.server's name
+        Flaky.hits += 1
+        status = Flaky.statuses.pop(0) if Flaky.statuses else 200
+        data = b'{"name": "Anna"}' if status == 200 else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky_api() -> Iterator[str]:
+    Flaky.statuses, Flaky.hits = [], 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/contacts"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected", "hits"),
+    [
+        ([503, 429], {"name": "Anna"}, 3),  # away, then too busy: the third attempt gets it
+        ([404], None, 1),  # no such contact: an answer, not retried
+    ],
+)
+def test_request_json_retries_what_may_pass(
+    flaky_api: str, statuses: list[int], expected: object, hits: int
+) -> None:
+    Flaky.statuses = statuses
+    assert request_json("GET", flaky_api, None, timeout=5) == expected
+    assert Flaky.hits == hits
+
+
+def test_request_json_gives_up_after_its_attempts(flaky_api: str) -> None:
+    Flaky.statuses = [500] * 10
+    with pytest.raises(urllib.error.HTTPError, match="500"):
+        request_json("GET", flaky_api, None, timeout=5)
+    assert Flaky.hits == HTTP_ATTEMPTS

@@ -34,6 +34,7 @@ from bridge.config import Settings
 from bridge.errors import ConfigError, HandlerError
 from bridge.events import MAX_NAME, MAX_URL, Contact
 from bridge.redact import redact_text, redact_url
+from bridge.retry import call_with_retries
 from consumers.numbers import check_region, normalise
 from consumers.store.core import Store, open_sqlite, open_store
 
@@ -318,8 +319,6 @@ def request_json(
     method: str, url: str, body: Any, timeout: float, headers: dict[str, str] | None = None
 ) -> Any:
     """One HTTP call with bounded retries on timeouts, connection errors and 5xx; 404 means None."""
-    import tenacity
-
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         url,
@@ -337,20 +336,18 @@ def request_json(
             return error.code >= 500 or error.code == 429
         return isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError))
 
-    for attempt in tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(HTTP_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.2, max=2),
-        retry=tenacity.retry_if_exception(retriable),
-        reraise=True,
-    ):
-        with attempt:
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    payload = response.read()
-            except urllib.error.HTTPError as error:
-                if error.code == 404:
-                    return None
-                raise
-            except ValueError as error:  # http.client.InvalidURL, an unknown scheme: it may quote a password
-                raise HandlerError(f"{method} {redact_url(url)}: {redact_text(str(error), url)}") from None
+    def fetch(_attempt: int) -> bytes | None:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        except ValueError as error:  # http.client.InvalidURL, an unknown scheme: it may quote a password
+            raise HandlerError(f"{method} {redact_url(url)}: {redact_text(str(error), url)}") from None
+
+    payload = call_with_retries(fetch, when=retriable, first_wait=0.2, max_wait=2, attempts=HTTP_ATTEMPTS)
+    if payload is None:
+        return None
     return json.loads(payload) if payload.strip() else None
