@@ -24,6 +24,7 @@ import msgspec
 from bridge import events
 from bridge.access import desk_of_user
 from bridge.config import Settings
+from bridge.envelope import build_outgoing
 from bridge.errors import DialError, UnroutableError
 from bridge.topology import declare_commands, declare_dial_results, dial_results_queue
 from bridge.transport import Broker, Delivery, OutgoingMessage
@@ -102,12 +103,11 @@ def new_request(
 
 
 def to_message(request: events.DialRequest, routing_key: str, ttl: float | None) -> OutgoingMessage:
-    return OutgoingMessage(
+    return build_outgoing(
+        request,
         routing_key=routing_key,
-        body=events.ENCODER.encode(request),
         message_id=request.request_id,
         type="dial",
-        timestamp=int(time.time()),
         app_id="tcx-bridge-dial",
         # The agent reports "expired" from expires_at; the broker's expiration, later, only
         # clears the queue of a desk that stays offline (to its dead-letter queue).

@@ -31,6 +31,7 @@ import msgspec
 
 from bridge import events
 from bridge.config import Settings, load_settings
+from bridge.envelope import build_outgoing
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.notify_log import configure_logging, log_lost
@@ -117,12 +118,11 @@ def too_big(message: OutgoingMessage) -> str | None:
 
 def to_message(event: events.CallEvent) -> OutgoingMessage:
     """The AMQP message of a call event."""
-    return OutgoingMessage(
+    return build_outgoing(
+        event,
         routing_key=event.routing_key,
-        body=events.ENCODER.encode(event),
         message_id=event.event_id,
         type=f"call.{event.kind}",
-        timestamp=int(time.time()),
         app_id="tcx-bridge-notify",
     )
 

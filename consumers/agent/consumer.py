@@ -31,6 +31,7 @@ import msgspec
 from bridge import events
 from bridge.config import Settings
 from bridge.dial import clean_number
+from bridge.envelope import build_outgoing
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
 from bridge.outbox import Outbox
 from bridge.text import printable
@@ -400,12 +401,11 @@ class DeskAgent(Consumer):
             logger.info("dial %s %s %s", result.request_id, result.status, result.call_id or "")
         publish(
             self.settings.exchange,
-            OutgoingMessage(
+            build_outgoing(
+                result,
                 routing_key=result.routing_key,
-                body=events.ENCODER.encode(result),
                 message_id=events.new_event_id(),
                 type="dial.result",
-                timestamp=int(time.time()),
                 app_id="tcx-bridge-agent",
             ),
         )

@@ -20,15 +20,15 @@ retries the event later.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bridge import events
 from bridge.config import Settings
+from bridge.envelope import build_outgoing
 from bridge.topology import declare_commands, declare_events
-from bridge.transport import Broker, OutgoingMessage
+from bridge.transport import Broker
 from consumers.analytics.calls import CallConsumer
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, check_region, normalise
@@ -127,12 +127,11 @@ class Crm(CallConsumer):
         )
         routed = context.publish(
             self.settings.commands_exchange,
-            OutgoingMessage(
+            build_outgoing(
+                pop,
                 routing_key=f"desk.{event.desk}.popup",
-                body=events.ENCODER.encode(pop),
                 message_id=pop.event_id,
                 type="popup",
-                timestamp=int(time.time()),
                 app_id="tcx-bridge-crm",
                 expiration_ms=int(self.settings.popup_ttl * 1000),
             ),
