@@ -253,14 +253,20 @@ def topology() -> None:
 
 
 @topology.command("declare")
-@click.option("--desk", "desks", multiple=True, help="Also declare this desk agent's queue (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    help="Also declare this desk agent's queue: DESK or DESK,EXTENSION (also binds ext.<EXTENSION>.*); "
+    "repeatable.",
+)
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
     """Declare everything (idempotent, safe on a live system).
 
     \b
     Example:
-        tcx-bridge topology declare --desk DESK-07 --desk DESK-08
+        tcx-bridge topology declare --desk DESK-07,107 --desk DESK-08
     """
     from bridge.transport import Broker
     from consumers.topology import declare_all, expected

@@ -76,7 +76,7 @@ from bridge.topology import (
     declare_events,
     retry_exchange,
 )
-from bridge.transport import Broker, Delivery, OutgoingMessage
+from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.metrics import NULL, Metrics, metrics_for
 from consumers.store import Store, as_store, savepoint, transaction
 
@@ -158,8 +158,8 @@ class Consumer:
         raise NotImplementedError
 
     def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
-        """A message the runtime dead-letters as spoofed, before it is decoded: tell whoever waits (default:
-        nobody)."""
+        """A message the runtime dead-letters before it is decoded (spoofed, unreadable headers): tell whoever
+        waits (default: nobody)."""
 
     def tick(self, broker: Broker, settings: Settings) -> None:
         """Periodic work between deliveries (default: none)."""
@@ -395,7 +395,10 @@ class Runner:
         return outcome, attempts
 
     def _vouch(self, delivery: Delivery, context: Context) -> None:
-        """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
+        """What the broker vouches for: the exchange it came through, and a user_id when they are required.
+
+        A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
+        """
         expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
         expected.add(again_exchange(self.settings, self.consumer.name))
         if delivery.exchange not in expected:
@@ -403,6 +406,11 @@ class Runner:
                 f"spoofed: delivered through exchange {delivery.exchange!r}, "
                 "not one this consumer is bound to"
             )
+        unreadable = delivery.headers.get(UNREADABLE_HEADERS)
+        if unreadable is not None:  # x-death (the retry count) among them: never retried
+            reason = f"undecodable: the message's headers cannot be decoded ({unreadable})"
+            self.consumer.refuse(delivery, context, reason)
+            raise HandlerError(reason)
         if self.settings.trust_user_id and not delivery.user_id:
             reason = (
                 "spoofed: the message has no user_id, so the broker vouches for no sender "

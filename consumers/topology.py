@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from bridge.access import check_unique, parse_desk
 from bridge.config import Settings
 from bridge.topology import (
     again_exchange,
@@ -34,17 +35,25 @@ class Entity(NamedTuple):
 
 
 def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
-    return [msgspec.structs.replace(settings, desk=desk) for desk in desks]
+    """Each desk's settings from ``DESK`` or ``DESK,EXTENSION``: its own extension, never the caller's.
+
+    (The caller's extension once bound ``ext.<its extension>.*`` to every desk's queue,
+    so a dial by extension rang on every desk declared.)
+    """
+    parsed = [parse_desk(text) for text in desks]
+    check_unique(parsed)
+    return [msgspec.structs.replace(settings, desk=d.desk, extension=d.extension) for d in parsed]
 
 
 def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
-    """Declare everything; desk agent queues for each of desks."""
+    """Declare everything; desk agent queues for each of desks (``DESK`` or ``DESK,EXTENSION``)."""
+    per_desk = desk_settings(settings, desks)  # a bad or repeated desk stops before anything is declared
     declare_events(broker, settings)
     declare_commands(broker, settings)
     declare_dial_results(broker, settings)
     for consumer in consumer_classes():
         declare_consumer_queues(broker, settings, consumer)
-    for desk in desk_settings(settings, desks):
+    for desk in per_desk:
         declare_consumer_queues(broker, desk, DeskAgent)
 
 
