@@ -454,7 +454,10 @@ class Broker:
     ) -> None:
         """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        handle_batch acks them. on_tick runs at least every tick seconds.
+        handle_batch acks them. on_tick runs at least every tick seconds. A consumer the broker
+        cancels (its queue deleted, or crashed and restarted: RabbitMQ 3.10 crashes a classic queue
+        that dead-letters a message whose x-death header a client forged) is BrokerUnreachableError,
+        so the runner reconnects instead of waiting for good with no consumer.
         """
         pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):
@@ -464,6 +467,8 @@ class Broker:
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
                 pending.append(_delivery(method, properties, body))
 
+            cancelled: list[object] = []
+            channel.add_on_cancel_callback(cancelled.append)
             tag = channel.basic_consume(queue, on_message)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
@@ -471,6 +476,11 @@ class Broker:
                     batch = pending[:]
                     pending.clear()
                     handle_batch(batch)
+                if cancelled:  # else we would wait on the channel for good, consuming nothing
+                    raise BrokerUnreachableError(
+                        f"consume {queue!r}: the broker cancelled the consumer (the queue was deleted, "
+                        "or restarted after a crash)"
+                    )
                 if on_tick is not None:
                     on_tick()
             channel.basic_cancel(tag)

@@ -35,7 +35,8 @@ failure depends only on its kind (:func:`classify`):
 A publish the broker returns as unroutable (a pop for a desk with no agent) is
 an outcome, not a failure: the message goes to the unrouted exchange instead.
 Dead-letter headers (for people; nothing reads them back): ``x-tcx-reason``,
-``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``.
+``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``, and
+``x-tcx-body-bytes`` on an oversize message, whose dead letter keeps only its first MAX_BODY bytes.
 
 The runner reconnects with a growing delay that starts short again after a
 connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
@@ -87,6 +88,7 @@ REASON = "x-tcx-reason"
 ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
+BODY_BYTES = "x-tcx-body-bytes"  # on a dead letter whose body was cut to MAX_BODY: its full size
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
 MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
@@ -474,9 +476,11 @@ class Runner:
         }
         if delivery.user_id:
             headers[USER_ID] = delivery.user_id
-        broker.publish(
-            self.settings.dead_exchange, _copy(delivery, dead_letter_key(self.consumer.name), headers)
-        )
+        dead = _copy(delivery, dead_letter_key(self.consumer.name), headers)
+        if len(dead.body) > MAX_BODY:  # kept for people to read: not every consumer's copy of 100 MB
+            headers[BODY_BYTES] = len(dead.body)
+            dead = dead._replace(body=dead.body[:MAX_BODY])
+        broker.publish(self.settings.dead_exchange, dead)
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",

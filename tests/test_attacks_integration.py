@@ -81,7 +81,8 @@ def test_a_header_pika_cannot_decode_jams_no_consumer(
     services: list[Service],
     tmp_path: Path,
 ) -> None:
-    """desk-A, on its own key, with one header of a hostile value: crm and analytics go on."""
+    """desk-A, on its own key, with one header of a hostile value: crm and analytics go on. (And a 1 MB
+    body is kept only in part in each consumer's dead letters.)"""
     desk_user = f"desk-{rights.desk}"
     a = rights.settings_of(desk_user)
     server = {"TCX_BRIDGE_DATA_DIR": str(tmp_path / "server")}
@@ -93,13 +94,18 @@ def test_a_header_pika_cannot_decode_jams_no_consumer(
     }
     poison = event_message(rights.desk, rights.desk, "poison")._replace(headers=POISON)
     publish_as(rights, desk_user, a.exchange, poison)
+    huge = event_message(rights.desk, rights.desk, "huge")._replace(body=b"x" * 1_000_000)
+    publish_as(rights, desk_user, a.exchange, huge)
     publish_as(rights, desk_user, a.exchange, event_message(rights.desk, rights.desk, "after-poison"))
     for name, service in consumers.items():
         dead = admin.get(a.dead_queue(name), timeout=15)
         assert dead is not None, name + service.output()
         reason = dead.headers["x-tcx-reason"]
         assert reason.startswith("undecodable: the message's headers cannot be decoded"), reason
-        wait_until(lambda s=service: s.output().count(" outcome=") == 2, timeout=15)  # and the next one
+        big = admin.get(a.dead_queue(name), timeout=15)  # every consumer's copy of a 1 MB body: 64 KiB
+        assert big is not None
+        assert (len(big.body), big.headers["x-tcx-body-bytes"]) == (64 * 1024, 1_000_000)
+        wait_until(lambda s=service: s.output().count(" outcome=") == 3, timeout=15)  # and the next one
         assert "broker lost" not in service.output(), name
     calls = run_cli({**rights.env, **server}, "report", "--calls", "--format", "json")
     assert [c["call_id"] for c in json.loads(calls.stdout or "[]")] == ["after-poison"]
@@ -187,6 +193,53 @@ def test_a_dial_by_extension_reaches_only_the_desk_of_that_extension(
     )
     assert twice.returncode == 1
     assert "extension '101' is given to desk" in twice.stderr.strip().splitlines()[-1]
+
+
+def test_a_consumer_whose_queue_goes_away_says_so_instead_of_waiting_for_good(
+    rights: Rights, admin: Broker, services: list[Service]
+) -> None:
+    """The broker cancels the consumer of a queue that is deleted or crashes (see the next test): the
+    runner used to wait on the channel for good, consuming nothing, looking healthy."""
+    settings = rights.settings_of("tcx-analytics")
+    service = start_service(
+        services, rights.env_of("tcx-analytics"), admin, settings.queue("analytics"), "consume", "analytics"
+    )
+    admin.delete_queue(settings.queue("analytics"))
+    assert service.process.wait(30) == 1
+    lines = service.output().strip().splitlines()
+    assert "the broker cancelled the consumer" in service.output()
+    assert lines[-1].startswith(f"Error: queue {settings.queue('analytics')!r} does not exist")
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="RabbitMQ before 4.0 crashes a classic queue that dead-letters a message whose x-death header a "
+    "client forged; no right forbids sending it (README: upgrade the broker)",
+)
+def test_a_forged_x_death_does_not_take_a_queue_down(
+    rights: Rights, admin: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """desk-A, on its own key: persistent events with x-death ["x"] that expire at once, behind a backlog.
+    The crm's queue dead-letters the first that expires and crashes, and again at each restart: the crm
+    (which now reconnects each time instead of waiting for good) handles nothing more. With quorum=true
+    the queue goes on (its dead-letter worker crashes instead, so its retries stall)."""
+    desk_user = f"desk-{rights.desk}"
+    a = rights.settings_of(desk_user)
+    env = rights.env_of("tcx-crm", TCX_BRIDGE_DATA_DIR=str(tmp_path / "server"), TCX_BRIDGE_PREFETCH="1")
+    crm = start_service(services, env, admin, a.queue("crm"), "consume", "crm")
+    backlog = [event_message(rights.desk, rights.desk, f"busy-{n}") for n in range(40)]
+    forged = [
+        event_message(rights.desk, rights.desk, f"xd-{n}")._replace(
+            headers={"x-death": ["x"]}, expiration_ms=0
+        )
+        for n in range(40)
+    ]
+    with Broker(a.amqp_url, sign=True) as attacker:
+        attacker.publish_many(a.exchange, backlog + forged)  # nacked from where the queue crashed
+    good = event_message(rights.desk, rights.desk, "after-x-death")
+    with Broker(a.amqp_url, sign=True) as desk:
+        desk.publish(a.exchange, good)
+    wait_until(lambda: f"id={good.message_id} " in crm.output(), timeout=10)
 
 
 def refused_attacks(rights: Rights) -> list[tuple[str, str, Callable[[Broker], object]]]:
