@@ -69,6 +69,14 @@ def raw_fields() -> Iterator[None]:
 POISON = {"x-poison": RawField(b"T" + struct.pack(">Q", 2**64 - 1))}
 
 
+def nested(depth: int) -> RawField:
+    """Arrays in arrays, deeper than Python's recursion limit (RecursionError: the consumer process died)."""
+    inner = b""
+    for _ in range(depth):
+        inner = b"A" + struct.pack(">I", len(inner)) + inner
+    return RawField(inner)
+
+
 def publish_as(rights: Rights, user: str, exchange: str, message: OutgoingMessage) -> None:
     settings = rights.settings_of(user)
     with raw_fields(), Broker(settings.amqp_url, sign=True) as broker:
@@ -94,6 +102,8 @@ def test_a_header_pika_cannot_decode_jams_no_consumer(
     }
     poison = event_message(rights.desk, rights.desk, "poison")._replace(headers=POISON)
     publish_as(rights, desk_user, a.exchange, poison)
+    deep = event_message(rights.desk, rights.desk, "deep")._replace(headers={"x-deep": nested(3000)})
+    publish_as(rights, desk_user, a.exchange, deep)
     huge = event_message(rights.desk, rights.desk, "huge")._replace(body=b"x" * 1_000_000)
     publish_as(rights, desk_user, a.exchange, huge)
     publish_as(rights, desk_user, a.exchange, event_message(rights.desk, rights.desk, "after-poison"))
@@ -102,10 +112,13 @@ def test_a_header_pika_cannot_decode_jams_no_consumer(
         assert dead is not None, name + service.output()
         reason = dead.headers["x-tcx-reason"]
         assert reason.startswith("undecodable: the message's headers cannot be decoded"), reason
+        dead = admin.get(a.dead_queue(name), timeout=15)
+        assert dead is not None
+        assert "(RecursionError" in dead.headers["x-tcx-reason"]
         big = admin.get(a.dead_queue(name), timeout=15)  # every consumer's copy of a 1 MB body: 64 KiB
         assert big is not None
         assert (len(big.body), big.headers["x-tcx-body-bytes"]) == (64 * 1024, 1_000_000)
-        wait_until(lambda s=service: s.output().count(" outcome=") == 3, timeout=15)  # and the next one
+        wait_until(lambda s=service: s.output().count(" outcome=") == 4, timeout=15)  # and the next one
         assert "broker lost" not in service.output(), name
     calls = run_cli({**rights.env, **server}, "report", "--calls", "--format", "json")
     assert [c["call_id"] for c in json.loads(calls.stdout or "[]")] == ["after-poison"]
