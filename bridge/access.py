@@ -4,11 +4,12 @@
 or the management UI imports it. Users (namespace ``tcx``, events exchange E =
 ``tcx.events``, commands C = ``tcx.commands``, dead letters D = ``tcx.dead``):
 
-    tcx-admin      ``tcx-bridge topology declare [--desk D]`` at roll-out: configure, write and read
+    tcx-admin      ``tcx-bridge topology declare [--desk D[,EXT]]`` at roll-out: configure, write and read
                    on the namespace's resources only (no administrator tag, nothing else on the vhost)
-    desk-<desk>    notify and the agent of one desk: publish to E only call.*.*.<desk>,
-                   call.invalid.<desk> and dial.*.<desk>; consume its own queue tcx.desk.<desk>;
-                   publish its own dead letters (key desk.<desk>) to D
+    desk-<desk>    notify and the agent of one desk: publish to E only call.<kind>.<direction>.<desk>,
+                   call.invalid.<desk> and dial.<status>.<desk> (only the kinds, directions and
+                   statuses there are); consume its own queue tcx.desk.<desk>; publish its own dead
+                   letters (key desk.<desk>) to D
     tcx-crm        consume crm: its queue; publish screen pops desk.*.popup to C (and to the unrouted
                    exchange, where a pop no agent is bound for is kept); its dead letters to D
     tcx-analytics  consume analytics: its queue; its dead letters to D
@@ -33,11 +34,11 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.events import DESK_CHARACTERS, MAX_DESK
+from bridge.events import DESK_CHARACTERS, MAX_DESK, CallKind, DialStatus, Direction
 from bridge.topology import dead_letter_key, dial_results_queue
 
 HASHING = "rabbit_password_hashing_sha256"
@@ -47,6 +48,9 @@ ADMIN = "tcx-admin"
 SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+_KINDS = "(" + "|".join(kind for kind in get_args(CallKind) if kind != "invalid") + ")"
+_DIRECTIONS = "(" + "|".join(get_args(Direction)) + ")"
+_STATUSES = "(" + "|".join(get_args(DialStatus)) + ")"
 
 
 def desk_of_user(user: str | None) -> str | None:
@@ -133,8 +137,12 @@ def desk_rights(settings: Settings, desk: Desk) -> Rights:
         read=_any(_q(settings.queue(name))),
         topics={
             settings.exchange: (
-                # call.invalid.<desk>: a malformed launch is published too, to the invalid route
-                _any(rf"call\.[^.]+\.[^.]+\.{d}", rf"call\.invalid\.{d}", rf"dial\.[^.]+\.{d}"),
+                # call.invalid.<desk>: a malformed launch is published too, to the invalid route. Only
+                # the kinds, directions and statuses there are: any other key routes nowhere, to the
+                # unrouted queue that nothing consumes, which one desk could fill until the broker blocks
+                _any(
+                    rf"call\.{_KINDS}\.{_DIRECTIONS}\.{d}", rf"call\.invalid\.{d}", rf"dial\.{_STATUSES}\.{d}"
+                ),
                 NOTHING,
             ),
             settings.commands_exchange: (NOTHING, NOTHING),

@@ -35,7 +35,8 @@ failure depends only on its kind (:func:`classify`):
 A publish the broker returns as unroutable (a pop for a desk with no agent) is
 an outcome, not a failure: the message goes to the unrouted exchange instead.
 Dead-letter headers (for people; nothing reads them back): ``x-tcx-reason``,
-``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``.
+``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``, and
+``x-tcx-body-bytes`` on an oversize message, whose dead letter keeps only its first MAX_BODY bytes.
 
 The runner reconnects with a growing delay that starts short again after a
 connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
@@ -77,7 +78,7 @@ from bridge.topology import (
     declare_events,
     declare_queues,
 )
-from bridge.transport import Broker, Delivery, OutgoingMessage
+from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.store.core import Store, as_store, savepoint, transaction
 
@@ -88,6 +89,7 @@ REASON = "x-tcx-reason"
 ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
+BODY_BYTES = "x-tcx-body-bytes"  # on a dead letter whose body was cut to MAX_BODY: its full size
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
@@ -388,7 +390,10 @@ class Runner:
         return outcome, attempts
 
     def _vouch(self, delivery: Delivery, context: Context) -> None:
-        """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
+        """What the broker vouches for: the exchange it came through, and a user_id when they are required.
+
+        A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
+        """
         expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
         expected.add(again_exchange(self.settings, self.consumer.name))
         if delivery.exchange not in expected:
@@ -396,6 +401,9 @@ class Runner:
                 f"spoofed: delivered through exchange {delivery.exchange!r}, "
                 "not one this consumer is bound to"
             )
+        unreadable = delivery.headers.get(UNREADABLE_HEADERS)
+        if unreadable is not None:  # x-death (the retry count) among them: never retried
+            raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
         if self.settings.trust_user_id and not delivery.user_id:
             reason = (
                 "spoofed: the message has no user_id, so the broker vouches for no sender "
@@ -469,9 +477,11 @@ class Runner:
         }
         if delivery.user_id:
             headers[USER_ID] = delivery.user_id
-        broker.publish(
-            self.settings.dead_exchange, _copy(delivery, dead_letter_key(self.consumer.name), headers)
-        )
+        dead = _copy(delivery, dead_letter_key(self.consumer.name), headers)
+        if len(dead.body) > MAX_BODY:  # kept for people to read: not every consumer's copy of 100 MB
+            headers[BODY_BYTES] = len(dead.body)
+            dead = dead._replace(body=dead.body[:MAX_BODY])
+        broker.publish(self.settings.dead_exchange, dead)
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
