@@ -20,8 +20,8 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
 the broker does without checking any permission) relays messages to a key it
-may not publish. No user may write to the retry and again exchanges (only the
-broker moves a retry back into a work queue), to ``amq.default`` (which would
+may not publish. No user may write to another's retry exchange, or to any again
+exchange (only the broker moves a retry back into a work queue), to ``amq.default`` (which would
 reach every queue by name), or read a queue but its own. Passwords are generated
 with ``secrets`` and stored as RabbitMQ's salted SHA-256 hashes; the clear ones
 go to a password file only.
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, get_args
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import DESK_CHARACTERS, MAX_DESK, CallKind, DialStatus, Direction
-from bridge.topology import dead_letter_key, dial_results_queue
+from bridge.topology import dead_letter_key, dial_results_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
@@ -133,7 +133,7 @@ def desk_rights(settings: Settings, desk: Desk) -> Rights:
     d = re.escape(desk.desk)
     return Rights(
         configure=NOTHING,
-        write=_any(events, dead),
+        write=_any(events, dead, _q(retry_exchange(settings, name))),
         read=_any(_q(settings.queue(name))),
         topics={
             settings.exchange: (
@@ -172,7 +172,7 @@ def service_rights(settings: Settings, user: str) -> Rights:
             },
         )
     name = user.removeprefix("tcx-")
-    write = [dead]
+    write = [dead, _q(retry_exchange(settings, name))]  # its own retries, through the broker back to it
     topics = {
         settings.exchange: (NOTHING, NOTHING),
         settings.dead_exchange: (_dead_key(name), NOTHING),
