@@ -7,6 +7,15 @@ with a store of its own (``<data_dir>/wallboard.sqlite3``, or table
 merged by ``occurred_at``, duplicates dropped), so a restart shows the same
 numbers. The day is the local day of the ``timezone`` setting.
 
+The board is kept, not recomputed (:class:`Board`): the day is read from the
+store at start, at the day's turn, and after a batch whose commit it could not
+see; then each merged record updates the sums, the desks, the chart and the
+recent list by itself, once its batch committed. The figures are calls_daily's:
+read by its query at start, then each record adds its share of the view's sums
+(:func:`daily_terms`), and rollup() -- as for ``tcx-bridge report`` -- makes the
+rates. Contact names and caller numbers are looked up once per number (contact
+names again after CONTACTS_FRESH seconds).
+
 One story: every open call is classified once (``live``): ringing (inbound, not
 answered), talking (answered), dialing (outbound, not answered) or -- when its
 last event is older than ``wallboard_lost_after`` -- "no end seen", which is
@@ -17,7 +26,8 @@ Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change
 
     tiles      ringing, longest wait (since), talking (sums of the desks), answered, missed,
                answer rate, service level (inbound answered within service_level_seconds /
-               answered), average ring and talk -- the inbound figures of ``tcx-bridge report``;
+               answered, the calls_daily column: the consumer writes the setting to its store at
+               start), average ring and talk -- the inbound figures of ``tcx-bridge report``;
                no_end_seen (today's calls whose end never came)
     desks      each desk seen today: idle, ringing (caller, contact), talking (since), quiet;
                its ringing, talking and no_end_seen counts
@@ -30,19 +40,21 @@ Caller numbers are written one way: national for the ``region``'s country, inter
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from bridge.config import Settings
 from bridge.events import CallEvent, format_time, parse_time
+from bridge.transport import Delivery
 from consumers.calls import CallConsumer
 from consumers.numbers import display, normalise
-from consumers.report import FIRST_MOMENT, Selection, rollup
+from consumers.report import FIRST_MOMENT, MICRO, Selection, rollup
 from consumers.runtime import Context
 from consumers.schema import daily_select
 from consumers.store import Store, open_store, sqlite_path
@@ -51,6 +63,7 @@ TICK = 0.1
 REFRESH = 30.0  # seconds: quiet desks and the day change without events
 CHART_HOURS = 6  # the chart shows at least this many hours up to now
 NO_END = "no end seen"
+CONTACTS_FRESH = 300.0  # seconds a contact name is shown from the cache before it is looked up again
 
 
 @functools.cache
@@ -112,25 +125,276 @@ def live(row: dict[str, Any], lost_before: datetime) -> str | None:
     return "dialing" if row["direction"] == "outbound" else "ringing"
 
 
-def chart_of(rows: list[dict[str, Any]], zone: tzinfo, now: datetime) -> list[dict[str, Any]]:
-    """Calls per 15 minutes (by their first moment, local time), from the first busy hour to now."""
-    local_now = now.astimezone(zone)
-    today = local_now.date()
-    slots = [0] * 96
-    for row in rows:
-        first = parse_time(row["started_at"] or row["connected_at"] or row["ended_at"]).astimezone(zone)
-        if first.date() == today:
-            slots[first.hour * 4 + first.minute // 15] += 1
-    busy = [i for i, count in enumerate(slots) if count]
-    first_hour = max(0, min([local_now.hour - CHART_HOURS + 1, *(i // 4 for i in busy)]))
-    last_hour = min(23, max([local_now.hour, *(i // 4 for i in busy)]))
-    return [
-        {
-            "at": format_time(datetime(today.year, today.month, today.day, i // 4, i % 4 * 15, tzinfo=zone)),
-            "calls": slots[i],
+# calls_daily's sums (consumers/schema.py), in the order daily_terms gives one record's share of them
+DAILY_TERMS = (
+    "calls",
+    "inbound_answered",
+    "inbound_missed",
+    "inbound_within_service_level",
+    "ring_count",
+    "ring_microseconds_sum",
+    "talk_count",
+    "talk_microseconds_sum",
+    "outbound_dialed",
+    "outbound_connected",
+    "outbound_talk_count",
+    "outbound_talk_microseconds_sum",
+)
+
+
+def _micro(seconds: float) -> int:
+    return round(seconds * MICRO)
+
+
+def daily_terms(row: dict[str, Any], service_level: float) -> tuple[int, ...]:
+    """One record's share of the calls_daily sums: the view's FILTER clauses, for one row.
+
+    service_level: the seconds of the store's ``service_level`` row. Summed over
+    a day's records this is the calls_daily query summed over that day
+    (tests/test_wallboard_state.py holds the two together on SQLite and PostgreSQL).
+    """
+    inbound = row["direction"] != "outbound"
+    answered = bool(row["answered"])
+    ring, talk = row["ring_seconds"], row["talk_seconds"]
+    rang = inbound and answered and ring is not None
+    talked = inbound and answered and talk is not None
+    out_talked = not inbound and answered and talk is not None
+    return (
+        1,
+        int(inbound and answered),
+        int(inbound and not answered and row["ended_at"] is not None),
+        int(rang and ring <= service_level),
+        int(rang),
+        _micro(ring) if rang else 0,
+        int(talked),
+        _micro(talk) if talked else 0,
+        int(not inbound),
+        int(not inbound and answered),
+        int(out_talked),
+        _micro(talk) if out_talked else 0,
+    )
+
+
+def figures(sums: dict[str, int]) -> dict[str, Any]:
+    """The day's tiles from calls_daily sums, as ``tcx-bridge report`` makes them (rollup)."""
+    summary = rollup([sums], [])
+    within, rings = sums["inbound_within_service_level"], sums["ring_count"]
+    return {
+        "answered": summary["answered"],
+        "missed": summary["missed"],
+        "answer_rate": summary["answer_rate"],
+        "service_level": round(within / rings, 4) if rings else None,  # the view's within / ring_count
+        "ring_avg": summary["ring_avg"],
+        "talk_avg": summary["talk_avg"],
+    }
+
+
+def _first(row: dict[str, Any]) -> str:
+    """The record's first moment (FIRST_MOMENT): what places it in a day."""
+    return str(row["started_at"] or row["connected_at"] or row["ended_at"])
+
+
+def _latest(row: dict[str, Any]) -> str:
+    return max(str(t) for t in (row["started_at"], row["connected_at"], row["ended_at"]) if t)
+
+
+def _recent_key(row: dict[str, Any]) -> tuple[str, int]:
+    """The order of the recent list (newest last): started (else ended), then id."""
+    return (row["started_at"] or row["ended_at"] or "", row["id"])
+
+
+class Board:
+    """One day's calls as the page shows them, kept record by record.
+
+    load() reads the day from the store (its figures by the calls_daily query);
+    apply() takes a record as the consumer merged it (new, updated, or now of
+    another day) and updates the sums, the desks, the chart and the recent list
+    by that record alone; view() is the snapshot at a moment, from the open calls
+    only. Contact names and caller numbers are looked up once per number.
+    """
+
+    def __init__(self, settings: Settings, day: date, service_level: float) -> None:
+        self.settings = settings
+        self.zone = zone_of(settings)
+        self.day = day
+        midnight = datetime(day.year, day.month, day.day, tzinfo=self.zone)
+        self.since = format_time(midnight)
+        self.until = format_time(datetime.combine(day + timedelta(days=1), midnight.timetz()))
+        self.service_level = service_level
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.sums = dict.fromkeys(DAILY_TERMS, 0)
+        self.open: dict[int, dict[str, Any]] = {}  # records with no end yet (live, or lost)
+        self.desks: dict[str, dict[int, str]] = {}  # desk -> its records' latest moments
+        self.last: dict[str, str] = {}  # desk -> the latest of them
+        self.slots = [0] * 96  # calls per 15 minutes, by first moment
+        self.order: list[tuple[str, int]] = []  # _recent_key of every record, sorted
+        self.shown: dict[str | None, str | None] = {}  # number -> as the page writes it
+
+    @classmethod
+    def load(cls, store: Store, settings: Settings, day: date) -> Board:
+        """The day as the store has it: its records, and its figures by the calls_daily query."""
+        seconds = store.execute("SELECT seconds FROM service_level").fetchone()["seconds"]
+        board = cls(settings, day, seconds)
+        where, params = Selection(since=board.since, until=board.until).where()
+        query = f"SELECT * FROM {store.calls_table} {where} ORDER BY {FIRST_MOMENT}, id"
+        for row in store.execute(query, params):
+            board._add({**dict(row), "answered": bool(row["answered"])}, counted=False)
+        for row in store.execute(daily_select(store.dialect, store.calls_table, where), params):
+            for name in DAILY_TERMS:
+                board.sums[name] += row[name]
+        return board
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Take one merged record: it replaces the one of its id; it counts if its first moment is today."""
+        key = record.get("id")
+        if key is None:
+            return  # merged twice in one batch (PostgreSQL): the first of them, with its id, is this state
+        old = self.rows.get(key)
+        if old is not None:
+            self._remove(old)
+        row = {**record, "answered": bool(record["answered"])}
+        if self.since <= _first(row) < self.until:
+            self._add(row, counted=True)
+
+    def _add(self, row: dict[str, Any], *, counted: bool) -> None:
+        key = row["id"]
+        self.rows[key] = row
+        if counted:
+            for name, value in zip(DAILY_TERMS, daily_terms(row, self.service_level), strict=True):
+                self.sums[name] += value
+        if not row["ended_at"]:
+            self.open[key] = row
+        latest = _latest(row)
+        self.desks.setdefault(row["desk"], {})[key] = latest
+        self.last[row["desk"]] = max(self.last.get(row["desk"], latest), latest)
+        self.slots[self._slot(row)] += 1
+        bisect.insort(self.order, _recent_key(row))
+
+    def _remove(self, row: dict[str, Any]) -> None:
+        key = row["id"]
+        del self.rows[key]
+        for name, value in zip(DAILY_TERMS, daily_terms(row, self.service_level), strict=True):
+            self.sums[name] -= value
+        self.open.pop(key, None)
+        desk = row["desk"]
+        moments = self.desks[desk]
+        if moments.pop(key) == self.last[desk]:
+            self.last[desk] = max(moments.values(), default="")
+        if not moments:
+            del self.desks[desk], self.last[desk]
+        self.slots[self._slot(row)] -= 1
+        del self.order[bisect.bisect_left(self.order, _recent_key(row))]
+
+    def _slot(self, row: dict[str, Any]) -> int:
+        first = parse_time(_first(row)).astimezone(self.zone)
+        return first.hour * 4 + first.minute // 15
+
+    def chart(self, now: datetime) -> list[dict[str, Any]]:
+        """Calls per 15 minutes (by their first moment, local time), from the first busy hour to now."""
+        local_now = now.astimezone(self.zone)
+        day = self.day
+        busy = [i for i, count in enumerate(self.slots) if count]
+        first_hour = max(0, min([local_now.hour - CHART_HOURS + 1, *(i // 4 for i in busy[:1])]))
+        last_hour = min(23, max([local_now.hour, *(i // 4 for i in busy[-1:])]))
+        return [
+            {
+                "at": format_time(
+                    datetime(day.year, day.month, day.day, i // 4, i % 4 * 15, tzinfo=self.zone)
+                ),
+                "calls": self.slots[i],
+            }
+            for i in range(first_hour * 4, last_hour * 4 + 4)
+        ]
+
+    def caller(self, row: dict[str, Any], masked: bool) -> str | None:
+        number = row["caller_id"] if row["direction"] != "outbound" else row["call_id"]
+        if number not in self.shown:
+            self.shown[number] = display(number, self.settings.region)
+        return mask(self.shown[number]) if masked else self.shown[number]
+
+    def view(
+        self,
+        now: datetime,
+        *,
+        masked: bool = False,
+        contact_name: Callable[[str | None], str | None] = lambda _: None,
+    ) -> dict[str, Any]:
+        """Everything the page shows at now (a moment of the board's day)."""
+        settings = self.settings
+        lost_after = timedelta(seconds=settings.wallboard_lost_after)
+        states = {key: live(row, now - lost_after) for key, row in self.open.items()}
+
+        def contact(row: dict[str, Any]) -> str | None:
+            return contact_name(row["caller_id"] if row["direction"] != "outbound" else row["call_id"])
+
+        desks: dict[str, dict[str, Any]] = {}
+        for name, last in self.last.items():
+            desks[name] = {"desk": name, "state": "idle", "since": last, "last": last, "ringing": 0,
+                           "talking": 0, "no_end_seen": 0}  # fmt: skip
+        # the call a card shows: the longest-waiting caller, else the longest talk
+        shown: dict[str, tuple[tuple[bool, str, str, int], str, dict[str, Any]]] = {}
+        for key, row in self.open.items():
+            state = states[key]
+            if state == NO_END:
+                desks[row["desk"]]["no_end_seen"] += 1
+            if state not in ("ringing", "talking"):
+                continue
+            desks[row["desk"]][state] += 1
+            since = row["started_at"] if state == "ringing" else row["connected_at"]
+            rank = (state == "talking", since, _first(row), key)
+            if row["desk"] not in shown or rank < shown[row["desk"]][0]:
+                shown[row["desk"]] = (rank, state, row)
+        for (_, since, _, _), state, row in shown.values():
+            desks[row["desk"]] |= {"state": state, "since": since, "caller": self.caller(row, masked),
+                                   "contact": contact(row)}  # fmt: skip
+        quiet = format_time(now - timedelta(minutes=settings.desk_idle_minutes))
+        for desk in desks.values():
+            if desk["state"] == "idle" and desk["last"] < quiet:
+                desk["state"] = "quiet"
+        cards = sorted(desks.values(), key=lambda d: d["desk"])
+        ringing = [self.open[key] for key, state in states.items() if state == "ringing"]
+        deadlines = [
+            parse_time(self.open[key]["connected_at"] or self.open[key]["started_at"]) + lost_after
+            for key, state in states.items()
+            if state in ("ringing", "talking", "dialing")
+        ]
+        recent = []
+        for _, key in reversed(self.order[-20:]):
+            row = self.rows[key]
+            outcome = states.get(key) or ("answered" if row["answered"] else "missed")
+            if row["direction"] == "outbound" and row["ended_at"]:
+                outcome = "connected" if row["answered"] else "not connected"
+            recent.append({
+                "time": row["started_at"] or row["ended_at"], "desk": row["desk"],
+                "direction": row["direction"],
+                "caller": self.caller(row, masked), "contact": contact(row), "outcome": outcome,
+                "ring": row["ring_seconds"], "talk": row["talk_seconds"],
+            })  # fmt: skip
+        return {
+            "day": self.day.isoformat(),
+            "timezone": zone_name(self.zone),
+            "locale": settings.wallboard_locale,
+            "now": format_time(now),
+            "tiles": {
+                "ringing": sum(desk["ringing"] for desk in cards),
+                "longest_wait_since": min((row["started_at"] for row in ringing), default=None),
+                "talking": sum(desk["talking"] for desk in cards),
+                **figures(self.sums),
+                "no_end_seen": sum(desk["no_end_seen"] for desk in cards),
+            },
+            "service_level_seconds": settings.service_level_seconds,
+            "lost_after_seconds": settings.wallboard_lost_after,
+            "thresholds": thresholds_of(settings.wallboard_thresholds),
+            "desks": cards,
+            "recent": recent,
+            "chart": self.chart(now),
+            "next_change": format_time(min(deadlines)) if deadlines else None,
         }
-        for i in range(first_hour * 4, last_hour * 4 + 4)
-    ]
+
+
+def day_of(settings: Settings, now: datetime) -> date:
+    """The local day (``timezone``) now is in."""
+    return now.astimezone(zone_of(settings)).date()
 
 
 def snapshot(
@@ -141,114 +405,23 @@ def snapshot(
     masked: bool = False,
     contact_name: Callable[[str | None], str | None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Everything the page shows, computed from the call records."""
-    zone = zone_of(settings)
+    """Everything the page shows, recomputed from the store's call records."""
     now = now or datetime.now(UTC)
-    today = now.astimezone(zone).date()
-    start = datetime(today.year, today.month, today.day, tzinfo=zone).astimezone(UTC)
-    end = start + timedelta(days=1)
-    where, params = Selection(since=format_time(start), until=format_time(end)).where()
-    rows = [
-        {**dict(row), "answered": bool(row["answered"])}
-        for row in store.execute(f"SELECT * FROM {store.calls_table} {where} ORDER BY {FIRST_MOMENT}", params)
-    ]
-    inbound = [row for row in rows if row["direction"] != "outbound"]
-    # the day's figures exactly as ``tcx-bridge report`` makes them: the calls_daily query, summed
-    daily = store.execute(daily_select(store.dialect, store.calls_table, where), params)
-    summary = rollup([dict(row) for row in daily], [])
-    answered = [row for row in inbound if row["answered"] and row["ring_seconds"] is not None]
-    within = [row for row in answered if row["ring_seconds"] <= settings.service_level_seconds]
-    lost_after = timedelta(seconds=settings.wallboard_lost_after)
-    states = {row["id"]: live(row, now - lost_after) for row in rows}
-
-    def caller(row: dict[str, Any]) -> str | None:
-        number = display(
-            row["caller_id"] if row["direction"] != "outbound" else row["call_id"], settings.region
-        )
-        return mask(number) if masked else number
-
-    def contact(row: dict[str, Any]) -> str | None:
-        return contact_name(row["caller_id"] if row["direction"] != "outbound" else row["call_id"])
-
-    desks: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        last = max(t for t in (row["started_at"], row["connected_at"], row["ended_at"]) if t)
-        desk = desks.setdefault(
-            row["desk"],
-            {"desk": row["desk"], "state": "idle", "since": last, "last": last, "ringing": 0, "talking": 0,
-             "no_end_seen": 0},
-        )  # fmt: skip
-        desk["last"] = max(desk["last"], last)
-        state = states[row["id"]]
-        if state in ("ringing", "talking"):
-            desk[state] += 1
-        elif state == NO_END:
-            desk["no_end_seen"] += 1
-    # the call a card shows: the longest-waiting caller, else the longest talk
-    shown: dict[str, tuple[tuple[bool, str], str, dict[str, Any]]] = {}
-    for row in rows:
-        state = states[row["id"]]
-        if state in ("ringing", "talking"):
-            rank = (state == "talking", row["started_at"] if state == "ringing" else row["connected_at"])
-            if row["desk"] not in shown or rank < shown[row["desk"]][0]:
-                shown[row["desk"]] = (rank, state, row)
-    for (_, since), state, row in shown.values():
-        desks[row["desk"]] |= {"state": state, "since": since, "caller": caller(row), "contact": contact(row)}
-    quiet = format_time(now - timedelta(minutes=settings.desk_idle_minutes))
-    for desk in desks.values():
-        if desk["state"] == "idle":
-            desk["since"] = desk["last"]
-            if desk["last"] < quiet:
-                desk["state"] = "quiet"
-    cards = sorted(desks.values(), key=lambda d: d["desk"])
-    ringing = [row for row in rows if states[row["id"]] == "ringing"]
-    deadlines = [
-        parse_time(row["connected_at"] or row["started_at"]) + lost_after
-        for row in rows
-        if states[row["id"]] in ("ringing", "talking", "dialing")
-    ]
-    recent = []
-    for row in sorted(rows, key=lambda r: r["started_at"] or r["ended_at"] or "", reverse=True)[:20]:
-        outcome = states[row["id"]] or ("answered" if row["answered"] else "missed")
-        if row["direction"] == "outbound" and row["ended_at"]:
-            outcome = "connected" if row["answered"] else "not connected"
-        recent.append({
-            "time": row["started_at"] or row["ended_at"], "desk": row["desk"], "direction": row["direction"],
-            "caller": caller(row), "contact": contact(row), "outcome": outcome,
-            "ring": row["ring_seconds"], "talk": row["talk_seconds"],
-        })  # fmt: skip
-    return {
-        "day": today.isoformat(),
-        "timezone": zone_name(zone),
-        "locale": settings.wallboard_locale,
-        "now": format_time(now),
-        "tiles": {
-            "ringing": sum(desk["ringing"] for desk in cards),
-            "longest_wait_since": min((row["started_at"] for row in ringing), default=None),
-            "talking": sum(desk["talking"] for desk in cards),
-            "answered": summary["answered"],
-            "missed": summary["missed"],
-            "answer_rate": summary["answer_rate"],
-            "service_level": round(len(within) / len(answered), 4) if answered else None,
-            "ring_avg": summary["ring_avg"],
-            "talk_avg": summary["talk_avg"],
-            "no_end_seen": sum(desk["no_end_seen"] for desk in cards),
-        },
-        "service_level_seconds": settings.service_level_seconds,
-        "lost_after_seconds": settings.wallboard_lost_after,
-        "thresholds": thresholds_of(settings.wallboard_thresholds),
-        "desks": cards,
-        "recent": recent,
-        "chart": chart_of(rows, zone, now),
-        "next_change": format_time(min(deadlines)) if deadlines else None,
-    }
+    return Board.load(store, settings, day_of(settings, now)).view(
+        now, masked=masked, contact_name=contact_name
+    )
 
 
 class Wallboard(CallConsumer):
-    """The supervisor's live wallboard: today's calls and every desk's state (tcx-bridge wallboard)."""
+    """The supervisor's live wallboard: today's calls and every desk's state (tcx-bridge wallboard).
+
+    The day is read from the store once (at start, at the day's turn, and after
+    a batch that may not have committed); then each merged record updates the
+    board when its batch has committed (tick() runs after the commit).
+    """
 
     name = "wallboard"
-    batch_merge = True  # on_record only marks the snapshot stale
+    batch_merge = True  # on_record only keeps the record for the board
 
     def __init__(self, settings: Settings, *, masked: bool = False) -> None:
         super().__init__(settings)
@@ -256,21 +429,34 @@ class Wallboard(CallConsumer):
         self.masked = masked
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.current: dict[str, Any] = {}
+        self.board: Board | None = None
+        self._staged: list[dict[str, Any]] = []  # records of the batch in hand, shown once it committed
         self._dirty = True
         self._next_refresh = 0.0
         self._lock = threading.Lock()
         self._contacts_path = sqlite_path(settings, "contacts")
         self._contacts: Any = None
+        self._names: dict[str, str | None] = {}  # e164 -> contact name, looked up once per CONTACTS_FRESH
+        self._names_until = 0.0
+
+    def prepare(self, deliveries: Sequence[Delivery]) -> None:
+        if self._staged:  # the last batch never reached tick(): the store knows whether it committed
+            self._staged.clear()
+            self.board = None
+        super().prepare(deliveries)
 
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
+        self._staged.append(record)
         self._dirty = True
         return "shown"
 
     def contact_name(self, number: str | None) -> str | None:
-        """The contact the CRM's store has for number (the same lookup as a screen pop)."""
+        """The contact the CRM's store has for number (the same lookup as a screen pop), cached a while."""
         read = normalise(number, self.settings.region)
         if read.e164 is None:
             return None
+        if read.e164 in self._names:
+            return self._names[read.e164]
         if self._contacts is None:
             if not self.settings.store_url and not self._contacts_path.exists():
                 return None
@@ -278,13 +464,31 @@ class Wallboard(CallConsumer):
 
             self._contacts = open_contacts(self.settings)
         found = self._contacts.lookup(read.e164)
-        return found.name if found else None
+        self._names[read.e164] = found.name if found else None
+        return self._names[read.e164]
 
-    def refresh(self) -> dict[str, Any]:
+    def _board(self, now: datetime) -> Board:
+        """The day's board: read from the store when there is none or the day turned, else updated."""
+        day = day_of(self.settings, now)
+        if self.board is None or self.board.day != day:
+            store = self.store
+            with store.transaction():  # the service level as analytics writes it: one definition
+                store.execute("UPDATE service_level SET seconds = ?", (self.settings.service_level_seconds,))
+                self.board = Board.load(store, self.settings, day)
+            self._staged.clear()  # committed (tick runs after the commit): the store had them
+        for record in self._staged:
+            self.board.apply(record)
+        self._staged.clear()
+        if time.monotonic() >= self._names_until:
+            self._names.clear()
+            self._names_until = time.monotonic() + CONTACTS_FRESH
+        return self.board
+
+    def refresh(self, now: datetime | None = None) -> dict[str, Any]:
+        """The snapshot at now (default: now), given to every listener."""
         with self._lock:
-            self.current = snapshot(
-                self.store, self.settings, masked=self.masked, contact_name=self.contact_name
-            )
+            now = now or datetime.now(UTC)
+            self.current = self._board(now).view(now, masked=self.masked, contact_name=self.contact_name)
         for listener in list(self.listeners):
             listener(self.current)
         return self.current
