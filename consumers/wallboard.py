@@ -113,12 +113,15 @@ def thresholds_of(text: str) -> dict[str, list[float]]:
     return found
 
 
-def live(row: dict[str, Any], lost_before: datetime) -> str | None:
-    """What an open call is now: ringing, talking, dialing, NO_END (lost); None once ended."""
+def live(row: dict[str, Any], lost_before: str) -> str | None:
+    """What an open call is now: ringing, talking, dialing, NO_END (lost); None once ended.
+
+    lost_before: a wire time (they order as text, as in the store's queries).
+    """
     if row["ended_at"]:
         return None
     last = row["connected_at"] or row["started_at"]
-    if last is None or parse_time(last) < lost_before:
+    if last is None or last < lost_before:
         return NO_END
     if row["connected_at"]:
         return "talking"
@@ -229,6 +232,10 @@ class Board:
         self.slots = [0] * 96  # calls per 15 minutes, by first moment
         self.order: list[tuple[str, int]] = []  # _recent_key of every record, sorted
         self.shown: dict[str | None, str | None] = {}  # number -> as the page writes it
+        self.labels: list[str] = []  # the chart's slots, as wire times
+        self._slots_of: dict[str, int] = {}  # first moment -> its slot
+        self._chart: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])  # (slots and hour, chart)
+        self.thresholds = thresholds_of(settings.wallboard_thresholds)  # parsed once a day
 
     @classmethod
     def load(cls, store: Store, settings: Settings, day: date) -> Board:
@@ -286,25 +293,32 @@ class Board:
         del self.order[bisect.bisect_left(self.order, _recent_key(row))]
 
     def _slot(self, row: dict[str, Any]) -> int:
-        first = parse_time(_first(row)).astimezone(self.zone)
-        return first.hour * 4 + first.minute // 15
+        moment = _first(row)
+        if moment not in self._slots_of:
+            first = parse_time(moment).astimezone(self.zone)
+            self._slots_of[moment] = first.hour * 4 + first.minute // 15
+        return self._slots_of[moment]
 
     def chart(self, now: datetime) -> list[dict[str, Any]]:
         """Calls per 15 minutes (by their first moment, local time), from the first busy hour to now."""
         local_now = now.astimezone(self.zone)
         day = self.day
+        key = (*self.slots, local_now.hour)
+        if self._chart[0] == key:
+            return self._chart[1]
         busy = [i for i, count in enumerate(self.slots) if count]
         first_hour = max(0, min([local_now.hour - CHART_HOURS + 1, *(i // 4 for i in busy[:1])]))
         last_hour = min(23, max([local_now.hour, *(i // 4 for i in busy[-1:])]))
-        return [
-            {
-                "at": format_time(
-                    datetime(day.year, day.month, day.day, i // 4, i % 4 * 15, tzinfo=self.zone)
-                ),
-                "calls": self.slots[i],
-            }
-            for i in range(first_hour * 4, last_hour * 4 + 4)
+        if not self.labels:
+            self.labels = [
+                format_time(datetime(day.year, day.month, day.day, i // 4, i % 4 * 15, tzinfo=self.zone))
+                for i in range(96)
+            ]
+        chart = [
+            {"at": self.labels[i], "calls": self.slots[i]} for i in range(first_hour * 4, last_hour * 4 + 4)
         ]
+        self._chart = (key, chart)  # shared by the snapshots until it changes
+        return chart
 
     def caller(self, row: dict[str, Any], masked: bool) -> str | None:
         number = row["caller_id"] if row["direction"] != "outbound" else row["call_id"]
@@ -322,7 +336,8 @@ class Board:
         """Everything the page shows at now (a moment of the board's day)."""
         settings = self.settings
         lost_after = timedelta(seconds=settings.wallboard_lost_after)
-        states = {key: live(row, now - lost_after) for key, row in self.open.items()}
+        lost_before = format_time(now - lost_after)
+        states = {key: live(row, lost_before) for key, row in self.open.items()}
 
         def contact(row: dict[str, Any]) -> str | None:
             return contact_name(row["caller_id"] if row["direction"] != "outbound" else row["call_id"])
@@ -353,8 +368,8 @@ class Board:
                 desk["state"] = "quiet"
         cards = sorted(desks.values(), key=lambda d: d["desk"])
         ringing = [self.open[key] for key, state in states.items() if state == "ringing"]
-        deadlines = [
-            parse_time(self.open[key]["connected_at"] or self.open[key]["started_at"]) + lost_after
+        lasts = [  # of the live calls: each turns "no end seen" lost_after after it
+            self.open[key]["connected_at"] or self.open[key]["started_at"]
             for key, state in states.items()
             if state in ("ringing", "talking", "dialing")
         ]
@@ -384,11 +399,11 @@ class Board:
             },
             "service_level_seconds": settings.service_level_seconds,
             "lost_after_seconds": settings.wallboard_lost_after,
-            "thresholds": thresholds_of(settings.wallboard_thresholds),
+            "thresholds": self.thresholds,
             "desks": cards,
             "recent": recent,
             "chart": self.chart(now),
-            "next_change": format_time(min(deadlines)) if deadlines else None,
+            "next_change": format_time(parse_time(min(lasts)) + lost_after) if lasts else None,
         }
 
 
@@ -436,7 +451,7 @@ class Wallboard(CallConsumer):
         self._lock = threading.Lock()
         self._contacts_path = sqlite_path(settings, "contacts")
         self._contacts: Any = None
-        self._names: dict[str, str | None] = {}  # e164 -> contact name, looked up once per CONTACTS_FRESH
+        self._names: dict[str | None, str | None] = {}  # number -> contact name, for CONTACTS_FRESH
         self._names_until = 0.0
 
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
@@ -452,20 +467,22 @@ class Wallboard(CallConsumer):
 
     def contact_name(self, number: str | None) -> str | None:
         """The contact the CRM's store has for number (the same lookup as a screen pop), cached a while."""
+        if number in self._names:
+            return self._names[number]
         read = normalise(number, self.settings.region)
         if read.e164 is None:
-            return None
-        if read.e164 in self._names:
-            return self._names[read.e164]
-        if self._contacts is None:
-            if not self.settings.store_url and not self._contacts_path.exists():
-                return None
-            from consumers.contacts import open_contacts
+            name = None
+        elif self._contacts is None and not self.settings.store_url and not self._contacts_path.exists():
+            name = None  # no contacts imported yet
+        else:
+            if self._contacts is None:
+                from consumers.contacts import open_contacts
 
-            self._contacts = open_contacts(self.settings)
-        found = self._contacts.lookup(read.e164)
-        self._names[read.e164] = found.name if found else None
-        return self._names[read.e164]
+                self._contacts = open_contacts(self.settings)
+            found = self._contacts.lookup(read.e164)
+            name = found.name if found else None
+        self._names[number] = name
+        return name
 
     def _board(self, now: datetime) -> Board:
         """The day's board: read from the store when there is none or the day turned, else updated."""
