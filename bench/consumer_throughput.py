@@ -31,8 +31,8 @@ from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.topology import declare_events
 from bridge.transport import Broker
-from consumers.analytics import Analytics
-from consumers.runtime import Runner, declare_consumer_queues
+from consumers.analytics.consumer import Analytics
+from consumers.runtime.runner import Runner, declare_consumer_queues
 from tests.postgres import with_schema
 
 

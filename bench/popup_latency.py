@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.config import load_settings
 from bridge.topology import declare_commands
 from bridge.transport import Broker
-from consumers.contacts import SqliteContacts
+from consumers.crm.contacts import SqliteContacts
 
 
 def write_csv(path: Path, count: int) -> list[str]:

@@ -36,8 +36,8 @@ from bridge.config import Settings, load_settings
 from bridge.simulate import find_script
 from bridge.topology import declare_events, publish_event
 from bridge.transport import Broker, OutgoingMessage
-from consumers.calls import apply_event
-from consumers.store import open_store
+from consumers.analytics.calls import apply_event
+from consumers.store.core import open_store
 
 
 def message(desk: str, kind: str, call_id: str) -> OutgoingMessage:

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.events import DESK_CHARACTERS, MAX_DESK
 from bridge.topology import dead_letter_key, dial_results_queue
 
 HASHING = "rabbit_password_hashing_sha256"
@@ -44,7 +45,7 @@ DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
 SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
-_DESK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 
 

@@ -16,28 +16,47 @@ from bridge.cli_access import COMMANDS as ACCESS_COMMANDS
 from bridge.cli_calls import COMMANDS
 from bridge.cli_data import COMMANDS as DATA_COMMANDS
 from bridge.cli_store import COMMANDS as STORE_COMMANDS
-from bridge.clikit import friendly_errors, loaded, with_settings
+from bridge.clikit import (
+    SettingOption,
+    SettingsGroup,
+    friendly_errors,
+    loaded,
+    with_settings,
+    without_settings,
+)
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
 from bridge.redact import redact_logs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--amqp-url", help="Broker URL (env TCX_BRIDGE_AMQP_URL).")
-@click.option("--namespace", help="Prefix of every exchange and queue (env TCX_BRIDGE_NAMESPACE).")
-@click.option("--exchange", help="Events exchange (env TCX_BRIDGE_EXCHANGE).")
-@click.option("--desk", "desk_flag", help="This desk's id (env TCX_BRIDGE_DESK).")
-@click.option("--extension", "extension_flag", help="The agent's extension (env TCX_BRIDGE_EXTENSION).")
-@click.option("--data-dir", help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
+@click.group(cls=SettingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--amqp-url", cls=SettingOption, help="Broker URL (env TCX_BRIDGE_AMQP_URL).")
+@click.option(
+    "--namespace", cls=SettingOption, help="Prefix of every exchange and queue (env TCX_BRIDGE_NAMESPACE)."
+)
+@click.option("--exchange", cls=SettingOption, help="Events exchange (env TCX_BRIDGE_EXCHANGE).")
+@click.option("--desk", "desk_flag", cls=SettingOption, help="This desk's id (env TCX_BRIDGE_DESK).")
+@click.option(
+    "--extension",
+    "extension_flag",
+    cls=SettingOption,
+    help="The agent's extension (env TCX_BRIDGE_EXTENSION).",
+)
+@click.option("--data-dir", cls=SettingOption, help="Outbox, logs and stores (env TCX_BRIDGE_DATA_DIR).")
 @click.option(
     "--store-url",
+    cls=SettingOption,
     help="Consumers' store: postgresql://user@host/db; unset: SQLite files (env TCX_BRIDGE_STORE_URL).",
 )
 @click.option(
-    "--metrics-port", type=int, help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT)."
+    "--metrics-port",
+    cls=SettingOption,
+    type=int,
+    help="Serve /metrics, /healthz, /readyz (env TCX_BRIDGE_METRICS_PORT).",
 )
 @click.option(
     "--log-format",
+    cls=SettingOption,
     type=click.Choice(["text", "json"]),
     help="json: one object per line (env TCX_BRIDGE_LOG_FORMAT).",
 )
@@ -46,6 +65,9 @@ from bridge.redact import redact_logs
 @click.pass_context
 def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
     """tcx-bridge: 3CX Assistant call events on RabbitMQ.
+
+    Each setting flag below is also accepted after the command it applies to
+    (`tcx-bridge consume crm --metrics-port 9464`).
 
     \b
     Example:
@@ -97,7 +119,7 @@ def doctor_command(ctx: click.Context) -> None:
     Example:
         tcx-bridge doctor
     """
-    from consumers.doctor import run_checks
+    from consumers.tools.doctor import run_checks
 
     encoding = getattr(sys.stdout, "encoding", None) or "ascii"
     good, bad = ("\u2713", "\u2717") if _can_encode("\u2713\u2717", encoding) else ("ok", "X ")
@@ -252,8 +274,25 @@ def topology() -> None:
     """Every exchange, queue, binding and dead-letter route tcx-bridge uses."""
 
 
+def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--desk values that a desk's settings would take (bridge.events' limits), else exit 2 naming one."""
+    from bridge.events import desk_problem
+
+    for value in values:
+        problem = desk_problem(value)
+        if problem:
+            raise click.BadParameter(f"{value!r} {problem}")
+    return values
+
+
 @topology.command("declare")
-@click.option("--desk", "desks", multiple=True, help="Also declare this desk agent's queue (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also declare this desk agent's queue (repeatable).",
+)
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
     """Declare everything (idempotent, safe on a live system).
@@ -263,7 +302,7 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
         tcx-bridge topology declare --desk DESK-07 --desk DESK-08
     """
     from bridge.transport import Broker
-    from consumers.topology import declare_all, expected
+    from consumers.tools.topology import declare_all, expected
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         declare_all(broker, settings, list(desks))
@@ -272,7 +311,13 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
 
 
 @topology.command("show")
-@click.option("--desk", "desks", multiple=True, help="Also show this desk agent's queues (repeatable).")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also show this desk agent's queues (repeatable).",
+)
 @with_settings
 def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     """Show what exists on the broker: each exchange and queue, its messages and consumers.
@@ -282,7 +327,7 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
         tcx-bridge topology show --desk DESK-07
     """
     from bridge.transport import Broker
-    from consumers.topology import expected, inspect
+    from consumers.tools.topology import expected, inspect
 
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         rows = inspect(broker, expected(settings, list(desks)))
@@ -291,6 +336,7 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
         click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<28} {entity.about}")
 
 
+@without_settings
 @cli.command("schema")
 @click.option("--asyncapi", "as_asyncapi", is_flag=True, help="An AsyncAPI 3 document instead.")
 @click.option("--markdown", is_flag=True, help="docs/messages.md instead.")

@@ -26,28 +26,46 @@ def agent_command(settings: Settings, max_messages: int | None) -> None:
     Example:
         TCX_BRIDGE_DESK=DESK-07 TCX_BRIDGE_EXTENSION=107 tcx-bridge agent
     """
-    from consumers.agent import DeskAgent
-    from consumers.runtime import Runner
+    from consumers.agent.consumer import DeskAgent
+    from consumers.runtime.runner import Runner
 
     runner = Runner(DeskAgent(settings), settings, max_messages=max_messages)
     runner.install_signal_handlers()
     runner.run()
 
 
-@click.command("dial")
+WAIT_UNTIL = ("confirmed", "dialed")
+
+
+class DialCommand(click.Command):
+    """``dial``: --wait is a flag (it never takes the number); ``--wait=dialed`` and ``--wait dialed``
+    (the spellings before --wait-for) still mean ``--wait-for dialed``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        rewritten = list(args)
+        for at, arg in enumerate(args[:end]):
+            if arg.startswith("--wait="):
+                rewritten[at] = "--wait-for=" + arg.removeprefix("--wait=")
+            elif arg == "--wait" and at + 1 < end and args[at + 1] in WAIT_UNTIL:
+                rewritten[at] = "--wait-for"
+        return super().parse_args(ctx, rewritten)
+
+
+@click.command("dial", cls=DialCommand)
 @click.argument("number")
 @click.option("--desk", help="The desk that dials (routing key desk.<desk>.dial).")
 @click.option("--extension", help="Or the extension that dials (routing key ext.<extension>.dial).")
 @click.option("--ttl", type=float, help="Seconds after which the request must not be dialed any more.")
 @click.option("--requested-by", help="Who asks (kept in the request and the agent's log).")
 @click.option(
-    "--wait",
-    type=click.Choice(["confirmed", "dialed"]),
-    is_flag=False,
-    flag_value="confirmed",
-    default=None,
-    help="Wait for the result: --wait exits 0 once the Assistant confirmed the call; "
-    "--wait dialed once the Assistant ran. Exit 1 on anything else.",
+    "--wait", is_flag=True, help="Wait for the result; exit 0 once the Assistant confirmed the call."
+)
+@click.option(
+    "--wait-for",
+    type=click.Choice(WAIT_UNTIL),
+    help="Wait until the Assistant confirmed the call, or only until it ran (dialed). "
+    "Exit 1 on anything else.",
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits for the first result.")
 @click.pass_context
@@ -58,7 +76,8 @@ def dial_command(
     extension: str | None,
     ttl: float | None,
     requested_by: str | None,
-    wait: str | None,
+    wait: bool,
+    wait_for: str | None,
     timeout: float,
 ) -> None:
     """Queue a dial request for a desk's 3CX Assistant.
@@ -67,11 +86,13 @@ def dial_command(
 
     \b
     Example:
-        tcx-bridge dial --desk DESK-07 "+41 44 123 45 67" --ttl 60 --wait
+        tcx-bridge dial --desk DESK-07 --wait "+41 44 123 45 67" --ttl 60
+        tcx-bridge dial --desk DESK-07 --wait-for dialed 0441234567
         tcx-bridge --desk DESK-07 dial 0441234567
     """
     from bridge.dial import ResultWatch, request_dial
 
+    wait_until = wait_for or ("confirmed" if wait else None)
     if desk and extension:
         raise click.UsageError("give at most one of --desk and --extension")
     settings = settings_of(ctx)
@@ -83,7 +104,7 @@ def dial_command(
         request_dial, settings, number, desk=desk, extension=extension, ttl=ttl, requested_by=requested_by
     )
     with friendly_errors():
-        if wait is None:
+        if wait_until is None:
             click.echo(f"queued {ask().request_id}")
             return
         with ResultWatch(settings) as watch:
@@ -94,7 +115,7 @@ def dial_command(
                 raise click.ClickException(
                     f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
                 )
-            if wait == "confirmed" and result.status == "dialed" and result.confirm_within:
+            if wait_until == "confirmed" and result.status == "dialed" and result.confirm_within:
                 click.echo(_result_line(result))
                 later = watch.wait(request.request_id, timeout=result.confirm_within + 10)
                 if later is None:
@@ -103,7 +124,7 @@ def dial_command(
                     )
                 result = later
     line = _result_line(result)
-    final_dialed = result.status == "dialed" and (wait == "dialed" or not result.confirm_within)
+    final_dialed = result.status == "dialed" and (wait_until == "dialed" or not result.confirm_within)
     if result.status != "confirmed" and not final_dialed:  # no confirmation coming: dialed is all there is
         raise click.ClickException(line)
     click.echo(line)
@@ -135,7 +156,7 @@ def consume_command(
         tcx-bridge consume crm
         tcx-bridge consume --list
     """
-    from consumers.plugins import installed, load
+    from consumers.runtime.plugins import installed, load
 
     if list_them:
         for plugin in installed():
@@ -149,7 +170,7 @@ def consume_command(
         raise click.UsageError("give the consumer's NAME (tcx-bridge consume --list shows them)")
     settings = settings_of(ctx)
     with friendly_errors():
-        from consumers.runtime import Runner
+        from consumers.runtime.runner import Runner
 
         consumer = load(name)(settings)
         runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
@@ -178,9 +199,9 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
         TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
     """
     host = host.strip("[]")  # --host [::1] as in a URL
-    from consumers.runtime import Runner
-    from consumers.wallboard import Wallboard
-    from consumers.wallboard_web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
+    from consumers.runtime.runner import Runner
+    from consumers.wallboard.consumer import Wallboard
+    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
 
     if not is_local(host) and not settings.wallboard_token:
         raise click.ClickException(
@@ -280,7 +301,7 @@ def demo_command(settings: Settings, calls: int, seed: int) -> None:
     Example:
         tcx-bridge demo
     """
-    from consumers.demo import run_demo
+    from consumers.tools.demo import run_demo
 
     run_demo(settings, click.echo, calls=calls, seed=seed)
 

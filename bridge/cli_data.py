@@ -52,7 +52,7 @@ def contacts_import(
         tcx-bridge contacts import export.csv --key kundennummer
         tcx-bridge contacts import adressen.xlsx --map phone=Geschäft,mobile=Natel
     """
-    from consumers.contacts import open_contacts
+    from consumers.crm.contacts import open_contacts
 
     store = open_contacts(settings)
     result = store.import_file(
@@ -88,7 +88,7 @@ def contacts_lookup(settings: Settings, number: str) -> None:
         tcx-bridge contacts lookup "044 111 22 33"
     """
     from bridge.text import printable
-    from consumers.crm import contact_lookup
+    from consumers.crm.consumer import contact_lookup
     from consumers.numbers import check_region, normalise
 
     check_region(settings.region)
@@ -115,8 +115,8 @@ def contacts_list(settings: Settings, fmt: str) -> None:
     Example:
         tcx-bridge contacts list --format csv > contacts-backup.csv
     """
-    from consumers.contacts import open_contacts
-    from consumers.report import render_table
+    from consumers.analytics.report import render_table
+    from consumers.crm.contacts import open_contacts
 
     store = open_contacts(settings)
     rows = store.rows()
@@ -130,7 +130,7 @@ def emit_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, table: A
     import csv
     import json
 
-    from consumers.report import safe_row
+    from consumers.analytics.report import safe_row
 
     if fmt == "json":
         click.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2))
@@ -173,7 +173,7 @@ def report_command(
     """
     import json
 
-    from consumers.report import (
+    from consumers.analytics.report import (
         CALL_COLUMNS,
         COLUMNS,
         Selection,
@@ -230,8 +230,8 @@ def journal_command(
     Example:
         tcx-bridge journal --since 2026-11-02 --desk DESK-07 --format csv
     """
-    from consumers.crm import JOURNAL_COLUMNS, load_journal
-    from consumers.report import render_table, time_range
+    from consumers.analytics.report import render_table, time_range
+    from consumers.crm.consumer import JOURNAL_COLUMNS, load_journal
 
     if settings.crm_journal_url:
         click.echo(

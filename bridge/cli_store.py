@@ -31,8 +31,8 @@ def store_migrate(settings: Settings) -> None:
     Example:
         tcx-bridge --store-url postgresql://tcx@db/tcx store migrate
     """
-    from consumers.schema import LATEST, migrate
-    from consumers.store import SQLITE_STORES, open_store, sqlite_path
+    from consumers.store.core import SQLITE_STORES, open_store, sqlite_path
+    from consumers.store.schema import LATEST, migrate
 
     if settings.store_url:
         targets = [""]
@@ -69,8 +69,8 @@ def store_copy(settings: Settings, source: str | None, target: str | None) -> No
     Example:
         tcx-bridge store copy --from sqlite:/var/lib/tcx-bridge --to postgresql://tcx@db/tcx
     """
-    from consumers.store import open_store
-    from consumers.store_copy import copy
+    from consumers.store.copy import copy
+    from consumers.store.core import open_store
 
     text = source or f"sqlite:{settings.data_dir}"
     if not text.startswith("sqlite:"):

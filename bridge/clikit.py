@@ -1,10 +1,18 @@
 """Helpers shared by the CLI modules: settings for a command, our errors as click errors.
 
 click is used only in the CLI layer (this module, cli.py and cli_calls.py).
+
+The root group's setting flags (``--namespace``, ``--store-url``, ``--metrics-port``, ...)
+are also accepted after the command they apply to: :class:`SettingsGroup` copies them
+onto every command it hands out (listed in that command's ``--help``), unless the
+command has an option of the same name (``dial --desk`` is the desk that dials) or
+is marked :func:`without_settings`. The same setting given before and after the
+command with different values is a usage error naming both.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -87,3 +95,86 @@ def with_settings(command: F) -> F:
             return ctx.invoke(command, settings, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]  # click's decorators keep the signature
+
+
+SETTING_PREFIX = "setting__"  # the copies' parameter names: setting__<setting name>
+_SETTINGS_FREE: set[click.Command] = set()
+
+
+class SettingOption(click.Option):
+    """A root flag that sets a setting (its long name: ``--store-url`` sets store_url)."""
+
+    @property
+    def setting(self) -> str:
+        long = next(opt for opt in self.opts if opt.startswith("--"))
+        return long[2:].replace("-", "_")
+
+
+def without_settings(command: F) -> F:
+    """Mark a command that reads no settings: the root's setting flags are not copied onto it."""
+    _SETTINGS_FREE.add(command)  # type: ignore[arg-type]  # F is a click.Command here
+    return command
+
+
+class SettingsGroup(click.Group):
+    """The root group: each command it hands out also takes the root's setting flags."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            accept_settings(command, [p for p in self.params if isinstance(p, SettingOption)])
+        return command
+
+
+def accept_settings(command: click.Command, options: list[SettingOption]) -> None:
+    """Copy the setting options onto command (each command of a group), once."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_settings(sub, options)
+        return
+    if command in _SETTINGS_FREE or getattr(command, "_accepts_settings", False):
+        return
+    taken = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+    added: list[str] = []
+    for option in options:
+        if taken.intersection(option.opts):
+            continue  # the command's own option of that name wins (dial --desk)
+        clone = copy.copy(option)
+        clone.name = SETTING_PREFIX + option.setting
+        clone.opts = [opt for opt in option.opts if opt.startswith("--")]
+        clone.secondary_opts = []
+        command.params.append(clone)
+        added.append(option.setting)
+    command.callback = _taking_settings(command, added)
+    command._accepts_settings = True  # type: ignore[attr-defined]  # our mark: copied once
+
+
+def _taking_settings(command: click.Command, settings: list[str]) -> Callable[..., Any]:
+    original = command.callback
+    assert original is not None
+
+    @functools.wraps(original)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(SETTING_PREFIX + name) for name in settings}
+        _merge_flags(click.get_current_context(), given)
+        return original(*args, **kwargs)
+
+    return callback
+
+
+def _merge_flags(ctx: click.Context, given: dict[str, Any]) -> None:
+    """Settings given after the command join the root's flags; two different values are an error."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    flags: dict[str, Any] = obj.setdefault("flags", {})
+    for name, value in given.items():
+        if value is None:
+            continue
+        before = flags.get(name)
+        if before is not None and before != value:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"{flag} is given twice: {before!r} before {ctx.info_name!r} and {value!r} after it; "
+                "give it once"
+            )
+        flags[name] = value
+        obj.pop("loaded", None)  # loaded again with this flag

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from bridge.errors import ConfigError
+from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
 from bridge.redact import redact_text, split_userinfo
 from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
+from bridge.text import printable
 
 APP_NAME = "tcx-bridge"
 ENV_PREFIX = "TCX_BRIDGE_"
@@ -122,13 +124,18 @@ class Key(NamedTuple):
         return ENV_PREFIX + self.name.upper()
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for an address, an IPv6 one in brackets (``[::1]:8080``), as URLs write it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def reduce_desk(value: str) -> str:
     """A desk id reduced to ``[A-Za-z0-9_-]`` (other characters are dropped)."""
     return _DISALLOWED_IN_DESK.sub("", value)
 
 
 def _default_desk(_: dict[str, Any], __: Mapping[str, str]) -> str:
-    return reduce_desk(socket.gethostname().split(".")[0]) or "desk"
+    return reduce_desk(socket.gethostname().split(".")[0])[:MAX_DESK] or "desk"
 
 
 def platform_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -231,17 +238,21 @@ def _name(name: str, value: Any) -> str:
 
 
 def _desk(name: str, value: Any) -> str:
-    reduced = reduce_desk(_text(name, value))
-    if not reduced:
-        raise ConfigError(f"{name}: {value!r} has no character of A-Z a-z 0-9 _ -; give a desk id")
-    return reduced
+    """A desk id as the consumers take it (bridge.events' limits): anything else is refused, not reduced."""
+    text = _text(name, value).strip()
+    problem = desk_problem(text)
+    if problem:
+        suggestion = reduce_desk(text)
+        hint = f" (e.g. {suggestion!r})" if suggestion != text and 0 < len(suggestion) <= MAX_DESK else ""
+        raise ConfigError(f"{name}: {printable(repr(text), 100)} {problem}{hint}")
+    return text
 
 
 def _extension(name: str, value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     text = _optional_text(name, value)
-    if text is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,32}", text):
+    if text is not None and not re.fullmatch(rf"[0-9A-Za-z_-]{{1,{MAX_EXTENSION}}}", text):
         raise ConfigError(f"{name}: {value!r} is not an extension; use digits like 101")
     return text
 
@@ -659,8 +670,11 @@ def load_settings(
         except ConfigError:
             if not lenient:
                 raise
-            values[key.name] = key.default(values, environ)
-            source = f"default, {label} is bad"
+            # a bad desk id is reduced to one (as it was before it was refused), so a rescued event
+            # is for the desk meant, not the host name's
+            rescued = reduce_desk(raw)[:MAX_DESK] if key.name == "desk" and isinstance(raw, str) else ""
+            values[key.name] = rescued or key.default(values, environ)
+            source = f"{label} reduced, it is bad" if rescued else f"default, {label} is bad"
         sources[key.name] = source
     return Loaded(Settings(**values), sources)
 

@@ -23,7 +23,7 @@ import msgspec
 
 from bridge import events
 from bridge.access import desk_of_user
-from bridge.config import Settings, reduce_desk
+from bridge.config import Settings
 from bridge.errors import DialError, UnroutableError
 from bridge.topology import declare_commands, declare_dial_results, dial_results_queue
 from bridge.transport import Broker, Delivery, OutgoingMessage
@@ -35,6 +35,7 @@ EXPIRATION_GRACE = 300.0  # seconds the broker keeps a request past its expires_
 STREAM_SLACK = 1.0  # a result watch reads the stream from this long before it began
 _SEPARATORS = re.compile(r"[ \u00a0.()\-/]")
 _DIALABLE = re.compile(r"\+?[0-9*#]+")
+_EXTENSION = re.compile(rf"[0-9A-Za-z_-]{{1,{events.MAX_EXTENSION}}}")
 _TEL_URI = re.compile(r"^\s*tel:", re.IGNORECASE)
 # "+41 (0)41 ...": the trunk zero written after an international prefix is not dialed
 _TRUNK_ZERO = re.compile(r"^\s*(\+|00)(\d{1,3})[ \u00a0]*\(0\)")
@@ -65,9 +66,14 @@ def clean_number(raw: str) -> str:
 def dial_routing_key(desk: str | None, extension: str | None) -> str:
     """``desk.<desk>.dial`` or ``ext.<extension>.dial``."""
     if desk:
-        return f"desk.{reduce_desk(desk)}.dial"
+        problem = events.desk_problem(desk)
+        if problem is not None:
+            raise DialError(f"desk {desk!r} {problem}")
+        return f"desk.{desk}.dial"
     if extension:
-        return f"ext.{reduce_desk(extension)}.dial"
+        if not _EXTENSION.fullmatch(extension):
+            raise DialError(f"extension {extension!r} is not an extension; use digits like 101")
+        return f"ext.{extension}.dial"
     raise DialError("give a desk or an extension to dial from")
 
 

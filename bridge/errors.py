@@ -14,6 +14,7 @@
         ├── BrokerUnreachableError  no connection: refused, timed out, TLS or login failed
         ├── BrokerRejectedError     the broker closed the channel (a missing exchange, ...)
         ├── BrokerRefusedError      an operator must fix it: login, vhost, permissions, a queue's arguments
+        │   ├── BrokerCertificateError  ... the broker's TLS certificate: another host's, or an unknown CA
         │   └── AccessRefusedError  ... the user lacks a right (ACCESS_REFUSED on a channel)
         └── PublishError            the message was not confirmed
             ├── PublishNackedError  the broker nacked it
@@ -93,6 +94,14 @@ class BrokerRefusedError(TransportError):
 
 class AccessRefusedError(BrokerRefusedError):
     """The broker closed the channel with ACCESS_REFUSED: the user lacks the right to that action."""
+
+
+class BrokerCertificateError(BrokerRefusedError):
+    """The broker's TLS certificate does not verify: issued for another host name, or by an unknown CA."""
+
+    def __init__(self, message: str, *, wrong_host: bool) -> None:
+        super().__init__(message)
+        self.wrong_host = wrong_host
 
 
 class PublishError(TransportError):

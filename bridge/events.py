@@ -13,10 +13,24 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from bridge.text import MAX_ID, id_problem
+from bridge.text import MAX_ID, id_problem, printable
 
 SCHEMA_VERSION = 1
 APP_ID = "tcx-bridge"
+
+# The limits of the wire format: consumers refuse what is beyond them, so whatever
+# takes a value in (config, notify, contact import) checks it against these.
+MAX_BODY = 64 * 1024  # bytes of a message body; a bigger message is dead-lettered unread
+MAX_DESK = 64  # characters of a desk id
+DESK_CHARACTERS = "A-Za-z0-9_-"  # a desk id's alphabet: it is one word of routing keys and user names
+MAX_EXTENSION = 32
+MAX_EVENT_ID = 128
+MAX_NUMBER = 64
+MAX_NAME = 200
+MAX_URL = 2048
+MAX_REASON = 4000
+MAX_REQUEST_ID = 200
+_DESK_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 TIME_PATTERN = (
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
@@ -39,14 +53,12 @@ def _text(maximum: int, description: str | None = None) -> msgspec.Meta:
     return msgspec.Meta(max_length=maximum, description=description)
 
 
-Desk = Annotated[str, _text(64, "the desk id")]
-Extension = Annotated[str, _text(32)]
-EventId = Annotated[str, _text(128)]
-Number = Annotated[str, _text(64)]
-MAX_NAME = 200  # characters of a name, company or email in a screen pop (contacts import checks it)
-MAX_URL = 2048  # characters of a contact's url in a screen pop
-Name = Annotated[str, _text(MAX_NAME)]
-Reason = Annotated[str, _text(4000)]
+Desk = Annotated[str, _text(MAX_DESK, "the desk id")]
+Extension = Annotated[str, _text(MAX_EXTENSION)]
+EventId = Annotated[str, _text(MAX_EVENT_ID)]
+Number = Annotated[str, _text(MAX_NUMBER)]
+Name = Annotated[str, _text(MAX_NAME)]  # a name, company or email in a screen pop (contacts import checks it)
+Reason = Annotated[str, _text(MAX_REASON)]
 CallKind = Literal["started", "connected", "ended", "invalid"]
 Direction = Literal["inbound", "outbound", "unknown"]
 DialStatus = Literal["dialed", "confirmed", "unconfirmed", "rejected", "expired", "failed"]
@@ -115,7 +127,7 @@ class DialRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", t
     """
 
     schema_version: int = SCHEMA_VERSION
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID)]
     number: Number
     desk: Desk | None = None
     requested_by: Name | None = None
@@ -133,7 +145,7 @@ class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
     """
 
     schema_version: int = SCHEMA_VERSION
-    request_id: Annotated[str, _text(200)]
+    request_id: Annotated[str, _text(MAX_REQUEST_ID)]
     desk: Desk
     number: Number
     status: DialStatus
@@ -165,6 +177,18 @@ CALL_EVENT_DECODER = msgspec.json.Decoder(CallEvent)
 EVENT_DECODER = msgspec.json.Decoder(CallEvent | DialResult)
 SCREEN_POP_DECODER = msgspec.json.Decoder(ScreenPop)
 DIAL_REQUEST_DECODER = msgspec.json.Decoder(DialRequest)
+
+
+def desk_problem(value: str) -> str | None:
+    """Why value cannot be a desk id on the wire (said after the quoted value), or None."""
+    if not value:
+        return f"is empty; give a desk id of 1 to {MAX_DESK} of {DESK_CHARACTERS}"
+    if len(value) > MAX_DESK:
+        return f"has {len(value)} characters, over the maximum of {MAX_DESK}; give a shorter desk id"
+    if not _DESK_ALPHABET.issuperset(value):
+        bad = "".join(dict.fromkeys(character for character in value if character not in _DESK_ALPHABET))
+        return f"holds {printable(repr(bad))}, not allowed in a desk id; use only {DESK_CHARACTERS}"
+    return None
 
 
 def new_event_id() -> str:
@@ -222,7 +246,10 @@ def canonical_time(value: str) -> str:
     if len(value) == 27 and value[10] == "T" and value[-1] == "Z" and value[19] == ".":
         parse_time(value)  # the usual form: only check that the date is possible
         return value
-    return format_time(parse_time(value))
+    try:
+        return format_time(parse_time(value))
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59: a possible date whose UTC time is not
+        raise ValueError(f"{value!r} is out of the range of dates in UTC (years 1 to 9999)") from None
 
 
 def _canonical(message: msgspec.Struct, field: str) -> None:

@@ -48,13 +48,34 @@ class Launch(NamedTuple):
         return self.caller_id is not None and not self.caller_id.strip()
 
 
+def _option(item: str) -> str | None:
+    """The upper-case letter of a ``/X:value`` (or ``-X:value``) item, else None."""
+    if len(item) >= 3 and item[0] in "/-" and item[2] == ":" and item[1].isalpha():
+        return item[1].upper()
+    return None
+
+
 def scan_options(argv: Sequence[str]) -> dict[str, str]:
     """Return the ``/X:value`` options of argv by upper-case letter; last one wins."""
     options: dict[str, str] = {}
     for item in argv:
-        if len(item) >= 3 and item[0] in "/-" and item[2] == ":" and item[1].isalpha():
-            options[item[1].upper()] = item[3:]
+        letter = _option(item)
+        if letter is not None:
+            options[letter] = item[3:]
     return options
+
+
+def syntax_arguments(argv: Sequence[str]) -> tuple[str, ...]:
+    """The items of argv that the documented syntax reads (the last /N: /C: /T: /I: each), in order.
+
+    Everything else (stray words, unknown options, an option given again) is ignored by the parser.
+    """
+    last: dict[str, int] = {}
+    for index, item in enumerate(argv):
+        letter = _option(item)
+        if letter is not None and letter in "NCTI":
+            last[letter] = index
+    return tuple(argv[index] for index in sorted(last.values()))
 
 
 def parse_launch(argv: Sequence[str]) -> Launch:

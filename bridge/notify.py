@@ -28,13 +28,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TextIO
 
+import msgspec
+
 from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
-from bridge.launch import parse_launch, scan_options
+from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.outbox import Outbox
 from bridge.redact import redact_logs
-from bridge.text import printable
+from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
 
@@ -48,18 +50,30 @@ MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself i
 
 
 def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
-    """The event for one launch, and the problems to log (invalid launches included)."""
+    """The event for one launch, and the problems to log (invalid launches included).
+
+    Bytes that are not UTF-8 are kept escaped (``\\xff``); when the event would be
+    over the body size a consumer takes, the stray arguments (all but the last
+    /N: /C: /T: /I:) are dropped from its argv. It may still be over (a huge /I:
+    of an invalid launch): see :func:`too_big`.
+    """
+    given = tuple(escape_undecodable(item) for item in argv)
+    problems = [
+        f"argument {number} {printable(repr(item), 200)} holds bytes that are not UTF-8; kept escaped"
+        for number, (raw, item) in enumerate(zip(argv, given, strict=True), 1)
+        if raw != item
+    ]
     common = {
         "event_id": events.new_event_id(),
         "desk": settings.desk,
         "extension": settings.extension,
         "occurred_at": events.utc_now(),
-        "argv": tuple(argv),
+        "argv": given,
     }
     try:
-        launch = parse_launch(argv)
+        launch = parse_launch(given)
     except LaunchError as error:
-        options = scan_options(argv)  # keep what can be read of a bad launch
+        options = scan_options(given)  # keep what can be read of a bad launch
         event = events.CallEvent(
             kind="invalid",
             direction="unknown",
@@ -68,16 +82,37 @@ def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEve
             reason=str(error)[:MAX_REASON],
             **common,  # type: ignore[arg-type]  # keys checked by msgspec
         )
-        return event, [str(error)]
-    event = events.CallEvent(
-        kind=launch.kind,
-        direction=launch.direction,
-        call_id=launch.call_id,
-        caller_id=launch.caller_id,
-        anonymous=launch.anonymous,
-        **common,  # type: ignore[arg-type]  # keys checked by msgspec
+        problems.insert(0, str(error))
+    else:
+        event = events.CallEvent(
+            kind=launch.kind,
+            direction=launch.direction,
+            call_id=launch.call_id,
+            caller_id=launch.caller_id,
+            anonymous=launch.anonymous,
+            **common,  # type: ignore[arg-type]  # keys checked by msgspec
+        )
+        problems += launch.warnings
+    if len(events.ENCODER.encode(event)) > events.MAX_BODY:
+        kept = syntax_arguments(given)
+        if len(kept) < len(given):
+            problems.append(
+                f"dropped {len(given) - len(kept)} stray argument(s) of "
+                f"{sum(map(len, given)) - sum(map(len, kept))} characters (beyond {SYNTAX}) "
+                f"to keep the event within the {events.MAX_BODY} bytes a consumer takes"
+            )
+            event = msgspec.structs.replace(event, argv=kept)
+    return event, problems
+
+
+def too_big(message: OutgoingMessage) -> str | None:
+    """Why a consumer would refuse this message for its size (it is lost, not kept), or None."""
+    if len(message.body) <= events.MAX_BODY:
+        return None
+    return (
+        f"the event has {len(message.body)} bytes, over the {events.MAX_BODY} a consumer takes, "
+        "even without stray arguments"
     )
-    return event, list(launch.warnings)
 
 
 def to_message(event: events.CallEvent) -> OutgoingMessage:
@@ -385,6 +420,10 @@ def run(argv: Sequence[str]) -> int:
         log = logger.error if event.kind == "invalid" else logger.warning
         log("launch %s: %s", printable(repr(list(argv)), 300), printable(problem, 1000))
     exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
+    oversize = too_big(message)
+    if oversize:
+        log_lost(message, oversize)
+        return EXIT_FAILED
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
         with Watchdog(deadline, message, settings, exit_code) as watchdog:
@@ -406,7 +445,7 @@ def run(argv: Sequence[str]) -> int:
         delivered.outcome,
         message.routing_key,
         event.event_id,
-        event.call_id,
+        printable(str(event.call_id), 200),
         (time.perf_counter() - started) * 1000,
         delivered.replayed,
     )
@@ -437,10 +476,15 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     logger.error("configuration error: %s; the event is kept in the outbox until that is fixed", error)
     if settings is not None:
         event, _ = build_event(argv, settings)
+        message = to_message(event)
+        oversize = too_big(message)
+        if oversize:
+            log_lost(message, oversize)
+            return EXIT_FAILED
         try:
-            path = Outbox(settings.outbox_dir).put(to_message(event))
+            path = Outbox(settings.outbox_dir).put(message)
         except TcxBridgeError as outbox_error:
-            log_lost(to_message(event), outbox_error)
+            log_lost(message, outbox_error)
         else:
             logger.info("event_id=%s kept in %s until the configuration is fixed", event.event_id, path)
             return EXIT_INVALID if event.kind == "invalid" else EXIT_OK

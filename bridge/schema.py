@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, NamedTuple
 
@@ -67,6 +68,16 @@ CHANNELS = (
         "Who is calling, for the desk (also ext.{extension}.popup).",
     ),
 )
+# Each exchange as topology declare makes it: a client that declares one with other arguments gets
+# PRECONDITION_FAILED, so the documents name the arguments and recommend a passive declare.
+EXCHANGES = {
+    "tcx.events": ("topic", {"alternate-exchange": "tcx.unrouted"}),
+    "tcx.commands": ("topic", {}),
+}
+EXCHANGE_ADVICE = (
+    "Declare it passively (it exists once `tcx-bridge topology declare` ran); "
+    "a declare with other arguments fails with PRECONDITION_FAILED."
+)
 PARAMETERS = {
     "kind": "started, connected or ended",
     "direction": "inbound, outbound or unknown",
@@ -80,12 +91,31 @@ TAG_OPTIONAL = ("CallEvent", "ScreenPop", "DialRequest")
 
 
 def _components(ref_template: str) -> dict[str, Any]:
-    """The msgspec schemas, with ``required`` saying what the decoders really require."""
+    """The msgspec schemas, with ``required`` saying what the decoders really require.
+
+    Normalised so that the documents do not change with the msgspec version: descriptions (the
+    Structs' docstrings) with inspect.cleandoc (0.23 keeps their indentation, older releases did
+    not), and ``null`` last in each anyOf (releases before 0.22 put it first).
+    """
     _, components = msgspec.json.schema_components(events.MESSAGES, ref_template=ref_template)
+    _normalise(components)
     for name in TAG_OPTIONAL:
         required = components[name].get("required", [])
         components[name]["required"] = [field for field in required if field != "type"]
     return components
+
+
+def _normalise(node: Any) -> None:
+    if isinstance(node, dict):
+        if isinstance(node.get("description"), str):
+            node["description"] = inspect.cleandoc(node["description"])
+        if isinstance(node.get("anyOf"), list):
+            node["anyOf"].sort(key=lambda option: option == {"type": "null"})  # stable: only null moves
+        for value in node.values():
+            _normalise(value)
+    elif isinstance(node, list):
+        for value in node:
+            _normalise(value)
 
 
 def json_schemas(ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
@@ -104,9 +134,13 @@ def asyncapi() -> dict[str, Any]:
         parameters = {
             p: {"description": PARAMETERS[p]} for p in PARAMETERS if "{" + p + "}" in channel.address
         }
+        kind, arguments = EXCHANGES[channel.exchange]
+        shown = ", ".join(f"{key} {value}" for key, value in arguments.items()) or "no arguments"
         channels[channel.key] = {
             "address": channel.address,
-            "description": channel.summary,
+            "description": f"{channel.summary} Exchange {channel.exchange}: {kind}, durable, {shown}. "
+            + EXCHANGE_ADVICE,
+            "x-exchange-arguments": arguments,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             **({"parameters": parameters} if parameters else {}),
             "bindings": {
@@ -114,7 +148,7 @@ def asyncapi() -> dict[str, Any]:
                     "is": "routingKey",
                     "exchange": {
                         "name": channel.exchange,
-                        "type": "topic",
+                        "type": kind,
                         "durable": True,
                         "autoDelete": False,
                         "vhost": "/",
@@ -176,6 +210,11 @@ def render_markdown() -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| `{c.exchange}` | `{c.address}` | {c.message.__name__} | {c.sender} |" for c in CHANNELS]
+    lines += ["", "| exchange | type | durable | arguments |", "|---|---|---|---|"]
+    for exchange, (kind, arguments) in EXCHANGES.items():
+        shown = ", ".join(f"`{key}: {value}`" for key, value in arguments.items()) or "none"
+        lines.append(f"| `{exchange}` | {kind} | yes | {shown} |")
+    lines += ["", EXCHANGE_ADVICE.replace("Declare it", "Declare an exchange")]
     for message in events.MESSAGES:
         name = message.__name__
         schema = schemas[name]

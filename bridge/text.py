@@ -2,9 +2,12 @@
 
 Caller ids come from the outside world. A stored value is printed only through
 :func:`printable`, so an escape sequence, a bell, a NUL or a right-to-left
-override in a caller id can never act on an admin's terminal or spreadsheet.
-Every CSV cell we write goes through :func:`csv_cell`, so a caller id such as
-``=cmd|' /C calc'!A0`` is never a formula when the file is opened in a spreadsheet.
+override in a caller id can never act on an admin's terminal or spreadsheet, and
+a zero-width character cannot hide in it. Bytes that are not UTF-8 (Python reads
+them from argv as lone surrogates, which no encoder takes) are stored escaped
+by :func:`escape_undecodable`. Every CSV cell we write goes through
+:func:`csv_cell`, so a caller id such as ``=cmd|' /C calc'!A0`` is never a formula
+when the file is opened in a spreadsheet.
 """
 
 from __future__ import annotations
@@ -13,14 +16,20 @@ import re
 
 # C0, DEL, C1, and the bidirectional embeddings, overrides and isolates
 CONTROL = "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
-_control_re: re.Pattern[str] | None = None  # compiled on first use: most text is printable
+# shown escaped too, but allowed in an id: the zero-width space, word joiner and invisible operators,
+# the BOM, and lone surrogates (bytes that were not UTF-8). Not the zero-width (non-)joiner and the
+# direction marks: Persian, Indic and Arabic names and emoji sequences need them.
+INVISIBLE = CONTROL[:-1] + "\u200b\u2060-\u2064\ufeff\ud800-\udfff]"
+SURROGATE = "[\ud800-\udfff]"
+_compiled: dict[str, re.Pattern[str]] = {}  # compiled on first use: most text is printable
 
 
 def _control() -> re.Pattern[str]:
-    global _control_re  # a lazily compiled module constant
-    if _control_re is None:
-        _control_re = re.compile(CONTROL)
-    return _control_re
+    return _compiled.get(CONTROL) or _compiled.setdefault(CONTROL, re.compile(CONTROL))
+
+
+def _invisible() -> re.Pattern[str]:
+    return _compiled.get(INVISIBLE) or _compiled.setdefault(INVISIBLE, re.compile(INVISIBLE))
 
 
 ELLIPSIS = "…"
@@ -38,11 +47,28 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def printable(value: str, width: int | None = None) -> str:
-    """value with every control character as a visible escape (``\\x1b``, ``\\u202e``), cut at width."""
-    shown = value if value.isprintable() else _control().sub(_escape, value)
+    """value with each control or invisible character as an escape (``\\x1b``, ``\\u200b``), cut at width."""
+    shown = value if value.isprintable() else _invisible().sub(_escape, value)
     if width is not None and len(shown) > width:
         return shown[: max(width - 1, 0)] + ELLIPSIS
     return shown
+
+
+def _escape_byte(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_undecodable(value: str) -> str:
+    """value with each byte that was not UTF-8 as ``\\xNN`` (any other lone surrogate: ``\\udXXX``).
+
+    Python decodes argv with surrogateescape (and Windows may pass unpaired UTF-16
+    halves); such a string can be neither encoded nor stored, so its escape is kept.
+    """
+    if value.isprintable():
+        return value
+    surrogate = _compiled.get(SURROGATE) or _compiled.setdefault(SURROGATE, re.compile(SURROGATE))
+    return surrogate.sub(_escape_byte, value)
 
 
 def id_problem(name: str, value: str | None) -> str | None:
@@ -52,7 +78,7 @@ def id_problem(name: str, value: str | None) -> str | None:
     if len(value) > MAX_ID:
         return f"{name} has {len(value)} characters, over the maximum of {MAX_ID}"
     if has_control(value):
-        return f"{name} {printable(value)!r} holds control characters"
+        return f"{name} {printable(repr(value))} holds control characters"
     return None
 
 

@@ -18,9 +18,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils import connection_workflow
 
-from bridge.config import split_urls
+from bridge.config import host_port, split_urls
 from bridge.errors import (
     AccessRefusedError,
+    BrokerCertificateError,
     BrokerRefusedError,
     BrokerRejectedError,
     BrokerUnreachableError,
@@ -75,8 +76,16 @@ def parameters(url: str, *, ca_file: str | None = None, timeout: float = 5.0) ->
     if params.ssl_options is not None and ca_file:
         try:
             context = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise BrokerUnreachableError(f"CA file {ca_file!r} cannot be used: {error}") from None
+        except ssl.SSLError as error:  # retrying cannot fix a file: an operator must
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} is not a PEM CA bundle ({error.reason or error}); set ca_file to a "
+                "file of -----BEGIN CERTIFICATE----- blocks (convert DER with openssl x509 -inform der)"
+            ) from None
+        except OSError as error:
+            raise BrokerRefusedError(
+                f"CA file {ca_file!r} cannot be read ({error.strerror or error}); "
+                "fix ca_file or the file's rights"
+            ) from None
         params.ssl_options = pika.SSLOptions(context, params.host)
     params.connection_attempts = 1
     params.socket_timeout = timeout
@@ -127,7 +136,7 @@ def mapped_errors(action: str, *, ca_file: str | None = None) -> Iterator[None]:
     ) as error:
         inner = _innermost(error)
         if isinstance(inner, ssl.SSLCertVerificationError):
-            raise BrokerRefusedError(_untrusted(action, inner, ca_file)) from None
+            raise _untrusted(action, inner, ca_file) from None
         detail = _describe(error)
         raise BrokerUnreachableError(f"{action}: the broker cannot be reached ({detail})") from None
     except pika.exceptions.AMQPError as error:
@@ -170,7 +179,7 @@ class Broker:
     def node(self) -> str:
         """host:port of the node this connection is on (or will try first)."""
         params = self._params[self.index]
-        return f"{params.host}:{params.port}"
+        return host_port(params.host, params.port)
 
     def _signed(self, message: OutgoingMessage) -> OutgoingMessage:
         if not self._sign or message.user_id is not None:
@@ -202,7 +211,9 @@ class Broker:
             index = (self.start + offset) % len(self._params)
             params = self._params[index]
             try:
-                with mapped_errors(f"connect to {params.host}:{params.port}", ca_file=self._ca_file):
+                with mapped_errors(
+                    f"connect to {host_port(params.host, params.port)}", ca_file=self._ca_file
+                ):
                     self._connection = pika.BlockingConnection(params)
             except BrokerUnreachableError as error:
                 failures.append(str(error))
@@ -500,17 +511,21 @@ def _mismatch(name: str, arguments: dict[str, Any], detail: str) -> str:
     )
 
 
-def _untrusted(action: str, error: ssl.SSLCertVerificationError, ca_file: str | None) -> str:
+def _untrusted(
+    action: str, error: ssl.SSLCertVerificationError, ca_file: str | None
+) -> BrokerCertificateError:
     against = f"CA file {ca_file!r}" if ca_file else "the system's CAs (no ca_file set)"
     reason = error.verify_message or str(error)
     if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
-        return (
+        return BrokerCertificateError(
             f"{action}: the broker's TLS certificate is for another host name ({reason}); "
-            "connect with the name the certificate was issued for"
+            "connect with the name the certificate was issued for",
+            wrong_host=True,
         )
-    return (
+    return BrokerCertificateError(
         f"{action}: the broker's TLS certificate is not signed by a CA in {against} ({reason}); "
-        "set ca_file to the CA that issued the broker's certificate"
+        "set ca_file to the CA that issued the broker's certificate",
+        wrong_host=False,
     )
 
 

@@ -1,5 +1,5 @@
 """Consumers of tcx-bridge events: the shared runtime and one module per consumer.
 
 Consumers are found through the entry-point group ``tcx_bridge.consumers``
-(consumers.plugins); each is imported only when it runs.
+(consumers.runtime.plugins); each is imported only when it runs.
 """

@@ -158,7 +158,7 @@ def broker(settings: Settings) -> Iterator[Broker]:
 
 def _cleanup(settings: Settings) -> None:
     """Delete every queue and exchange this test's namespace may have (missing ones are fine)."""
-    from consumers.topology import expected
+    from consumers.tools.topology import expected
 
     entities = expected(settings, [settings.desk, *EXTRA_DESKS])
     queues = [e.name for e in entities if e.kind == "queue"] + TAPS.pop(settings.namespace, [])

@@ -18,16 +18,17 @@ from bridge.cli import cli
 
 
 def generate(tmp_path: Path, *argv: str, name: str = "run") -> tuple[Any, dict[str, str], str]:
-    secrets_file = tmp_path / f"{name}.tsv"
+    secrets_file, document = tmp_path / f"{name}.tsv", tmp_path / f"{name}.json"
     result = CliRunner().invoke(
         cli,
-        ["--namespace", "cc", "access", "definitions", "--password-file", str(secrets_file), *argv],
+        ["--namespace", "cc", "access", "definitions", "--password-file", str(secrets_file), "-o", str(document),
+         *argv],
         env={"TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")},
         catch_exceptions=False,
-    )
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     passwords = dict(line.split("\t") for line in secrets_file.read_text().splitlines())
-    return json.loads(result.stdout), passwords, result.output
+    return json.loads(document.read_text()), passwords, result.output
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,27 @@ def test_dial_wait_succeeds_for_a_dialed_request(
     assert fake_assistant.calls() == [["-cmd", "makecall:0441234567"]]
 
 
+def test_dial_wait_before_the_number_does_not_take_it_as_its_value(
+    agent_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    services: list[Service],
+    fake_assistant: FakeAssistant,
+) -> None:
+    """`dial --desk D --wait NUMBER` (CRM scripts' form) waits for the confirmation; --wait-for dialed stops earlier."""
+    env = {**agent_env, "TCX_BRIDGE_DIAL_CONFIRM_TIMEOUT": "1"}
+    start_service(services, env, broker, desk_queue(settings), "agent")
+    done = run_cli(env, "dial", "--desk", settings.desk, "--wait", "0417403540", timeout=60)
+    assert done.stdout.splitlines()[-1] == f"dialed 0417403540 on {settings.desk}"
+    assert done.returncode == 1  # the fake Assistant sends no call event: unconfirmed
+    assert done.stderr.startswith(f"Error: unconfirmed 0417403540 on {settings.desk}")
+    for spelling in (["--wait-for", "dialed"], ["--wait=dialed"], ["--wait", "dialed"]):
+        done = run_cli(env, "dial", "--desk", settings.desk, *spelling, "0417403541", timeout=60)
+        assert done.returncode == 0, (spelling, done.stderr)
+        assert done.stdout.splitlines()[-1] == f"dialed 0417403541 on {settings.desk}"
+    assert fake_assistant.calls() == [["-cmd", "makecall:0417403540"]] + [["-cmd", "makecall:0417403541"]] * 3
+
+
 def test_dial_wait_fails_for_a_rejected_request_by_extension(
     agent: Service, agent_env: dict[str, str]
 ) -> None:

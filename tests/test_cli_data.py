@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from bridge.cli import cli
 from bridge.text import FORMULA_START
-from consumers.calls import CALLS_SCHEMA
-from consumers.store import open_database, open_sqlite
+from consumers.analytics.calls import CALLS_SCHEMA
+from consumers.store.core import open_database, open_sqlite
 
 # what a caller (or a contact list) can put where we later export it
 HOSTILE = [

@@ -217,3 +217,30 @@ def _cleanup_cluster_namespace(cluster: LocalCluster | list[str], namespace: str
                         if line.strip().startswith(namespace):
                             broker.delete_queue(line.strip())
                 break
+
+
+def test_the_cluster_example_config_boots_this_rabbitmq() -> None:
+    """examples/cluster/rabbitmq.conf, as compose mounts it, on a node of the test's own (never the shared one).
+
+    The node cannot reach rabbit@mq1..3 and boots alone; what matters is that it accepts every key,
+    and that quorum queues start with 3 members (the initial group size the file relies on).
+    """
+    from pathlib import Path
+
+    from tests.cluster import rabbitmq_available
+
+    if not rabbitmq_available():
+        pytest.skip("no rabbitmq-server here to start a node of the test's own")
+    example = Path(__file__).parent.parent / "examples" / "cluster" / "rabbitmq.conf"
+    node = LocalCluster(1, extra_config=example.read_text())
+    try:
+        node.start_node(0)
+        assert node.ctl(0, "eval", "application:get_env(rabbit, quorum_cluster_size).").strip() == "{ok,3}"
+        with Broker(node.url(0)) as broker:
+            broker.declare_queue("tcx.example", arguments={"x-queue-type": "quorum"})
+        assert node.ctl(0, "list_queues", "name", "type", "--no-table-headers").split() == [
+            "tcx.example",
+            "quorum",
+        ]
+    finally:
+        node.close()

@@ -8,6 +8,7 @@ import pytest
 
 from bridge.config import describe, load_settings, redact_url, reduce_desk
 from bridge.errors import ConfigError
+from bridge.events import MAX_DESK
 
 
 @pytest.fixture
@@ -67,7 +68,31 @@ BAD = [
     ),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "soon", "TCX_BRIDGE_PUBLISH_BUDGET: 'soon' is not a number; give e.g. 1.1"),
     ("TCX_BRIDGE_PUBLISH_BUDGET", "0", "TCX_BRIDGE_PUBLISH_BUDGET: '0' is too small; give at least 0.1"),
-    ("TCX_BRIDGE_DESK", "...", "TCX_BRIDGE_DESK: '...' has no character of A-Z a-z 0-9 _ -; give a desk id"),
+    # a desk id the consumers would refuse (bridge.events' limits) is refused where it enters, not reduced
+    (
+        "TCX_BRIDGE_DESK",
+        "d" * 65,
+        f"TCX_BRIDGE_DESK: '{'d' * 65}' has 65 characters, over the maximum of 64; give a shorter desk id",
+    ),
+    (
+        "TCX_BRIDGE_DESK",
+        "desk 7.corp",
+        "TCX_BRIDGE_DESK: 'desk 7.corp' holds ' .', not allowed in a desk id; use only A-Za-z0-9_- "
+        "(e.g. 'desk7corp')",
+    ),
+    # no usable character: no suggestion
+    (
+        "TCX_BRIDGE_DESK",
+        "...",
+        "TCX_BRIDGE_DESK: '...' holds '.', not allowed in a desk id; use only A-Za-z0-9_-",
+    ),
+    (
+        "TCX_BRIDGE_DESK",
+        "Zoë\u202e",
+        "TCX_BRIDGE_DESK: 'Zoë\\u202e' holds 'ë\\u202e', not allowed in a desk id; use only A-Za-z0-9_- "
+        "(e.g. 'Zo')",
+    ),
+    ("TCX_BRIDGE_DESK", " ", "TCX_BRIDGE_DESK: '' is empty; give a desk id of 1 to 64 of A-Za-z0-9_-"),
     (
         "TCX_BRIDGE_EXCHANGE",
         "bad name",
@@ -140,6 +165,33 @@ def test_describe_never_shows_the_password(tmp_path: Path) -> None:
 )
 def test_reduce_desk(raw: str, reduced: str) -> None:
     assert reduce_desk(raw) == reduced
+
+
+def test_a_desk_id_at_the_wire_limit_is_taken(tmp_path: Path) -> None:
+    desk = "D" * MAX_DESK
+    environ = {"TCX_BRIDGE_DESK": f" {desk} ", "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    assert load_settings({}, environ, read_file=False).settings.desk == desk
+
+
+def test_the_host_name_is_reduced_to_a_desk_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default comes from the host name: reduced and cut to what the consumers take, never refused."""
+    monkeypatch.setattr("socket.gethostname", lambda: "Büro 7" + "x" * 100 + ".corp.example")
+    desk = load_settings({}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings.desk
+    assert desk == ("Bro7" + "x" * 100)[:MAX_DESK]
+
+
+@pytest.mark.parametrize(
+    ("raw", "rescued"), [("desk 7.corp", "desk7corp"), ("d" * 70, "d" * 64), ("...", None)]
+)
+def test_lenient_load_reduces_a_bad_desk_id(tmp_path: Path, raw: str, rescued: str | None) -> None:
+    """notify's rescue keeps the event for the desk meant (as reduced before), else the host name's."""
+    environ = {"TCX_BRIDGE_DESK": raw, "TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    loaded = load_settings({}, environ, read_file=False, lenient=True)
+    default = load_settings({}, {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings.desk
+    assert loaded.settings.desk == (rescued or default)
+    assert loaded.sources["desk"] == (
+        "TCX_BRIDGE_DESK reduced, it is bad" if rescued else "default, TCX_BRIDGE_DESK is bad"
+    )
 
 
 def test_lenient_load_keeps_good_values_and_defaults_bad_ones(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from bridge.config import Settings
 from bridge.errors import BrokerRefusedError
 from bridge.topology import declare_commands, publish_event, retry_exchange
 from bridge.transport import Broker, OutgoingMessage
-from consumers.store import open_store, sqlite_path
+from consumers.store.core import open_store, sqlite_path
 from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -260,8 +260,8 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
             call_message(settings, "connected", "inbound", f"k{n:03}", start + 2 * sec),
             call_message(settings, "ended", "inbound", f"k{n:03}", start + 10 * sec),
         ]
-    from consumers.analytics import Analytics
-    from consumers.runtime import declare_consumer_queues
+    from consumers.analytics.consumer import Analytics
+    from consumers.runtime.runner import declare_consumer_queues
 
     declare_consumer_queues(broker, settings, Analytics(settings))  # the backlog is queued first
     send(broker, settings, *messages)

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from bridge import events
 from bridge.cli import cli
 from bridge.errors import ConfigError
-from consumers import contact_files
-from consumers.contacts import SqliteContacts, StoreContacts, parse_field_map
+from consumers.crm import contact_files
+from consumers.crm.contacts import SqliteContacts, StoreContacts, parse_field_map
 
 DATA = Path(__file__).parent / "data"
 
@@ -502,7 +502,7 @@ def test_a_big_csv_is_streamed_in_bounded_memory(store: SqliteContacts, tmp_path
 def test_merges_and_company_names_in_the_postgresql_store(pg_url: str, tmp_path: Path) -> None:
     """The same import through PostgreSQL: DELETE … RETURNING and the jsonb columns of a merged contact."""
     from bridge.config import load_settings
-    from consumers.contacts import open_contacts
+    from consumers.crm.contacts import open_contacts
 
     (tmp_path / "none.toml").write_text("")
     settings = load_settings(

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.config import load_settings
 from bridge.errors import ConfigError, DialError
-from consumers.dial_policy import DialPolicy
+from consumers.agent.dial_policy import DialPolicy
 
 
 def policy(**settings: str) -> DialPolicy:

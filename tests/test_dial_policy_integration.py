@@ -8,8 +8,8 @@ import pytest
 
 from bridge.config import Settings
 from bridge.dial import request_dial
-from bridge.transport import Broker
-from tests.conftest import FakeAssistant, Service, Tap, desk_queue, start_service
+from bridge.transport import Broker, OutgoingMessage
+from tests.conftest import FakeAssistant, Service, Tap, desk_queue, run_cli, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +56,36 @@ def test_premium_rate_and_the_rate_limit_are_rejected_with_the_reason(
     assert found["denied"]["reason"] == "policy: +41791234567 starts with +4179, which dial_deny refuses"
     assert str(found["third"]["reason"]).startswith("rate: this desk dialed 2 numbers in the last 60s")
     assert fake_assistant.calls() == [["-cmd", "makecall:0441234567"], ["-cmd", "makecall:0441234568"]]
+
+
+def test_a_dial_request_dead_lettered_unread_still_gets_a_result(
+    agent: Service, broker: Broker, settings: Settings, results: Tap, fake_assistant: FakeAssistant
+) -> None:
+    """Over 64 KiB: dead-lettered as oversize before decoding, but its request_id is answered."""
+    body = json.dumps({"request_id": "huge-1", "number": "044 123 45 67", "note": "x" * 70_000})
+    message = OutgoingMessage(f"desk.{settings.desk}.dial", body.encode(), "huge-1", "dial", 0)
+    broker.publish(settings.commands_exchange, message)
+    result = results_of(results, 1)["huge-1"]
+    assert result["status"] == "rejected"
+    assert str(result["reason"]).startswith("oversize: the body has 70")
+    assert fake_assistant.calls() == []
+    dead = broker.get(settings.dead_queue(f"desk.{settings.desk}"), timeout=10)
+    assert dead is not None
+    assert dead.headers["x-tcx-reason"].startswith("oversize")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--desk", "desk 7"],
+            "Error: desk 'desk 7' holds ' ', not allowed in a desk id; use only A-Za-z0-9_-",
+        ),
+        (["--extension", "10.1"], "Error: extension '10.1' is not an extension; use digits like 101"),
+    ],
+)
+def test_dial_refuses_a_desk_it_cannot_address(env: dict[str, str], argv: list[str], message: str) -> None:
+    """Once silently reduced (desk7): the request would have gone to another desk's queue."""
+    done = run_cli(env, "dial", *argv, "044 123 45 67")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == message

@@ -114,6 +114,46 @@ def test_an_undecodable_request_with_a_request_id_gets_rejected(
     assert "no-number" in agent.output()
 
 
+# every request whose request_id can be read gets one result, whatever else is wrong with it
+BROKEN = [
+    # a possible date whose UTC time is past year 9999 (Python's OverflowError)
+    ('"number": "123", "expires_at": "9999-12-31T23:59:59-23:59"', "123", "out of the range of dates"),
+    ('"number": 1e400', "1e400", "Number out of range"),
+    ('"number": ' + "1" * 5000, "1" * 63 + "…", "Number out of range"),  # the number is cut to 64
+    ('"number": "' + "1" * 5000 + '"', "1" * 63 + "…", "Expected `str` of length <= 64"),
+    ('"number": ["123"], "requested_by": 5', '["123"]', "Expected `str`, got `array`"),
+    ('"number": "123", "expires_at": 1700000000', "123", "Expected `str | null`, got `int`"),
+    ('"number": "123", "type": "popup"', "123", "Invalid value 'popup'"),
+    # a lone surrogate escape: msgspec refuses the whole document, Python's json reads the id
+    ('"number": "123", "requested_by": "\\udcff"', "123", "invalid utf-16 surrogate"),
+]
+
+
+def test_every_readable_request_id_gets_one_result(
+    agent: Service,
+    plain: object,
+    settings: Settings,
+    results: Tap,
+    broker: Broker,
+    fake_assistant: FakeAssistant,
+) -> None:
+    for n, (fields, _, _) in enumerate(BROKEN):
+        plain.basic_publish(  # type: ignore[attr-defined]
+            settings.commands_exchange,
+            f"desk.{settings.desk}.dial",
+            f'{{"request_id": "broken-{n}", {fields}}}'.encode(),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2, user_id="guest"),
+        )
+    found = dial_results(results, len(BROKEN))
+    for n, (_, number, reason) in enumerate(BROKEN):
+        result = found[f"broken-{n}"]
+        assert (result["status"], result["number"]) == ("rejected", number), n
+        assert reason in str(result["reason"]), n
+    assert results.get(timeout=1) is None  # one result each
+    assert fake_assistant.calls() == []
+    assert broker.queue_info(settings.dead_queue(f"desk.{settings.desk}")) == (0, 0)
+
+
 NUMBERS = [
     ("+41 (0)41 740 35 36", "+41417403536"),  # Swiss business card: the (0) is the trunk zero
     ("+49 (0) 30 1234567", "+49301234567"),

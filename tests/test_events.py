@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bridge import events
@@ -80,3 +81,27 @@ def test_decoder_ignores_fields_from_newer_producers() -> None:
     event = events.EVENT_DECODER.decode(body)
     assert isinstance(event, events.CallEvent)
     assert event.schema_version == 2
+
+
+# a possible date and offset whose UTC time is outside years 1 to 9999
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+00:01"])
+def test_a_time_out_of_range_in_utc_is_invalid_not_a_crash(stamp: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"{stamp!r} is out of the range of dates in UTC")):
+        events.canonical_time(stamp)
+    body = f'{{"request_id": "r", "number": "1", "expires_at": "{stamp}"}}'.encode()
+    with pytest.raises(msgspec.ValidationError, match="out of the range of dates"):
+        events.DIAL_REQUEST_DECODER.decode(body)
+
+
+@pytest.mark.parametrize(
+    ("desk", "problem"),
+    [
+        ("DESK-07_a", None),
+        ("d" * events.MAX_DESK, None),
+        ("d" * (events.MAX_DESK + 1), "has 65 characters, over the maximum of 64; give a shorter desk id"),
+        ("a.b", "holds '.', not allowed in a desk id; use only A-Za-z0-9_-"),
+        ("", "is empty; give a desk id of 1 to 64 of A-Za-z0-9_-"),
+    ],
+)
+def test_desk_problem(desk: str, problem: str | None) -> None:
+    assert events.desk_problem(desk) == problem

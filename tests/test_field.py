@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,6 +153,8 @@ def test_doctor_on_a_good_desk_passes(desk_env: dict[str, str]) -> None:
             {"TCX_BRIDGE_ASSISTANT_PROCESS": "no-such-assistant.exe"},
             "process no-such-assistant.exe is not running",
         ),
+        # named even while amqp_url does not use TLS yet
+        ({"TCX_BRIDGE_CA_FILE": "not-pem"}, "is not a PEM CA bundle (NO_CERTIFICATE_OR_CRL_FOUND)"),
     ],
 )
 def test_doctor_names_what_is_wrong(
@@ -157,6 +164,9 @@ def test_doctor_names_what_is_wrong(
     for key, value in change.items():
         if value == "wrong-password":
             value = broker_url.replace("guest:guest", "guest:wrong")
+        if value == "not-pem":
+            (tmp_path / "ca.der").write_bytes(bytes(range(256)))
+            value = str(tmp_path / "ca.der")
         if value == "under-a-file":
             (tmp_path / "blocker").write_text("x")
             value = str(tmp_path / "blocker" / "data")
@@ -168,3 +178,60 @@ def test_doctor_names_what_is_wrong(
     assert expected in failed[0]
     assert " -> " in failed[0]  # with the fix
     assert done.stderr.strip().endswith("Error: 1 check(s) failed")
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """A TLS server of the test's own on 127.0.0.1 with a certificate for localhost: (port, its CA, another CA).
+
+    The handshake is all doctor reaches: the certificate is refused before any AMQP is spoken.
+    """
+    from tests.test_access_integration import make_ca, make_server_cert
+
+    ca = make_ca(tmp_path / "ca", "tcx test CA")
+    other = make_ca(tmp_path / "other", "someone else's CA")
+    cert, key = make_server_cert(ca, tmp_path / "ca", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            with contextlib.suppress(OSError), context.wrap_socket(client, server_side=True):
+                pass  # the client refuses the certificate during the handshake
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], ca, other
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "fix"),
+    [
+        ("wrong host", "put the host name the broker's certificate was issued for in amqp_url"),
+        ("unknown CA", "set ca_file (TCX_BRIDGE_CA_FILE) to the CA that issued the broker's certificate"),
+    ],
+)
+def test_doctor_hints_at_the_tls_host_or_ca_not_the_login(
+    env: dict[str, str], tls_listener: tuple[int, Path, Path], case: str, fix: str
+) -> None:
+    port, ca, other = tls_listener
+    environ = {
+        **env,
+        "TCX_BRIDGE_AMQP_URL": f"amqps://guest:guest@127.0.0.1:{port}/%2F",  # the certificate says localhost
+        "TCX_BRIDGE_CA_FILE": str(ca if case == "wrong host" else other),
+    }
+    done = run_cli(environ, "doctor")
+    line = next(line for line in done.stdout.splitlines() if line.startswith("\u2717 broker "))
+    assert "TLS certificate" in line
+    assert line.endswith(f" -> {fix}")
+    assert "user, password or vhost" not in line

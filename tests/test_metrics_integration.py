@@ -103,3 +103,45 @@ def test_readyz_follows_the_broker(
     wait_until(lambda: get(port, "/readyz")[0] == 200, timeout=60)
     found = samples(port)
     assert found[("tcx_reconnects_total", (("consumer", "analytics"),))] >= 1
+
+
+def test_every_counter_has_a_zero_sample_for_each_label_before_anything_happened(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    """Grafana's dead-letter, retry and reconnect panels show 0 on a healthy system, not "No data"."""
+    from consumers.runtime.metrics import OUTCOME_KINDS, REASON_KINDS
+
+    port = free_port()
+    start_service(
+        services,
+        env,
+        broker,
+        settings.queue("analytics"),
+        "consume",
+        "analytics",
+        "--metrics-port",
+        str(port),
+    )
+    found = samples(port)
+    consumer = ("consumer", "analytics")
+    for outcome in OUTCOME_KINDS:
+        assert found[("tcx_messages_total", (consumer, ("outcome", outcome)))] == 0
+    for reason in REASON_KINDS:
+        assert found[("tcx_dead_lettered_total", (consumer, ("reason_kind", reason)))] == 0
+    assert found[("tcx_retries_total", (consumer,))] == 0
+    assert found[("tcx_reconnects_total", (consumer,))] == 0
+    for status in ("dialed", "confirmed", "unconfirmed", "rejected", "expired", "failed"):
+        assert found[("tcx_dial_results_total", (("status", status),))] == 0
+    assert found[("tcx_contact_lookups_total", (("found", "false"),))] == 0
+
+
+def test_metrics_serve_on_an_ipv6_host(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    port = free_port()
+    start_service(
+        services, {**env, "TCX_BRIDGE_METRICS_HOST": "::1"}, broker, settings.queue("analytics"),
+        "consume", "analytics", "--metrics-port", str(port),
+    )  # fmt: skip
+    with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as answer:
+        assert answer.status == 200

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import pika
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -15,7 +17,7 @@ from bridge.config import Settings
 from bridge.schema import asyncapi, json_schemas, render_markdown
 from bridge.simulate import plan_traffic
 from bridge.transport import Broker
-from consumers.plugins import installed
+from consumers.runtime.plugins import installed
 from tests.conftest import Tap, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,18 +43,25 @@ def test_demo_runs_to_completion(env: dict[str, str]) -> None:
 def test_topology_declare_twice_is_idempotent(
     env: dict[str, str], broker: Broker, settings: Settings
 ) -> None:
+    """Counted from the topology's own list: installed plugins add their queues to it."""
+    from consumers.runtime.plugins import consumer_classes
+    from consumers.tools.topology import expected
+
+    entities = expected(settings, ["d1"])
+    consumers = [consumer.name_for(settings) for consumer in consumer_classes()]
+    assert {"crm", "analytics", "wallboard"} <= set(consumers)
     for _ in range(2):
         done = run_cli(env, "topology", "declare", "--desk", "d1")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("declared 17 exchanges and queues on amqp://guest:****@")
+        assert done.stdout.startswith(f"declared {len(entities)} exchanges and queues on amqp://guest:****@")
     shown = run_cli(env, "topology", "show", "--desk", "d1")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    # 5 exchanges and queues of the events, 3 queues each: crm, analytics, wallboard, d1
-    assert len(lines) == 17
+    assert [line.split()[1] for line in lines] == [entity.name for entity in entities]
     assert not [line for line in lines if "MISSING" in line]
-    assert any(line.split()[1] == f"{settings.namespace}.dead.crm" for line in lines)
-    assert any(line.split()[1] == f"{settings.namespace}.desk.d1" for line in lines)
+    for name in [*consumers, "desk.d1"]:  # each consumer's and the desk's queue, retry queue, dead letters
+        for queue in (settings.queue(name), f"{settings.queue(name)}.retry", settings.dead_queue(name)):
+            assert queue in [line.split()[1] for line in lines]
 
 
 @pytest.mark.integration
@@ -65,6 +74,29 @@ def test_topology_show_reports_what_is_missing(env: dict[str, str], broker: Brok
 def test_messages_doc_is_generated_from_the_schema() -> None:
     """Regenerate with: tcx-bridge schema --markdown > docs/messages.md"""
     assert (ROOT / "docs" / "messages.md").read_text() == render_markdown()
+
+
+@pytest.mark.integration
+def test_the_documented_exchange_arguments_are_the_declared_ones(
+    env: dict[str, str], broker: Broker, settings: Settings, plain: Any
+) -> None:
+    """A client that declares the exchanges as docs/messages.md and the AsyncAPI document say is accepted."""
+    from bridge.schema import EXCHANGES
+
+    assert run_cli(env, "topology", "declare").returncode == 0
+    document = asyncapi()
+    for name, (kind, arguments) in EXCHANGES.items():
+        ours = name.replace("tcx.", f"{settings.namespace}.")
+        documented = {
+            key: value.replace("tcx.", f"{settings.namespace}.") for key, value in arguments.items()
+        }
+        plain.exchange_declare(ours, kind, durable=True, arguments=documented)  # as documented: accepted
+        assert f"| `{name}` | {kind} | yes |" in render_markdown()
+        for channel in document["channels"].values():
+            if channel["bindings"]["amqp"]["exchange"]["name"] == name:
+                assert channel["x-exchange-arguments"] == arguments
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="alternate-exchange"):
+        plain.exchange_declare(settings.exchange, "topic", durable=True)  # as the issue's consumer did
 
 
 def test_schema_covers_every_message() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import pytest
 
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pip(*args: str) -> None:
+def pip(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
         capture_output=True,
@@ -32,11 +34,26 @@ def pip(*args: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def installed_here() -> str:
+    """What this test environment has installed (pip's own view)."""
+    return pip("list", "--format=freeze")
+
+
+class Plugins(NamedTuple):
+    target: Path  # where they are installed
+    before: str  # pip list of this environment before they were
 
 
 @pytest.fixture(scope="module")
-def plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The example plugin, and a broken one, pip-installed into this test environment."""
+def plugins(tmp_path_factory: pytest.TempPathFactory) -> Plugins:
+    """The example plugin, and a broken one, pip-installed into a directory of their own (--target).
+
+    Never into the environment the tests run in: the commands under test find them through
+    PYTHONPATH (see plugin_env), and a user's own installed plugins are left alone.
+    """
     broken = tmp_path_factory.mktemp("broken")
     (broken / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
@@ -46,9 +63,41 @@ def plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     )
     (broken / "tcx_broken_plugin").mkdir()
     (broken / "tcx_broken_plugin" / "__init__.py").write_text("import missing_dependency_of_this_plugin\n")
-    pip("install", "--no-deps", "--no-build-isolation", str(ROOT / "examples" / "plugin"), str(broken))
-    yield
-    pip("uninstall", "-y", "tcx-missed-calls", "tcx-broken-plugin")
+    before = installed_here()
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    (build / "plugin").mkdir()
+    # built from a copy: setuptools writes build/ and *.egg-info next to the sources
+    shutil.copytree(ROOT / "examples" / "plugin", build / "plugin", dirs_exist_ok=True)
+    pip(
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(build / "plugin"),
+        str(broken),
+    )
+    return Plugins(target, before)
+
+
+@pytest.fixture
+def plugin_env(plugins: Plugins, env: dict[str, str]) -> dict[str, str]:
+    """The test's environment, with the plugins' directory on PYTHONPATH."""
+    path = [str(plugins.target), env.get("PYTHONPATH", "")]
+    return {**env, "PYTHONPATH": os.pathsep.join(part for part in path if part)}
+
+
+def test_the_plugins_are_installed_beside_this_environment_not_into_it(
+    plugins: Plugins, plugin_env: dict[str, str]
+) -> None:
+    assert installed_here() == plugins.before  # pip list unchanged
+    assert {path.name.split("-")[0] for path in plugins.target.glob("*.dist-info")} >= {
+        "tcx_missed_calls",
+        "tcx_broken_plugin",
+    }
+    done = run_cli(plugin_env, "consume", "--list")
+    assert "missed-calls" in done.stdout
 
 
 class Webhook(BaseHTTPRequestHandler):
@@ -74,9 +123,9 @@ def webhook() -> Iterator[str]:
 
 
 def test_consume_list_shows_plugins_with_their_package_and_a_broken_one_in_one_line(
-    plugins: None, env: dict[str, str]
+    plugin_env: dict[str, str],
 ) -> None:
-    done = run_cli(env, "consume", "--list")
+    done = run_cli(plugin_env, "consume", "--list")
     assert done.returncode == 0, done.stderr
     lines = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert {"crm", "analytics", "missed-calls", "broken"} <= set(lines)
@@ -86,7 +135,7 @@ def test_consume_list_shows_plugins_with_their_package_and_a_broken_one_in_one_l
         in lines["broken"]
     )
     assert "Error" not in lines["crm"]
-    failed = run_cli(env, "consume", "broken")
+    failed = run_cli(plugin_env, "consume", "broken")
     assert failed.returncode == 1
     assert (
         failed.stderr.strip()
@@ -96,18 +145,17 @@ def test_consume_list_shows_plugins_with_their_package_and_a_broken_one_in_one_l
 
 
 def test_the_example_plugin_posts_missed_calls_only(
-    plugins: None,
-    env: dict[str, str],
+    plugin_env: dict[str, str],
     broker: Broker,
     settings: Settings,
     services: list[Service],
     webhook: str,
 ) -> None:
-    contacts = Path(env["TCX_BRIDGE_DATA_DIR"]).parent / "c.csv"
+    contacts = Path(plugin_env["TCX_BRIDGE_DATA_DIR"]).parent / "c.csv"
     contacts.write_text("Name;Telefon\nAnna Muster;079 123 45 67\n")
-    assert run_cli(env, "contacts", "import", str(contacts)).returncode == 0
-    plugin_env = {**env, "TCX_MISSED_CALLS_WEBHOOK": webhook}
-    start_service(services, plugin_env, broker, settings.queue("missed-calls"), "consume", "missed-calls")
+    assert run_cli(plugin_env, "contacts", "import", str(contacts)).returncode == 0
+    hooked = {**plugin_env, "TCX_MISSED_CALLS_WEBHOOK": webhook}
+    start_service(services, hooked, broker, settings.queue("missed-calls"), "consume", "missed-calls")
     t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
     sec = timedelta(seconds=1)
     send(

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import cli
-from consumers.calls import CALLS_SCHEMA
-from consumers.store import open_database
+from consumers.analytics.calls import CALLS_SCHEMA
+from consumers.store.core import open_database
 
 RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # newline and tab allowed
 HOSTILE = ["\x1b[2J\x1b]0;owned\x07", "\x00nul", "\u202eevil", "\x9bC1", "7" * 1_000_000]
@@ -95,7 +95,7 @@ def test_report_since_until_and_desk(mixed: dict[str, str]) -> None:
 
 
 def test_journal_reads_back_what_the_crm_stored(tmp_path: Path) -> None:
-    from consumers.store import open_sqlite
+    from consumers.store.core import open_sqlite
 
     data = tmp_path / "data"
     db = open_sqlite(data / "crm.sqlite3", "crm")

@@ -18,8 +18,8 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.transport import Delivery
-from consumers import runtime
-from consumers.runtime import Consumer, Runner, classify
+from consumers.runtime import runner as runtime
+from consumers.runtime.runner import Consumer, Runner, classify
 
 
 def http_error(code: int) -> urllib.error.HTTPError:

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.transport import Broker, OutgoingMessage
-from consumers.analytics import Analytics
-from consumers.calls import apply_event
-from consumers.runtime import declare_consumer_queues
-from consumers.store import Store, open_sqlite, open_store
+from consumers.analytics.calls import apply_event
+from consumers.analytics.consumer import Analytics
+from consumers.runtime.runner import declare_consumer_queues
+from consumers.store.core import Store, open_sqlite, open_store
 from tests.conftest import Service, free_port, run_cli, start_service, wait_until, wallboard_tiles
 from tests.postgres import LocalPostgres, with_schema
 
@@ -279,7 +279,7 @@ def test_postgresql_url_without_the_driver_is_one_line(
     from bridge.cli import cli
 
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
-    monkeypatch.delitem(sys.modules, "consumers.postgres", raising=False)
+    monkeypatch.delitem(sys.modules, "consumers.store.postgres", raising=False)
     result = CliRunner().invoke(
         cli,
         ["--store-url", "postgresql://tcx@db.example/tcx", "report"],
@@ -329,7 +329,7 @@ def test_two_crm_replicas_journal_every_call_once(
     pg_env: dict[str, str], pg_settings: Settings, broker: Broker, services: list[Service], tmp_path: Path
 ) -> None:
     """The CRM merges event by event (savepoints), under the same key locks: replicas agree too."""
-    from consumers.crm import Crm
+    from consumers.crm.consumer import Crm
 
     mixed = shuffled_with_duplicates(call_events(300, seed=9))
     expected = {record[:3] + record[4:] for record in single_sqlite_run(tmp_path / "single.sqlite3", mixed)}
@@ -463,7 +463,7 @@ def test_a_spoofed_event_is_left_out_of_the_batch_merge(pg_settings: Settings) -
     """On PostgreSQL the batch is merged before handle(): a spoofed event must not be in it."""
     from bridge.errors import HandlerError
     from bridge.transport import Delivery
-    from consumers.runtime import Context
+    from consumers.runtime.runner import Context
 
     analytics = Analytics(pg_settings)
     honest, forged = call_events(2)[0], call_events(2, seed=8)[0]

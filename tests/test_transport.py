@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import BrokerUnreachableError
+from bridge.errors import BrokerRefusedError, BrokerUnreachableError
 from bridge.transport import Broker, parameters
 
 
@@ -27,12 +27,23 @@ def test_plain_amqp_has_no_tls_and_bounded_timeouts() -> None:
     assert params.connection_attempts == 1
 
 
-def test_unusable_ca_file_is_our_error(tmp_path: Path) -> None:
-    bad = tmp_path / "ca.pem"
-    bad.write_text("not a certificate")
-    with pytest.raises(BrokerUnreachableError) as caught:
+# a CA file that is not PEM: text, DER bytes, an empty file; an operator must fix it, retrying cannot
+@pytest.mark.parametrize("content", [b"not a certificate", bytes(range(256)) * 4, b""])
+def test_a_ca_file_that_is_not_pem_is_an_operator_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "ca.der"
+    bad.write_bytes(content)
+    with pytest.raises(BrokerRefusedError) as caught:
         parameters("amqps://mq.example.com/", ca_file=str(bad))
-    assert str(caught.value).startswith(f"CA file {str(bad)!r} cannot be used: ")
+    assert str(caught.value) == (
+        f"CA file {str(bad)!r} is not a PEM CA bundle (NO_CERTIFICATE_OR_CRL_FOUND); set ca_file to a file of "
+        "-----BEGIN CERTIFICATE----- blocks (convert DER with openssl x509 -inform der)"
+    )
+
+
+def test_an_unreadable_ca_file_is_an_operator_error(tmp_path: Path) -> None:
+    with pytest.raises(BrokerRefusedError) as caught:
+        parameters("amqps://mq.example.com/", ca_file=str(tmp_path))  # a directory
+    assert str(caught.value).startswith(f"CA file {str(tmp_path)!r} cannot be read (")
 
 
 def test_unreachable_broker_is_our_error_naming_host_and_cause() -> None:

@@ -14,11 +14,11 @@ import pytest
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
 from bridge.events import CallEvent, format_time, new_event_id
-from consumers.calls import apply_event
+from consumers.analytics.calls import apply_event
 from consumers.numbers import display
-from consumers.store import Store, open_sqlite
-from consumers.wallboard import snapshot
-from consumers.wallboard_web import Fanout, HostCheck, Throttle, WebServer, check_token, make_app
+from consumers.store.core import Store, open_sqlite
+from consumers.wallboard.consumer import snapshot
+from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token, make_app
 from tests.conftest import free_port, run_cli
 
 NOW = datetime(2026, 11, 30, 14, 7, 30, tzinfo=UTC)

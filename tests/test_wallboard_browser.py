@@ -312,3 +312,25 @@ def test_an_ipv6_bind_prints_its_url_in_brackets(
     connection.request("GET", "/api/state")  # Host: [::1]:port, the bind
     assert connection.getresponse().status == 200
     connection.close()
+
+
+def test_an_ipv6_bind_is_printed_as_a_url_in_brackets_and_answers_there(
+    board_env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    """`wallboard --host ::1` says http://[::1]:PORT/ (not http://::1:PORT/), a URL a browser opens."""
+    port = free_port()
+    service = start_service(
+        services,
+        board_env,
+        broker,
+        settings.queue("wallboard"),
+        "wallboard",
+        "--host",
+        "::1",
+        "--port",
+        str(port),
+    )
+    url = f"http://[::1]:{port}/"
+    wait_until(lambda: f"wallboard on {url} (day in UTC)" in service.output(), timeout=10)
+    with urllib.request.urlopen(f"{url}healthz", timeout=5) as answer:
+        assert answer.status == 200

@@ -20,10 +20,10 @@ import pytest
 from bridge.config import Settings, load_settings
 from bridge.events import ENCODER, CallEvent, format_time, new_event_id
 from bridge.transport import Delivery
-from consumers.report import Selection, daily_report
-from consumers.runtime import Context
-from consumers.store import savepoint, transaction
-from consumers.wallboard import Wallboard, snapshot
+from consumers.analytics.report import Selection, daily_report
+from consumers.runtime.runner import Context
+from consumers.store.core import savepoint, transaction
+from consumers.wallboard.consumer import Wallboard, snapshot
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 16:00 in Zurich
 

@@ -18,11 +18,11 @@ from typing import Any
 from bridge.config import Settings
 from bridge.errors import HandlerError, TransientError
 from bridge.events import CallEvent
-from consumers.calls import CALLS_SCHEMA, CallConsumer
-from consumers.contacts import SqliteContacts
+from consumers.analytics.calls import CALLS_SCHEMA, CallConsumer
+from consumers.crm.contacts import SqliteContacts
 from consumers.numbers import normalise
-from consumers.runtime import Context
-from consumers.store import open_database
+from consumers.runtime.runner import Context
+from consumers.store.core import open_database
 
 WEBHOOK_ENV = "TCX_MISSED_CALLS_WEBHOOK"
 

@@ -35,11 +35,11 @@ from bridge.errors import BrokerUnreachableError, TcxBridgeError
 from bridge.simulate import SAMPLE_CONTACTS, find_script, notify_command, plan_traffic, play
 from bridge.text import csv_cell
 from bridge.transport import Broker
-from consumers.analytics import database_path
-from consumers.contacts import SqliteContacts
-from consumers.crm import contacts_path
-from consumers.report import COLUMNS, daily_report, open_reading, render_table
-from consumers.topology import declare_all, expected
+from consumers.analytics.consumer import database_path
+from consumers.analytics.report import COLUMNS, daily_report, open_reading, render_table
+from consumers.crm.consumer import contacts_path
+from consumers.crm.contacts import SqliteContacts
+from consumers.tools.topology import declare_all, expected
 
 DESKS = ("demo-1", "demo-2", "demo-3")
 Say = Callable[[str], None]

@@ -5,7 +5,7 @@ the same on both backends: ``execute`` with ``?`` placeholders (rows are
 mappings, times RFC 3339 strings), transactions and savepoints, the processed
 event ids that make handlers idempotent, and :meth:`Store.lock` for keys that
 replicas must not merge at the same time (nothing to do in SQLite, where a
-write transaction holds the whole file). PostgreSQL lives in consumers.postgres.
+write transaction holds the whole file). PostgreSQL lives in consumers.store.postgres.
 
 SQLite files are opened in WAL mode with ``synchronous=FULL``: a committed row
 survives a crash or power cut, which is what "record it durably before acting"
@@ -186,7 +186,7 @@ def sqlite_path(settings: Settings, consumer: str) -> Path:
 
 def open_sqlite(path: Path, consumer: str = "") -> SqliteStore:
     """A SQLite store at path, migrated to the current schema."""
-    from consumers.schema import migrate
+    from consumers.store.schema import migrate
 
     store = SqliteStore(open_database(path), str(path), consumer)
     try:
@@ -208,7 +208,7 @@ def open_store(settings: Settings, consumer: str, *, wait: bool = False) -> Stor
     """
     if settings.store_url:
         try:
-            from consumers.postgres import PostgresStore
+            from consumers.store.postgres import PostgresStore
         except ImportError:
             raise ConfigError(
                 "store_url is a postgresql:// URL but the PostgreSQL driver is not installed; "

@@ -20,9 +20,9 @@ from bridge.topology import (
     retry_exchange,
 )
 from bridge.transport import Broker
-from consumers.agent import DeskAgent
-from consumers.plugins import consumer_classes
-from consumers.runtime import declare_consumer_queues
+from consumers.agent.consumer import DeskAgent
+from consumers.runtime.plugins import consumer_classes
+from consumers.runtime.runner import declare_consumer_queues
 
 
 class Entity(NamedTuple):

@@ -36,13 +36,12 @@ from bridge.outbox import Outbox
 from bridge.text import printable
 from bridge.topology import declare_commands, declare_events, publish_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
-from consumers.calls import spoofed
-from consumers.dial_policy import DialPolicy
-from consumers.runtime import Binding, Consumer, Context
-from consumers.store import open_database
+from consumers.agent.dial_policy import DialPolicy
+from consumers.analytics.calls import spoofed
+from consumers.runtime.runner import Binding, Consumer, Context
+from consumers.store.core import open_database
 
 logger = logging.getLogger(__name__)
-MAX_REQUEST_ID = 200
 
 DIALS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS dials (
@@ -105,7 +104,7 @@ def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, s
 
 
 class Unreadable(NamedTuple):
-    """A dial request that does not decode, but whose request_id (and number) can be read."""
+    """A dial request that cannot be taken, but whose request_id (and number) can be read."""
 
     request_id: str
     number: str
@@ -113,17 +112,51 @@ class Unreadable(NamedTuple):
 
     @classmethod
     def of(cls, body: bytes, reason: str) -> Unreadable | None:
+        """Read only request_id and number: whatever else is wrong, they may be fine."""
+        found = _read_ids(body)
+        if found is None:
+            return None
+        request_id, number = found
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= events.MAX_REQUEST_ID:
+            return None
         try:
-            document = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+            request_id.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no result could carry it
+            return None
+        return cls(request_id, printable(number, events.MAX_NUMBER), printable(reason, 1000))
+
+
+class _Ids(msgspec.Struct):
+    """The two fields a rejection needs, kept as raw JSON (a number may be 1e400 or 5,000 digits long)."""
+
+    request_id: msgspec.Raw = msgspec.Raw(b"null")
+    number: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_IDS_DECODER = msgspec.json.Decoder(_Ids)
+
+
+def _read_ids(body: bytes) -> tuple[object, str] | None:
+    """A request's request_id (any JSON value) and its number as text; None when no JSON object is there."""
+    try:
+        found = _IDS_DECODER.decode(body)
+        request_id = msgspec.json.decode(found.request_id)
+        raw = bytes(found.number)
+        number = msgspec.json.decode(raw) if raw.startswith(b'"') else raw.decode("utf-8", "replace")
+        return request_id, "" if raw == b"null" else str(number)
+    except (msgspec.ValidationError, RecursionError):
+        return None
+    except msgspec.DecodeError:  # e.g. a lone surrogate escape in some field, which Python's json takes
+        import json
+
+        try:
+            document = json.loads(body.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
             return None
         if not isinstance(document, dict):
             return None
-        request_id, number = document.get("request_id"), document.get("number")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
-            return None
-        shown = number if isinstance(number, str) else ""
-        return cls(request_id, printable(shown, 64), reason)
+        value = document.get("number")
+        return document.get("request_id"), "" if value is None else str(value)
 
 
 class DeskAgent(Consumer):
@@ -171,8 +204,8 @@ class DeskAgent(Consumer):
         if routing_key.endswith(".dial"):
             try:
                 return events.DIAL_REQUEST_DECODER.decode(body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                unreadable = Unreadable.of(body, str(error))
+            except Exception as error:  # whatever is wrong (even a bug), a readable request_id gets an answer
+                unreadable = Unreadable.of(body, str(error) or type(error).__name__)
                 if unreadable is None:
                     raise  # no request_id to answer to: dead-lettered
                 return unreadable

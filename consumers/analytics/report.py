@@ -20,7 +20,7 @@ from bridge.text import csv_cell, printable
 
 if TYPE_CHECKING:
     from bridge.config import Settings
-    from consumers.store import Store
+    from consumers.store.core import Store
 
 CELL_WIDTH = 40  # characters of a table cell; longer values end in an ellipsis
 
@@ -77,7 +77,7 @@ def _moment(value: str | None, option: str, *, end: bool) -> str | None:
 def open_reading(settings: Settings, consumer: str) -> Store | None:
     """A consumer's store to read from; None when its SQLite file was never written."""
     from bridge.errors import check_directory
-    from consumers.store import open_store, sqlite_path
+    from consumers.store.core import open_store, sqlite_path
 
     if not settings.store_url:
         path = sqlite_path(settings, consumer)
@@ -138,7 +138,7 @@ def daily_rows(store: Store, selection: Selection = EVERYTHING) -> list[dict[str
     Without a direction or a time range it is the view itself; with them, the
     view's own query over the selected calls.
     """
-    from consumers.schema import daily_select
+    from consumers.store.schema import daily_select
 
     where, params = selection.where()
     if selection._replace(desks=()) == EVERYTHING:
@@ -149,7 +149,7 @@ def daily_rows(store: Store, selection: Selection = EVERYTHING) -> list[dict[str
 
 
 def _ring_values(store: Store, selection: Selection) -> list[dict[str, Any]]:
-    from consumers.schema import DIALECT_TERMS, INBOUND_ANSWERED
+    from consumers.store.schema import DIALECT_TERMS, INBOUND_ANSWERED
 
     where, params = selection.where(also=f"{INBOUND_ANSWERED} AND ring_seconds IS NOT NULL")
     day = DIALECT_TERMS[store.dialect]["day"]

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.errors import StoreError
-from consumers.calls import INSERTED
-from consumers.contacts import CONTACT_COLUMNS
-from consumers.crm import JOURNAL_COLUMNS
-from consumers.postgres import CALLS_TABLES
-from consumers.store import SQLITE_STORES, Store, open_sqlite
+from consumers.analytics.calls import INSERTED
+from consumers.crm.consumer import JOURNAL_COLUMNS
+from consumers.crm.contacts import CONTACT_COLUMNS
+from consumers.store.core import SQLITE_STORES, Store, open_sqlite
+from consumers.store.postgres import CALLS_TABLES
 
 BATCH = 1000
 JOURNAL = ("call_key", *dict.fromkeys((*JOURNAL_COLUMNS, "contact", "started_at", "connected_at")))

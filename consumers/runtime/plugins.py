@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import NamedTuple
 
 from bridge.errors import ConfigError
-from consumers.runtime import Consumer
+from consumers.runtime.runner import Consumer
 
 GROUP = "tcx_bridge.consumers"
 

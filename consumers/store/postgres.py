@@ -10,7 +10,9 @@ ack. psycopg's errors become ours here, classified:
   transient for the whole batch: the runner stops acking, reconnects with backoff,
   and the broker redelivers;
 * a deadlock, a serialization failure, a cancelled statement: TransientError, retried;
-* a login refused, a database that does not exist: StoreError, for an operator;
+* a login refused, a database or role that does not exist: StoreError, for an operator
+  (the consumer exits with one line). libpq's connect errors carry no SQLSTATE, so these
+  are told by the server's FATAL message (see PERMANENT_CONNECT);
 * a missing grant, a read-only server (a failover not finished): StoreUnavailableError too,
   since every message would fail alike;
 * anything else the server rejects: HandlerError, the message is dead-lettered.
@@ -35,13 +37,25 @@ from psycopg import errors as pg_errors
 from bridge.config import redact_url
 from bridge.errors import HandlerError, StoreError, StoreUnavailableError, TransientError
 from bridge.events import format_time
-from consumers.store import Rows, Store
+from consumers.store.core import Rows, Store
 
 logger = logging.getLogger(__name__)
 
 CALLS_TABLES = {"analytics": "calls", "crm": "crm_calls", "wallboard": "wallboard_calls"}
 CONNECT_TIMEOUT = 5  # seconds
 OPERATOR_STATES = ("28", "3D")  # login refused; no such database
+# A connection refused for good: libpq reports the server's FATAL message, without the SQLSTATE
+# (English messages; a server with another lc_messages falls back to "not reachable", transient).
+PERMANENT_CONNECT = (
+    (r'database "([^"]*)" does not exist', "the database {0!r} does not exist; create it or fix store_url"),
+    (r'role "([^"]*)" does not exist', "the role {0!r} does not exist; create it or fix store_url's user"),
+    (r'password authentication failed for user "([^"]*)"', "the password of {0!r} was refused; fix it"),
+    (r'(\w+) authentication failed for user "([^"]*)"', "{0} authentication of {1!r} failed; fix store_url"),
+    (r"no password supplied", "the server asks for a password and store_url gives none; add it"),
+    (r'role "([^"]*)" is not permitted to log in', "the role {0!r} may not log in; ALTER ROLE … LOGIN"),
+    (r'permission denied for database "([^"]*)"', "no CONNECT right on the database {0!r}; GRANT CONNECT"),
+    (r'no pg_hba\.conf entry for host "([^"]*)"', "pg_hba.conf has no entry for host {0!r}; add one"),
+)
 
 
 @lru_cache(maxsize=256)
@@ -81,6 +95,18 @@ def _problem(error: psycopg.Error) -> str:
     return text[0] if text else type(error).__name__
 
 
+def refused_for_good(error: psycopg.Error) -> str | None:
+    """Why a connect failed for good (no such database or role, a refused login); None: perhaps for now."""
+    if error.sqlstate or not isinstance(error, psycopg.OperationalError):
+        return None
+    text = str(error)
+    for pattern, why in PERMANENT_CONNECT:
+        found = re.search(pattern, text)
+        if found:
+            return why.format(*(group.strip() for group in found.groups()))
+    return None
+
+
 class PostgresStore(Store):
     """One connection to the shared database, for one consumer (or a command)."""
 
@@ -117,13 +143,13 @@ class PostgresStore(Store):
                 application_name=f"tcx-bridge {self.consumer}".strip(),
             )
         if not self._migrated:
-            from consumers.schema import migrate
+            from consumers.store.schema import migrate
 
             applied = migrate(self)
             if applied:
                 logger.info("store %s migrated to schema version %d", self.name, applied[-1])
             if self.calls_table not in CALLS_TABLES.values() and self.calls_table != "calls":
-                from consumers.schema import MIGRATE_LOCK, calls_table_ddl
+                from consumers.store.schema import MIGRATE_LOCK, calls_table_ddl
 
                 with self.transaction():  # a plugin's, if missing; its replicas one at a time
                     self.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
@@ -149,6 +175,9 @@ class PostgresStore(Store):
         broken = self._connection is None or self._connection.closed or self._connection.broken
         if state.startswith(OPERATOR_STATES):
             return StoreError(f"PostgreSQL {self.name} refused us: {problem}; check store_url")
+        refused = refused_for_good(error)
+        if refused:
+            return StoreError(f"store_url {self.name}: {refused}")
         if broken or isinstance(
             error,
             (

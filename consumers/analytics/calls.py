@@ -26,8 +26,8 @@ from bridge.config import Settings
 from bridge.errors import HandlerError
 from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
 from bridge.transport import Delivery
-from consumers.runtime import MAX_BODY, Binding, Consumer, Context
-from consumers.store import Store, as_store
+from consumers.runtime.runner import MAX_BODY, Binding, Consumer, Context
+from consumers.store.core import Store, as_store
 
 WINDOW_SECONDS = 12 * 3600
 CANDIDATES = 20  # the newest records of a key an event may join

@@ -2,12 +2,12 @@
 
 ``tcx-bridge consume analytics``; queue ``tcx.analytics`` bound to
 ``call.started.#``, ``call.connected.#`` and ``call.ended.#``. The record is
-merged from the events by ``occurred_at`` (see consumers.calls), and the event id
+merged from the events by ``occurred_at`` (see consumers.analytics.calls), and the event id
 is recorded in the same transaction, so a duplicate changes nothing.
 
 The store is ``<data_dir>/analytics.sqlite3``, or the PostgreSQL database of
 ``store_url``, where any number of replicas may share the queue: each batch is
-merged at once under the locks of its call keys (consumers.calls.merge_batch).
+merged at once under the locks of its call keys (consumers.analytics.calls.merge_batch).
 The view ``calls_daily`` (docs/store.md) counts the service level against
 ``service_level_seconds``, which the consumer writes to its store at start.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.transport import Delivery
-from consumers.calls import CallConsumer
-from consumers.store import open_store, sqlite_path
+from consumers.analytics.calls import CallConsumer
+from consumers.store.core import open_store, sqlite_path
 
 
 def database_path(settings: Settings) -> Path:

@@ -8,19 +8,27 @@ With ``metrics_port`` set, one small HTTP server (a thread) serves:
 
 Without it, :data:`NULL` stands in: every call is a no-op and prometheus_client is
 never imported. docs/metrics.md lists every metric.
+
+Every counter has a sample for each label value it can take from the start (0), once the
+consumer is known: a panel of dead letters or reconnects shows 0 on a healthy system, not
+"No data", and rate() sees the first increment.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import Any, get_args
 
-from bridge.config import Settings
+from bridge.config import Settings, host_port
 from bridge.errors import ConfigError
+from bridge.events import DialStatus
 
 HANDLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 POP_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+OUTCOME_KINDS = ("handled", "duplicate", "ignored", "retried", "dead_lettered")
+REASON_KINDS = ("undecodable", "oversize", "max_attempts", "spoofed", "permanent")
 
 
 def outcome_kind(outcome: str) -> str:
@@ -123,23 +131,45 @@ class PrometheusMetrics(Metrics):
             "tcx_contact_lookups", "Contact lookups, by found", ["found"], registry=registry
         )
         self._nodes: dict[str, str] = {}
+        self._known: set[str] = set()
+        for status in get_args(DialStatus):
+            self._dials.labels(status)
+        for found in ("true", "false"):
+            self._lookups.labels(found)
         self.ready_reason: str | None = "not connected to a broker yet"
         self._server = _serve(self, host, port)
 
+    def _know(self, consumer: str) -> None:
+        """A sample of 0 for every label value of the consumer's counters (once per consumer)."""
+        if consumer in self._known:
+            return
+        self._known.add(consumer)
+        for outcome in OUTCOME_KINDS:
+            self._messages.labels(consumer, outcome)
+        for reason in REASON_KINDS:
+            self._dead.labels(consumer, reason)
+        self._retries.labels(consumer)
+        self._reconnects.labels(consumer)
+
     def message(self, consumer: str, outcome: str, seconds: float) -> None:
+        self._know(consumer)
         self._messages.labels(consumer, outcome_kind(outcome)).inc()
         self._handle.labels(consumer).observe(seconds)
 
     def dead_lettered(self, consumer: str, reason: str) -> None:
+        self._know(consumer)
         self._dead.labels(consumer, reason_kind(reason)).inc()
 
     def retried(self, consumer: str) -> None:
+        self._know(consumer)
         self._retries.labels(consumer).inc()
 
     def reconnected(self, consumer: str) -> None:
+        self._know(consumer)
         self._reconnects.labels(consumer).inc()
 
     def connected(self, consumer: str, node: str | None) -> None:
+        self._know(consumer)
         previous = self._nodes.pop(consumer, None)
         if previous is not None:
             self._connected.labels(consumer, previous).set(0)
@@ -201,10 +231,15 @@ def _serve(metrics: PrometheusMetrics, host: str, port: int) -> ThreadingHTTPSer
         def log_message(self, *args: object) -> None:
             """Scrapes are not worth a log line."""
 
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # metrics_host = "::1" too
+
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = Server((host, port), Handler)
     except OSError as error:
-        raise ConfigError(f"metrics_port: cannot listen on {host}:{port}: {error.strerror}") from None
+        raise ConfigError(
+            f"metrics_port: cannot listen on {host_port(host, port)}: {error.strerror}"
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

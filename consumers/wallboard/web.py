@@ -37,7 +37,7 @@ import msgspec
 
 from bridge.errors import ConfigError
 
-STATIC = Path(__file__).parent / "wallboard_static"
+STATIC = Path(__file__).parent / "static"
 MIN_TOKEN = 16
 COOKIE = "tcx_wallboard"
 HEADERS = {

@@ -2,7 +2,7 @@
 
 The store: ``<data_dir>/contacts.sqlite3``, or table ``contacts`` in the PostgreSQL
 database of ``store_url``, filled by ``tcx-bridge contacts import FILE``
-(CSV of any usual dialect or .xlsx, read by consumers.contact_files; other columns
+(CSV of any usual dialect or .xlsx, read by consumers.crm.contact_files; other columns
 kept as JSON). One row per number of a contact, all with the contact's ``key`` (an
 external id column named by ``--key``, else its first normalised number): importing
 again replaces the rows of the same key. Rows of one file with the same key are one
@@ -35,10 +35,10 @@ from bridge.errors import ConfigError, HandlerError
 from bridge.events import MAX_NAME, MAX_URL, Contact
 from bridge.redact import redact_text, redact_url
 from consumers.numbers import check_region, normalise
-from consumers.store import Store, open_sqlite, open_store
+from consumers.store.core import Store, open_sqlite, open_store
 
 if TYPE_CHECKING:
-    from consumers.contact_files import ContactRow
+    from consumers.crm.contact_files import ContactRow
 
 CONTACT_COLUMNS = ("key", "phone", "e164", "name", "company", "email", "url", "extra")
 HTTP_ATTEMPTS = 3
@@ -167,7 +167,7 @@ class StoreContacts:
         mapping: str | None = None,
     ) -> ImportResult:
         """Import a contacts file; a contact whose key is stored already is updated."""
-        from consumers.contact_files import read_contacts
+        from consumers.crm.contact_files import read_contacts
 
         check_region(region)
         found = read_contacts(path, encoding=encoding, delimiter=delimiter, mapping=mapping, key=key)

@@ -1,8 +1,8 @@
 """``tcx-bridge doctor``: the checks an admin runs first on a new desk or server.
 
 Each check gives one Check: ok or not, what was found, and (when not ok) the
-fix. Nothing here prints or exits; the CLI does. Checks: the configuration, each
-broker address (reachable, login, vhost, events exchange), the data dir and the
+fix. Nothing here prints or exits; the CLI does. Checks: the configuration, the
+CA file (when set), each broker address (reachable, login, vhost, events exchange), the data dir and the
 outbox, a PostgreSQL store (reachable, schema), the region, the 3CX Assistant
 (executable, process), the dial policy in force, and the path of ``tcx-bridge-notifyw`` to paste into the
 Assistant.
@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.config import Loaded, config_path, redact_url, split_urls
-from bridge.errors import BrokerRefusedError, TcxBridgeError, check_directory
+from bridge.errors import (
+    BrokerCertificateError,
+    BrokerRefusedError,
+    StoreUnavailableError,
+    TcxBridgeError,
+    check_directory,
+)
 from bridge.redact import redact_text
-from consumers.agent import assistant_running
+from consumers.agent.consumer import assistant_running
 from consumers.numbers import check_region
 
 ASSISTANT_PLACES = (
@@ -43,6 +49,8 @@ def run_checks(loaded: Loaded, environ: dict[str, str] | None = None) -> Iterato
     environ = dict(os.environ if environ is None else environ)
     yield _configuration(loaded, environ)
     yield _region(loaded)
+    if loaded.settings.ca_file:
+        yield _ca_file(loaded.settings.ca_file)
     for url in split_urls(loaded.settings.amqp_url):
         yield _broker(loaded, url)
     yield from _data_dir(loaded)
@@ -57,8 +65,8 @@ def _store(loaded: Loaded) -> Check:
     """The PostgreSQL store answers, takes our login and holds a schema this code knows."""
     shown = redact_url(loaded.settings.store_url or "")
     try:
-        from consumers.postgres import PostgresStore
-        from consumers.schema import LATEST, current_version
+        from consumers.store.postgres import PostgresStore
+        from consumers.store.schema import LATEST, current_version
 
         store = PostgresStore(loaded.settings.store_url or "", migrate=False)  # a check changes nothing
         try:
@@ -70,11 +78,12 @@ def _store(loaded: Loaded) -> Check:
             False, f"store {shown}: the PostgreSQL driver is missing", "pip install 'tcx-bridge[postgres]'"
         )
     except TcxBridgeError as error:
-        return Check(
-            False,
-            f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}",
-            "start PostgreSQL, or fix store_url",
+        fix = (
+            "start PostgreSQL, or fix store_url"
+            if isinstance(error, StoreUnavailableError)
+            else "fix store_url (database, user, password)"  # refused for good: no such database or role
         )
+        return Check(False, f"store {shown}: {redact_text(str(error), loaded.settings.store_url or '')}", fix)
     if version > LATEST:
         return Check(False, f"store {shown}: schema version {version}, newer than this tcx-bridge ({LATEST})",
                      "upgrade tcx-bridge on this host")  # fmt: skip
@@ -100,6 +109,17 @@ def _configuration(loaded: Loaded, environ: dict[str, str]) -> Check:
     return Check(True, "configuration is valid: " + "; ".join(parts))
 
 
+def _ca_file(path: str) -> Check:
+    """The CA file is a PEM bundle (checked also when amqp_url does not use TLS yet)."""
+    from bridge.transport import parameters
+
+    try:
+        parameters("amqps://localhost/", ca_file=path)
+    except TcxBridgeError as error:
+        return Check(False, str(error), "convert it: openssl x509 -inform der -in CA.der -out CA.pem")
+    return Check(True, f"CA file {path!r} is a PEM CA bundle")
+
+
 def _region(loaded: Loaded) -> Check:
     try:
         check_region(loaded.settings.region)
@@ -122,6 +142,13 @@ def _broker(loaded: Loaded, url: str) -> Check:
                     f"{settings.exchange!r} does not exist",
                     "run `tcx-bridge topology declare` once (as a user allowed to configure)",
                 )
+    except BrokerCertificateError as error:
+        fix = (
+            "put the host name the broker's certificate was issued for in amqp_url"
+            if error.wrong_host
+            else "set ca_file (TCX_BRIDGE_CA_FILE) to the CA that issued the broker's certificate"
+        )
+        return Check(False, f"broker {shown}: {redact_text(str(error), url)}", fix)
     except BrokerRefusedError as error:
         return Check(
             False,
@@ -206,7 +233,7 @@ def _assistant(loaded: Loaded) -> Iterator[Check]:
 
 def _dial_policy(loaded: Loaded) -> Check:
     """The dial policy the agent enforces on this desk, as it reads the settings."""
-    from consumers.dial_policy import DialPolicy
+    from consumers.agent.dial_policy import DialPolicy
 
     try:
         policy = DialPolicy.of(loaded.settings)

@@ -29,11 +29,11 @@ from bridge import events
 from bridge.config import Settings
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
-from consumers.calls import CallConsumer
-from consumers.contacts import ContactLookup, HttpContacts, open_contacts, request_json
+from consumers.analytics.calls import CallConsumer
+from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, check_region, normalise
-from consumers.runtime import Context
-from consumers.store import Store, open_store, sqlite_path
+from consumers.runtime.runner import Context
+from consumers.store.core import Store, open_store, sqlite_path
 
 JOURNAL_COLUMNS = (
     "ended_at",
@@ -53,7 +53,7 @@ def load_journal(
     settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Journal entries of calls that ended in [since, until) at desks, oldest first."""
-    from consumers.report import Selection, open_reading
+    from consumers.analytics.report import Selection, open_reading
 
     store = open_reading(settings, "crm")
     if store is None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from bridge.errors import StoreError
 
 if TYPE_CHECKING:
-    from consumers.store import Store
+    from consumers.store.core import Store
 
 VERSION_TABLE = "tcx_schema"
 MIGRATE_LOCK = 7_236_120  # a PostgreSQL advisory lock: replicas starting together migrate one at a time

@@ -69,6 +69,7 @@ from bridge.errors import (
     TransportError,
     UnroutableError,
 )
+from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import (
     RETRY_DELAY_MS,
     again_exchange,
@@ -77,8 +78,8 @@ from bridge.topology import (
     retry_exchange,
 )
 from bridge.transport import Broker, Delivery, OutgoingMessage
-from consumers.metrics import NULL, Metrics, metrics_for
-from consumers.store import Store, as_store, savepoint, transaction
+from consumers.runtime.metrics import NULL, Metrics, metrics_for
+from consumers.store.core import Store, as_store, savepoint, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
-MAX_BODY = 64 * 1024  # bytes; a bigger message is dead-lettered unread
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
@@ -158,8 +158,8 @@ class Consumer:
         raise NotImplementedError
 
     def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
-        """A message the runtime dead-letters as spoofed, before it is decoded: tell whoever waits (default:
-        nobody)."""
+        """A message about to be dead-lettered (spoofed, oversize, undecodable, a bug): tell whoever waits
+        for an answer (default: nobody). Runs once per dead letter, before it is published."""
 
     def tick(self, broker: Broker, settings: Settings) -> None:
         """Periodic work between deliveries (default: none)."""
@@ -408,7 +408,6 @@ class Runner:
                 "spoofed: the message has no user_id, so the broker vouches for no sender "
                 "(every tcx-bridge publisher sets it; trust_user_id = false accepts such messages)"
             )
-            self.consumer.refuse(delivery, context, reason)
             raise HandlerError(reason)
 
     def _publish(self, broker: Broker, exchange: str, message: OutgoingMessage) -> bool:
@@ -457,6 +456,17 @@ class Runner:
         return f"retry-in-{RETRY_DELAY_MS}ms"  # rejected after the batch: the broker brings it back
 
     def _dead_letter(self, broker: Broker, delivery: Delivery, attempts: int, reason: str) -> str:
+        context = Context(
+            self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
+        )
+        try:
+            self.consumer.refuse(delivery, context, reason)
+        except TransportError:
+            raise  # the connection is gone: the batch stays unacked and comes back
+        except Exception as error:  # noqa: BLE001  # telling whoever waits is best effort; the dead letter is not
+            logger.warning(
+                "consumer=%s could not answer for id=%s: %s", self.consumer.name, delivery.message_id, error
+            )
         headers = {
             **delivery.headers,
             ATTEMPTS: attempts,

@@ -1,6 +1,6 @@
 """The wallboard consumer: today's calls and every desk's state, as one snapshot for the page.
 
-``tcx-bridge wallboard`` runs it with the web page (consumers.wallboard_web);
+``tcx-bridge wallboard`` runs it with the web page (consumers.wallboard.web);
 queue ``tcx.wallboard``, bound to the call events like the analytics consumer,
 with a store of its own (``<data_dir>/wallboard.sqlite3``, or table
 ``wallboard_calls`` in PostgreSQL: the same call records,
@@ -52,12 +52,12 @@ from typing import Any
 from bridge.config import Settings
 from bridge.events import CallEvent, format_time, parse_time
 from bridge.transport import Delivery
-from consumers.calls import CallConsumer
+from consumers.analytics.calls import CallConsumer
+from consumers.analytics.report import FIRST_MOMENT, MICRO, Selection, rollup
 from consumers.numbers import display, normalise
-from consumers.report import FIRST_MOMENT, MICRO, Selection, rollup
-from consumers.runtime import Context
-from consumers.schema import daily_select
-from consumers.store import Store, open_store, sqlite_path
+from consumers.runtime.runner import Context
+from consumers.store.core import Store, open_store, sqlite_path
+from consumers.store.schema import daily_select
 
 TICK = 0.1
 REFRESH = 30.0  # seconds: quiet desks and the day change without events
@@ -476,7 +476,7 @@ class Wallboard(CallConsumer):
             name = None  # no contacts imported yet
         else:
             if self._contacts is None:
-                from consumers.contacts import open_contacts
+                from consumers.crm.contacts import open_contacts
 
                 self._contacts = open_contacts(self.settings)
             found = self._contacts.lookup(read.e164)

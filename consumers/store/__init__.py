@@ -1,0 +1,1 @@
+"""The store: one protocol (core), SQLite and PostgreSQL, the migrations (schema) and copy."""
