@@ -135,7 +135,7 @@ def main() -> None:
                 board, broker_only = [], []
                 cpu_before = cpu_seconds(server.pid)
                 for n in range(args.events):
-                    desk = desks[n % len(desks)]
+                    desk = desks[n // 2 % len(desks)]  # rings, then its call ends: a change each time
                     kind, state = ("started", "ringing") if n % 2 == 0 else ("ended", "idle")
                     call_id = f"{desk}-{n // 2}"
                     sent = time.perf_counter()
