@@ -40,7 +40,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.events import CallEvent, format_time, parse_time
-from consumers.analytics.calls import CallConsumer
+from consumers.analytics.calls import CallConsumer, other_party
 from consumers.analytics.report import FIRST_MOMENT, Selection, rollup
 from consumers.numbers import display, normalise
 from consumers.runtime.runner import Context
@@ -162,13 +162,11 @@ def snapshot(
     states = {row["id"]: live(row, now - lost_after) for row in rows}
 
     def caller(row: dict[str, Any]) -> str | None:
-        number = display(
-            row["caller_id"] if row["direction"] != "outbound" else row["call_id"], settings.region
-        )
+        number = display(other_party(row), settings.region)
         return mask(number) if masked else number
 
     def contact(row: dict[str, Any]) -> str | None:
-        return contact_name(row["caller_id"] if row["direction"] != "outbound" else row["call_id"])
+        return contact_name(other_party(row))
 
     desks: dict[str, dict[str, Any]] = {}
     for row in rows:
