@@ -179,14 +179,14 @@ def report_command(
         Selection,
         daily_report,
         load_calls,
-        open_reading,
         render_table,
         time_range,
     )
+    from consumers.store.core import open_store
 
     start, end = time_range(since, until)
     selection = Selection(direction, start, end, desks)
-    store = open_reading(settings, "analytics")
+    store = open_store(settings, "analytics", existing=True)
     try:
         if calls:
             records = load_calls(store, selection)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bridge import events
@@ -33,7 +32,7 @@ from consumers.analytics.calls import CallConsumer, other_party
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, check_region, normalise
 from consumers.runtime.runner import Context
-from consumers.store.core import Store, open_store, sqlite_path
+from consumers.store.core import Store, open_store
 
 JOURNAL_COLUMNS = (
     "ended_at",
@@ -53,9 +52,9 @@ def load_journal(
     settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Journal entries of calls that ended in [since, until) at desks, oldest first."""
-    from consumers.analytics.report import Selection, open_reading
+    from consumers.analytics.report import Selection
 
-    store = open_reading(settings, "crm")
+    store = open_store(settings, "crm", existing=True)
     if store is None:
         return []
     try:
@@ -66,10 +65,6 @@ def load_journal(
     finally:
         store.close()
     return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
-
-
-def contacts_path(settings: Settings) -> Path:
-    return sqlite_path(settings, "contacts")
 
 
 def contact_lookup(settings: Settings) -> ContactLookup:
