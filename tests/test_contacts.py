@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from bridge import events
 from bridge.cli import cli
 from bridge.errors import ConfigError
-from consumers.crm import contact_files
+from consumers.crm.contact_files import limits as contact_files
 from consumers.crm.contacts import SqliteContacts, StoreContacts, parse_field_map
 
 DATA = Path(__file__).parent / "data"
