@@ -28,6 +28,7 @@ from bridge.keys import platform_dir as platform_dir
 from bridge.redact import redact_text
 from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
 from bridge.values import RATE_UNITS as RATE_UNITS
+from bridge.values import FieldMap, Thresholds
 from bridge.values import check_region as check_region
 from bridge.values import host_port as host_port
 from bridge.values import parse_rate as parse_rate
@@ -60,7 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dial_confirm_timeout: float
     popup_command: str | None
     crm_lookup_url: str | None
-    crm_fields: str
+    crm_fields: FieldMap  # parsed at load: the CRM reads the pairs
     crm_journal_url: str | None
     crm_timeout: float
     popup_ttl: float
@@ -72,7 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     desk_idle_minutes: float
     timezone: str | None
     wallboard_token: str | None
-    wallboard_thresholds: str
+    wallboard_thresholds: Thresholds  # parsed at load: the wallboard reads the levels
     wallboard_lost_after: float
     wallboard_locale: str | None
     wallboard_hostnames: str

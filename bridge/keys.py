@@ -19,6 +19,7 @@ from bridge.values import (
     parse_amqp_url,
     parse_boolean,
     parse_ca_file,
+    parse_crm_fields,
     parse_desk,
     parse_duration,
     parse_extension,
@@ -157,8 +158,8 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "crm_fields",
-        _const("name=name,company=company,email=email,url=url"),
-        parse_text,
+        _const(parse_crm_fields("crm_fields", "name=name,company=company,email=email,url=url")),
+        parse_crm_fields,
         "how the HTTP lookup's JSON maps to contact fields (dotted paths)",
     ),
     Key("crm_journal_url", _const(None), parse_url_template, "HTTP endpoint the call journal is POSTed to"),
@@ -201,7 +202,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "wallboard_thresholds",
-        _const("waiting=2/5,wait=30/60,missed=5/10"),
+        _const(parse_thresholds("wallboard_thresholds", "waiting=2/5,wait=30/60,missed=5/10")),
         parse_thresholds,
         "wallboard: amber/red for calls waiting, longest wait (s) and missed calls",
     ),

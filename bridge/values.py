@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+
 from bridge.errors import ConfigError
 from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
 from bridge.redact import redact_text, redact_url, split_userinfo
@@ -196,9 +198,30 @@ def parse_timezone(name: str, value: Any) -> str | None:
     return text
 
 
-def parse_thresholds(name: str, value: Any) -> str:
-    text = parse_text(name, value).strip()
-    for part in filter(None, (item.strip() for item in text.split(","))):
+def _figure(number: float) -> str:
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+class Thresholds(msgspec.Struct, frozen=True):
+    """The wallboard's amber and red levels by measure (waiting, wait, missed), as given.
+
+    ``str()`` is the canonical text (``wait=30/60,missed=5/10``), as ``config`` shows it.
+    """
+
+    levels: tuple[tuple[str, float, float], ...]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """{measure: [amber, red]}, as the wallboard's page reads them."""
+        return {name: [amber, red] for name, amber, red in self.levels}
+
+    def __str__(self) -> str:
+        return ",".join(f"{name}={_figure(amber)}/{_figure(red)}" for name, amber, red in self.levels)
+
+
+def parse_thresholds(name: str, value: Any) -> Thresholds:
+    """``waiting=2/5,wait=30/60,missed=5/10``: a measure named again takes its last levels."""
+    found: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (item.strip() for item in parse_text(name, value).split(","))):
         key, _, levels = part.partition("=")
         amber, _, red = levels.partition("/")
         try:
@@ -209,7 +232,34 @@ def parse_thresholds(name: str, value: Any) -> str:
             raise ConfigError(
                 f"{name}: {part!r} is not name=amber/red with name waiting, wait or missed (e.g. wait=30/60)"
             )
-    return text
+        found[key.strip()] = (float(amber), float(red))
+    return Thresholds(tuple((key, amber, red) for key, (amber, red) in found.items()))
+
+
+class FieldMap(msgspec.Struct, frozen=True):
+    """How a CRM's JSON maps to our contact fields: (field, dotted path) pairs; ``str()`` as given."""
+
+    paths: tuple[tuple[str, str], ...]
+
+    def __str__(self) -> str:
+        return ",".join(f"{field}={path}" for field, path in self.paths)
+
+
+def parse_field_map(text: str, name: str = "crm_fields") -> dict[str, str]:
+    """``name=fullName,company=org.name`` -> {"name": "fullName", "company": "org.name"}."""
+    fields = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        ours, _, theirs = pair.partition("=")
+        if ours.strip() not in ("name", "company", "email", "url") or not theirs.strip():
+            raise ConfigError(
+                f"{name}: {pair!r} is not field=path with field one of name, company, email, url"
+            )
+        fields[ours.strip()] = theirs.strip()
+    return fields
+
+
+def parse_crm_fields(name: str, value: Any) -> FieldMap:
+    return FieldMap(tuple(parse_field_map(parse_text(name, value), name).items()))
 
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

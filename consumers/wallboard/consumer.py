@@ -91,15 +91,6 @@ def mask(number: str | None) -> str | None:
     return "\u2022\u2022\u2022\u2022 " + digits[-4:] if len(digits) > 4 else "\u2022\u2022\u2022\u2022"
 
 
-def thresholds_of(text: str) -> dict[str, list[float]]:
-    found = {}
-    for part in filter(None, (item.strip() for item in text.split(","))):
-        key, _, levels = part.partition("=")
-        amber, _, red = levels.partition("/")
-        found[key.strip()] = [float(amber), float(red)]
-    return found
-
-
 def live(row: dict[str, Any], lost_before: datetime) -> str | None:
     """What an open call is now: ringing, talking, dialing, NO_END (lost); None once ended."""
     if row["ended_at"]:
@@ -236,7 +227,7 @@ def snapshot(
         },
         "service_level_seconds": settings.service_level_seconds,
         "lost_after_seconds": settings.wallboard_lost_after,
-        "thresholds": thresholds_of(settings.wallboard_thresholds),
+        "thresholds": settings.wallboard_thresholds.as_dict(),
         "desks": cards,
         "recent": recent,
         "chart": chart_of(rows, zone, now),
