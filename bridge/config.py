@@ -164,11 +164,14 @@ def load_settings(
     *,
     read_file: bool = True,
     lenient: bool = False,
+    checks: bool = False,
 ) -> Loaded:
     """Resolve every setting from defaults, the TOML file, the environment and flags.
 
     lenient: a bad value (or an unreadable file) falls back to the default instead of
     raising, so that the notify executable can still keep the event somewhere.
+    checks: also run the keys' checks that import a library (region: phonenumbers);
+    the CLI asks for them, the notify executable does not (phonenumbers stays off its path).
     """
     environ = os.environ if environ is None else environ
     flags = {name: value for name, value in (flags or {}).items() if value is not None}
@@ -207,6 +210,10 @@ def load_settings(
             values[key.name] = rescued or key.default(values, environ)
             source = f"{label} reduced, it is bad" if rescued else f"default, {label} is bad"
         sources[key.name] = source
+    if checks:
+        for key in KEYS:
+            if key.check is not None and sources[key.name] != "default":  # a default is ours, and good
+                key.check(values[key.name])
     return Loaded(Settings(**values), sources)
 
 

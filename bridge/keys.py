@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from bridge.events import MAX_DESK
 from bridge.values import (
     at_least,
+    check_region,
     parse_amqp_url,
     parse_boolean,
     parse_ca_file,
@@ -46,12 +47,18 @@ ENV_PREFIX = "TCX_BRIDGE_"
 
 
 class Key(NamedTuple):
-    """One setting: its name, environment variable, default and parser."""
+    """One setting: its name, environment variable, default and parser.
+
+    check: a further look at the parsed value that needs a library the notify
+    executable never loads (phonenumbers for region); ``load_settings(checks=True)``
+    runs it, as every CLI command does.
+    """
 
     name: str
     default: Callable[[dict[str, Any], Mapping[str, str]], Any]
     parse: Callable[[str, Any], Any]
     help: str
+    check: Callable[[Any], None] | None = None
 
     @property
     def env(self) -> str:
@@ -115,7 +122,7 @@ KEYS: tuple[Key, ...] = (
         at_least(int, 10_000),
         "size of the notify log before it rotates",
     ),
-    Key("region", _const("CH"), parse_region, "default region for national caller ids"),
+    Key("region", _const("CH"), parse_region, "default region for national caller ids", check_region),
     Key("prefetch", _const(100), at_least(int, 1), "unacked messages a consumer holds at most"),
     Key("quorum", _const(False), parse_boolean, "declare consumer queues as quorum queues"),
     Key(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -309,3 +312,34 @@ def test_crm_fields_are_parsed_at_load(tmp_path: Path) -> None:
     assert str(caught.value) == (
         "TCX_BRIDGE_CRM_FIELDS: 'phone=tel' is not field=path with field one of name, company, email, url"
     )
+
+
+def test_region_is_checked_against_phonenumbers_only_when_asked(tmp_path: Path) -> None:
+    """The CLI asks (every command, once); the notify executable does not load phonenumbers for it."""
+    environ = {"TCX_BRIDGE_DATA_DIR": str(tmp_path), "TCX_BRIDGE_REGION": "xx"}
+    assert load_settings({}, environ, read_file=False).settings.region == "XX"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, environ, read_file=False, checks=True)
+    assert str(caught.value) == (
+        "region: 'XX' is not a region phonenumbers knows; use a two-letter country code such as "
+        "CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
+    )
+    loaded = load_settings({}, {**environ, "TCX_BRIDGE_REGION": "de"}, read_file=False, checks=True)
+    assert loaded.settings.region == "DE"
+
+
+def test_loading_the_settings_keeps_phonenumbers_off_the_notify_path(tmp_path: Path) -> None:
+    code = (
+        "import sys, bridge.notify\n"
+        "from bridge.config import load_settings\n"
+        "load_settings({'region': 'DE', 'crm_fields': 'name=n', 'wallboard_thresholds': 'wait=1/2'})\n"
+        "print('phonenumbers' in sys.modules)\n"
+        "load_settings({}, checks=True)  # the default region is ours: not checked, no import\n"
+        "print('phonenumbers' in sys.modules)\n"
+    )
+    environ = {**os.environ, "TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")}
+    (tmp_path / "none.toml").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]
