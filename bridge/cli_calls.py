@@ -91,14 +91,16 @@ def dial_command(
         with ResultWatch(settings) as watch:
             request = ask(broker=watch.broker)
             click.echo(f"queued {request.request_id}")
-            result = watch.wait(request.request_id, timeout=timeout)
+            result = watch.wait(request.request_id, timeout=timeout, desk=desk)
             if result is None:
                 raise click.ClickException(
                     f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
                 )
             if wait_until == "confirmed" and result.status == "dialed" and result.confirm_within:
                 click.echo(_result_line(result))
-                later = watch.wait(request.request_id, timeout=result.confirm_within + 10)
+                later = watch.wait(
+                    request.request_id, timeout=result.confirm_within + 10, desk=desk or result.desk
+                )
                 if later is None:
                     raise click.ClickException(
                         f"no confirmation for {request.request_id} within {result.confirm_within + 10:g}s"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import math
 import socket
 import threading
@@ -33,6 +32,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bridge.errors import ConfigError
 
@@ -163,36 +164,44 @@ class Throttle:
         self.failures.pop(client, None)
 
 
+JSON = msgspec.json.Encoder()  # a snapshot each change: a few times faster than json.dumps
+
+
+def frame(state: dict[str, Any]) -> bytes:
+    """A snapshot as one server-sent event."""
+    return b"data: " + JSON.encode(state) + b"\n\n"
+
+
 class Fanout:
     """Snapshots from the consumer thread to every open /events stream."""
 
     def __init__(self) -> None:
         self.latest: dict[str, Any] = {}
-        self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = []
+        self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes]]] = []
         self._lock = threading.Lock()
 
     def publish(self, state: dict[str, Any]) -> None:
         self.latest = state
-        data = json.dumps(state)
+        data = frame(state)
         with self._lock:
             streams = list(self._streams)
         for loop, queue in streams:
             loop.call_soon_threadsafe(_replace, queue, data)
 
-    def open(self) -> asyncio.Queue[str]:
-        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+    def open(self) -> asyncio.Queue[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         with self._lock:
             self._streams.append((asyncio.get_running_loop(), queue))
         if self.latest:
-            queue.put_nowait(json.dumps(self.latest))
+            queue.put_nowait(frame(self.latest))
         return queue
 
-    def close(self, queue: asyncio.Queue[str]) -> None:
+    def close(self, queue: asyncio.Queue[bytes]) -> None:
         with self._lock:
             self._streams = [(loop, q) for loop, q in self._streams if q is not queue]
 
 
-def _replace(queue: asyncio.Queue[str], data: str) -> None:
+def _replace(queue: asyncio.Queue[bytes], data: bytes) -> None:
     """Keep only the newest snapshot for a slow browser."""
     while not queue.empty():
         queue.get_nowait()
@@ -280,16 +289,17 @@ def make_app(
     async def events(request: Request) -> Response:
         queue = fanout.open()
 
-        async def stream() -> AsyncIterator[str]:
+        async def stream() -> AsyncIterator[bytes]:
             try:
-                yield "retry: 1000\n\n"  # the browser reconnects within a second after a restart
+                yield b"retry: 1000\n\n"  # the browser reconnects within a second after a restart
                 while True:
                     try:
-                        data = await asyncio.wait_for(queue.get(), timeout=15)
+                        async with asyncio.timeout(15):
+                            data = await queue.get()
                     except TimeoutError:
-                        yield ": ping\n\n"
+                        yield b": ping\n\n"
                         continue
-                    yield f"data: {data}\n\n"
+                    yield data
             finally:
                 fanout.close(queue)
 
