@@ -18,7 +18,8 @@ from consumers.analytics.calls import apply_event
 from consumers.numbers import display
 from consumers.store.core import Store, open_sqlite
 from consumers.wallboard.consumer import snapshot
-from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token, make_app
+from consumers.wallboard.routes import make_app
+from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token
 from tests.conftest import free_port, run_cli
 
 NOW = datetime(2026, 11, 30, 14, 7, 30, tzinfo=UTC)

@@ -64,10 +64,11 @@ def _store(loaded: Loaded) -> Check:
     """The PostgreSQL store answers, takes our login and holds a schema this code knows."""
     shown = redact_url(loaded.settings.store_url or "")
     try:
-        from consumers.store.postgres import PostgresStore
+        import consumers.store.postgres  # noqa: F401  # the driver: a missing one is a finding of its own
+        from consumers.store.core import open_store
         from consumers.store.schema import LATEST, current_version
 
-        store = PostgresStore(loaded.settings.store_url or "", migrate=False)  # a check changes nothing
+        store = open_store(loaded.settings, "", migrate=False)  # a check changes nothing
         try:
             version = current_version(store)
         finally:

@@ -26,6 +26,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.events import format_time, parse_time
+from consumers.analytics.calls import other_party
 from consumers.analytics.report import FIRST_MOMENT, MICRO, Selection, rollup
 from consumers.numbers import display
 from consumers.store.core import Store
@@ -139,11 +140,6 @@ def figures(sums: dict[str, int]) -> dict[str, Any]:
         "ring_avg": summary["ring_avg"],
         "talk_avg": summary["talk_avg"],
     }
-
-
-def _party(row: dict[str, Any]) -> str | None:
-    """The other party's number: the caller of an inbound call, the number dialed of an outbound one."""
-    return row["caller_id"] if row["direction"] != "outbound" else row["call_id"]  # type: ignore[no-any-return]
 
 
 def _first(row: dict[str, Any]) -> str:
@@ -269,7 +265,7 @@ class Board:
 
     def caller(self, row: dict[str, Any], masked: bool) -> str | None:
         """The other party's number as the page writes it (national, else international)."""
-        number = _party(row)
+        number = other_party(row)
         if number not in self.shown:
             self.shown[number] = display(number, self.settings.region)
         return mask(self.shown[number]) if masked else self.shown[number]
@@ -341,7 +337,7 @@ class Board:
                 shown[row["desk"]] = (rank, state, row)
         for (_, since, _, _), state, row in shown.values():
             desks[row["desk"]] |= {"state": state, "since": since, "caller": self.caller(row, masked),
-                                   "contact": contact_name(_party(row))}  # fmt: skip
+                                   "contact": contact_name(other_party(row))}  # fmt: skip
         quiet = format_time(now - timedelta(minutes=self.settings.desk_idle_minutes))
         for desk in desks.values():
             if desk["state"] == "idle" and desk["last"] < quiet:
@@ -360,8 +356,8 @@ class Board:
                 outcome = "connected" if row["answered"] else "not connected"
             found.append({
                 "time": row["started_at"] or row["ended_at"], "desk": row["desk"],
-                "direction": row["direction"],
-                "caller": self.caller(row, masked), "contact": contact_name(_party(row)), "outcome": outcome,
+                "direction": row["direction"], "caller": self.caller(row, masked),
+                "contact": contact_name(other_party(row)), "outcome": outcome,
                 "ring": row["ring_seconds"], "talk": row["talk_seconds"],
             })  # fmt: skip
         return found
