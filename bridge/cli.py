@@ -17,7 +17,6 @@ from bridge.cli_calls import COMMANDS
 from bridge.clikit import (
     SettingOption,
     SettingsGroup,
-    friendly_errors,
     loaded,
     with_settings,
     without_settings,
@@ -94,16 +93,12 @@ def config_command(ctx: click.Context) -> None:
     Example:
         TCX_BRIDGE_DESK=desk-7 tcx-bridge config
     """
-    from bridge.config import check_region
-
-    settings = loaded(ctx)
+    settings = loaded(ctx)  # checked there, region against phonenumbers too
     rows = describe(settings)
     width = max(len(row[0]) for row in rows)
     env_width = max(len(row[1]) for row in rows)
     for name, env, value, source in rows:
         click.echo(f"{name:<{width}}  {env:<{env_width}}  {value or '-'}  ({source})")
-    with friendly_errors():
-        check_region(settings.settings.region)
 
 
 @cli.group()

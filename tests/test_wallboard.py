@@ -315,3 +315,9 @@ def test_the_wallboard_refuses_a_short_token_at_start(env: dict[str, str]) -> No
         "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
     ]
     assert "letmein" not in refused.stderr
+
+
+def test_the_snapshot_carries_the_thresholds_parsed_at_load(store: Store, tmp_path: Path) -> None:
+    settings = board_settings(tmp_path, timezone="UTC", wallboard_thresholds="wait=10/20,missed=1/2.5")
+    state = snapshot(store, settings, now=NOW)
+    assert state["thresholds"] == {"wait": [10.0, 20.0], "missed": [1.0, 2.5]}

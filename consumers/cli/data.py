@@ -90,9 +90,8 @@ def contacts_lookup(settings: Settings, number: str) -> None:
     """
     from bridge.text import printable
     from consumers.crm.consumer import contact_lookup
-    from consumers.numbers import check_region, normalise
+    from consumers.numbers import normalise
 
-    check_region(settings.region)
     read = normalise(number, settings.region)
     click.echo(f"number   {printable(number)!r} -> {read.kind}" + (f" {read.e164}" if read.e164 else ""))
     if read.kind != "external" or read.e164 is None:

@@ -30,7 +30,7 @@ from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
 from consumers.analytics.calls import CallConsumer, other_party
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
-from consumers.numbers import CallerNumber, check_region, normalise
+from consumers.numbers import CallerNumber, normalise
 from consumers.runtime.runner import Context
 from consumers.store.core import Store, open_store
 
@@ -80,7 +80,6 @@ class Crm(CallConsumer):
     name = "crm"
 
     def __init__(self, settings: Settings) -> None:
-        check_region(settings.region)
         self.settings = settings
         self.contacts = contact_lookup(settings)
         self.database = open_store(settings, "crm", wait=True)

@@ -29,7 +29,6 @@ from bridge.errors import (
 )
 from bridge.redact import redact_text
 from consumers.agent.consumer import assistant_running
-from consumers.numbers import check_region
 
 ASSISTANT_PLACES = (
     r"C:\Program Files\3CXPhone for Windows\tcx.assistant.client.exe",
@@ -122,10 +121,7 @@ def _ca_file(path: str) -> Check:
 
 
 def _region(loaded: Loaded) -> Check:
-    try:
-        check_region(loaded.settings.region)
-    except TcxBridgeError as error:
-        return Check(False, str(error), "set TCX_BRIDGE_REGION to your country, e.g. CH")
+    """Shown, not checked again: the CLI's load checked it against phonenumbers (bridge.keys)."""
     return Check(True, f"region {loaded.settings.region} (national numbers are read in it)")
 
 

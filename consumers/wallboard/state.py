@@ -74,15 +74,6 @@ def mask(number: str | None) -> str | None:
     return "\u2022\u2022\u2022\u2022 " + digits[-4:] if len(digits) > 4 else "\u2022\u2022\u2022\u2022"
 
 
-def thresholds_of(text: str) -> dict[str, list[float]]:
-    found = {}
-    for part in filter(None, (item.strip() for item in text.split(","))):
-        key, _, levels = part.partition("=")
-        amber, _, red = levels.partition("/")
-        found[key.strip()] = [float(amber), float(red)]
-    return found
-
-
 def live(row: dict[str, Any], lost_before: str) -> str | None:
     """What an open call is now: ringing, talking, dialing, NO_END (lost); None once ended.
 
@@ -187,7 +178,7 @@ class Board:
         self.labels: list[str] = []  # the chart's slots, as wire times
         self._slots_of: dict[str, int] = {}  # first moment -> its slot
         self._chart: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])  # (slots and hour, chart)
-        self.thresholds = thresholds_of(settings.wallboard_thresholds)  # parsed once a day
+        self.thresholds = settings.wallboard_thresholds.as_dict()  # parsed at load (bridge.values)
 
     @classmethod
     def load(cls, store: Store, settings: Settings, day: date) -> Board:
