@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bridge.envelope import Delivery, OutgoingMessage
 from bridge.transport.connection import parameters
-from bridge.transport.consume import Consuming
+from bridge.transport.consume import UNREADABLE_HEADERS, Consuming
 from bridge.transport.declare import Declaring
 from bridge.transport.mapping import (
     ACCESS_REFUSED,
@@ -28,6 +28,7 @@ __all__ = [
     "ACCESS_REFUSED",
     "NOT_FOUND",
     "PRECONDITION_FAILED",
+    "UNREADABLE_HEADERS",
     "Broker",
     "Delivery",
     "OutgoingMessage",

@@ -10,6 +10,9 @@ the arrival order, so the record is right whatever order the events arrive in.
     ring_seconds  started -> connected (null when not answered)
     talk_seconds  connected -> ended   (null when not answered or not ended yet)
     answered      connected_at is known
+
+The other party of a call (:func:`other_party`) is the one rule the CRM's journal
+and the wallboard's caller column share.
 """
 
 from __future__ import annotations
@@ -29,36 +32,32 @@ from bridge.topology import Binding
 from bridge.transport import Delivery
 from consumers.runtime.runner import MAX_BODY, Consumer, Context
 from consumers.store.core import Store, as_store
+from consumers.store.schema import calls_table_ddl
 
 WINDOW_SECONDS = 12 * 3600
 CANDIDATES = 20  # the newest records of a key an event may join
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
 
-CALLS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY,
-    desk TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    caller_id TEXT,
-    extension TEXT,
-    started_at TEXT,
-    connected_at TEXT,
-    ended_at TEXT,
-    ring_seconds REAL,
-    talk_seconds REAL,
-    answered INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS calls_key ON calls (desk, direction, call_id);
-CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
-"""
+CALLS_SCHEMA = calls_table_ddl("sqlite", "calls")  # the migrations' calls table, for a plugin's own file
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     if start is None or end is None:
         return None
     return round((parse_time(end) - parse_time(start)).total_seconds(), 6)
+
+
+def other_party(record: Mapping[str, Any]) -> str | None:
+    """The other party's number of a call record, as given: the caller id, else the number dialed.
+
+    The caller id when the call's ``started`` event gave one (an inbound caller);
+    else, for an outbound call, its call id, which 3CX makes the number dialed;
+    else None (an inbound call whose start was not seen yet).
+    """
+    if record["caller_id"] is not None:
+        return str(record["caller_id"])
+    return str(record["call_id"]) if record["direction"] == "outbound" else None
 
 
 def _fits(record: Mapping[str, Any], slot: str, moment: datetime) -> bool:

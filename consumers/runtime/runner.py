@@ -2,15 +2,16 @@
 
 Every consumer gets (names with the default namespace ``tcx``):
 
-    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns;
-                          it dead-letters what the consumer rejects to tcx.retry.<name>
-    tcx.<name>.retry      rejected messages wait here (RETRY_DELAY_MS), then expire to tcx.again.<name>,
-                          bound to tcx.<name> alone
+    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns
+    tcx.retry.<name> -> tcx.<name>.retry   retries wait here (per-message TTL, growing), then expire to
+                          tcx.again.<name>, bound to tcx.<name> alone
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
-A retry is the broker's own dead-lettering, so the message comes back with the
-routing key and ``user_id`` it was published with, and no user may publish to
-a retry or again exchange. What a message is and whom it is for is judged only
+A retry is published by the consumer itself to its own retry exchange (no
+other user may write there, and no user to the again exchange) with the
+original routing key, and the publisher's user_id and the tries in headers of
+its own, which :meth:`Runner._restore` believes only on a delivery through the
+again exchange signed by the consumer's own user. What a message is and whom it is for is judged only
 from what the broker vouches for: the exchange and routing key it was delivered
 with (topic permissions say who may publish which key) and ``user_id`` (checked
 against the login; required when ``trust_user_id`` is on). No header a client
@@ -25,9 +26,9 @@ failure depends only on its kind (:func:`classify`):
 
 * permanent (oversize, undecodable, invalid values, HandlerError, any bug):
   dead-lettered at once, with the reason;
-* transient (the disk, an HTTP CRM, a store that is busy): rejected, so the
-  broker retries it after RETRY_DELAY_MS, up to ``max_attempts`` deliveries
-  (counted by the broker's ``x-death``), then dead-lettered;
+* transient (the disk, an HTTP CRM, a store that is busy): retried with a
+  growing delay up to ``max_attempts`` tries, then dead-lettered (a quorum
+  queue's redeliveries count as tries too);
 * the connection to the broker, or to a PostgreSQL store, lost: the batch is
   rolled back and stays unacked; the runner reconnects and the broker
   redelivers it.
@@ -35,7 +36,8 @@ failure depends only on its kind (:func:`classify`):
 A publish the broker returns as unroutable (a pop for a desk with no agent) is
 an outcome, not a failure: the message goes to the unrouted exchange instead.
 Dead-letter headers (for people; nothing reads them back): ``x-tcx-reason``,
-``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``.
+``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``, and
+``x-tcx-body-bytes`` on an oversize message, whose dead letter keeps only its first MAX_BODY bytes.
 
 The runner reconnects with a growing delay that starts short again after a
 connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
@@ -70,14 +72,14 @@ from bridge.errors import (
 )
 from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
 from bridge.topology import (
-    RETRY_DELAY_MS,
     Binding,
     again_exchange,
     dead_letter_key,
     declare_events,
     declare_queues,
+    retry_exchange,
 )
-from bridge.transport import Broker, Delivery, OutgoingMessage
+from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.store.core import Store, as_store, savepoint, transaction
 
@@ -88,7 +90,9 @@ REASON = "x-tcx-reason"
 ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
-RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
+BODY_BYTES = "x-tcx-body-bytes"  # on a dead letter whose body was cut to MAX_BODY: its full size
+RETRY_BASE_MS = 500
+RETRY_MAX_MS = 30_000
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
@@ -296,7 +300,7 @@ class Runner:
 
     # a batch of messages -----------------------------------------------------
     def _on_batch(self, deliveries: list[Delivery]) -> None:
-        """Handle what arrived; commit the consumer's store once; then reject the retries and ack the rest.
+        """Handle what arrived; commit the consumer's store once; then ack them all at once.
 
         With a store (``Consumer.database``), every message runs inside a savepoint of
         one transaction, so a failing message rolls back alone; the commit comes before
@@ -307,21 +311,15 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
-        retried: list[int] = []
+        deliveries = [self._restore(broker, delivery) for delivery in deliveries]
         store = as_store(self.consumer.database)
         with transaction(store):
             self._prepare(store, deliveries)
             for delivery in deliveries:
                 started = time.perf_counter()
                 outcome, attempts = self._handle_one(broker, store, delivery)
-                if outcome.startswith("retry"):
-                    retried.append(delivery.delivery_tag)
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started))
-        for tag in retried:
-            broker.reject(tag)  # the queue dead-letters it to its retry queue: the broker keeps key and user
-        acked = [d.delivery_tag for d in deliveries if d.delivery_tag not in retried]
-        if acked:
-            broker.ack(max(acked), multiple=True)  # rejected tags are settled already: not acked again
+        broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, outcome, attempts, seconds in lines:
@@ -367,7 +365,7 @@ class Runner:
         """One delivery inside its own error boundary; only a lost connection escapes it."""
         attempts = 1
         try:
-            attempts = _attempts(delivery, self.queue)
+            attempts = _attempts(delivery)
             context = Context(
                 self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
             )
@@ -387,8 +385,33 @@ class Runner:
             return self._failed(broker, delivery, attempts, error), attempts
         return outcome, attempts
 
+    def _restore(self, broker: Broker, delivery: Delivery) -> Delivery:
+        """A delivery as the consumer sees it: a retry as it was first delivered, headers no client wrote.
+
+        A retry comes back through the consumer's again exchange, which no user may
+        write to, from its retry queue, which only this consumer's own user may write
+        to (checked: the broker vouches for user_id): its x-tcx-* headers are ours,
+        and carry the publisher's user_id and the tries. On any other delivery those
+        headers are a client's and are dropped.
+        """
+        if delivery.exchange == again_exchange(self.settings, self.consumer.name):
+            if delivery.user_id != broker.username:
+                return delivery._replace(user_id=None, headers={})  # not ours: vouched for by no one
+            user = delivery.headers.get(USER_ID)
+            return delivery._replace(
+                user_id=user if isinstance(user, str) and user else None,
+                headers={ATTEMPTS: delivery.headers.get(ATTEMPTS)},
+            )
+        if ATTEMPTS in delivery.headers or USER_ID in delivery.headers:
+            headers = {k: v for k, v in delivery.headers.items() if k not in (ATTEMPTS, USER_ID)}
+            return delivery._replace(headers=headers)
+        return delivery
+
     def _vouch(self, delivery: Delivery, context: Context) -> None:
-        """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
+        """What the broker vouches for: the exchange it came through, and a user_id when they are required.
+
+        A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
+        """
         expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
         expected.add(again_exchange(self.settings, self.consumer.name))
         if delivery.exchange not in expected:
@@ -396,6 +419,9 @@ class Runner:
                 f"spoofed: delivered through exchange {delivery.exchange!r}, "
                 "not one this consumer is bound to"
             )
+        unreadable = delivery.headers.get(UNREADABLE_HEADERS)
+        if unreadable is not None:  # x-death (the retry count) among them: never retried
+            raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
         if self.settings.trust_user_id and not delivery.user_id:
             reason = (
                 "spoofed: the message has no user_id, so the broker vouches for no sender "
@@ -446,7 +472,11 @@ class Runner:
             reason,
         )
         self.metrics.retried(self.consumer.name)
-        return f"retry-in-{RETRY_DELAY_MS}ms"  # rejected after the batch: the broker brings it back
+        delay = min(RETRY_BASE_MS * 2 ** (attempts - 1), RETRY_MAX_MS)
+        headers = {ATTEMPTS: attempts, USER_ID: delivery.user_id or ""}  # only ours: no client's header
+        message = _copy(delivery, delivery.routing_key, headers, expiration_ms=delay)
+        broker.publish(retry_exchange(self.settings, self.consumer.name), message)
+        return f"retry-in-{delay}ms"
 
     def _dead_letter(self, broker: Broker, delivery: Delivery, attempts: int, reason: str) -> str:
         context = Context(
@@ -469,9 +499,11 @@ class Runner:
         }
         if delivery.user_id:
             headers[USER_ID] = delivery.user_id
-        broker.publish(
-            self.settings.dead_exchange, _copy(delivery, dead_letter_key(self.consumer.name), headers)
-        )
+        dead = _copy(delivery, dead_letter_key(self.consumer.name), headers)
+        if len(dead.body) > MAX_BODY:  # kept for people to read: not every consumer's copy of 100 MB
+            headers[BODY_BYTES] = len(dead.body)
+            dead = dead._replace(body=dead.body[:MAX_BODY])
+        broker.publish(self.settings.dead_exchange, dead)
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
@@ -510,14 +542,9 @@ def _count(value: object) -> int:
     return value
 
 
-def _attempts(delivery: Delivery, queue: str) -> int:
-    """This delivery's attempt number, as the broker counts: its retries of queue and its redeliveries."""
-    retried = 0
-    deaths = delivery.headers.get("x-death")
-    for death in deaths if isinstance(deaths, list) else ():
-        ours = isinstance(death, dict) and death.get("queue") == queue
-        if ours and death.get("reason") in RETRIED_BY_BROKER:
-            retried += _count(death.get("count"))
+def _attempts(delivery: Delivery) -> int:
+    """This delivery's try: our count on a retry (see Runner._restore), or the broker's redeliveries."""
+    retried = _count(delivery.headers.get(ATTEMPTS))
     redelivered = _count(delivery.headers.get("x-delivery-count"))  # quorum queues count for us
     return max(retried, redelivered) + 1
 
