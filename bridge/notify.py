@@ -36,7 +36,6 @@ from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridg
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.notify_log import configure_logging, log_lost
 from bridge.outbox import Outbox
-from bridge.retry import call_with_retries
 from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
@@ -168,6 +167,7 @@ def deliver(
         why = str(error)
     remaining = deadline - time.monotonic()
     if remaining > 0.05:
+        from bridge.retry import call_with_retries  # only on the slow path, as tenacity it brings
 
         def again(attempt: int) -> int:
             left = max(deadline - time.monotonic(), 0.1)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.errors import OutboxError
-from bridge.outbox.files import SUFFIX, TEMPORARY, OutboxFiles, mtime
-from bridge.outbox.locking import fsync_directory
+from bridge.outbox.files import SUFFIX, TEMPORARY, OutboxFiles, fsync_directory, mtime
 
 logger = logging.getLogger("bridge.outbox")
 
