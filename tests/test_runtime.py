@@ -19,7 +19,9 @@ from bridge.errors import (
 )
 from bridge.transport import Delivery
 from consumers.runtime import runner as runtime
-from consumers.runtime.runner import Consumer, Runner, classify
+from consumers.runtime.consumer import Consumer
+from consumers.runtime.failures import attempts_of, classify
+from consumers.runtime.runner import Runner
 
 
 def http_error(code: int) -> urllib.error.HTTPError:
@@ -74,7 +76,7 @@ def death(queue: str = "tcx.crm", reason: str = "rejected", count: object = 1) -
     ],
 )
 def test_attempts_are_what_the_broker_counted(headers: dict[str, Any], attempts: int) -> None:
-    assert runtime._attempts(delivery(**headers), "tcx.crm") == attempts
+    assert attempts_of(delivery(**headers), "tcx.crm") == attempts
 
 
 class Idle(Consumer):

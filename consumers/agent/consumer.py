@@ -45,7 +45,7 @@ from bridge.topology import (
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.agent.dial_policy import DialPolicy
 from consumers.analytics.calls import spoofed
-from consumers.runtime.runner import Consumer, Context
+from consumers.runtime.consumer import Consumer, Context
 from consumers.store.core import open_database
 
 logger = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ import msgspec
 from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import HandlerError
-from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
+from bridge.events import CALL_EVENT_DECODER, MAX_BODY, CallEvent, parse_time
 from bridge.topology import Binding
 from bridge.transport import Delivery
-from consumers.runtime.runner import MAX_BODY, Consumer, Context
+from consumers.runtime.consumer import Consumer, Context
 from consumers.store.core import Store, as_store
 
 WINDOW_SECONDS = 12 * 3600

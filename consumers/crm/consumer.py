@@ -32,7 +32,7 @@ from bridge.transport import Broker, OutgoingMessage
 from consumers.analytics.calls import CallConsumer
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, check_region, normalise
-from consumers.runtime.runner import Context
+from consumers.runtime.consumer import Context
 from consumers.store.core import Store, open_store, sqlite_path
 
 JOURNAL_COLUMNS = (

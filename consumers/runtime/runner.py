@@ -1,6 +1,6 @@
 """The shared consume loop: ack after handling, retry, dead-letter, reconnect, clean stop.
 
-Every consumer gets (names with the default namespace ``tcx``):
+Every consumer (consumers.runtime.consumer) gets (names with the default namespace ``tcx``):
 
     tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns;
                           it dead-letters what the consumer rejects to tcx.retry.<name>
@@ -19,23 +19,10 @@ topology declare``); a process checks them passively and declares only what is
 missing, when its user may.
 
 A message is acked only after its handler returned, so its side effects are
-durable first. Everything about one delivery (headers, size, decoding,
-validation, handling) runs inside its own error boundary, and the outcome of a
-failure depends only on its kind (:func:`classify`):
-
-* permanent (oversize, undecodable, invalid values, HandlerError, any bug):
-  dead-lettered at once, with the reason;
-* transient (the disk, an HTTP CRM, a store that is busy): rejected, so the
-  broker retries it after RETRY_DELAY_MS, up to ``max_attempts`` deliveries
-  (counted by the broker's ``x-death``), then dead-lettered;
-* the connection to the broker, or to a PostgreSQL store, lost: the batch is
-  rolled back and stays unacked; the runner reconnects and the broker
-  redelivers it.
-
-A publish the broker returns as unroutable (a pop for a desk with no agent) is
-an outcome, not a failure: the message goes to the unrouted exchange instead.
-Dead-letter headers (for people; nothing reads them back): ``x-tcx-reason``,
-``x-tcx-consumer``, ``x-tcx-attempts``, ``x-tcx-routing-key``, ``x-tcx-user-id``.
+durable first; what a failure leads to (retry, dead letter, reconnect) is
+decided by its kind (consumers.runtime.failures). A publish the broker returns
+as unroutable (a pop for a desk with no agent) is an outcome, not a failure:
+the message goes to the unrouted exchange instead.
 
 The runner reconnects with a growing delay that starts short again after a
 connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
@@ -50,115 +37,41 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import sqlite3
 import threading
 import time
-import urllib.error
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
-
-import msgspec
 
 from bridge.config import Settings
 from bridge.errors import (
     BrokerRefusedError,
     HandlerError,
     StoreUnavailableError,
-    TransientError,
     TransportError,
     UnroutableError,
 )
-from bridge.events import MAX_BODY as MAX_BODY  # the wire limit (re-exported): bigger is dead-lettered unread
-from bridge.topology import (
-    RETRY_DELAY_MS,
-    Binding,
-    again_exchange,
-    dead_letter_key,
-    declare_events,
-    declare_queues,
-)
+from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
+from bridge.topology import RETRY_DELAY_MS, Binding, again_exchange, declare_queues
 from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.runtime.consumer import Consumer, Context
+from consumers.runtime.failures import CONSUMER, attempts_of, classify, dead_letter
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.store.core import Store, as_store, savepoint, transaction
 
+__all__ = [  # the public names, also for the plugins and scripts that import them from here
+    "MAX_BODY",
+    "Binding",
+    "Consumer",
+    "Context",
+    "Runner",
+    "classify",
+    "declare_consumer_queues",
+]
+
 logger = logging.getLogger(__name__)
 
-ATTEMPTS = "x-tcx-attempts"
-REASON = "x-tcx-reason"
-ROUTING_KEY = "x-tcx-routing-key"
-CONSUMER = "x-tcx-consumer"
-USER_ID = "x-tcx-user-id"
-RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
-MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
 RECONNECT_BASE = 0.5
 RECONNECT_MAX = 30.0
 HEALTHY_SECONDS = 30.0  # a connection up this long resets the reconnect delay
 UNROUTED_LOG_SECONDS = 3600.0  # one log line per unroutable destination per hour
-
-
-class Context(NamedTuple):
-    """What a handler may use besides the message: settings, the delivery, and publish.
-
-    publish(exchange, message) returns False when the broker returned the message
-    as unroutable (it was kept in the unrouted exchange instead).
-    """
-
-    settings: Settings
-    delivery: Delivery
-    routing_key: str
-    publish: Callable[[str, OutgoingMessage], bool]
-
-
-class Consumer:
-    """Base of every consumer: a name, bindings, a decoder and a handler."""
-
-    name: str = "consumer"
-    database: Store | sqlite3.Connection | None = None  # a store to commit once per batch, before the acks
-    metrics: Metrics = NULL  # set by the Runner: report consumer-specific metrics here
-    signs: bool = True  # its publishes carry user_id: the broker vouches for who sent them
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        """``tcx-bridge consume NAME`` creates a plugin with the effective settings."""
-        if settings is not None:
-            self.settings = settings
-
-    @classmethod
-    def name_for(cls, settings: Settings) -> str:
-        """The consumer's name (its queue is ``<namespace>.<name>``)."""
-        return cls.name
-
-    @classmethod
-    def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        raise NotImplementedError
-
-    @classmethod
-    def declare(cls, broker: Broker, settings: Settings) -> None:
-        """Declare the exchanges this consumer binds to (the events exchange by default)."""
-        declare_events(broker, settings)
-
-    def decode(self, body: bytes, routing_key: str) -> Any:
-        """Decode a body; msgspec's DecodeError or ValidationError dead-letter it."""
-        raise NotImplementedError
-
-    def prepare(self, deliveries: Sequence[Delivery]) -> None:
-        """Work for the whole batch, in its transaction, before the messages are handled (default: none).
-
-        If it raises, its work is rolled back and the messages are handled one by one.
-        """
-
-    def handle(self, message: Any, context: Context) -> str:
-        """Handle one decoded message; return the outcome for the log line."""
-        raise NotImplementedError
-
-    def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
-        """A message about to be dead-lettered (spoofed, oversize, undecodable, a bug): tell whoever waits
-        for an answer (default: nobody). Runs once per dead letter, before it is published."""
-
-    def tick(self, broker: Broker, settings: Settings) -> None:
-        """Periodic work between deliveries (default: none)."""
-
-    def close(self) -> None:
-        """Release what the consumer holds (stores)."""
 
 
 class Runner:
@@ -367,7 +280,7 @@ class Runner:
         """One delivery inside its own error boundary; only a lost connection escapes it."""
         attempts = 1
         try:
-            attempts = _attempts(delivery, self.queue)
+            attempts = attempts_of(delivery, self.queue)
             context = Context(
                 self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
             )
@@ -460,18 +373,8 @@ class Runner:
             logger.warning(
                 "consumer=%s could not answer for id=%s: %s", self.consumer.name, delivery.message_id, error
             )
-        headers = {
-            **delivery.headers,
-            ATTEMPTS: attempts,
-            ROUTING_KEY: delivery.routing_key,
-            REASON: reason[:1000],
-            CONSUMER: self.consumer.name,
-        }
-        if delivery.user_id:
-            headers[USER_ID] = delivery.user_id
-        broker.publish(
-            self.settings.dead_exchange, _copy(delivery, dead_letter_key(self.consumer.name), headers)
-        )
+        letter = dead_letter(delivery, self.consumer.name, attempts, reason)
+        broker.publish(self.settings.dead_exchange, letter)
         self.metrics.dead_lettered(self.consumer.name, reason)
         logger.error(
             "consumer=%s dead-lettered id=%s key=%s: %s",
@@ -487,50 +390,3 @@ def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consum
     """The exchanges the consumer binds to, then its queues (checked, declared only when missing)."""
     consumer.declare(broker, settings)
     declare_queues(broker, settings, consumer.name_for(settings), consumer.bindings(settings))
-
-
-def classify(error: BaseException) -> tuple[str, str]:
-    """("permanent" | "transient", the reason for the headers and the log)."""
-    if isinstance(error, (msgspec.DecodeError, msgspec.ValidationError)):
-        return "permanent", f"undecodable: {error}"
-    if isinstance(error, HandlerError):
-        return "permanent", str(error)
-    reason = f"{type(error).__name__}: {error}"
-    if isinstance(error, urllib.error.HTTPError):  # an answer: only a busy or failing server is transient
-        return ("transient" if error.code >= 500 or error.code == 429 else "permanent"), reason
-    if isinstance(error, (TransientError, TransportError, OSError, sqlite3.OperationalError)):
-        return "transient", reason  # the disk, the network, a CRM or a store away for now
-    return "permanent", reason
-
-
-def _count(value: object) -> int:
-    """A retry counter from a header: a small non-negative integer, else 0 (not ours to trust)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTEMPTS_HEADER:
-        return 0
-    return value
-
-
-def _attempts(delivery: Delivery, queue: str) -> int:
-    """This delivery's attempt number, as the broker counts: its retries of queue and its redeliveries."""
-    retried = 0
-    deaths = delivery.headers.get("x-death")
-    for death in deaths if isinstance(deaths, list) else ():
-        ours = isinstance(death, dict) and death.get("queue") == queue
-        if ours and death.get("reason") in RETRIED_BY_BROKER:
-            retried += _count(death.get("count"))
-    redelivered = _count(delivery.headers.get("x-delivery-count"))  # quorum queues count for us
-    return max(retried, redelivered) + 1
-
-
-def _copy(
-    delivery: Delivery, routing_key: str, headers: dict[str, Any], expiration_ms: int | None = None
-) -> OutgoingMessage:
-    return OutgoingMessage(
-        routing_key=routing_key,
-        body=delivery.body,
-        message_id=delivery.message_id or "",
-        type=delivery.type or "",
-        timestamp=delivery.timestamp or int(time.time()),
-        expiration_ms=expiration_ms,
-        headers=headers,
-    )

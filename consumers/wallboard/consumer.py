@@ -43,7 +43,7 @@ from bridge.events import CallEvent, format_time, parse_time
 from consumers.analytics.calls import CallConsumer
 from consumers.analytics.report import FIRST_MOMENT, Selection, rollup
 from consumers.numbers import display, normalise
-from consumers.runtime.runner import Context
+from consumers.runtime.consumer import Context
 from consumers.store.core import Store, open_store, sqlite_path
 from consumers.store.schema import daily_select
 
