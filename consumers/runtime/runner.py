@@ -24,10 +24,11 @@ decided by its kind (consumers.runtime.failures). A publish the broker returns
 as unroutable (a pop for a desk with no agent) is an outcome, not a failure:
 the message goes to the unrouted exchange instead.
 
-The runner reconnects with a growing delay that starts short again after a
-connection was healthy for ``HEALTHY_SECONDS``. An error only an operator can
-fix (login refused, unknown vhost, a queue declared with other arguments) stops
-it with one line. Unacked messages are redelivered and the handlers'
+The runner reconnects to the broker and to the store with one backoff
+(consumers.runtime.backoff): a growing delay that starts short again after a
+connection was healthy for a while. An error only an operator can fix (login
+refused, unknown vhost, a queue declared with other arguments) stops it with
+one line. Unacked messages are redelivered and the handlers'
 idempotency (event ids recorded with the side effects) makes the second time a
 no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
 """
@@ -51,6 +52,7 @@ from bridge.errors import (
 from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
 from bridge.topology import RETRY_DELAY_MS, Binding, again_exchange, declare_queues
 from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Consumer, Context
 from consumers.runtime.failures import CONSUMER, attempts_of, classify, dead_letter
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
@@ -68,9 +70,6 @@ __all__ = [  # the public names, also for the plugins and scripts that import th
 
 logger = logging.getLogger(__name__)
 
-RECONNECT_BASE = 0.5
-RECONNECT_MAX = 30.0
-HEALTHY_SECONDS = 30.0  # a connection up this long resets the reconnect delay
 UNROUTED_LOG_SECONDS = 3600.0  # one log line per unroutable destination per hour
 
 
@@ -121,10 +120,10 @@ class Runner:
         Raises BrokerRefusedError (an operator must fix something); nothing a
         message does ends the loop.
         """
-        failures = 0
+        backoff = Backoff()
         try:
             while not self.stopping:
-                connected_at = time.monotonic()
+                backoff.attempt()
                 try:
                     self._run_once()
                 except BrokerRefusedError:
@@ -132,38 +131,27 @@ class Runner:
                 except StoreUnavailableError as error:  # the database away: nothing acked, all redelivered
                     if self.stopping:
                         break
-                    if time.monotonic() - connected_at >= HEALTHY_SECONDS:
-                        failures = 0  # a new outage: start again from the short delays
-                    delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
-                    failures += 1
-                    logger.warning(
-                        "consumer=%s store lost (%s); reconnecting in %.1fs", self.consumer.name, error, delay
-                    )
-                    self._sleep(delay)
+                    self._reconnect("store", error, backoff.delay())
                 except TransportError as error:
                     if self.stopping:
                         break
                     self._start += 1  # the next node first: this one may be gone
-                    if self._connected and time.monotonic() - connected_at >= HEALTHY_SECONDS:
-                        failures = 0  # a new outage: start again from the short delays
-                    if self._connected and failures == 0 and self.settings.broker_count > 1:
-                        delay = 0.0  # a node went away: the others are tried at once
-                    else:
-                        delay = min(RECONNECT_BASE * 2**failures, RECONNECT_MAX)
-                        failures += 1
+                    # a node that went away after a healthy while: the others are tried at once
+                    delay = backoff.delay(was_up=self._connected, at_once=self.settings.broker_count > 1)
                     self.metrics.reconnected(self.consumer.name)
                     self.metrics.connected(self.consumer.name, None)
-                    logger.warning(
-                        "consumer=%s broker lost (%s); reconnecting in %.1fs",
-                        self.consumer.name,
-                        error,
-                        delay,
-                    )
-                    self._sleep(delay)
+                    self._reconnect("broker", error, delay)
         finally:
             self.consumer.close()
             self.metrics.close()
         logger.info("consumer=%s stopped after %d message(s)", self.consumer.name, self.handled)
+
+    def _reconnect(self, lost: str, error: Exception, delay: float) -> None:
+        """Log what was lost (the broker or the store) and wait the backoff's delay (or until stopped)."""
+        logger.warning(
+            "consumer=%s %s lost (%s); reconnecting in %.1fs", self.consumer.name, lost, error, delay
+        )
+        self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
