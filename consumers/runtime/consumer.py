@@ -2,14 +2,15 @@
 
 A plugin needs only these two and ``Binding`` (all three from ``consumers.runtime``);
 the runner (consumers.runtime.runner) calls the hooks in this order for a batch:
-``prepare`` once, then ``decode`` and ``handle`` for each message, ``refuse`` for one
-about to be dead-lettered; ``tick`` between deliveries, ``close`` at the end.
+``decode`` once for each delivery, ``prepare`` once (with the decoded messages, a
+``Batch``), then ``handle`` for each message, ``refuse`` for one about to be
+dead-lettered; ``tick`` between deliveries, ``close`` at the end.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from bridge.config import Settings
@@ -30,6 +31,20 @@ class Context(NamedTuple):
     delivery: Delivery
     routing_key: str
     publish: Callable[[str, OutgoingMessage], bool]
+
+
+class Batch(list[Delivery]):
+    """The deliveries of one batch, with each message as decode() read it, for prepare().
+
+    ``decoded`` maps a delivery tag to its message, for every delivery the broker
+    vouched for and decode() read; the others are never handled (they are
+    dead-lettered or retried at their turn). A Batch is a list of the deliveries,
+    so a prepare() written for a plain list keeps working.
+    """
+
+    def __init__(self, deliveries: Iterable[Delivery] = (), decoded: Mapping[int, Any] | None = None) -> None:
+        super().__init__(deliveries)
+        self.decoded: dict[int, Any] = dict(decoded or {})
 
 
 class Consumer:
@@ -66,7 +81,9 @@ class Consumer:
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         """Work for the whole batch, in its transaction, before the messages are handled (default: none).
 
-        If it raises, its work is rolled back and the messages are handled one by one.
+        The runner passes a Batch: ``deliveries.decoded`` holds the messages decode()
+        returned (each is decoded once, and the same object goes to handle()). If
+        it raises, its work is rolled back and the messages are handled one by one.
         """
 
     def handle(self, message: Any, context: Context) -> str:

@@ -1,7 +1,7 @@
 """What becomes of a message that fails: its kind, its attempt number, its dead letter.
 
 Everything about one delivery (headers, size, decoding, validation, handling)
-runs inside its own error boundary, and the outcome of a failure depends only
+runs inside its own error boundary (:func:`guarded`), and the outcome of a failure depends only
 on its kind (:func:`classify`):
 
 * permanent (oversize, undecodable, invalid values, HandlerError, any bug):
@@ -22,11 +22,12 @@ from __future__ import annotations
 import sqlite3
 import time
 import urllib.error
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
-from bridge.errors import HandlerError, TransientError, TransportError
+from bridge.errors import HandlerError, StoreUnavailableError, TransientError, TransportError, UnroutableError
 from bridge.topology import dead_letter_key
 from bridge.transport import Delivery, OutgoingMessage
 
@@ -37,6 +38,25 @@ CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
 RETRIED_BY_BROKER = ("rejected", "delivery_limit")  # x-death reasons of our own retries
 MAX_ATTEMPTS_HEADER = 1000  # an x-tcx-attempts above this is not ours: counted as attempt 1
+T = TypeVar("T")
+
+
+def guarded(work: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """One delivery's work inside its error boundary: (result, None), or (None, the error to classify).
+
+    Only a lost connection (the broker's or the store's) escapes: the batch then
+    stays unacked and comes back.
+    """
+    try:
+        return work(), None
+    except StoreUnavailableError:
+        raise  # the database is gone: the batch stays unacked and comes back
+    except TransportError as error:
+        if isinstance(error, UnroutableError):  # our own dead-letter publish came back
+            return None, error
+        raise  # the connection is gone: the batch stays unacked and comes back
+    except Exception as error:  # noqa: BLE001  # classified by the caller: dead-letter or retry
+        return None, error
 
 
 def classify(error: BaseException) -> tuple[str, str]:

@@ -40,6 +40,7 @@ import logging
 import signal
 import threading
 import time
+from typing import Any, NamedTuple, cast
 
 from bridge.config import Settings
 from bridge.errors import (
@@ -53,8 +54,8 @@ from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered un
 from bridge.topology import RETRY_DELAY_MS, Binding, again_exchange, declare_queues
 from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.runtime.backoff import Backoff
-from consumers.runtime.consumer import Consumer, Context
-from consumers.runtime.failures import CONSUMER, attempts_of, classify, dead_letter
+from consumers.runtime.consumer import Batch, Consumer, Context
+from consumers.runtime.failures import CONSUMER, attempts_of, classify, dead_letter, guarded
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.store.core import Store, as_store, savepoint, transaction
 
@@ -199,9 +200,10 @@ class Runner:
     def _on_batch(self, deliveries: list[Delivery]) -> None:
         """Handle what arrived; commit the consumer's store once; then reject the retries and ack the rest.
 
-        With a store (``Consumer.database``), every message runs inside a savepoint of
-        one transaction, so a failing message rolls back alone; the commit comes before
-        the ack, so nothing is acked before it is durable.
+        Each delivery is decoded once, before prepare(), and the same message goes to
+        handle(). With a store (``Consumer.database``), every message runs inside a
+        savepoint of one transaction, so a failing message rolls back alone; the commit
+        comes before the ack, so nothing is acked before it is durable.
         """
         if self.stopping:
             return  # left unacked: the broker redelivers them after we close
@@ -211,13 +213,16 @@ class Runner:
         retried: list[int] = []
         store = as_store(self.consumer.database)
         with transaction(store):
-            self._prepare(store, deliveries)
+            read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
+            decoded = {tag: found.message for tag, found in read.items() if found.error is None}
+            self._prepare(store, Batch(deliveries, decoded))
             for delivery in deliveries:
                 started = time.perf_counter()
-                outcome, attempts = self._handle_one(broker, store, delivery)
+                found = read[delivery.delivery_tag]
+                outcome, attempts = self._handle_one(broker, store, delivery, found)
                 if outcome.startswith("retry"):
                     retried.append(delivery.delivery_tag)
-                lines.append((delivery, outcome, attempts, time.perf_counter() - started))
+                lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
         for tag in retried:
             broker.reject(tag)  # the queue dead-letters it to its retry queue: the broker keeps key and user
         acked = [d.delivery_tag for d in deliveries if d.delivery_tag not in retried]
@@ -226,69 +231,80 @@ class Runner:
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, outcome, attempts, seconds in lines:
-            self.metrics.message(self.consumer.name, outcome, seconds)
-            logger.info(
-                "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
-                self.consumer.name,
-                delivery.type,
-                delivery.message_id,
-                delivery.routing_key,
-                outcome,
-                attempts,
-                seconds * 1000,
-                extra={
-                    "consumer": self.consumer.name,
-                    "type": delivery.type,
-                    "message_id": delivery.message_id,
-                    "routing_key": delivery.routing_key,
-                    "outcome": outcome,
-                    "attempt": attempts,
-                    "ms": round(seconds * 1000, 1),
-                },
-            )
+            self._log(delivery, outcome, attempts, seconds)
         if self._max_messages is not None and self.handled >= self._max_messages:
             self._stop.set()
 
-    def _prepare(self, store: Store | None, deliveries: list[Delivery]) -> None:
+    def _log(self, delivery: Delivery, outcome: str, attempts: int, seconds: float) -> None:
+        """The one line per handled message (and its metrics)."""
+        self.metrics.message(self.consumer.name, outcome, seconds)
+        logger.info(
+            "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
+            self.consumer.name,
+            delivery.type,
+            delivery.message_id,
+            delivery.routing_key,
+            outcome,
+            attempts,
+            seconds * 1000,
+            extra={
+                "consumer": self.consumer.name,
+                "type": delivery.type,
+                "message_id": delivery.message_id,
+                "routing_key": delivery.routing_key,
+                "outcome": outcome,
+                "attempt": attempts,
+                "ms": round(seconds * 1000, 1),
+            },
+        )
+
+    def _prepare(self, store: Store | None, batch: Batch) -> None:
         """The consumer's batch work in a savepoint; if it fails, the messages go one by one."""
         try:
             with savepoint(store):
-                self.consumer.prepare(deliveries)
+                self.consumer.prepare(batch)
         except (StoreUnavailableError, TransportError):
             raise
         except Exception as error:  # noqa: BLE001  # each message then meets its own error boundary
             logger.warning(
                 "consumer=%s batch of %d: %s; handling them one by one",
                 self.consumer.name,
-                len(deliveries),
+                len(batch),
                 classify(error)[1],
             )
 
-    def _handle_one(self, broker: Broker, store: Store | None, delivery: Delivery) -> tuple[str, int]:
-        """One delivery inside its own error boundary; only a lost connection escapes it."""
-        attempts = 1
-        try:
-            attempts = attempts_of(delivery, self.queue)
+    def _read(self, delivery: Delivery) -> _Read:
+        """What the broker vouches for, the size, then decode(): the message, or why it cannot be handled."""
+        started = time.perf_counter()
+        message, error = guarded(functools.partial(self._decode, delivery))
+        return _Read(message, error, time.perf_counter() - started)
+
+    def _decode(self, delivery: Delivery) -> Any:
+        self._vouch(delivery)
+        if len(delivery.body) > MAX_BODY:
+            raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
+        return self.consumer.decode(delivery.body, delivery.routing_key)
+
+    def _handle_one(
+        self, broker: Broker, store: Store | None, delivery: Delivery, read: _Read
+    ) -> tuple[str, int]:
+        """One read delivery inside its own error boundary; only a lost connection escapes it."""
+        attempts = attempts_of(delivery, self.queue)
+        error = read.error
+        if error is None:
             context = Context(
                 self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
             )
-            with savepoint(store):
-                self._vouch(delivery, context)
-                if len(delivery.body) > MAX_BODY:
-                    raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
-                message = self.consumer.decode(delivery.body, delivery.routing_key)
-                outcome = self.consumer.handle(message, context)
-        except StoreUnavailableError:
-            raise  # the database is gone: the batch stays unacked and comes back
-        except TransportError as error:
-            if isinstance(error, UnroutableError):  # our own dead-letter publish came back
-                return self._failed(broker, delivery, attempts, error), attempts
-            raise  # the connection is gone: the batch stays unacked and comes back
-        except Exception as error:  # noqa: BLE001  # classified below: dead-letter or retry
-            return self._failed(broker, delivery, attempts, error), attempts
-        return outcome, attempts
+            outcome, error = guarded(functools.partial(self._handle_in, store, read.message, context))
+            if error is None:
+                return cast("str", outcome), attempts  # handle() returned
+        return self._failed(broker, delivery, attempts, error), attempts
 
-    def _vouch(self, delivery: Delivery, context: Context) -> None:
+    def _handle_in(self, store: Store | None, message: Any, context: Context) -> str:
+        with savepoint(store):
+            return self.consumer.handle(message, context)
+
+    def _vouch(self, delivery: Delivery) -> None:
         """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
         expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
         expected.add(again_exchange(self.settings, self.consumer.name))
@@ -372,6 +388,14 @@ class Runner:
             reason,
         )
         return "dead-lettered"
+
+
+class _Read(NamedTuple):
+    """One delivery as read before the batch is prepared: its message, or the error that stops it."""
+
+    message: Any
+    error: Exception | None
+    seconds: float  # counted in the message's time
 
 
 def declare_consumer_queues(broker: Broker, settings: Settings, consumer: Consumer | type[Consumer]) -> None:
