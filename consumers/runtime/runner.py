@@ -22,7 +22,7 @@ A message is acked only after its handler returned, so its side effects are
 durable first; what a failure leads to (retry, dead letter, reconnect) is
 decided by its kind (consumers.runtime.failures). A publish the broker returns
 as unroutable (a pop for a desk with no agent) is an outcome, not a failure:
-the message goes to the unrouted exchange instead.
+the message goes to the unrouted exchange instead (consumers.runtime.publish).
 
 The runner reconnects to the broker and to the store with one backoff
 (consumers.runtime.backoff): a growing delay that starts short again after a
@@ -48,15 +48,15 @@ from bridge.errors import (
     HandlerError,
     StoreUnavailableError,
     TransportError,
-    UnroutableError,
 )
 from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
 from bridge.topology import RETRY_DELAY_MS, Binding, again_exchange, declare_queues
-from bridge.transport import Broker, Delivery, OutgoingMessage
+from bridge.transport import Broker, Delivery
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
-from consumers.runtime.failures import CONSUMER, attempts_of, classify, dead_letter, guarded
+from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
+from consumers.runtime.publish import Publisher
 from consumers.store.core import Store, as_store, savepoint, transaction
 
 __all__ = [  # the public names, also for the plugins and scripts that import them from here
@@ -70,8 +70,6 @@ __all__ = [  # the public names, also for the plugins and scripts that import th
 ]
 
 logger = logging.getLogger(__name__)
-
-UNROUTED_LOG_SECONDS = 3600.0  # one log line per unroutable destination per hour
 
 
 class Runner:
@@ -99,7 +97,7 @@ class Runner:
         self._stop = threading.Event()
         self._broker: Broker | None = None
         self._connected = False
-        self._unrouted_logged: dict[str, float] = {}
+        self._publisher = Publisher(settings, consumer.name)
         self._start = 0
 
     # lifecycle ---------------------------------------------------------------
@@ -292,13 +290,15 @@ class Runner:
         attempts = attempts_of(delivery, self.queue)
         error = read.error
         if error is None:
-            context = Context(
-                self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
-            )
+            context = self._context(broker, delivery)
             outcome, error = guarded(functools.partial(self._handle_in, store, read.message, context))
             if error is None:
                 return cast("str", outcome), attempts  # handle() returned
         return self._failed(broker, delivery, attempts, error), attempts
+
+    def _context(self, broker: Broker, delivery: Delivery) -> Context:
+        publish = functools.partial(self._publisher.publish, broker)
+        return Context(self.settings, delivery, delivery.routing_key, publish)
 
     def _handle_in(self, store: Store | None, message: Any, context: Context) -> str:
         with savepoint(store):
@@ -320,34 +320,6 @@ class Runner:
             )
             raise HandlerError(reason)
 
-    def _publish(self, broker: Broker, exchange: str, message: OutgoingMessage) -> bool:
-        """A handler's publish: a message the broker returns goes to the unrouted exchange."""
-        try:
-            broker.publish(exchange, message)
-        except UnroutableError:
-            pass
-        else:
-            return True
-        headers = {
-            **(message.headers or {}),
-            "x-tcx-unrouted-exchange": exchange,
-            CONSUMER: self.consumer.name,
-        }
-        broker.publish(self.settings.unrouted_exchange, message._replace(headers=headers), mandatory=False)
-        destination = f"{exchange}/{message.routing_key}"
-        now = time.monotonic()
-        if now - self._unrouted_logged.get(destination, -UNROUTED_LOG_SECONDS) >= UNROUTED_LOG_SECONDS:
-            self._unrouted_logged[destination] = now
-            logger.warning(
-                "consumer=%s nobody listens for %s on %r (is that desk's agent running?); "
-                "kept in %r; logged once an hour",
-                self.consumer.name,
-                message.routing_key,
-                exchange,
-                self.settings.unrouted_exchange,
-            )
-        return False
-
     def _failed(self, broker: Broker, delivery: Delivery, attempts: int, error: Exception) -> str:
         """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
         kind, reason = classify(error)
@@ -366,9 +338,7 @@ class Runner:
         return f"retry-in-{RETRY_DELAY_MS}ms"  # rejected after the batch: the broker brings it back
 
     def _dead_letter(self, broker: Broker, delivery: Delivery, attempts: int, reason: str) -> str:
-        context = Context(
-            self.settings, delivery, delivery.routing_key, functools.partial(self._publish, broker)
-        )
+        context = self._context(broker, delivery)
         try:
             self.consumer.refuse(delivery, context, reason)
         except TransportError:
