@@ -4,11 +4,12 @@
 or the management UI imports it. Users (namespace ``tcx``, events exchange E =
 ``tcx.events``, commands C = ``tcx.commands``, dead letters D = ``tcx.dead``):
 
-    tcx-admin      ``tcx-bridge topology declare [--desk D]`` at roll-out: configure, write and read
+    tcx-admin      ``tcx-bridge topology declare [--desk D[,EXT]]`` at roll-out: configure, write and read
                    on the namespace's resources only (no administrator tag, nothing else on the vhost)
-    desk-<desk>    notify and the agent of one desk: publish to E only call.*.*.<desk>,
-                   call.invalid.<desk> and dial.*.<desk>; consume its own queue tcx.desk.<desk>;
-                   publish its own dead letters (key desk.<desk>) to D
+    desk-<desk>    notify and the agent of one desk: publish to E only call.<kind>.<direction>.<desk>,
+                   call.invalid.<desk> and dial.<status>.<desk> (only the kinds, directions and
+                   statuses there are); consume its own queue tcx.desk.<desk>; publish its own dead
+                   letters (key desk.<desk>) to D
     tcx-crm        consume crm: its queue; publish screen pops desk.*.popup to C (and to the unrouted
                    exchange, where a pop no agent is bound for is kept); its dead letters to D
     tcx-analytics  consume analytics: its queue; its dead letters to D
@@ -19,8 +20,8 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
 the broker does without checking any permission) relays messages to a key it
-may not publish. No user may write to the retry and again exchanges (only the
-broker moves a retry back into a work queue), to ``amq.default`` (which would
+may not publish. No user may write to another's retry exchange, or to any again
+exchange (only the broker moves a retry back into a work queue), to ``amq.default`` (which would
 reach every queue by name), or read a queue but its own. Passwords are generated
 with ``secrets`` and stored as RabbitMQ's salted SHA-256 hashes; the clear ones
 go to a password file only.
@@ -33,12 +34,12 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.events import DESK_CHARACTERS, MAX_DESK
-from bridge.topology import dead_letter_key, dial_results_queue
+from bridge.events import DESK_CHARACTERS, MAX_DESK, CallKind, DialStatus, Direction
+from bridge.topology import dead_letter_key, dial_results_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
@@ -47,6 +48,9 @@ ADMIN = "tcx-admin"
 SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+_KINDS = "(" + "|".join(kind for kind in get_args(CallKind) if kind != "invalid") + ")"
+_DIRECTIONS = "(" + "|".join(get_args(Direction)) + ")"
+_STATUSES = "(" + "|".join(get_args(DialStatus)) + ")"
 
 
 def desk_of_user(user: str | None) -> str | None:
@@ -129,12 +133,16 @@ def desk_rights(settings: Settings, desk: Desk) -> Rights:
     d = re.escape(desk.desk)
     return Rights(
         configure=NOTHING,
-        write=_any(events, dead),
+        write=_any(events, dead, _q(retry_exchange(settings, name))),
         read=_any(_q(settings.queue(name))),
         topics={
             settings.exchange: (
-                # call.invalid.<desk>: a malformed launch is published too, to the invalid route
-                _any(rf"call\.[^.]+\.[^.]+\.{d}", rf"call\.invalid\.{d}", rf"dial\.[^.]+\.{d}"),
+                # call.invalid.<desk>: a malformed launch is published too, to the invalid route. Only
+                # the kinds, directions and statuses there are: any other key routes nowhere, to the
+                # unrouted queue that nothing consumes, which one desk could fill until the broker blocks
+                _any(
+                    rf"call\.{_KINDS}\.{_DIRECTIONS}\.{d}", rf"call\.invalid\.{d}", rf"dial\.{_STATUSES}\.{d}"
+                ),
                 NOTHING,
             ),
             settings.commands_exchange: (NOTHING, NOTHING),
@@ -164,7 +172,7 @@ def service_rights(settings: Settings, user: str) -> Rights:
             },
         )
     name = user.removeprefix("tcx-")
-    write = [dead]
+    write = [dead, _q(retry_exchange(settings, name))]  # its own retries, through the broker back to it
     topics = {
         settings.exchange: (NOTHING, NOTHING),
         settings.dead_exchange: (_dead_key(name), NOTHING),

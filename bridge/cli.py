@@ -17,7 +17,6 @@ from bridge.cli_calls import COMMANDS
 from bridge.clikit import (
     SettingOption,
     SettingsGroup,
-    friendly_errors,
     loaded,
     with_settings,
     without_settings,
@@ -94,16 +93,12 @@ def config_command(ctx: click.Context) -> None:
     Example:
         TCX_BRIDGE_DESK=desk-7 tcx-bridge config
     """
-    from bridge.config import check_region
-
-    settings = loaded(ctx)
+    settings = loaded(ctx)  # checked there, region against phonenumbers too
     rows = describe(settings)
     width = max(len(row[0]) for row in rows)
     env_width = max(len(row[1]) for row in rows)
     for name, env, value, source in rows:
         click.echo(f"{name:<{width}}  {env:<{env_width}}  {value or '-'}  ({source})")
-    with friendly_errors():
-        check_region(settings.settings.region)
 
 
 @cli.group()
@@ -242,13 +237,15 @@ def topology() -> None:
 
 
 def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    """--desk values that a desk's settings would take (bridge.events' limits), else exit 2 naming one."""
+    """--desk values (DESK or DESK,EXTENSION) that a desk's settings would take (bridge.events' limits),
+    else exit 2 naming one."""
     from bridge.events import desk_problem
 
     for value in values:
-        problem = desk_problem(value)
+        desk = value.split(",", 1)[0].strip()
+        problem = desk_problem(desk)
         if problem:
-            raise click.BadParameter(f"{value!r} {problem}")
+            raise click.BadParameter(f"{desk!r} {problem}")
     return values
 
 
@@ -258,7 +255,8 @@ def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) ->
     "desks",
     multiple=True,
     callback=_desk_ids,
-    help="Also declare this desk agent's queue (repeatable).",
+    help="Also declare this desk agent's queue: DESK or DESK,EXTENSION (also binds ext.<EXTENSION>.*); "
+    "repeatable.",
 )
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
@@ -266,7 +264,7 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
 
     \b
     Example:
-        tcx-bridge topology declare --desk DESK-07 --desk DESK-08
+        tcx-bridge topology declare --desk DESK-07,107 --desk DESK-08
     """
     from bridge.inventory import declare_all, expected
     from bridge.transport import Broker

@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,7 +73,7 @@ def dial_command(
         tcx-bridge dial --desk DESK-07 --wait-for dialed 0441234567
         tcx-bridge --desk DESK-07 dial 0441234567
     """
-    from bridge.dial import ResultWatch, request_dial
+    from bridge.dial import request_dial
 
     wait_until = wait_for or ("confirmed" if wait else None)
     if desk and extension:
@@ -88,27 +90,36 @@ def dial_command(
         if wait_until is None:
             click.echo(f"queued {ask().request_id}")
             return
-        with ResultWatch(settings) as watch:
-            request = ask(broker=watch.broker)
-            click.echo(f"queued {request.request_id}")
-            result = watch.wait(request.request_id, timeout=timeout)
-            if result is None:
-                raise click.ClickException(
-                    f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
-                )
-            if wait_until == "confirmed" and result.status == "dialed" and result.confirm_within:
-                click.echo(_result_line(result))
-                later = watch.wait(request.request_id, timeout=result.confirm_within + 10)
-                if later is None:
-                    raise click.ClickException(
-                        f"no confirmation for {request.request_id} within {result.confirm_within + 10:g}s"
-                    )
-                result = later
+        result = _dial_and_wait(settings, ask, wait_until, timeout, desk)
     line = _result_line(result)
     final_dialed = result.status == "dialed" and (wait_until == "dialed" or not result.confirm_within)
     if result.status != "confirmed" and not final_dialed:  # no confirmation coming: dialed is all there is
         raise click.ClickException(line)
     click.echo(line)
+
+
+def _dial_and_wait(
+    settings: Settings, ask: Callable[..., Any], wait_until: str, timeout: float, desk: str | None
+) -> Any:
+    """Queue the request while watching the results; the first result, or the confirmation after dialed."""
+    from bridge.dial import ResultWatch
+
+    with ResultWatch(settings) as watch:
+        request = ask(broker=watch.broker)
+        click.echo(f"queued {request.request_id}")
+        result = watch.wait(request.request_id, timeout=timeout, desk=desk)
+        if result is None:
+            raise click.ClickException(
+                f"no result for {request.request_id} within {timeout:g}s; is the desk agent running?"
+            )
+        if wait_until == "confirmed" and result.status == "dialed" and result.confirm_within:
+            click.echo(_result_line(result))
+            within = result.confirm_within + 10
+            later = watch.wait(request.request_id, timeout=within, desk=desk or result.desk)
+            if later is None:
+                raise click.ClickException(f"no confirmation for {request.request_id} within {within:g}s")
+            result = later
+    return result
 
 
 def _result_line(result: object) -> str:

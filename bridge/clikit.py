@@ -44,11 +44,11 @@ def friendly_errors() -> Iterator[None]:
 
 
 def loaded(ctx: click.Context) -> Loaded:
-    """The effective settings for this invocation (flags from the group)."""
+    """The effective settings for this invocation (flags from the group), checked once (region too)."""
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "loaded" not in obj:
         with friendly_errors():
-            obj["loaded"] = load_settings(obj.get("flags", {}))
+            obj["loaded"] = load_settings(obj.get("flags", {}), checks=True)
         if obj["loaded"].settings.log_format == "json":
             use_json_logs()
     result: Loaded = obj["loaded"]

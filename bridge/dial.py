@@ -162,7 +162,8 @@ class ResultWatch:
     The results come from the stream ``tcx.dial-results`` (declared by an admin's
     ``topology declare``), read from a moment just before the watch began: no
     queue of its own, so the dialer's user needs no configure right. A result is
-    believed only from a desk's own user (``user_id``, vouched for by the broker).
+    believed only from a desk's own user (``user_id``, vouched for by the broker), and,
+    when ``wait`` is given the desk the request went to, only from that desk.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -180,8 +181,13 @@ class ResultWatch:
     def __exit__(self, *exc_info: object) -> None:
         self.broker.close()
 
-    def wait(self, request_id: str, *, timeout: float) -> events.DialResult | None:
-        """The result for request_id, or None after timeout seconds."""
+    def wait(self, request_id: str, *, timeout: float, desk: str | None = None) -> events.DialResult | None:
+        """The result for request_id, or None after timeout seconds.
+
+        desk: the desk the request was sent to; a result from any other desk is ignored
+        (a desk's user may publish results for its own desk only, but with any request_id:
+        without desk, one that knows or guesses a request_id could answer for another desk).
+        """
         deadline = time.monotonic() + timeout
         # from the second before the watch began (a moment in whole seconds), or past the last result
         start: datetime | int = self.since.replace(microsecond=0) if self._read is None else self._read + 1
@@ -191,6 +197,9 @@ class ResultWatch:
         ):
             offset = delivery.headers.get("x-stream-offset")
             result = self._result(delivery, request_id)
+            if result is not None and desk is not None and result.desk != desk:
+                logger.warning("ignored a result for %r from desk %r, not %r", request_id, result.desk, desk)
+                result = None
             if result is not None:
                 self._read = offset if isinstance(offset, int) else self._read
                 return result

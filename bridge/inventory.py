@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
+from bridge.access import check_unique, parse_desk
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.plugins import CONSUMERS, load, registered
@@ -57,17 +58,28 @@ def consumer_kinds() -> list[ConsumerKind]:
     return found  # type: ignore[return-value]  # entry points name Consumer subclasses
 
 
+def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
+    """Each desk's settings from ``DESK`` or ``DESK,EXTENSION``: its own extension, never the caller's.
+
+    (The caller's extension once bound ``ext.<its extension>.*`` to every desk's queue,
+    so a dial by extension rang on every desk declared.)
+    """
+    parsed = [parse_desk(text) for text in desks]
+    check_unique(parsed)
+    return [msgspec.structs.replace(settings, desk=d.desk, extension=d.extension) for d in parsed]
+
+
 def queues(settings: Settings, desks: list[str]) -> list[tuple[Settings, str, Sequence[Binding]]]:
     """(settings, consumer name, bindings) of every consumer and of each desk's agent."""
     found = [(settings, kind.name_for(settings), kind.bindings(settings)) for kind in consumer_kinds()]
-    for desk in desks:
-        of_desk = msgspec.structs.replace(settings, desk=desk)
-        found.append((of_desk, desk_queue_name(desk), desk_bindings(of_desk)))
+    for of_desk in desk_settings(settings, desks):
+        found.append((of_desk, desk_queue_name(of_desk.desk), desk_bindings(of_desk)))
     return found
 
 
 def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
-    """Declare everything; desk agent queues for each of desks."""
+    """Declare everything; desk agent queues for each of desks (``DESK`` or ``DESK,EXTENSION``)."""
+    desk_settings(settings, desks)  # a bad or repeated desk stops before anything is declared
     declare_events(broker, settings)
     declare_commands(broker, settings)
     declare_dial_results(broker, settings)

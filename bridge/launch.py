@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from bridge.errors import LaunchError
+from bridge.events import Direction
 from bridge.text import id_problem
 
-Kind = Literal["started", "connected", "ended"]
-Direction = Literal["inbound", "outbound", "unknown"]
+Kind = Literal["started", "connected", "ended"]  # a launch's; the wire's CallKind adds "invalid"
 
 KINDS: dict[str, Kind] = {"S": "started", "C": "connected", "E": "ended"}
 DIRECTIONS: dict[str, Direction] = {"I": "inbound", "O": "outbound"}

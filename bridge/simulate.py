@@ -44,8 +44,11 @@ SAMPLE_CONTACTS = tuple(
 )
 
 
-class Launch(NamedTuple):
-    """One launch of the registered executable: when (real seconds from the start), where, with what."""
+class PlannedLaunch(NamedTuple):
+    """One launch of the registered executable to play: when (real seconds from the start), where, with what.
+
+    (What a launch says once parsed is bridge.launch.Launch.)
+    """
 
     at: float
     desk: str
@@ -53,7 +56,7 @@ class Launch(NamedTuple):
 
 
 class Plan(NamedTuple):
-    calls: list[list[Launch]]
+    calls: list[list[PlannedLaunch]]
     kinds: dict[str, int]
 
     @property
@@ -68,7 +71,7 @@ def plan_traffic(
     rng = random.Random(seed)
     known = [phone for _, phone, _ in SAMPLE_CONTACTS]
     kinds = {"answered": 0, "missed": 0, "outbound": 0, "burst": 0}
-    script: list[list[Launch]] = []
+    script: list[list[PlannedLaunch]] = []
     start = 0.0
     burst_left = 0
     for n in range(calls):
@@ -90,11 +93,11 @@ def plan_traffic(
                 f"0{rng.choice(['44', '31', '61', '79'])} {rng.randint(100, 999)} {rng.randint(10, 99)} 00"
             )
             answered = rng.random() < 0.8
-            launches = [Launch(at, desk, ("/N:S", "/T:O", f"/I:{number}"))]
+            launches = [PlannedLaunch(at, desk, ("/N:S", "/T:O", f"/I:{number}"))]
             if answered:
-                launches.append(Launch(at + ring / speed, desk, ("/N:C", "/T:O", f"/I:{number}")))
+                launches.append(PlannedLaunch(at + ring / speed, desk, ("/N:C", "/T:O", f"/I:{number}")))
             launches.append(
-                Launch(
+                PlannedLaunch(
                     at + (ring + (talk if answered else 0)) / speed, desk, ("/N:E", "/T:O", f"/I:{number}")
                 )
             )
@@ -109,13 +112,15 @@ def plan_traffic(
                 caller_id = ""  # anonymous
             else:
                 caller_id = str(rng.randint(100, 199))  # internal extension
-            launches = [Launch(at, desk, ("/N:S", f"/C:{caller_id}", "/T:I", f"/I:{call_id}"))]
+            launches = [PlannedLaunch(at, desk, ("/N:S", f"/C:{caller_id}", "/T:I", f"/I:{call_id}"))]
             if roll < 0.75:
-                launches.append(Launch(at + ring / speed, desk, ("/N:C", "/T:I", f"/I:{call_id}")))
-                launches.append(Launch(at + (ring + talk) / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}")))
+                launches.append(PlannedLaunch(at + ring / speed, desk, ("/N:C", "/T:I", f"/I:{call_id}")))
+                launches.append(
+                    PlannedLaunch(at + (ring + talk) / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}"))
+                )
                 kinds["answered"] += 1
             else:
-                launches.append(Launch(at + ring / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}")))
+                launches.append(PlannedLaunch(at + ring / speed, desk, ("/N:E", "/T:I", f"/I:{call_id}")))
                 kinds["missed"] += 1
         script.append(launches)
     return Plan(script, kinds)
@@ -141,7 +146,7 @@ def play(
     env: dict[str, str],
     *,
     concurrency: int,
-    on_launch: Callable[[Launch, int], None] | None = None,
+    on_launch: Callable[[PlannedLaunch, int], None] | None = None,
     timings: dict[tuple[int, int], Timing] | None = None,
 ) -> Outcome:
     """Play every call on its own schedule; at most ``concurrency`` launches run at once.
@@ -153,7 +158,7 @@ def play(
     counts = {"launched": 0, "failed": 0}
     started = time.monotonic()
 
-    def run_call(number: int, call: list[Launch]) -> None:
+    def run_call(number: int, call: list[PlannedLaunch]) -> None:
         for position, launch in enumerate(call):
             delay = started + launch.at - time.monotonic()
             if delay > 0:

@@ -4,18 +4,22 @@
     tcx.unrouted  fanout, durable -> queue tcx.unrouted             events nobody was bound for yet
     tcx.commands  topic, durable                                    desk.<desk>.dial|popup, ext.<ext>.*
     tcx.dead      topic, durable -> queue tcx.dead.<consumer>       dead letters, routed by consumer
-    tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      what the consumer's queue dead-letters
+    tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      retries, written by that consumer alone
     tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
     tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
 
 (``tcx`` is the namespace setting; the events exchange may be renamed on its own.)
 
-Only the broker moves a message back into a work queue: a consumer rejects a
-message it will retry, its queue dead-letters it (with its routing key and
-``user_id`` unchanged) to its retry exchange, and the retry queue's TTL
-dead-letters it to its again exchange, bound to the consumer's queue alone. No
-user may publish to a retry or again exchange, so a routing key a consumer sees
-is always one a publisher with the right to that key used.
+The way back into a work queue is closed to every client: a consumer publishes
+a message it will retry to its own retry exchange (only its own user may write
+there; the broker checks the user_id it signs with), with the original routing
+key and, in its own headers, the publisher's user_id and the tries, and without
+any header a client wrote; the retry queue's per-message TTL dead-letters it to
+its again exchange, which no user may write to, bound to the consumer's queue
+alone. So a delivery through the again exchange whose user_id is the consumer's
+own login carries headers only that consumer wrote. Work queues have no
+dead-letter exchange at all: RabbitMQ before 4.0 crashes a classic queue that
+dead-letters a message whose ``x-death`` header a client forged.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from bridge.config import Settings
 from bridge.errors import AccessRefusedError, BrokerRefusedError, BrokerRejectedError, TransportError
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
-RETRY_DELAY_MS = 1000  # how long a rejected message waits in the retry queue before it is handled again
 DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait reads seconds of it)
 DIAL_RESULTS_MAX_BYTES = 100_000_000
 DIAL_RESULTS_SEGMENT_BYTES = 10_000_000  # retention drops whole segments: keep them small
@@ -39,7 +42,7 @@ def dead_letter_key(consumer: str) -> str:
 
 
 def retry_exchange(settings: Settings, consumer: str) -> str:
-    """Where the consumer's queue dead-letters what it rejects: on to its retry queue."""
+    """Where the consumer publishes what it will retry (its own user alone may): on to its retry queue."""
     return f"{settings.namespace}.retry.{consumer}"
 
 
@@ -174,10 +177,10 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
     """A consumer's queue, its retry queue and its dead-letter queue, with their bindings."""
     queue = settings.queue(name)
     retry, again = retry_exchange(settings, name), again_exchange(settings, name)
-    arguments = {"x-dead-letter-exchange": retry, **queue_type(settings, dead_letters=True)}
-    if settings.quorum:
-        # the broker's own backstop of max_attempts: redeliveries the runtime never saw (crashes)
-        arguments["x-delivery-limit"] = settings.max_attempts
+    # No dead-letter exchange on the work queue: RabbitMQ before 4.0 crashes a classic queue that
+    # dead-letters a message whose x-death header a client forged. The runtime counts redeliveries
+    # (quorum queues' x-delivery-count) and publishes retries itself.
+    arguments = queue_type(settings)
     own = tuple((binding.exchange, "topic", binding.pattern) for binding in bindings)
     return [
         QueueSpec(
@@ -188,11 +191,7 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
         QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
         QueueSpec(
             f"{queue}.retry",
-            {
-                "x-message-ttl": RETRY_DELAY_MS,
-                "x-dead-letter-exchange": again,
-                **queue_type(settings, dead_letters=True),
-            },
+            {"x-dead-letter-exchange": again, **queue_type(settings, dead_letters=True)},
             ((retry, "fanout", ""),),
         ),
     ]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import pika
+import pika.data
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils import connection_workflow
@@ -31,6 +33,30 @@ from bridge.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+UNREADABLE_HEADERS = "x-tcx-unreadable-headers"  # set instead of headers pika cannot decode
+_decode_table = pika.data.decode_table
+
+
+def _tolerant_decode_table(encoded: bytes, offset: int) -> tuple[dict[str, Any], int]:
+    """pika's field-table decoder, but a table it cannot decode is skipped, not fatal.
+
+    RabbitMQ relays headers pika fails on (a timestamp past the year 9999, arrays
+    nested beyond the recursion limit); pika then drops the whole connection, the broker
+    redelivers the message, and the consumer of that queue is jammed for good by one
+    publish of any user that may write to it. A table is length-prefixed, so it is
+    skipped whole and replaced by ``{UNREADABLE_HEADERS: why}``; the runtime
+    dead-letters such a message.
+    """
+    try:
+        table, end = _decode_table(encoded, offset)
+        return table, end
+    except Exception as error:  # noqa: BLE001  # anything pika raises on hostile bytes
+        (length,) = struct.unpack_from(">I", encoded, offset)
+        return {UNREADABLE_HEADERS: f"{type(error).__name__}: {error}"[:200]}, offset + 4 + length
+
+
+pika.data.decode_table = _tolerant_decode_table  # BasicProperties.decode and nested tables look it up here
 
 ACCESS_REFUSED = 403
 NOT_FOUND = 404
@@ -439,7 +465,10 @@ class Broker:
     ) -> None:
         """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        handle_batch acks them. on_tick runs at least every tick seconds.
+        handle_batch acks them. on_tick runs at least every tick seconds. A consumer the broker
+        cancels (its queue deleted, or crashed and restarted: RabbitMQ 3.10 crashes a classic queue
+        that dead-letters a message whose x-death header a client forged) is BrokerUnreachableError,
+        so the runner reconnects instead of waiting for good with no consumer.
         """
         pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):
@@ -449,6 +478,8 @@ class Broker:
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
                 pending.append(_delivery(method, properties, body))
 
+            cancelled: list[object] = []
+            channel.add_on_cancel_callback(cancelled.append)
             tag = channel.basic_consume(queue, on_message)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
@@ -456,6 +487,11 @@ class Broker:
                     batch = pending[:]
                     pending.clear()
                     handle_batch(batch)
+                if cancelled:  # else we would wait on the channel for good, consuming nothing
+                    raise BrokerUnreachableError(
+                        f"consume {queue!r}: the broker cancelled the consumer (the queue was deleted, "
+                        "or restarted after a crash)"
+                    )
                 if on_tick is not None:
                     on_tick()
             channel.basic_cancel(tag)

@@ -60,8 +60,12 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     for permission in document["permissions"]:
         assert permission["vhost"] == "calls"
         assert not re.fullmatch(permission["write"], "amq.default")  # which reaches every queue by name
-        for exchange in ("cc.retry.crm", "cc.again.crm", "cc.again.desk.D-1"):  # the broker's way back
+        for exchange in ("cc.again.crm", "cc.again.desk.D-1"):  # the broker's way back: nobody writes
             assert not re.fullmatch(permission["write"], exchange) or permission["user"] == "tcx-admin"
+        own_retries = {"tcx-crm": "cc.retry.crm", "desk-D-1": "cc.retry.desk.D-1"}
+        for exchange in ("cc.retry.crm", "cc.retry.desk.D-1"):  # each its own retries, nobody another's
+            mine = own_retries.get(permission["user"]) == exchange or permission["user"] == "tcx-admin"
+            assert bool(re.fullmatch(permission["write"], exchange)) == mine, (permission["user"], exchange)
         if permission["user"] != "tcx-admin":  # nobody but the admin configures anything
             assert permission["configure"] == "^$"
     admin = rights["tcx-admin"]

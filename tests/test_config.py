@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bridge.config import describe, load_settings, redact_url, reduce_desk
+from bridge.config import Loaded, describe, load_settings, redact_url, reduce_desk
 from bridge.errors import ConfigError
 from bridge.events import MAX_DESK
 
@@ -259,3 +262,84 @@ def test_a_bad_broker_address_is_named_alone(given: str, message: str, tmp_path:
         )
     assert str(caught.value).startswith(message)
     assert "s3cret" not in str(caught.value)
+
+
+def shown(loaded: Loaded, name: str) -> str:
+    """The value `tcx-bridge config` shows for one key."""
+    return next(row[2] for row in describe(loaded) if row[0] == name)
+
+
+def test_wallboard_thresholds_are_parsed_at_load(tmp_path: Path) -> None:
+    """The wallboard reads the levels as numbers; config shows them as text (issue 21)."""
+    base = {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    loaded = load_settings({}, base, read_file=False)
+    assert loaded.settings.wallboard_thresholds.as_dict() == {
+        "waiting": [2.0, 5.0],
+        "wait": [30.0, 60.0],
+        "missed": [5.0, 10.0],
+    }
+    assert shown(loaded, "wallboard_thresholds") == "waiting=2/5,wait=30/60,missed=5/10"
+    given = {**base, "TCX_BRIDGE_WALLBOARD_THRESHOLDS": " wait = 10/20.5, missed=3/4,wait=15/25 "}
+    loaded = load_settings({}, given, read_file=False)
+    # a measure named twice takes its last levels, in its first place
+    assert loaded.settings.wallboard_thresholds.as_dict() == {"wait": [15.0, 25.0], "missed": [3.0, 4.0]}
+    assert shown(loaded, "wallboard_thresholds") == "wait=15/25,missed=3/4"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {**base, "TCX_BRIDGE_WALLBOARD_THRESHOLDS": "wait=60/30"}, read_file=False)
+    assert str(caught.value) == (
+        "TCX_BRIDGE_WALLBOARD_THRESHOLDS: 'wait=60/30' is not name=amber/red with name waiting, wait or "
+        "missed (e.g. wait=30/60)"
+    )
+
+
+def test_crm_fields_are_parsed_at_load(tmp_path: Path) -> None:
+    """A bad field map fails where it is read, not when the CRM first starts (issue 21)."""
+    base = {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}
+    loaded = load_settings({}, base, read_file=False)
+    assert loaded.settings.crm_fields.paths == (
+        ("name", "name"),
+        ("company", "company"),
+        ("email", "email"),
+        ("url", "url"),
+    )
+    path = tmp_path / "c.toml"
+    path.write_text('crm_fields = "name=fullName, company=org.name"\n')
+    loaded = load_settings({}, {**base, "TCX_BRIDGE_CONFIG": str(path)})
+    assert loaded.settings.crm_fields.paths == (("name", "fullName"), ("company", "org.name"))
+    assert shown(loaded, "crm_fields") == "name=fullName,company=org.name"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {**base, "TCX_BRIDGE_CRM_FIELDS": "name=fullName,phone=tel"}, read_file=False)
+    assert str(caught.value) == (
+        "TCX_BRIDGE_CRM_FIELDS: 'phone=tel' is not field=path with field one of name, company, email, url"
+    )
+
+
+def test_region_is_checked_against_phonenumbers_only_when_asked(tmp_path: Path) -> None:
+    """The CLI asks (every command, once); the notify executable does not load phonenumbers for it."""
+    environ = {"TCX_BRIDGE_DATA_DIR": str(tmp_path), "TCX_BRIDGE_REGION": "xx"}
+    assert load_settings({}, environ, read_file=False).settings.region == "XX"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, environ, read_file=False, checks=True)
+    assert str(caught.value) == (
+        "region: 'XX' is not a region phonenumbers knows; use a two-letter country code such as "
+        "CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
+    )
+    loaded = load_settings({}, {**environ, "TCX_BRIDGE_REGION": "de"}, read_file=False, checks=True)
+    assert loaded.settings.region == "DE"
+
+
+def test_loading_the_settings_keeps_phonenumbers_off_the_notify_path(tmp_path: Path) -> None:
+    code = (
+        "import sys, bridge.notify\n"
+        "from bridge.config import load_settings\n"
+        "load_settings({'region': 'DE', 'crm_fields': 'name=n', 'wallboard_thresholds': 'wait=1/2'})\n"
+        "print('phonenumbers' in sys.modules)\n"
+        "load_settings({}, checks=True)  # the default region is ours: not checked, no import\n"
+        "print('phonenumbers' in sys.modules)\n"
+    )
+    environ = {**os.environ, "TCX_BRIDGE_CONFIG": str(tmp_path / "none.toml")}
+    (tmp_path / "none.toml").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]

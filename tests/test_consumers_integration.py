@@ -15,7 +15,7 @@ import pytest
 from bridge import events
 from bridge.config import Settings
 from bridge.errors import BrokerRefusedError
-from bridge.topology import declare_commands, publish_event, retry_exchange
+from bridge.topology import declare_commands, publish_event
 from bridge.transport import Broker, OutgoingMessage
 from consumers.store.core import open_store, sqlite_path
 from tests.conftest import Proxy, Service, Tap, run_cli, start_service, wait_until
@@ -379,15 +379,12 @@ def test_crm_down_delays_the_event_then_dead_letters_it_with_the_reason(
     assert dead is not None
     assert dead.headers["x-tcx-attempts"] == 2
     assert "HTTP Error 503" in dead.headers["x-tcx-reason"]
-    # the broker's own retry kept the routing key and the publisher's user_id
+    # the retry kept the routing key and the publisher's user_id
     assert dead.headers["x-tcx-routing-key"] == f"call.started.inbound.{settings.desk}"
     assert dead.headers["x-tcx-user-id"] == "guest"
-    assert [death["queue"] for death in dead.headers["x-death"]][:2] == [
-        f"{settings.queue('crm')}.retry",
-        settings.queue("crm"),
-    ]
+    assert dead.exchange == settings.dead_exchange
     assert service.process.poll() is None
-    assert "outcome=retry-in-1000ms" in service.output()
+    assert "outcome=retry-in-500ms" in service.output()
 
 
 def test_report_prints_tables_and_json(
@@ -496,10 +493,4 @@ def test_quorum_queues_for_clustered_brokers(
         BrokerRefusedError, match="exists as a quorum queue but the settings ask for a classic"
     ):
         # the same arguments but as a classic queue: refused, because it is a quorum queue
-        broker.declare_queue(
-            settings.queue("analytics"),
-            arguments={
-                "x-dead-letter-exchange": retry_exchange(settings, "analytics"),
-                "x-delivery-limit": settings.max_attempts,
-            },
-        )
+        broker.declare_queue(settings.queue("analytics"), arguments={})

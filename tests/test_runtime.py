@@ -54,29 +54,23 @@ def delivery(**headers: Any) -> Delivery:
     return Delivery(b"{}", "call.started.inbound.d", "tcx.events", 1, False, "m", "call", headers)
 
 
-def death(queue: str = "tcx.crm", reason: str = "rejected", count: object = 1) -> dict[str, Any]:
-    return {"queue": queue, "reason": reason, "count": count, "exchange": "tcx.events"}
-
-
 @pytest.mark.parametrize(
     ("headers", "attempts"),
     [
         ({}, 1),
-        ({"x-death": [death(count=2)]}, 3),  # the broker counted two retries of this queue
-        ({"x-death": [death(count=2), death("tcx.crm.retry", "expired", 2)]}, 3),  # the way back is no try
-        ({"x-death": [death("tcx.analytics", count=3)]}, 1),  # another queue's retries are not ours
+        ({"x-tcx-attempts": 2}, 3),  # our own count, on a retry restored by the runner
         ({"x-delivery-count": 4}, 5),  # quorum queues count redeliveries for us
-        ({"x-tcx-attempts": 2}, 1),  # a header any client can write counts for nothing
-        ({"x-death": "abc"}, 1),
-        ({"x-death": [1, "x", None]}, 1),
-        ({"x-death": [death(count=2**62)]}, 1),  # not a count of ours
-        ({"x-death": [death(count=-3)]}, 1),
-        ({"x-death": [death(count=True)]}, 1),
-        ({"x-death": [death(count=b"2")]}, 1),
+        ({"x-tcx-attempts": "abc"}, 1),
+        ({"x-tcx-attempts": [1, 2]}, 1),
+        ({"x-tcx-attempts": 2**62}, 1),  # not a count of ours
+        ({"x-tcx-attempts": -3}, 1),
+        ({"x-tcx-attempts": True}, 1),
+        ({"x-tcx-attempts": b"2"}, 1),
+        ({"x-death": [{"queue": "tcx.crm", "reason": "rejected", "count": 9}]}, 1),  # a client's: nothing
     ],
 )
-def test_attempts_are_what_the_broker_counted(headers: dict[str, Any], attempts: int) -> None:
-    assert attempts_of(delivery(**headers), "tcx.crm") == attempts
+def test_attempts_header_of_any_type_never_crashes(headers: dict[str, Any], attempts: int) -> None:
+    assert attempts_of(delivery(**headers)) == attempts
 
 
 class Idle(Consumer):

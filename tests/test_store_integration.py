@@ -273,6 +273,18 @@ def test_store_copy_gives_the_same_report_and_journal(
     assert "Anna Muster" in lookup.stdout
 
 
+def test_a_reader_opens_only_a_store_that_was_written(settings: Settings) -> None:
+    """open_store(existing=True): None (and no file made) before the consumer wrote its store."""
+    path = Path(settings.data_dir) / "analytics.sqlite3"
+    assert open_store(settings, "analytics", existing=True) is None
+    assert not path.exists()
+    open_store(settings, "analytics").close()
+    opened = open_store(settings, "analytics", existing=True)
+    assert opened is not None
+    assert opened.name == str(path)
+    opened.close()
+
+
 def test_postgresql_url_without_the_driver_is_one_line(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

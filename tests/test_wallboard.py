@@ -18,7 +18,8 @@ from consumers.analytics.calls import apply_event
 from consumers.numbers import display
 from consumers.store.core import Store, open_sqlite
 from consumers.wallboard.consumer import snapshot
-from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token, make_app
+from consumers.wallboard.routes import make_app
+from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token
 from tests.conftest import free_port, run_cli
 
 NOW = datetime(2026, 11, 30, 14, 7, 30, tzinfo=UTC)
@@ -314,3 +315,9 @@ def test_the_wallboard_refuses_a_short_token_at_start(env: dict[str, str]) -> No
         "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
     ]
     assert "letmein" not in refused.stderr
+
+
+def test_the_snapshot_carries_the_thresholds_parsed_at_load(store: Store, tmp_path: Path) -> None:
+    settings = board_settings(tmp_path, timezone="UTC", wallboard_thresholds="wait=10/20,missed=1/2.5")
+    state = snapshot(store, settings, now=NOW)
+    assert state["thresholds"] == {"wait": [10.0, 20.0], "missed": [1.0, 2.5]}

@@ -10,6 +10,9 @@ the arrival order, so the record is right whatever order the events arrive in.
     ring_seconds  started -> connected (null when not answered)
     talk_seconds  connected -> ended   (null when not answered or not ended yet)
     answered      connected_at is known
+
+The other party of a call (:func:`other_party`) is the one rule the CRM's journal
+and the wallboard's caller column share.
 """
 
 from __future__ import annotations
@@ -59,6 +62,18 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     if start is None or end is None:
         return None
     return round((parse_time(end) - parse_time(start)).total_seconds(), 6)
+
+
+def other_party(record: Mapping[str, Any]) -> str | None:
+    """The other party's number of a call record, as given: the caller id, else the number dialed.
+
+    The caller id when the call's ``started`` event gave one (an inbound caller);
+    else, for an outbound call, its call id, which 3CX makes the number dialed;
+    else None (an inbound call whose start was not seen yet).
+    """
+    if record["caller_id"] is not None:
+        return str(record["caller_id"])
+    return str(record["call_id"]) if record["direction"] == "outbound" else None
 
 
 def _fits(record: Mapping[str, Any], slot: str, moment: datetime) -> bool:

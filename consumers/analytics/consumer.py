@@ -15,16 +15,11 @@ The view ``calls_daily`` (docs/store.md) counts the service level against
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from bridge.config import Settings
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
-from consumers.store.core import open_store, sqlite_path
-
-
-def database_path(settings: Settings) -> Path:
-    return sqlite_path(settings, "analytics")
+from consumers.store.core import open_store
 
 
 class Analytics(CallConsumer):

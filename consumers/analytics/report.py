@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from bridge.text import csv_cell, printable
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
     from consumers.store.core import Store
 
 CELL_WIDTH = 40  # characters of a table cell; longer values end in an ellipsis
@@ -72,19 +71,6 @@ def _moment(value: str | None, option: str, *, end: bool) -> str | None:
             raise ConfigError(f"{option} {value!r} is not a day (2026-11-02) or an RFC 3339 time") from None
     moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + (timedelta(days=1) if end else timedelta())
     return format_time(moment)
-
-
-def open_reading(settings: Settings, consumer: str) -> Store | None:
-    """A consumer's store to read from; None when its SQLite file was never written."""
-    from bridge.errors import check_directory
-    from consumers.store.core import open_store, sqlite_path
-
-    if not settings.store_url:
-        path = sqlite_path(settings, consumer)
-        check_directory(path.parent)
-        if not path.exists():
-            return None
-    return open_store(settings, consumer)
 
 
 FIRST_MOMENT = "coalesce(started_at, connected_at, ended_at)"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from bridge.clikit import with_settings
 from bridge.config import Settings, redact_url
+from bridge.events import Direction
 
 
 @click.group()
@@ -89,9 +90,8 @@ def contacts_lookup(settings: Settings, number: str) -> None:
     """
     from bridge.text import printable
     from consumers.crm.consumer import contact_lookup
-    from consumers.numbers import check_region, normalise
+    from consumers.numbers import normalise
 
-    check_region(settings.region)
     read = normalise(number, settings.region)
     click.echo(f"number   {printable(number)!r} -> {read.kind}" + (f" {read.e164}" if read.e164 else ""))
     if read.kind != "external" or read.e164 is None:
@@ -147,7 +147,7 @@ def emit_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, table: A
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--calls", is_flag=True, help="Print the per-call records instead of the summaries.")
-@click.option("--direction", type=click.Choice(["inbound", "outbound", "unknown"]), help="Only these calls.")
+@click.option("--direction", type=click.Choice(get_args(Direction)), help="Only these calls.")
 @click.option("--since", help="Calls started on or after this day or time (2026-11-02, or RFC 3339).")
 @click.option("--until", help="Calls started before this day or time (a day: up to its end).")
 @click.option("--desk", "desks", multiple=True, help="Only this desk (repeatable).")
@@ -179,14 +179,14 @@ def report_command(
         Selection,
         daily_report,
         load_calls,
-        open_reading,
         render_table,
         time_range,
     )
+    from consumers.store.core import open_store
 
     start, end = time_range(since, until)
     selection = Selection(direction, start, end, desks)
-    store = open_reading(settings, "analytics")
+    store = open_store(settings, "analytics", existing=True)
     try:
         if calls:
             records = load_calls(store, selection)

@@ -91,7 +91,14 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
     host = host.strip("[]")  # --host [::1] as in a URL
     from consumers.runtime.runner import Runner
     from consumers.wallboard.consumer import Wallboard
-    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local, make_app, url_host
+    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local, url_host
+
+    try:
+        from consumers.wallboard.routes import make_app
+    except ImportError:
+        raise click.ClickException(
+            "the wallboard needs Starlette and uvicorn: pip install 'tcx-bridge[wallboard]'"
+        ) from None
 
     if not is_local(host) and not settings.wallboard_token:
         raise click.ClickException(

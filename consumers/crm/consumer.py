@@ -22,18 +22,17 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bridge import events
 from bridge.config import Settings
 from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker, OutgoingMessage
-from consumers.analytics.calls import CallConsumer
+from consumers.analytics.calls import CallConsumer, other_party
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
-from consumers.numbers import CallerNumber, check_region, normalise
+from consumers.numbers import CallerNumber, normalise
 from consumers.runtime.consumer import Context
-from consumers.store.core import Store, open_store, sqlite_path
+from consumers.store.core import Store, open_store
 
 JOURNAL_COLUMNS = (
     "ended_at",
@@ -53,9 +52,9 @@ def load_journal(
     settings: Settings, *, since: str | None = None, until: str | None = None, desks: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Journal entries of calls that ended in [since, until) at desks, oldest first."""
-    from consumers.analytics.report import Selection, open_reading
+    from consumers.analytics.report import Selection
 
-    store = open_reading(settings, "crm")
+    store = open_store(settings, "crm", existing=True)
     if store is None:
         return []
     try:
@@ -66,10 +65,6 @@ def load_journal(
     finally:
         store.close()
     return [{**dict(row), "answered": bool(row["answered"])} for row in rows]
-
-
-def contacts_path(settings: Settings) -> Path:
-    return sqlite_path(settings, "contacts")
 
 
 def contact_lookup(settings: Settings) -> ContactLookup:
@@ -85,7 +80,6 @@ class Crm(CallConsumer):
     name = "crm"
 
     def __init__(self, settings: Settings) -> None:
-        check_region(settings.region)
         self.settings = settings
         self.contacts = contact_lookup(settings)
         self.database = open_store(settings, "crm", wait=True)
@@ -97,7 +91,7 @@ class Crm(CallConsumer):
 
     def on_record(self, event: events.CallEvent, record: dict[str, Any], context: Context) -> str:
         outcome = "recorded"
-        number = normalise(record["caller_id"], self.settings.region)
+        number = normalise(other_party(record), self.settings.region)
         if event.kind == "started" and event.direction == "inbound":
             outcome = self._pop(event, number, context)
         if record["ended_at"] is not None:
@@ -143,20 +137,13 @@ class Crm(CallConsumer):
         return "popped" if pop.contact else "popped-unknown"
 
     def _journal(self, db: Store, record: dict[str, Any], number: CallerNumber) -> None:
-        number_raw = (
-            record["caller_id"]
-            if record["caller_id"] is not None
-            else (record["call_id"] if record["direction"] == "outbound" else None)
-        )
-        if record["direction"] == "outbound":
-            number = normalise(number_raw, self.settings.region)
         contact = self._lookup(number)
         entry = {
             "call_key": record["id"],
             "desk": record["desk"],
             "direction": record["direction"],
             "call_id": record["call_id"],
-            "number": number_raw,
+            "number": number.raw,
             "number_e164": number.e164,
             "contact_name": contact.name if contact else None,
             "contact": json.loads(events.ENCODER.encode(contact)) if contact else None,

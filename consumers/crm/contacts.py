@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, HandlerError
+from bridge.errors import HandlerError
 from bridge.events import MAX_NAME, MAX_URL, Contact
 from bridge.redact import redact_text, redact_url
 from consumers.numbers import check_region, normalise
@@ -269,7 +269,7 @@ class HttpContacts:
         assert settings.crm_lookup_url is not None
         self.template = settings.crm_lookup_url
         self.timeout = settings.crm_timeout
-        self.fields = parse_field_map(settings.crm_fields)
+        self.fields = settings.crm_fields.paths  # parsed at load (bridge.values.parse_crm_fields)
 
     def lookup(self, e164: str, raw: str | None = None) -> Contact | None:
         url = self.template.format(e164=urllib.parse.quote(e164), number=urllib.parse.quote(raw or e164))
@@ -278,7 +278,7 @@ class HttpContacts:
             found = found[0] if found else None
         if not isinstance(found, dict):
             return None
-        values = {field: _dig(found, path) for field, path in self.fields.items()}
+        values = {field: _dig(found, path) for field, path in self.fields}
         if not values.get("name"):
             return None
         return pop_contact(
@@ -287,19 +287,6 @@ class HttpContacts:
             _text(values.get("email")),
             _text(values.get("url")),
         )
-
-
-def parse_field_map(text: str) -> dict[str, str]:
-    """``name=fullName,company=org.name`` -> {"name": "fullName", "company": "org.name"}."""
-    fields = {}
-    for pair in filter(None, (part.strip() for part in text.split(","))):
-        ours, _, theirs = pair.partition("=")
-        if ours.strip() not in ("name", "company", "email", "url") or not theirs.strip():
-            raise ConfigError(
-                f"crm_fields: {pair!r} is not field=path with field one of name, company, email, url"
-            )
-        fields[ours.strip()] = theirs.strip()
-    return fields
 
 
 def _dig(document: Any, path: str) -> Any:

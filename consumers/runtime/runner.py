@@ -2,15 +2,16 @@
 
 Every consumer (consumers.runtime.consumer) gets (names with the default namespace ``tcx``):
 
-    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns;
-                          it dead-letters what the consumer rejects to tcx.retry.<name>
-    tcx.<name>.retry      rejected messages wait here (RETRY_DELAY_MS), then expire to tcx.again.<name>,
-                          bound to tcx.<name> alone
+    tcx.<name>            its durable queue (quorum with the ``quorum`` setting), bound to its patterns
+    tcx.retry.<name> -> tcx.<name>.retry   retries wait here (per-message TTL, growing), then expire to
+                          tcx.again.<name>, bound to tcx.<name> alone
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
-A retry is the broker's own dead-lettering, so the message comes back with the
-routing key and ``user_id`` it was published with, and no user may publish to
-a retry or again exchange. What a message is and whom it is for is judged only
+A retry is published by the consumer itself to its own retry exchange (no
+other user may write there, and no user to the again exchange); the headers it
+carries are believed only on a delivery through the again exchange signed by
+the consumer's own user (consumers.runtime.failures.restore). What a message
+is and whom it is for is judged only
 from what the broker vouches for: the exchange and routing key it was delivered
 with (topic permissions say who may publish which key) and ``user_id`` (checked
 against the login; required when ``trust_user_id`` is on). No header a client
@@ -50,11 +51,11 @@ from bridge.errors import (
     TransportError,
 )
 from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
-from bridge.topology import RETRY_DELAY_MS, Binding, again_exchange, declare_queues
-from bridge.transport import Broker, Delivery
+from bridge.topology import Binding, again_exchange, declare_queues, retry_exchange
+from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
-from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded
+from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded, restore, retry
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.runtime.publish import Publisher
 from consumers.store.core import Store, as_store, savepoint, transaction
@@ -196,7 +197,7 @@ class Runner:
 
     # a batch of messages -----------------------------------------------------
     def _on_batch(self, deliveries: list[Delivery]) -> None:
-        """Handle what arrived; commit the consumer's store once; then reject the retries and ack the rest.
+        """Handle what arrived; commit the consumer's store once; then ack them all at once.
 
         Each delivery is decoded once, before prepare(), and the same message goes to
         handle(). With a store (``Consumer.database``), every message runs inside a
@@ -208,7 +209,8 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
-        retried: list[int] = []
+        again = again_exchange(self.settings, self.consumer.name)
+        deliveries = [restore(delivery, again=again, username=broker.username) for delivery in deliveries]
         store = as_store(self.consumer.database)
         with transaction(store):
             read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
@@ -218,14 +220,8 @@ class Runner:
                 started = time.perf_counter()
                 found = read[delivery.delivery_tag]
                 outcome, attempts = self._handle_one(broker, store, delivery, found)
-                if outcome.startswith("retry"):
-                    retried.append(delivery.delivery_tag)
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
-        for tag in retried:
-            broker.reject(tag)  # the queue dead-letters it to its retry queue: the broker keeps key and user
-        acked = [d.delivery_tag for d in deliveries if d.delivery_tag not in retried]
-        if acked:
-            broker.ack(max(acked), multiple=True)  # rejected tags are settled already: not acked again
+        broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, outcome, attempts, seconds in lines:
@@ -287,7 +283,7 @@ class Runner:
         self, broker: Broker, store: Store | None, delivery: Delivery, read: _Read
     ) -> tuple[str, int]:
         """One read delivery inside its own error boundary; only a lost connection escapes it."""
-        attempts = attempts_of(delivery, self.queue)
+        attempts = attempts_of(delivery)
         error = read.error
         if error is None:
             context = self._context(broker, delivery)
@@ -305,7 +301,10 @@ class Runner:
             return self.consumer.handle(message, context)
 
     def _vouch(self, delivery: Delivery) -> None:
-        """What the broker vouches for: the exchange it came through, and a user_id when they are required."""
+        """What the broker vouches for: the exchange it came through, and a user_id when they are required.
+
+        A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
+        """
         expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
         expected.add(again_exchange(self.settings, self.consumer.name))
         if delivery.exchange not in expected:
@@ -313,6 +312,9 @@ class Runner:
                 f"spoofed: delivered through exchange {delivery.exchange!r}, "
                 "not one this consumer is bound to"
             )
+        unreadable = delivery.headers.get(UNREADABLE_HEADERS)
+        if unreadable is not None:  # x-death (the retry count) among them: never retried
+            raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
         if self.settings.trust_user_id and not delivery.user_id:
             reason = (
                 "spoofed: the message has no user_id, so the broker vouches for no sender "
@@ -335,7 +337,9 @@ class Runner:
             reason,
         )
         self.metrics.retried(self.consumer.name)
-        return f"retry-in-{RETRY_DELAY_MS}ms"  # rejected after the batch: the broker brings it back
+        delay, message = retry(delivery, attempts)
+        broker.publish(retry_exchange(self.settings, self.consumer.name), message)
+        return f"retry-in-{delay}ms"
 
     def _dead_letter(self, broker: Broker, delivery: Delivery, attempts: int, reason: str) -> str:
         context = self._context(broker, delivery)

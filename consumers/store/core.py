@@ -18,10 +18,10 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol, overload
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, StoreError, path_problem
+from bridge.errors import ConfigError, StoreError, check_directory, path_problem
 
 PROCESSED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS processed (
@@ -184,27 +184,55 @@ def sqlite_path(settings: Settings, consumer: str) -> Path:
     return Path(settings.data_dir) / f"{consumer}.sqlite3"
 
 
-def open_sqlite(path: Path, consumer: str = "") -> SqliteStore:
-    """A SQLite store at path, migrated to the current schema."""
-    from consumers.store.schema import migrate
+def open_sqlite(path: Path, consumer: str = "", *, migrate: bool = True) -> SqliteStore:
+    """A SQLite store at path, migrated to the current schema (unless migrate is False).
+
+    The SQLite half of :func:`open_store`; for a file outside the data dir (a copy's source, a test).
+    """
+    from consumers.store.schema import migrate as migrate_schema
 
     store = SqliteStore(open_database(path), str(path), consumer)
+    if not migrate:
+        return store
     try:
-        migrate(store)
+        migrate_schema(store)
     except sqlite3.DatabaseError as error:
         store.close()
         raise StoreError(f"store {str(path)!r} cannot be migrated: {error}") from None
     return store
 
 
-def open_store(settings: Settings, consumer: str, *, wait: bool = False) -> Store:
+@overload
+def open_store(
+    settings: Settings,
+    consumer: str,
+    *,
+    wait: bool = ...,
+    migrate: bool = ...,
+    existing: Literal[False] = ...,
+) -> Store: ...
+
+
+@overload
+def open_store(
+    settings: Settings, consumer: str, *, wait: bool = ..., migrate: bool = ..., existing: bool
+) -> Store | None: ...
+
+
+def open_store(
+    settings: Settings, consumer: str, *, wait: bool = False, migrate: bool = True, existing: bool = False
+) -> Store | None:
     """The store of a consumer ("analytics", "crm", "wallboard", "contacts", or a plugin's name).
 
+    The one way the consumers, the commands and the tools open a store by its name.
     SQLite: ``<data_dir>/<name>.sqlite3``. PostgreSQL: the shared database; a
     plugin's call records get a table of their own (``<name>_calls``).
 
     wait: a PostgreSQL server that is away is not an error yet (the consumer's
     runner connects when it answers); without it, StoreUnavailableError.
+    migrate: False leaves the schema as found (a check that changes nothing).
+    existing: a reader's store: None when its SQLite file was never written
+    (the data dir is still checked: a file in its place is a StoreError).
     """
     if settings.store_url:
         try:
@@ -214,8 +242,13 @@ def open_store(settings: Settings, consumer: str, *, wait: bool = False) -> Stor
                 "store_url is a postgresql:// URL but the PostgreSQL driver is not installed; "
                 "install it with: pip install 'tcx-bridge[postgres]'"
             ) from None
-        return PostgresStore(settings.store_url, consumer, wait=wait)
-    return open_sqlite(sqlite_path(settings, consumer), consumer)
+        return PostgresStore(settings.store_url, consumer, wait=wait, migrate=migrate)
+    path = sqlite_path(settings, consumer)
+    if existing:
+        check_directory(path.parent)
+        if not path.exists():
+            return None
+    return open_sqlite(path, consumer, migrate=migrate)
 
 
 def as_store(database: Store | sqlite3.Connection | None) -> Store | None:

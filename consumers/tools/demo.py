@@ -36,10 +36,9 @@ from bridge.inventory import declare_all, expected
 from bridge.simulate import SAMPLE_CONTACTS, find_script, notify_command, plan_traffic, play
 from bridge.text import csv_cell
 from bridge.transport import Broker
-from consumers.analytics.consumer import database_path
-from consumers.analytics.report import COLUMNS, daily_report, open_reading, render_table
-from consumers.crm.consumer import contacts_path
-from consumers.crm.contacts import SqliteContacts
+from consumers.analytics.report import COLUMNS, daily_report, render_table
+from consumers.crm.contacts import open_contacts
+from consumers.store.core import open_store, sqlite_path
 
 DESKS = ("demo-1", "demo-2", "demo-3")
 Say = Callable[[str], None]
@@ -189,7 +188,7 @@ def wait_processed(settings: Settings, expected_events: int, timeout: float) -> 
     count = 0
     while time.monotonic() < deadline:
         try:
-            connection = sqlite3.connect(database_path(settings))
+            connection = sqlite3.connect(sqlite_path(settings, "analytics"))
             count = int(connection.execute("SELECT count(*) FROM processed").fetchone()[0])
             connection.close()
         except sqlite3.Error:
@@ -231,7 +230,11 @@ def import_contacts(settings: Settings, work: Path) -> int:
         for n, (name, phone, company) in enumerate(SAMPLE_CONTACTS):
             row = [name, phone, company, f"https://crm.example.com/contacts/{n + 1}"]
             writer.writerow([csv_cell(cell) for cell in row])
-    return SqliteContacts(contacts_path(settings)).import_file(contacts_csv, settings.region).imported
+    contacts = open_contacts(settings)
+    try:
+        return contacts.import_file(contacts_csv, settings.region).imported
+    finally:
+        contacts.close()
 
 
 def demo_env(settings: Settings, work: Path) -> dict[str, str]:
@@ -293,7 +296,7 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         )
         watcher.stop.set()
         watcher.join(5)
-        store = open_reading(settings, "analytics")
+        store = open_store(settings, "analytics", existing=True)
         summary = daily_report(store)
         if store is not None:
             store.close()

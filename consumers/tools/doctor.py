@@ -29,7 +29,6 @@ from bridge.errors import (
 )
 from bridge.redact import redact_text
 from consumers.agent.assistant import assistant_running
-from consumers.numbers import check_region
 
 ASSISTANT_PLACES = (
     r"C:\Program Files\3CXPhone for Windows\tcx.assistant.client.exe",
@@ -65,10 +64,11 @@ def _store(loaded: Loaded) -> Check:
     """The PostgreSQL store answers, takes our login and holds a schema this code knows."""
     shown = redact_url(loaded.settings.store_url or "")
     try:
-        from consumers.store.postgres import PostgresStore
+        import consumers.store.postgres  # noqa: F401  # the driver: a missing one is a finding of its own
+        from consumers.store.core import open_store
         from consumers.store.schema import LATEST, current_version
 
-        store = PostgresStore(loaded.settings.store_url or "", migrate=False)  # a check changes nothing
+        store = open_store(loaded.settings, "", migrate=False)  # a check changes nothing
         try:
             version = current_version(store)
         finally:
@@ -121,10 +121,7 @@ def _ca_file(path: str) -> Check:
 
 
 def _region(loaded: Loaded) -> Check:
-    try:
-        check_region(loaded.settings.region)
-    except TcxBridgeError as error:
-        return Check(False, str(error), "set TCX_BRIDGE_REGION to your country, e.g. CH")
+    """Shown, not checked again: the CLI's load checked it against phonenumbers (bridge.keys)."""
     return Check(True, f"region {loaded.settings.region} (national numbers are read in it)")
 
 
