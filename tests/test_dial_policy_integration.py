@@ -10,18 +10,9 @@ from bridge.config import Settings
 from bridge.dial import request_dial
 from bridge.transport import Broker, OutgoingMessage
 from tests.conftest import FakeAssistant, Service, Tap, desk_queue, run_cli, start_service
+from tests.test_dialing_integration import dial_results
 
 pytestmark = pytest.mark.integration
-
-
-def results_of(results: Tap, count: int) -> dict[str, dict[str, object]]:
-    found: dict[str, dict[str, object]] = {}
-    while len(found) < count:
-        delivery = results.get(timeout=15)
-        assert delivery is not None, f"only {len(found)} of {count} results: {found}"
-        body = json.loads(delivery.body)
-        found[str(body["request_id"])] = body
-    return found
 
 
 def test_premium_rate_and_the_rate_limit_are_rejected_with_the_reason(
@@ -42,7 +33,7 @@ def test_premium_rate_and_the_rate_limit_are_rejected_with_the_reason(
         ("third", "044 123 45 69"),
     ):
         request_dial(settings, number, desk=settings.desk, broker=broker, request_id=request_id)
-    found = results_of(results, 5)
+    found = dial_results(results, 5)
     assert {key: value["status"] for key, value in found.items()} == {
         "premium": "rejected",
         "denied": "rejected",
@@ -65,7 +56,7 @@ def test_a_dial_request_dead_lettered_unread_still_gets_a_result(
     body = json.dumps({"request_id": "huge-1", "number": "044 123 45 67", "note": "x" * 70_000})
     message = OutgoingMessage(f"desk.{settings.desk}.dial", body.encode(), "huge-1", "dial", 0)
     broker.publish(settings.commands_exchange, message)
-    result = results_of(results, 1)["huge-1"]
+    result = dial_results(results, 1)["huge-1"]
     assert result["status"] == "rejected"
     assert str(result["reason"]).startswith("oversize: the body has 70")
     assert fake_assistant.calls() == []

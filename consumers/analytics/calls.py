@@ -32,30 +32,14 @@ from bridge.topology import Binding
 from bridge.transport import Delivery
 from consumers.runtime.consumer import Batch, Consumer, Context
 from consumers.store.core import Store, as_store
+from consumers.store.schema import calls_table_ddl
 
 WINDOW_SECONDS = 12 * 3600
 CANDIDATES = 20  # the newest records of a key an event may join
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
 
-CALLS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY,
-    desk TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    caller_id TEXT,
-    extension TEXT,
-    started_at TEXT,
-    connected_at TEXT,
-    ended_at TEXT,
-    ring_seconds REAL,
-    talk_seconds REAL,
-    answered INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS calls_key ON calls (desk, direction, call_id);
-CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at);
-"""
+CALLS_SCHEMA = calls_table_ddl("sqlite", "calls")  # the migrations' calls table, for a plugin's own file
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

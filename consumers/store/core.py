@@ -22,13 +22,8 @@ from typing import Any, ClassVar, Literal, Protocol, overload
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, StoreError, check_directory, path_problem
+from consumers.store.schema import PROCESSED_SQLITE
 
-PROCESSED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS processed (
-    event_id TEXT PRIMARY KEY,
-    processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) WITHOUT ROWID;
-"""
 SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts")  # <data_dir>/<name>.sqlite3
 
 
@@ -168,7 +163,7 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(PROCESSED_SCHEMA + schema)
+        connection.executescript(PROCESSED_SQLITE + schema)
     except OSError as error:
         raise StoreError(path_problem(error, path.parent)) from None
     except sqlite3.DatabaseError as error:

@@ -134,6 +134,15 @@ def daily_select(dialect: str, table: str = "calls", where: str = "") -> str:
     )
 
 
+# every SQLite store's processed event ids (a plugin's file too: core.open_database creates it)
+PROCESSED_SQLITE = """
+CREATE TABLE IF NOT EXISTS processed (
+    event_id TEXT PRIMARY KEY,
+    processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) WITHOUT ROWID;
+"""
+
+
 def _calls_table(dialect: str, name: str, *, if_missing: bool) -> str:
     terms = DIALECT_TERMS[dialect]
     guard = "IF NOT EXISTS " if if_missing else ""
@@ -158,11 +167,8 @@ def calls_table_ddl(dialect: str, name: str) -> str:
 def _sqlite_v1(store: Store) -> None:
     """Version 1 in SQLite: what earlier releases created without a version, plus the view."""
     store.script(
-        """
-        CREATE TABLE IF NOT EXISTS processed (
-            event_id TEXT PRIMARY KEY,
-            processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-        ) WITHOUT ROWID;
+        PROCESSED_SQLITE
+        + """
         CREATE TABLE IF NOT EXISTS journal (
             call_key INTEGER PRIMARY KEY, desk TEXT NOT NULL, direction TEXT NOT NULL, call_id TEXT NOT NULL,
             number TEXT, number_e164 TEXT, contact_name TEXT, contact TEXT, answered INTEGER NOT NULL,
