@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from bridge.config import load_settings
 from bridge.events import CALL_EVENT_DECODER
-from consumers.runtime.runner import Binding, Consumer, Runner
+from consumers.runtime import Binding, Consumer, Runner
 
 
 class EndedCalls(Consumer):

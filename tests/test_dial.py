@@ -6,7 +6,7 @@ import pytest
 
 from bridge.dial import clean_number, dial_routing_key, new_request
 from bridge.errors import DialError, HandlerError
-from consumers.agent.consumer import is_web_url, popup_argv, popup_refusal
+from consumers.agent.popup import is_web_url, popup_argv, popup_refusal
 
 CHARS = (
     "has characters other than digits, * and # (and a leading +); "

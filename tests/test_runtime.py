@@ -19,7 +19,9 @@ from bridge.errors import (
 )
 from bridge.transport import Delivery
 from consumers.runtime import runner as runtime
-from consumers.runtime.runner import Consumer, Runner, classify
+from consumers.runtime.consumer import Consumer
+from consumers.runtime.failures import attempts_of, classify
+from consumers.runtime.runner import Runner
 
 
 def http_error(code: int) -> urllib.error.HTTPError:
@@ -68,7 +70,7 @@ def delivery(**headers: Any) -> Delivery:
     ],
 )
 def test_attempts_header_of_any_type_never_crashes(headers: dict[str, Any], attempts: int) -> None:
-    assert runtime._attempts(delivery(**headers)) == attempts
+    assert attempts_of(delivery(**headers)) == attempts
 
 
 class Idle(Consumer):

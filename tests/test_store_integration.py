@@ -475,7 +475,7 @@ def test_a_spoofed_event_is_left_out_of_the_batch_merge(pg_settings: Settings) -
     """On PostgreSQL the batch is merged before handle(): a spoofed event must not be in it."""
     from bridge.errors import HandlerError
     from bridge.transport import Delivery
-    from consumers.runtime.runner import Context
+    from consumers.runtime.consumer import Context
 
     analytics = Analytics(pg_settings)
     honest, forged = call_events(2)[0], call_events(2, seed=8)[0]

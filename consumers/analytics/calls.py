@@ -18,7 +18,7 @@ and the wallboard's caller column share.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -27,10 +27,10 @@ import msgspec
 from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import HandlerError
-from bridge.events import CALL_EVENT_DECODER, CallEvent, parse_time
+from bridge.events import CALL_EVENT_DECODER, MAX_BODY, CallEvent, parse_time
 from bridge.topology import Binding
 from bridge.transport import Delivery
-from consumers.runtime.runner import MAX_BODY, Consumer, Context
+from consumers.runtime.consumer import Batch, Consumer, Context
 from consumers.store.core import Store, as_store
 from consumers.store.schema import calls_table_ddl
 
@@ -218,6 +218,23 @@ def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[i
     return outcome
 
 
+def _events_of(deliveries: Sequence[Delivery]) -> Iterator[tuple[Delivery, CallEvent]]:
+    """A batch's call events: as the runner decoded them (a Batch), or decoded here from a plain list."""
+    decoded = deliveries.decoded if isinstance(deliveries, Batch) else None
+    for delivery in deliveries:
+        if decoded is not None:
+            event = decoded.get(delivery.delivery_tag)  # absent: handle() never sees it
+        elif len(delivery.body) > MAX_BODY:
+            continue  # handle() never reads it: dead-lettered as oversize
+        else:
+            try:
+                event = CALL_EVENT_DECODER.decode(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # handle() dead-letters it
+        if isinstance(event, CallEvent):
+            yield delivery, event
+
+
 class CallConsumer(Consumer):
     """Base of the consumers that keep call records: bound to the call events, duplicates dropped.
 
@@ -227,6 +244,7 @@ class CallConsumer(Consumer):
     queue then merge one call at a time) and, with ``batch_merge``, merges the
     whole batch in four statements; a consumer whose on_record has side effects
     that can fail (the CRM) leaves it off, so each event stays in its own savepoint.
+    prepare() takes the events as the runner decoded them: each is decoded once.
     """
 
     database: Store | sqlite3.Connection
@@ -255,18 +273,12 @@ class CallConsumer(Consumer):
         store = self.store
         if store.dialect != "postgresql":
             return  # a SQLite write transaction holds the whole file already
-        found: list[tuple[int, CallEvent]] = []
         settings: Settings | None = getattr(self, "settings", None)  # a plugin may not keep them
-        for delivery in deliveries:
-            if len(delivery.body) > MAX_BODY:
-                continue  # handle() never reads it: dead-lettered as oversize
-            try:
-                event = CALL_EVENT_DECODER.decode(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # handle() dead-letters it
-            if event.kind not in SLOTS or event.call_id is None or spoofed(settings, delivery, event):
-                continue  # handle() ignores it, or dead-letters it (spoofed)
-            found.append((delivery.delivery_tag, event))
+        found = [
+            (delivery.delivery_tag, event)
+            for delivery, event in _events_of(deliveries)
+            if event.kind in SLOTS and event.call_id is not None and not spoofed(settings, delivery, event)
+        ]  # the others handle() ignores, or dead-letters (spoofed)
         if not found:
             return
         store.lock(key_of(store, event) for _, event in found)

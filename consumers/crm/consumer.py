@@ -31,7 +31,7 @@ from bridge.transport import Broker
 from consumers.analytics.calls import CallConsumer, other_party
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
 from consumers.numbers import CallerNumber, normalise
-from consumers.runtime.runner import Context
+from consumers.runtime.consumer import Context
 from consumers.store.core import Store, open_store
 
 JOURNAL_COLUMNS = (

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from bridge.errors import ConfigError
 from bridge.plugins import CONSUMERS, origin, registered
 from bridge.plugins import load as load_point
-from consumers.runtime.runner import Consumer
+from consumers.runtime.consumer import Consumer
 
 GROUP = CONSUMERS
 

@@ -221,13 +221,8 @@ def run_demo(base: Settings, say: Say, *, calls: int = 30, seed: int = 7, speed:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, speed: float) -> None:
-    started = time.monotonic()
-    say(f"broker {redact_url(settings.amqp_url)}, namespace {settings.namespace}, data in {work}")
-    with Broker(settings.amqp_url) as broker:
-        declare_all(broker, settings, list(DESKS))
-    say(f"1. declared the topology: {len(expected(settings, list(DESKS)))} exchanges and queues")
-
+def import_contacts(settings: Settings, work: Path) -> int:
+    """The sample contacts, written as a CSV file and imported as an operator would: how many."""
     contacts_csv = work / "contacts.csv"
     with contacts_csv.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -237,11 +232,13 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
             writer.writerow([csv_cell(cell) for cell in row])
     contacts = open_contacts(settings)
     try:
-        imported = contacts.import_file(contacts_csv, settings.region).imported
+        return contacts.import_file(contacts_csv, settings.region).imported
     finally:
         contacts.close()
-    say(f"2. imported {imported} sample contacts")
 
+
+def demo_env(settings: Settings, work: Path) -> dict[str, str]:
+    """The environment of the demo's processes: its broker, namespace and data dir, the fake Assistant."""
     assistant = fake_assistant()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TCX_BRIDGE_")}
     env.update(
@@ -254,6 +251,28 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
         TCX_BRIDGE_POPUP_COMMAND=f"{assistant} popup {{name}} {{e164}}",
     )
     (work / "none.toml").write_text("")
+    return env
+
+
+def remove_topology(settings: Settings) -> None:
+    """Delete the demo's queues and exchanges (its namespace is its own)."""
+    with Broker(settings.amqp_url) as broker:
+        for entity in reversed(expected(settings, list(DESKS))):
+            if entity.kind == "queue":
+                broker.delete_queue(entity.name)
+            else:
+                broker.delete_exchange(entity.name)
+
+
+def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, speed: float) -> None:
+    started = time.monotonic()
+    say(f"broker {redact_url(settings.amqp_url)}, namespace {settings.namespace}, data in {work}")
+    with Broker(settings.amqp_url) as broker:
+        declare_all(broker, settings, list(DESKS))
+    say(f"1. declared the topology: {len(expected(settings, list(DESKS)))} exchanges and queues")
+
+    say(f"2. imported {import_contacts(settings, work)} sample contacts")
+    env = demo_env(settings, work)
     watcher = Watcher(settings, say)
     with services(settings, env, say):
         watcher.start()
@@ -283,12 +302,7 @@ def _run(settings: Settings, work: Path, say: Say, *, calls: int, seed: int, spe
             store.close()
         say(f"7. report (times compressed {speed:g}x)")
         say(render_table(summary["by_desk"], ["desk", *COLUMNS]))
-    with Broker(settings.amqp_url) as broker:
-        for entity in reversed(expected(settings, list(DESKS))):
-            if entity.kind == "queue":
-                broker.delete_queue(entity.name)
-            else:
-                broker.delete_exchange(entity.name)
+    remove_topology(settings)
     if [result.status for result in watcher.results] != ["dialed", "confirmed"]:
         raise TcxBridgeError("the dial request was not dialed and confirmed; see the logs in the data dir")
     if done < total:

@@ -28,7 +28,7 @@ from bridge.errors import (
     check_directory,
 )
 from bridge.redact import redact_text
-from consumers.agent.consumer import assistant_running
+from consumers.agent.assistant import assistant_running
 
 ASSISTANT_PLACES = (
     r"C:\Program Files\3CXPhone for Windows\tcx.assistant.client.exe",

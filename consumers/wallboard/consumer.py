@@ -43,7 +43,7 @@ from bridge.events import CallEvent, parse_time
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
 from consumers.numbers import normalise
-from consumers.runtime.runner import Context
+from consumers.runtime.consumer import Context
 from consumers.store.core import open_store, sqlite_path
 from consumers.wallboard.state import Board, day_of, snapshot
 

@@ -21,7 +21,7 @@ from bridge.events import CallEvent
 from consumers.analytics.calls import CALLS_SCHEMA, CallConsumer
 from consumers.crm.contacts import SqliteContacts
 from consumers.numbers import normalise
-from consumers.runtime.runner import Context
+from consumers.runtime import Context
 from consumers.store.core import open_database
 
 WEBHOOK_ENV = "TCX_MISSED_CALLS_WEBHOOK"
