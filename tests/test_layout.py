@@ -105,3 +105,26 @@ def test_help_lists_the_commands_registered_by_entry_points(tmp_path: Path) -> N
         "No module named 'tcx_extra_missing'"
     ]
     assert run("config").returncode == 0  # the rest still work
+
+
+def python_files() -> list[Path]:
+    return sorted(path for part in ("bridge", "consumers") for path in (ROOT / part).rglob("*.py"))
+
+
+def test_no_module_over_400_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n for p in python_files() if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert long == {}
+
+
+def test_no_function_over_60_lines_without_a_reason() -> None:
+    """A longer function says why in its docstring (the word "long")."""
+    long = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60 and "long" not in (ast.get_docstring(node) or ""):
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    assert long == []
