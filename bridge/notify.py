@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -35,11 +36,15 @@ from bridge.envelope import build_outgoing
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.notify_log import configure_logging, log_lost
-from bridge.outbox import Outbox
 from bridge.text import escape_undecodable, printable
 from bridge.topology import publish_event, publish_events
 from bridge.transport import Broker, OutgoingMessage
 from bridge.watchdog import WATCHDOG_GRACE, Watchdog
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bridge.outbox import Outbox
 
 logger = logging.getLogger("bridge.notify")
 
@@ -151,7 +156,7 @@ def deliver(
     Raises OutboxError only when the event can be neither published nor stored.
     """
     deadline = time.monotonic() + settings.publish_budget
-    outbox = Outbox(settings.outbox_dir)
+    outbox = LazyOutbox(settings)
     position = desk_position(settings)
     try:
         return Delivered(
@@ -190,6 +195,38 @@ def deliver(
     return Delivered("outboxed", 0, why)
 
 
+class LazyOutbox:
+    """The outbox, imported only when an event is stored or there is something to replay.
+
+    A launch that publishes while its outbox holds nothing (the common case) never
+    imports the outbox's replay and quarantine code: a directory listing says so.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.directory = settings.outbox_dir
+        self._outbox: Outbox | None = None
+
+    def get(self) -> Outbox:
+        if self._outbox is None:
+            from bridge.outbox import Outbox
+
+            self._outbox = Outbox(self.directory)
+        return self._outbox
+
+    def put(self, message: OutgoingMessage) -> Path:
+        return self.get().put(message)
+
+    def may_hold_events(self) -> bool:
+        """False when the outbox directory holds no file (missing, or only its refused/ and corrupt/)."""
+        try:
+            with os.scandir(self.directory) as entries:
+                return any(entry.is_file(follow_symlinks=False) for entry in entries)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # unreadable: the replay says why
+
+
 def desk_position(settings: Settings) -> int:
     """Where this desk starts in the list of broker addresses, so that desks spread over the nodes."""
     return sum(settings.desk.encode())  # stable across processes (str hashes are not); no zlib import
@@ -198,7 +235,7 @@ def desk_position(settings: Settings) -> int:
 def _publish_and_replay(
     message: OutgoingMessage,
     settings: Settings,
-    outbox: Outbox,
+    outbox: LazyOutbox,
     timeout: float,
     on_safe: Callable[[], None],
     start: int = 0,
@@ -216,10 +253,10 @@ def _publish_and_replay(
     ) as broker:
         publish_event(broker, settings, message)
         on_safe()
-        if settings.replay_batch == 0:
-            return 0
+        if settings.replay_batch == 0 or not outbox.may_hold_events():
+            return 0  # the common case: nothing to replay, and the outbox's code is never imported
         try:
-            replay = outbox.replay(
+            replay = outbox.get().replay(
                 publish_batch=functools.partial(publish_events, broker, settings), limit=settings.replay_batch
             )
         except TcxBridgeError as error:  # our event is out; the backlog waits for the next try
@@ -271,7 +308,7 @@ def run(argv: Sequence[str]) -> int:
                 delivered = deliver(message, settings, watchdog.mark_safe, watchdog.keep)
             except Exception:  # a bug: keep the call before the traceback, unless it is safe already
                 if not watchdog.safe:
-                    watchdog.keep(lambda: Outbox(settings.outbox_dir).put(message))
+                    watchdog.keep(lambda: LazyOutbox(settings).put(message))
                     logger.exception(
                         "kept event_id=%s in the outbox after an unexpected error", event.event_id
                     )
@@ -333,7 +370,7 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
             log_lost(message, oversize)
             return EXIT_FAILED
         try:
-            path = Outbox(settings.outbox_dir).put(message)
+            path = LazyOutbox(settings).put(message)
         except TcxBridgeError as outbox_error:
             log_lost(message, outbox_error)
         else:

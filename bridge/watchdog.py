@@ -11,7 +11,6 @@ from bridge.config import Settings
 from bridge.envelope import OutgoingMessage
 from bridge.errors import TcxBridgeError
 from bridge.notify_log import log_lost
-from bridge.outbox import Outbox
 
 logger = logging.getLogger("bridge.notify")
 
@@ -73,6 +72,8 @@ class Watchdog:
                 logger.warning("stopped at the %.1fs deadline; the rest of the outbox waits", self._seconds)
             else:
                 try:
+                    from bridge.outbox import Outbox  # only past the deadline
+
                     Outbox(self._settings.outbox_dir).put(self._message)
                 except TcxBridgeError as error:
                     log_lost(self._message, error)
