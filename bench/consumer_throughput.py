@@ -61,7 +61,10 @@ def fill(url: str, exchange: str, messages: list[tuple[str, bytes]]) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     channel.confirm_delivery()
-    properties = pika.BasicProperties(content_type="application/json", delivery_mode=2, type="call")
+    user = pika.URLParameters(url).credentials.username  # user_id, as every publisher sets it (trust_user_id)
+    properties = pika.BasicProperties(
+        content_type="application/json", delivery_mode=2, type="call", user_id=user
+    )
     for routing_key, body in messages:
         channel.basic_publish(exchange, routing_key, body, properties)
     connection.close()
