@@ -121,11 +121,6 @@ class Consuming(Connection):
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
 
-    def reject(self, delivery_tag: int) -> None:
-        """Reject one delivery, not requeued: its queue dead-letters it (the broker, not us, moves it)."""
-        with mapped_errors("reject"):
-            self.channel.basic_nack(delivery_tag, multiple=False, requeue=False)
-
 
 def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
     return Delivery(

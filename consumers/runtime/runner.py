@@ -313,7 +313,7 @@ class Runner:
                 "not one this consumer is bound to"
             )
         unreadable = delivery.headers.get(UNREADABLE_HEADERS)
-        if unreadable is not None:  # x-death (the retry count) among them: never retried
+        if unreadable is not None:  # a table no client library can read: dead-lettered, never retried
             raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
         if self.settings.trust_user_id and not delivery.user_id:
             reason = (
