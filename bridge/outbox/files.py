@@ -30,6 +30,18 @@ TEMPORARY = ".tmp-"
 ORPHAN_AGE = 60.0  # seconds; writing a file takes milliseconds, so an older temporary file is an orphan
 
 
+def event_names(directory: Path) -> list[str]:
+    """The event files' names in directory, oldest first (their names begin with the time); [] if missing."""
+    try:
+        return sorted(
+            entry.name
+            for entry in os.scandir(directory)
+            if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
     """An outboxed message as stored on disk; body is the original JSON."""
 
@@ -87,15 +99,7 @@ class OutboxFiles:
 
     def paths(self) -> list[Path]:
         """Outboxed files, oldest first."""
-        try:
-            names = sorted(
-                entry.name
-                for entry in os.scandir(self.directory)
-                if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return [self.directory / name for name in names]
+        return [self.directory / name for name in event_names(self.directory)]
 
     def orphans(self) -> list[Path]:
         """Temporary files: an event being written right now, or one a killed launch left behind."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.errors import OutboxError
-from bridge.outbox.files import SUFFIX, TEMPORARY, OutboxFiles, fsync_directory, mtime
+from bridge.outbox.files import SUFFIX, TEMPORARY, OutboxFiles, event_names, fsync_directory, mtime
 
 logger = logging.getLogger("bridge.outbox")
 
@@ -67,16 +67,8 @@ class RefusedFiles(OutboxFiles):
 
     def refused(self) -> list[Refused]:
         """Events the broker refused for good, oldest first, with their reasons."""
-        try:
-            names = sorted(
-                entry.name
-                for entry in os.scandir(self.refused_dir)
-                if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            return []
         found = []
-        for name in names:
+        for name in event_names(self.refused_dir):
             path = self.refused_dir / name
             sidecar = self.refused_dir / f"{name}{_REASON}"
             try:

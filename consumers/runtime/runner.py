@@ -100,6 +100,7 @@ class Runner:
         self._connected = False
         self._publisher = Publisher(settings, consumer.name)
         self._start = 0
+        self._again = again_exchange(settings, consumer.name)
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -209,8 +210,9 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
-        again = again_exchange(self.settings, self.consumer.name)
-        deliveries = [restore(delivery, again=again, username=broker.username) for delivery in deliveries]
+        deliveries = [
+            restore(delivery, again=self._again, username=broker.username) for delivery in deliveries
+        ]
         store = as_store(self.consumer.database)
         with transaction(store):
             read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
@@ -300,14 +302,19 @@ class Runner:
         with savepoint(store):
             return self.consumer.handle(message, context)
 
+    @functools.cached_property
+    def _exchanges(self) -> frozenset[str]:
+        """Where a delivery may come from: the exchanges the consumer is bound to, and its retries' way back
+        (worked out once, at the first delivery, not per message)."""
+        bound = {binding.exchange for binding in self.consumer.bindings(self.settings)}
+        return frozenset({*bound, self._again})
+
     def _vouch(self, delivery: Delivery) -> None:
         """What the broker vouches for: the exchange it came through, and a user_id when they are required.
 
         A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
         """
-        expected = {binding.exchange for binding in self.consumer.bindings(self.settings)}
-        expected.add(again_exchange(self.settings, self.consumer.name))
-        if delivery.exchange not in expected:
+        if delivery.exchange not in self._exchanges:
             raise HandlerError(
                 f"spoofed: delivered through exchange {delivery.exchange!r}, "
                 "not one this consumer is bound to"
@@ -316,11 +323,10 @@ class Runner:
         if unreadable is not None:  # a table no client library can read: dead-lettered, never retried
             raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
         if self.settings.trust_user_id and not delivery.user_id:
-            reason = (
+            raise HandlerError(
                 "spoofed: the message has no user_id, so the broker vouches for no sender "
                 "(every tcx-bridge publisher sets it; trust_user_id = false accepts such messages)"
             )
-            raise HandlerError(reason)
 
     def _failed(self, broker: Broker, delivery: Delivery, attempts: int, error: Exception) -> str:
         """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
