@@ -89,9 +89,10 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
         TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
     """
     host = host.strip("[]")  # --host [::1] as in a URL
+    from bridge.values import host_port
     from consumers.runtime.runner import Runner
     from consumers.wallboard.consumer import Wallboard
-    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local, url_host
+    from consumers.wallboard.web import Fanout, HostCheck, WebServer, is_local
 
     try:
         from consumers.wallboard.routes import make_app
@@ -114,8 +115,8 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
     fanout.publish(board.refresh())
     server = WebServer(app, host, port)
     server.start()
-    shown = url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
-    click.echo(f"wallboard on http://{shown}:{port}/ (day in {board.current['timezone']})", err=True)
+    shown = host_port({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port)
+    click.echo(f"wallboard on http://{shown}/ (day in {board.current['timezone']})", err=True)
     runner = Runner(board, settings)
     runner.install_signal_handlers()
     try:

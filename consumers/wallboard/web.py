@@ -68,11 +68,6 @@ def check_token(token: str | None) -> None:
         )
 
 
-def url_host(host: str) -> str:
-    """host as it goes in a URL: IPv6 addresses in brackets."""
-    return f"[{host}]" if ":" in host else host
-
-
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host)
