@@ -44,11 +44,10 @@ def test_topology_declare_twice_is_idempotent(
     env: dict[str, str], broker: Broker, settings: Settings
 ) -> None:
     """Counted from the topology's own list: installed plugins add their queues to it."""
-    from bridge.inventory import expected
-    from consumers.runtime.plugins import consumer_classes
+    from bridge.inventory import consumer_kinds, expected
 
     entities = expected(settings, ["d1"])
-    consumers = [consumer.name_for(settings) for consumer in consumer_classes()]
+    consumers = [consumer.name_for(settings) for consumer in consumer_kinds()]
     assert {"crm", "analytics", "wallboard"} <= set(consumers)
     for _ in range(2):
         done = run_cli(env, "topology", "declare", "--desk", "d1")

@@ -58,8 +58,3 @@ def installed() -> list[Plugin]:
         about = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         plugins.append(Plugin(name, package, version, about))
     return plugins
-
-
-def consumer_classes() -> list[type[Consumer]]:
-    """The classes of every consumer that loads (for topology declare and show)."""
-    return [load(plugin.name) for plugin in installed() if plugin.error is None]
