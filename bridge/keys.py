@@ -59,6 +59,7 @@ class Key(NamedTuple):
     parse: Callable[[str, Any], Any]
     help: str
     check: Callable[[Any], None] | None = None
+    secret: bool = False  # shown as **** by `tcx-bridge config`
 
     @property
     def env(self) -> str:
