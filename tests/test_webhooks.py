@@ -22,7 +22,7 @@ from consumers.webhooks.formats import Formatter
 from consumers.webhooks.guard import RefusedAddressError, check_url, refused_address
 from consumers.webhooks.policy import Breaker, Order, retry_delay
 from consumers.webhooks.settings import SECTION, Target, parse_agents, parse_targets, secrets_of
-from consumers.webhooks.signing import new_secret, signature_headers, key_of
+from consumers.webhooks.signing import key_of, new_secret, signature_headers
 
 
 def call(kind: str = "started", direction: str = "inbound", call_id: str = "c1", **more: Any) -> CallEvent:
@@ -53,10 +53,13 @@ def test_targets_are_read_from_toml_tables_with_defaults(tmp_path: Path) -> None
     settings = load_settings(environ={"TCX_BRIDGE_CONFIG": str(config)}).settings
     options = SECTION.of(settings)
     helpdesk, bi = options.webhooks
-    assert helpdesk.format == "zammad" and helpdesk.timeout == 2.5
+    assert helpdesk.format == "zammad"
+    assert helpdesk.timeout == 2.5
     assert helpdesk.events == ("call.*.inbound.*", "dial.*.*")
     assert helpdesk.headers == {"X-Tenant": "north"}
-    assert bi.events == ("call.#",) and bi.retry_for == 4 * 3600 and bi.disable_after == 6
+    assert bi.events == ("call.#",)
+    assert bi.retry_for == 4 * 3600
+    assert bi.disable_after == 6
     assert bi.allow_private is True
     assert options.webhook_agents == {"DESK-07": "Alice Martin"}
 
@@ -65,11 +68,23 @@ def test_targets_are_read_from_toml_tables_with_defaults(tmp_path: Path) -> None
     ("table", "error"),
     [
         ({"name": "Help Desk", "url": "https://x.example/"}, "name 'Help Desk' is not a target name"),
-        ({"name": "a", "url": "ftp://x.example/"}, "url 'ftp://x.example/' is not an http:// or https:// URL"),
-        ({"name": "a", "url": "https://x.example/", "format": "xml"}, "webhook 'a': Invalid enum value 'xml' - at `$.format`"),
+        (
+            {"name": "a", "url": "ftp://x.example/"},
+            "url 'ftp://x.example/' is not an http:// or https:// URL",
+        ),
+        (
+            {"name": "a", "url": "https://x.example/", "format": "xml"},
+            "webhook 'a': Invalid enum value 'xml' - at `$.format`",
+        ),
         ({"name": "a", "url": "https://x.example/", "events": ["call..x"]}, "event pattern 'call..x'"),
-        ({"name": "a", "url": "https://x.example/", "timeout": 0}, "timeout = 0.0 is too small; give at least 0.01"),
-        ({"name": "a", "url": "https://x.example/", "headers": {"webhook-id": "x"}}, "header 'webhook-id' may not"),
+        (
+            {"name": "a", "url": "https://x.example/", "timeout": 0},
+            "timeout = 0.0 is too small; give at least 0.01",
+        ),
+        (
+            {"name": "a", "url": "https://x.example/", "headers": {"webhook-id": "x"}},
+            "header 'webhook-id' may not",
+        ),
         ({"name": "a", "url": "https://x.example/", "colour": "red"}, "unknown field `colour`"),  # a typo
     ],
 )
@@ -89,7 +104,10 @@ def test_a_target_name_given_twice_is_refused() -> None:
 def test_targets_and_agents_from_the_environment() -> None:
     (target,) = parse_targets("TCX_BRIDGE_WEBHOOKS", '[{"name": "a", "url": "https://x.example/"}]')
     assert target.name == "a"
-    assert parse_agents("TCX_BRIDGE_WEBHOOK_AGENTS", "D1=Alice, D2=Bob Smith") == {"D1": "Alice", "D2": "Bob Smith"}
+    assert parse_agents("TCX_BRIDGE_WEBHOOK_AGENTS", "D1=Alice, D2=Bob Smith") == {
+        "D1": "Alice",
+        "D2": "Bob Smith",
+    }
     with pytest.raises(ConfigError, match="'D1' is not DESK=Agent Name"):
         parse_agents("TCX_BRIDGE_WEBHOOK_AGENTS", "D1")
 
@@ -143,7 +161,9 @@ def test_cloudevents_parse_with_the_sdk() -> None:
         assert event["subject"] == "DESK-07"
         assert event["time"] == "2026-11-27T16:32:28.123456Z"
         assert event.get_data() == json.loads(msgspec.json.encode(message))
-    assert from_http({"content-type": "application/cloudevents+json"}, formatter.render(call()).body)["id"] == (  # type: ignore[union-attr]
+    assert from_http({"content-type": "application/cloudevents+json"}, formatter.render(call()).body)[
+        "id"
+    ] == (  # type: ignore[union-attr]
         "e-started-c1"
     )
 
@@ -155,7 +175,13 @@ def test_zammad_fields_follow_the_generic_cti_docs() -> None:
         rendered = formatter.render(message)
         return None if rendered is None else json.loads(rendered.body)
 
-    inbound = {"from": "+4930123456", "to": "107", "direction": "in", "callId": "c1", "user": ["Alice Martin"]}
+    inbound = {
+        "from": "+4930123456",
+        "to": "107",
+        "direction": "in",
+        "callId": "c1",
+        "user": ["Alice Martin"],
+    }
     assert fields(call("started")) == {"event": "newCall", **inbound}
     assert fields(call("connected")) == {"event": "answer", **inbound, "answeringNumber": "107"}
     answered = {"event": "hangup", **inbound, "answeringNumber": "107", "cause": "normalClearing"}
@@ -169,7 +195,8 @@ def test_zammad_fields_follow_the_generic_cti_docs() -> None:
         "event": "newCall", "from": "107", "to": "+4989555", "direction": "out", "callId": "c3", "user": ["Alice Martin"]
     }  # fmt: skip
     anonymous = fields(call("started", call_id="c4", caller_id=None, anonymous=True))
-    assert anonymous is not None and anonymous["from"] == "anonymous"
+    assert anonymous is not None
+    assert anonymous["from"] == "anonymous"
     assert fields(call("started", "unknown", "c5")) is None  # Zammad has no direction for it: skipped
     assert Formatter("zammad", "tcx", {}).render(call("started")) is not None
     assert "user" not in json.loads(Formatter("zammad", "tcx", {}).render(call("started")).body)  # type: ignore[union-attr]
@@ -193,7 +220,10 @@ def test_the_ssrf_guard_knows_the_refused_ranges(address: str, kind: str | None)
 
 
 def test_the_ssrf_guard_refuses_a_local_url_unless_allowed() -> None:
-    with pytest.raises(RefusedAddressError, match=r"'http://localhost:18100/' resolves to .*, a loopback address; set allow_private = true"):
+    with pytest.raises(
+        RefusedAddressError,
+        match=r"'http://localhost:18100/' resolves to .*, a loopback address; set allow_private = true",
+    ):
         check_url("local", "http://localhost:18100/", allow_private=False)
     check_url("local", "http://localhost:18100/", allow_private=True)
 
@@ -226,10 +256,13 @@ def test_retry_delays_grow_with_jitter_up_to_the_maximum_and_honour_retry_after(
 
 def test_the_breaker_pauses_after_failures_in_a_row_and_a_delivery_resets_it() -> None:
     breaker = Breaker(Target(name="a", url="https://x.example/", disable_after=3, resume_after=60))
-    assert not breaker.failed() and not breaker.failed()
+    assert not breaker.failed()
+    assert not breaker.failed()
     breaker.succeeded()
-    assert not breaker.failed() and not breaker.failed()
-    assert breaker.failed() and breaker.paused
+    assert not breaker.failed()
+    assert not breaker.failed()
+    assert breaker.failed()
+    assert breaker.paused
     breaker.resume()
     assert not breaker.paused
 
@@ -251,10 +284,14 @@ def test_the_webhooks_user_reads_and_writes_only_its_targets_routes() -> None:
     settings = load_settings(environ={}, read_file=False).settings
     rights = service_rights(settings, "tcx-webhooks")
     assert rights.configure == "^$"
-    assert re.match(rights.read, "tcx.webhooks.helpdesk") and re.match(rights.read, "tcx.dead.webhooks.helpdesk")
-    assert not re.match(rights.read, "tcx.crm") and not re.match(rights.read, "tcx.dead.crm")
-    assert re.match(rights.write, "tcx.retry.webhooks.helpdesk") and re.match(rights.write, "tcx.dead")
+    assert re.match(rights.read, "tcx.webhooks.helpdesk")
+    assert re.match(rights.read, "tcx.dead.webhooks.helpdesk")
+    assert not re.match(rights.read, "tcx.crm")
+    assert not re.match(rights.read, "tcx.dead.crm")
+    assert re.match(rights.write, "tcx.retry.webhooks.helpdesk")
+    assert re.match(rights.write, "tcx.dead")
     for other in ("tcx.events", "tcx.again.webhooks.helpdesk", "tcx.retry.crm", "tcx.commands", ""):
         assert not re.match(rights.write, other), other
     dead_write, _ = rights.topics["tcx.dead"]
-    assert re.match(dead_write, "webhooks.helpdesk") and not re.match(dead_write, "crm")
+    assert re.match(dead_write, "webhooks.helpdesk")
+    assert not re.match(dead_write, "crm")

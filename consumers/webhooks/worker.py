@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import BrokerRefusedError, TransportError
 from bridge.events import EVENT_DECODER, MAX_BODY, CallEvent, DialResult
@@ -123,22 +124,23 @@ class Worker:
             self.sender.close()
 
     def _session(self, broker: Broker) -> None:
+        """One connection: consume until stopped or paused (then the connection closes, and the
+        broker puts what this channel had not acked back in the queue, in order), or wait paused."""
+        if self.breaker.paused:
+            self._while_paused(broker)
+            return
         declare_events(broker, self.settings)
         declare_queues(broker, self.settings, self.name, bindings(self.settings, self.target))
-        while not self.stop.is_set():
-            if self.breaker.paused:
-                self._while_paused(broker)
-                continue
-            self.stats.set_state("delivering")
-            logger.info("webhook=%s consuming %s", self.target.name, self.queue)
-            broker.consume(
-                self.queue,
-                functools.partial(self._on_batch, broker),
-                prefetch=min(max(self.settings.prefetch, self.target.concurrency * 32), 1000),
-                should_stop=lambda: self.stop.is_set() or self.breaker.paused,
-                on_tick=functools.partial(self._tick, broker),
-                tick=0.2,
-            )
+        self.stats.set_state("delivering")
+        logger.info("webhook=%s consuming %s", self.target.name, self.queue)
+        broker.consume(
+            self.queue,
+            functools.partial(self._on_batch, broker),
+            prefetch=min(max(self.settings.prefetch, self.target.concurrency * 32), 1000),
+            should_stop=lambda: self.stop.is_set() or self.breaker.paused,
+            on_tick=functools.partial(self._tick, broker),
+            tick=0.2,
+        )
 
     def _tick(self, broker: Broker) -> None:
         if self.enabled():
@@ -210,6 +212,13 @@ class Worker:
             message = EVENT_DECODER.decode(delivery.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             return Item(delivery, None, f"undecodable: {error}", "")
+        speaks_for = desk_of_user(delivery.user_id)
+        if self.settings.trust_user_id and speaks_for not in (None, message.desk):
+            problem = (
+                f"spoofed: the event is for desk {message.desk!r} but user {delivery.user_id!r} "
+                f"published it, who speaks for desk {speaks_for!r} only"
+            )
+            return Item(delivery, None, problem, "")
         if isinstance(message, CallEvent):
             call = f"call/{message.desk}/{message.call_id or message.event_id}"
         else:
@@ -281,7 +290,7 @@ class Worker:
             assert item.message is not None
             self.order.done(item.call, event_id(item.message))
             waited = (now_ms - since) / 1000
-            reason = f"gave up after {waited:.0f}s and {attempts} attempt(s); last: {result.reason}"
+            reason = f"gave up after {waited:.1f}s and {attempts} attempt(s); last: {result.reason}"
             self._dead(broker, delivery, attempts, reason)
             return "dead-lettered"
         if waiting:  # queued behind its call's earlier event: not an attempt
