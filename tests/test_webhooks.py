@@ -21,7 +21,7 @@ from consumers.webhooks.delivery import retry_after, verdict_of
 from consumers.webhooks.formats import Formatter
 from consumers.webhooks.guard import RefusedAddressError, check_url, refused_address
 from consumers.webhooks.policy import Breaker, Order, retry_delay
-from consumers.webhooks.settings import SECTION, Target, parse_agents, parse_targets, secrets_of
+from consumers.webhooks.settings import WEBHOOKS, Target, parse_agents, parse_targets, secrets_of
 from consumers.webhooks.signing import key_of, new_secret, signature_headers
 
 
@@ -51,7 +51,7 @@ def test_targets_are_read_from_toml_tables_with_defaults(tmp_path: Path) -> None
         '[[webhooks]]\nname = "bi"\nurl = "http://10.0.0.5/hook"\nallow_private = true\n'
     )
     settings = load_settings(environ={"TCX_BRIDGE_CONFIG": str(config)}).settings
-    options = SECTION.of(settings)
+    options = WEBHOOKS.of(settings)
     helpdesk, bi = options.webhooks
     assert helpdesk.format == "zammad"
     assert helpdesk.timeout == 2.5

@@ -29,7 +29,7 @@ from consumers.runtime.consumer import Consumer
 from consumers.runtime.metrics import metrics_for
 from consumers.webhooks import state, stats
 from consumers.webhooks.guard import RefusedAddressError, check_url
-from consumers.webhooks.settings import SECTION, Options, secrets_of
+from consumers.webhooks.settings import WEBHOOKS, WebhooksOptions, secrets_of
 from consumers.webhooks.worker import Worker, bindings, consumer_name
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Webhooks(Consumer):
     @classmethod
     def queues(cls, settings: Settings) -> list[tuple[str, Sequence[Binding]]]:
         """One queue per target, bound to the target's patterns (for topology declare)."""
-        options: Options = SECTION.of(settings)
+        options: WebhooksOptions = WEBHOOKS.of(settings)
         return [(consumer_name(target), bindings(settings, target)) for target in options.webhooks]
 
     def make_runner(self, settings: Settings, **_: Any) -> Supervisor:
@@ -58,7 +58,7 @@ class Supervisor:
     """Runs one Worker thread per target until stopped; writes their state for ``webhooks list``."""
 
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None) -> None:
-        options: Options = SECTION.of(settings)
+        options: WebhooksOptions = WEBHOOKS.of(settings)
         if not options.webhooks:
             raise ConfigError(
                 "no [[webhooks]] targets are configured; add one to config.toml (docs/webhooks.md)"

@@ -22,7 +22,7 @@ from bridge.transport import Broker, OutgoingMessage
 from consumers.runtime.failures import ATTEMPTS, ROUTING_KEY, USER_ID
 from consumers.webhooks.delivery import Result, Sender
 from consumers.webhooks.formats import Formatter, event_id
-from consumers.webhooks.settings import SECTION, Options, Target, secrets_of
+from consumers.webhooks.settings import WEBHOOKS, Target, WebhooksOptions, secrets_of
 from consumers.webhooks.signing import key_of, signature_headers
 from consumers.webhooks.state import read_state
 from consumers.webhooks.worker import consumer_name
@@ -48,7 +48,7 @@ def shown_url(url: str) -> str:
 
 def rows(settings: Settings, broker: Broker | None) -> list[Row]:
     """Every configured target with the state the consumer last wrote and its queues' depths."""
-    options: Options = SECTION.of(settings)
+    options: WebhooksOptions = WEBHOOKS.of(settings)
     written = read_state(settings.data_dir).get("targets", {})
     found = []
     for target in options.webhooks:
@@ -93,7 +93,7 @@ def sample_event(settings: Settings) -> CallEvent:
 
 def send_test(settings: Settings, target: Target) -> Result:
     """One signed sample event to the target, now."""
-    options: Options = SECTION.of(settings)
+    options: WebhooksOptions = WEBHOOKS.of(settings)
     message = sample_event(settings)
     rendered = Formatter(target.format, settings.namespace, options.webhook_agents).render(message)
     assert rendered is not None  # every format has a body for a call start

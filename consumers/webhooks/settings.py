@@ -31,7 +31,7 @@ from typing import Any, Literal
 import msgspec
 
 from bridge.errors import ConfigError
-from bridge.keys import Key
+from bridge.keys import Key, const
 from bridge.sections import Section
 from consumers.webhooks.signing import check_secret
 
@@ -67,8 +67,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     allow_private: bool = False  # loopback, link-local and private addresses (SSRF guard)
 
 
-class Options(msgspec.Struct, frozen=True, kw_only=True):
-    """The section's options (``SECTION.of(settings)``)."""
+class WebhooksOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The section's options (``WEBHOOKS.of(settings)``)."""
 
     webhooks: tuple[Target, ...]
     webhook_agents: dict[str, str]
@@ -183,19 +183,19 @@ def secrets_of(target: Target, environ: Mapping[str, str] | None = None) -> tupl
     return found
 
 
-SECTION = Section(
+WEBHOOKS = Section(
     "webhooks",
     (
-        Key("webhooks", lambda _, __: (), parse_targets, "[[webhooks]] targets (docs/webhooks.md)"),
-        Key("webhook_agents", lambda _, __: {}, parse_agents, "desk -> agent name, Zammad's user[]"),
+        Key("webhooks", const(()), parse_targets, "[[webhooks]] targets (docs/webhooks.md)"),
+        Key("webhook_agents", const({}), parse_agents, "desk -> agent name, Zammad's user[]"),
     ),
-    Options,
+    WebhooksOptions,
 )
 
 
 def targets_of(settings: Any) -> tuple[Target, ...]:
     """The configured targets of loaded settings."""
-    options: Options = SECTION.of(settings)
+    options: WebhooksOptions = WEBHOOKS.of(settings)
     return options.webhooks
 
 
