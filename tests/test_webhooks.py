@@ -295,3 +295,19 @@ def test_the_webhooks_user_reads_and_writes_only_its_targets_routes() -> None:
     dead_write, _ = rights.topics["tcx.dead"]
     assert re.match(dead_write, "webhooks.helpdesk")
     assert not re.match(dead_write, "crm")
+
+
+def test_config_shows_the_targets_without_secrets_or_url_paths(tmp_path: Path) -> None:
+    from bridge.config import describe
+
+    secret = new_secret()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[[webhooks]]\nname = "helpdesk"\nurl = "https://zammad.example/api/v1/cti/TOKEN"\nsecret = "{secret}"\n'
+        'format = "zammad"\n'
+    )
+    rows = {row[0]: row for row in describe(load_settings(environ={"TCX_BRIDGE_CONFIG": str(config)}))}
+    assert rows["webhooks"][2] == "helpdesk=https://zammad.example/… (zammad)"
+    shown = " ".join(row[2] for row in rows.values())
+    assert secret not in shown
+    assert "/api/v1/cti/TOKEN" not in shown

@@ -67,6 +67,20 @@ class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     allow_private: bool = False  # loopback, link-local and private addresses (SSRF guard)
 
 
+class Targets(tuple[Target, ...]):
+    """The targets, shown by ``tcx-bridge config`` without secrets or URL paths (Zammad's holds its token)."""
+
+    def __str__(self) -> str:
+        from urllib.parse import urlsplit
+
+        shown = []
+        for target in self:
+            parts = urlsplit(target.url)
+            host = parts.netloc.rpartition("@")[2]
+            shown.append(f"{target.name}={parts.scheme}://{host}/… ({target.format})")
+        return ", ".join(shown)
+
+
 class WebhooksOptions(msgspec.Struct, frozen=True, kw_only=True):
     """The section's options (``WEBHOOKS.of(settings)``)."""
 
@@ -133,7 +147,7 @@ def parse_targets(label: str, value: Any) -> tuple[Target, ...]:
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ConfigError(f"{label}: webhook name {twice[0]!r} is given twice; give each target once")
-    return tuple(targets)
+    return Targets(targets)
 
 
 def parse_agents(label: str, value: Any) -> dict[str, str]:
