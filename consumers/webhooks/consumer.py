@@ -65,6 +65,7 @@ class Supervisor:
             )
         self.settings = settings
         self.stop_event = threading.Event()
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # our own line per event says it all
         metrics = metrics_for(settings)
         self.metrics = metrics
         registry = getattr(metrics, "registry", None)

@@ -1,11 +1,11 @@
 """One target's delivery loop: its own connection, queue, retries, pause and requests in flight.
 
 A worker (a thread of ``tcx-bridge consume webhooks``) consumes ``<namespace>.webhooks.<target>``
-with a connection of its own and posts each batch's events with at most
-``concurrency`` requests in flight: a batch's events are grouped by call, the
-groups go in parallel, a call's events one after the other. Then, in the batch's
-order, it publishes the retries (to its own retry exchange) and the dead letters,
-and acks. A slow or dead target holds up only its own worker.
+with a connection of its own and posts each event as it arrives, at most
+``concurrency`` requests in flight: each call has a lane (consumers.webhooks.lanes),
+a call's events go one after the other, calls in parallel. As requests finish, the
+connection's thread publishes the retries (to the target's own retry exchange) and
+the dead letters, and acks. A slow or dead target holds up only its own worker.
 
 What a message is, is judged as the runtime does (consumers.runtime.runner): the
 exchange it came through (the events exchange, or its own again exchange, whose
@@ -40,6 +40,7 @@ from consumers.runtime.backoff import Backoff
 from consumers.runtime.failures import ATTEMPTS, SINCE, USER_ID, attempts_of, dead_letter, restore
 from consumers.webhooks.delivery import Result, Sender
 from consumers.webhooks.formats import Formatter, event_id
+from consumers.webhooks.lanes import Lanes
 from consumers.webhooks.policy import Breaker, Order, retry_delay
 from consumers.webhooks.settings import Target
 from consumers.webhooks.signing import key_of, signature_headers
@@ -98,6 +99,7 @@ class Worker:
         self._retry = retry_exchange(settings, self.name)
         self._exchanges = frozenset({*(b.exchange for b in bindings(settings, target)), self._again})
         self._pool = ThreadPoolExecutor(target.concurrency, thread_name_prefix=f"webhook-{target.name}")
+        self._lanes = Lanes(self._pool, self._deliver)
 
     # the loop ------------------------------------------------------------------
     def run(self) -> None:
@@ -132,17 +134,24 @@ class Worker:
         declare_events(broker, self.settings)
         declare_queues(broker, self.settings, self.name, bindings(self.settings, self.target))
         self.stats.set_state("delivering")
+        self._lanes.wake = broker.wake
         logger.info("webhook=%s consuming %s", self.target.name, self.queue)
-        broker.consume(
-            self.queue,
-            functools.partial(self._on_batch, broker),
-            prefetch=min(max(self.settings.prefetch, self.target.concurrency * 32), 1000),
-            should_stop=lambda: self.stop.is_set() or self.breaker.paused,
-            on_tick=functools.partial(self._tick, broker),
-            tick=0.2,
-        )
+        try:
+            broker.consume(
+                self.queue,
+                functools.partial(self._on_batch, broker),
+                prefetch=min(max(self.settings.prefetch, self.target.concurrency * 32), 1000),
+                should_stop=lambda: self.stop.is_set() or self.breaker.paused,
+                on_tick=functools.partial(self._tick, broker),
+                tick=0.2,
+            )
+            self._lanes.drained.wait()  # what is in flight ends (the rest comes back held)
+            self._settle_done(broker)
+        finally:
+            self._lanes.forget()  # a lost connection: the broker redelivers whatever was not acked
 
     def _tick(self, broker: Broker) -> None:
+        self._settle_done(broker)
         if self.enabled():
             self.breaker.resume()
         if self.stats.backlog_due():
@@ -175,25 +184,24 @@ class Worker:
 
     # a batch -------------------------------------------------------------------
     def _on_batch(self, broker: Broker, deliveries: list[Delivery]) -> None:
-        items = [self._read(restore(d, again=self._again, username=broker.username)) for d in deliveries]
-        groups: dict[str, list[Item]] = {}
-        for item in items:
-            if item.error is None:
-                groups.setdefault(item.call, []).append(item)
-        futures = [self._pool.submit(self._deliver_group, group) for group in groups.values()]
-        results: dict[int, Result] = {}
-        for future in futures:
-            results.update(future.result())
-        held = any(result.verdict == "held" for result in results.values())
-        for item in items:
-            result = results.get(item.delivery.delivery_tag) if item.error is None else None
-            if result is not None and result.verdict == "held":
-                continue  # left unacked: back in the queue, in order, when the consumer is cancelled
+        """Each event to its call's lane (one at a time per call, ``concurrency`` lanes at once);
+        what cannot be handled is dead-lettered now. Acks come as the lanes finish (_settle_done)."""
+        for delivery in deliveries:
+            item = self._read(restore(delivery, again=self._again, username=broker.username))
+            if item.error is not None:
+                self._settle(broker, item, None)
+                broker.ack(delivery.delivery_tag)
+            else:
+                self._lanes.add(item)
+        self._settle_done(broker)
+
+    def _settle_done(self, broker: Broker) -> None:
+        """In the connection's thread: publish and ack what the lanes finished; held ones stay unacked."""
+        for item, result in self._lanes.finished():
+            if result.verdict == "held":
+                continue  # back in the queue, in order, when this connection closes
             self._settle(broker, item, result)
-            if held:
-                broker.ack(item.delivery.delivery_tag)
-        if not held:
-            broker.ack(deliveries[-1].delivery_tag, multiple=True)
+            broker.ack(item.delivery.delivery_tag)
 
     def _read(self, delivery: Delivery) -> Item:
         """What the broker vouches for, the size, then the event (as consumers.runtime.runner reads it)."""
@@ -224,10 +232,6 @@ class Worker:
         else:
             call = f"dial/{message.desk}/{message.request_id}"
         return Item(delivery, message, None, call)
-
-    def _deliver_group(self, group: list[Item]) -> dict[int, Result]:
-        """One call's events of the batch, in order (a thread of the pool)."""
-        return {item.delivery.delivery_tag: self._deliver(item) for item in group}
 
     def _deliver(self, item: Item) -> Result:
         assert item.message is not None
