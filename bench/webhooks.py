@@ -178,8 +178,9 @@ def latency(rate: float, seconds: float, hanging: bool, workdir: str) -> tuple[f
         finally:
             stop(process, settings)
     cuts = statistics.quantiles(taken, n=100)
+    left = f" ({hung} requests left hanging)" if hanging else ""
     print(f"    {'with' if hanging else 'without'} the hanging target: {len(taken)} deliveries, "
-          f"p50 {cuts[49]:.1f} ms, p95 {cuts[94]:.1f} ms" + (f" ({hung} requests left hanging)" if hanging else ""))  # fmt: skip
+          f"p50 {cuts[49]:.1f} ms, p95 {cuts[94]:.1f} ms{left}")  # fmt: skip
     return cuts[49], cuts[94], len(taken)
 
 
