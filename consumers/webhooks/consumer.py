@@ -82,7 +82,15 @@ class Supervisor:
             enabled = functools.partial(state.enable_requested, settings.data_dir, target.name)
             secrets = secrets_of(target, environ)
             self.workers.append(
-                Worker(target, settings, secrets, options.webhook_agents, self.stop_event, enabled=enabled)
+                Worker(
+                    target,
+                    settings,
+                    secrets,
+                    options.webhook_agents,
+                    self.stop_event,
+                    enabled=enabled,
+                    metrics=metrics,
+                )
             )
 
     def stop(self, *_: object) -> None:

@@ -38,6 +38,7 @@ from bridge.topology import Binding, again_exchange, declare_events, declare_que
 from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.failures import ATTEMPTS, SINCE, USER_ID, attempts_of, dead_letter, restore
+from consumers.runtime.metrics import NULL, Metrics
 from consumers.webhooks.delivery import Result, Sender
 from consumers.webhooks.formats import Formatter, event_id
 from consumers.webhooks.lanes import Lanes
@@ -81,6 +82,7 @@ class Worker:
         stop: threading.Event,
         *,
         enabled: Callable[[], bool] = lambda: False,
+        metrics: Metrics = NULL,
     ) -> None:
         self.target = target
         self.settings = settings
@@ -94,6 +96,7 @@ class Worker:
         self.stats = Stats(target.name)
         self.stop = stop
         self.enabled = enabled  # True once per `webhooks enable NAME` request
+        self.metrics = metrics
         self.error: Exception | None = None  # what stopped it for good (an operator must act)
         self._again = again_exchange(settings, self.name)
         self._retry = retry_exchange(settings, self.name)
@@ -115,6 +118,8 @@ class Worker:
                     logger.error("webhook=%s stopped: %s", self.target.name, error)
                     return
                 except TransportError as error:
+                    self.metrics.reconnected(self.name)
+                    self.metrics.connected(self.name, None)
                     delay = backoff.delay()
                     self.stats.set_state("reconnecting")
                     logger.warning(
@@ -134,6 +139,7 @@ class Worker:
         declare_events(broker, self.settings)
         declare_queues(broker, self.settings, self.name, bindings(self.settings, self.target))
         self.stats.set_state("delivering")
+        self.metrics.connected(self.name, broker.node)
         self._lanes.wake = broker.wake
         logger.info("webhook=%s consuming %s", self.target.name, self.queue)
         try:
