@@ -108,11 +108,14 @@ def send_test(settings: Settings, target: Target) -> Result:
 
 
 def replay(broker: Broker, settings: Settings, target: Target, limit: int | None = None) -> int:
-    """Move the target's dead letters back into its queue (oldest first); how many."""
+    """Move the target's dead letters there now back into its queue (oldest first); how many."""
     name = consumer_name(target)
     queue, exchange = settings.dead_queue(name), retry_exchange(settings, name)
+    info = broker.queue_info(queue)
+    waiting = info[0] if info else 0  # those there now: one that fails again comes back behind them
+    limit = waiting if limit is None else min(limit, waiting)
     moved = 0
-    while limit is None or moved < limit:
+    while moved < limit:
         letter = broker.get(queue, timeout=0.5)
         if letter is None:
             break
