@@ -186,7 +186,10 @@ class Worker:
         if delivery is None:
             return
         reason = f"backlog over max_backlog ({self.target.max_backlog}) while the target was paused"
-        self._dead(broker, delivery, attempts_of(delivery), reason)
+        item = self._read(restore(delivery, again=self._again, username=broker.username))
+        if item.message is not None:  # the call's later events no longer wait for it
+            self.order.done(item.call, event_id(item.message))
+        self._dead(broker, item.delivery, attempts_of(item.delivery), reason)
 
     # a batch -------------------------------------------------------------------
     def _on_batch(self, broker: Broker, deliveries: list[Delivery]) -> None:
