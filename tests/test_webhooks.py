@@ -311,3 +311,42 @@ def test_config_shows_the_targets_without_secrets_or_url_paths(tmp_path: Path) -
     shown = " ".join(row[2] for row in rows.values())
     assert secret not in shown
     assert "/api/v1/cti/TOKEN" not in shown
+
+
+def test_lanes_keep_each_calls_order_and_forget_drops_everything() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import NamedTuple
+
+    from consumers.webhooks.lanes import Lanes
+
+    class Job(NamedTuple):
+        call: str
+        number: int
+
+    seen: list[Job] = []
+    gate = threading.Event()
+
+    def deliver(job: Job) -> str:
+        if job.call == "slow":
+            gate.wait(5)
+        seen.append(job)
+        return "ok"
+
+    with ThreadPoolExecutor(2) as pool:
+        lanes = Lanes(pool, deliver)
+        for number in range(3):
+            lanes.add(Job("slow", number))
+            lanes.add(Job("fast", number))
+        deadline = 50
+        while len(seen) < 3 and deadline:  # the fast call goes on while the slow one waits
+            threading.Event().wait(0.02)
+            deadline -= 1
+        assert [job for job in seen if job.call == "fast"] == [Job("fast", 0), Job("fast", 1), Job("fast", 2)]
+        gate.set()
+        assert lanes.drained.wait(5)
+        assert [job.number for job in seen if job.call == "slow"] == [0, 1, 2]
+        assert len(lanes.finished()) == 6
+        lanes.add(Job("again", 0))
+        lanes.forget()
+        assert lanes.drained.is_set()
