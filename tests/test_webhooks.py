@@ -350,3 +350,16 @@ def test_lanes_keep_each_calls_order_and_forget_drops_everything() -> None:
         lanes.add(Job("again", 0))
         lanes.forget()
         assert lanes.drained.is_set()
+
+
+def test_http2_without_the_h2_package_is_one_line() -> None:
+    import importlib.util
+
+    from consumers.webhooks.delivery import Sender
+
+    if importlib.util.find_spec("h2") is not None:
+        pytest.skip("h2 is installed here: HTTP/2 works")
+    with pytest.raises(
+        ConfigError, match=r"^webhook 'a': http2 = true needs the h2 package: pip install 'httpx\[http2\]'$"
+    ):
+        Sender(Target(name="a", url="https://x.example/", http2=True))

@@ -11,6 +11,7 @@ Every outcome of a request becomes a :class:`Result` here and nowhere else:
 from __future__ import annotations
 
 import email.utils
+import importlib.util
 import time
 from typing import Literal, NamedTuple
 
@@ -68,6 +69,10 @@ class Sender:
     def __init__(self, target: Target, *, guard: Guard | None = None) -> None:
         self.target = target
         self.guard = guard or Guard(target.name, target.url, target.allow_private)
+        if target.http2 and importlib.util.find_spec("h2") is None:  # httpx's HTTP/2 needs it
+            raise ConfigError(
+                f"webhook {target.name!r}: http2 = true needs the h2 package: pip install 'httpx[http2]'"
+            )
         limits = httpx.Limits(
             max_connections=target.concurrency, max_keepalive_connections=target.concurrency
         )
@@ -77,6 +82,7 @@ class Sender:
             headers={"user-agent": USER_AGENT, **target.headers},
             follow_redirects=False,  # a redirect is the target's misconfiguration, and could lead anywhere
             trust_env=False,  # no proxy from the environment unless asked: the guard checks the real host
+            http2=target.http2,
         )
 
     def post(self, body: bytes, headers: dict[str, str]) -> Result:

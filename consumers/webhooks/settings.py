@@ -65,6 +65,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     resume_after: float = 300.0  # seconds a paused target waits before it tries again by itself
     max_backlog: int = 100_000  # messages kept while paused; the oldest beyond it are dead-lettered
     allow_private: bool = False  # loopback, link-local and private addresses (SSRF guard)
+    http2: bool = False  # offer HTTP/2 (needs the h2 package: pip install "httpx[http2]")
 
 
 class Targets(tuple[Target, ...]):
