@@ -579,8 +579,22 @@ def test_the_webhooks_user_delivers_retries_dead_letters_and_replays_its_targets
         with Broker(rights.settings_of(f"desk-{rights.desk}").amqp_url) as desk:
             desk.publish(settings.exchange, event_message(rights.desk, rights.desk, "kept"))
             desk.publish(settings.exchange, event_message(rights.desk, rights.desk, "gone"))
+            desk.publish(settings.exchange, event_message(rights.desk, rights.other, "spoof"))  # B's, by A
         wait_until(lambda: len(first) == 2 and receiver.count("/h") == 3)  # kept: 500 then 200; gone: 404
         dead = settings.dead_queue("webhooks.hook")
+        wait_until(lambda: (admin.queue_info(dead) or (0,))[0] == 2)
+        spoofed = [admin.get(dead, timeout=5) for _ in range(2)]
+        reasons = sorted(str(letter.headers["x-tcx-reason"]) for letter in spoofed if letter is not None)
+        assert reasons[0] == "HTTP 404 Not Found (attempt 1)"
+        assert reasons[1].startswith(
+            f"spoofed: the event is for desk {rights.other!r} but user 'desk-{rights.desk}'"
+        )
+        assert not [r for r in receiver.received["/h"] if b'"call_id":"spoof"' in r.body]  # never sent
+        gone = next(letter for letter in spoofed if letter is not None and b'"gone"' in letter.body)
+        admin.publish(settings.dead_exchange, OutgoingMessage(  # back where it was, for the replay below
+            routing_key=gone.routing_key, body=gone.body, message_id=gone.message_id or "",
+            type=gone.type or "", timestamp=gone.timestamp or 0, headers=gone.headers,
+        ))  # fmt: skip
         wait_until(lambda: (admin.queue_info(dead) or (0,))[0] == 1)
         replayed = run_cli(rights.env_of("tcx-webhooks", **targets), "webhooks", "replay", "hook")
         assert replayed.returncode == 0, replayed.stderr

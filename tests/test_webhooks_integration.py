@@ -23,7 +23,7 @@ from consumers.webhooks.guard import RefusedAddressError
 from consumers.webhooks.operations import replay
 from consumers.webhooks.settings import target_named
 from consumers.webhooks.signing import new_secret
-from consumers.webhooks.state import read_state, request_enable
+from consumers.webhooks.state import read_state
 from tests.conftest import run_cli, wait_until
 from tests.webhook_receiver import Receiver, Request, statuses
 
@@ -329,7 +329,9 @@ def test_a_failing_target_pauses_keeps_its_backlog_and_resumes_on_enable(hooks: 
         hooks.publish(more)
         wait_until(lambda: len(dead_letters(settings, "pausing")) >= 4, timeout=20)
         assert receiver.count("/pausing") == 3  # nothing tried while paused
-        request_enable(settings.data_dir, "pausing")
+        enabled = run_cli({**hooks.env}, "webhooks", "enable", "pausing")
+        assert enabled.returncode == 0, enabled.stderr
+        assert enabled.stdout.startswith("asked consume webhooks to resume pausing")
         wait_until(lambda: receiver.count("/pausing") >= 3 + 5)
         # resume_after: the other resumed by itself and delivered everything, in order
         wait_until(lambda: receiver.count("/resuming") >= 3 + 12, timeout=20)
