@@ -18,12 +18,13 @@ from typing import Literal, NamedTuple
 import httpx
 
 from bridge.errors import ConfigError
-from consumers.webhooks.guard import Guard, RefusedAddressError
+from consumers.webhooks.guard import CheckedBackend, Guard, RefusedAddressError
 from consumers.webhooks.settings import Target
 
 # skipped: the format has nothing to send; held: not tried (paused); queued: behind its call's retry
 Verdict = Literal["delivered", "retry", "dead", "skipped", "held", "queued"]
 USER_AGENT = "tcx-bridge-webhooks/1"
+MAX_ANSWER = 64 * 1024  # bytes of an answer's body read (and dropped) at most
 
 
 class Result(NamedTuple):
@@ -76,13 +77,15 @@ class Sender:
         limits = httpx.Limits(
             max_connections=target.concurrency, max_keepalive_connections=target.concurrency
         )
+        transport = httpx.HTTPTransport(limits=limits, trust_env=False, http2=target.http2)
+        if not target.allow_private:  # each new connection's peer is checked too (DNS rebinding)
+            transport._pool._network_backend = CheckedBackend(target.name)  # httpcore: no public hook
         self.client = httpx.Client(
             timeout=httpx.Timeout(target.timeout),
-            limits=limits,
+            transport=transport,
             headers={"user-agent": USER_AGENT, **target.headers},
             follow_redirects=False,  # a redirect is the target's misconfiguration, and could lead anywhere
             trust_env=False,  # no proxy from the environment unless asked: the guard checks the real host
-            http2=target.http2,
         )
 
     def post(self, body: bytes, headers: dict[str, str]) -> Result:
@@ -95,7 +98,12 @@ class Sender:
             return Result("retry", None, str(error))
         started = time.perf_counter()
         try:
-            response = self.client.post(self.target.url, content=body, headers=headers)
+            with self.client.stream("POST", self.target.url, content=body, headers=headers) as response:
+                read = 0
+                for chunk in response.iter_raw():  # as sent (no gzip bomb); a small one keeps the connection
+                    read += len(chunk)
+                    if read > MAX_ANSWER or time.perf_counter() - started > self.target.timeout:
+                        break  # a huge or endless answer is cut: its status is all that counts
         except httpx.TransportError as error:  # connect, read, write, pool timeouts, refused, reset
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             return Result("retry", None, reason, seconds=time.perf_counter() - started)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from bridge.config import Settings
 from bridge.events import CallEvent, utc_now
@@ -22,6 +21,7 @@ from bridge.transport import Broker, OutgoingMessage
 from consumers.runtime.failures import ATTEMPTS, ROUTING_KEY, USER_ID
 from consumers.webhooks.delivery import Result, Sender
 from consumers.webhooks.formats import Formatter, event_id
+from consumers.webhooks.guard import shown_url
 from consumers.webhooks.settings import WEBHOOKS, Target, WebhooksOptions, secrets_of
 from consumers.webhooks.signing import key_of, signature_headers
 from consumers.webhooks.state import read_state
@@ -38,12 +38,6 @@ class Row(NamedTuple):
     backlog: str
     dead: str
     last_status: str
-
-
-def shown_url(url: str) -> str:
-    """scheme://host[:port]/… : a path may hold a token (Zammad's does)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{'/…' if parts.path.strip('/') else '/'}"
 
 
 def rows(settings: Settings, broker: Broker | None) -> list[Row]:
