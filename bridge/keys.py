@@ -27,6 +27,7 @@ from bridge.values import (
     parse_hostnames,
     parse_locale,
     parse_log_format,
+    parse_log_numbers,
     parse_name,
     parse_number_types,
     parse_optional_text,
@@ -34,6 +35,7 @@ from bridge.values import (
     parse_prefixes,
     parse_rate_text,
     parse_region,
+    parse_retention,
     parse_store_url,
     parse_text,
     parse_thresholds,
@@ -187,6 +189,26 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("metrics_host", _const("127.0.0.1"), parse_text, "address the metrics port binds to"),
     Key("log_format", _const("text"), parse_log_format, "text, or json: one JSON object per log line"),
+    Key(
+        "log_numbers",
+        _const("masked"),
+        parse_log_numbers,
+        "masked: log phone numbers as +41 •• ••• 35 35 (country code and last 4 digits); full: as they are",
+    ),
+    Key(
+        "retention_logs",
+        _const(30 * 86400.0),
+        parse_retention,
+        "rotated log files (notify.log.1, ...) are deleted this long after their last line "
+        "(days, or 12h; 0: kept)",
+    ),
+    Key(
+        "retention_dead",
+        _const(14 * 86400.0),
+        parse_retention,
+        "dead letters are dropped this long after they arrived (x-message-ttl of the dead-letter queues "
+        "topology declare creates; days, or 12h; 0: kept)",
+    ),
     Key(
         "service_level_seconds",
         _const(20.0),
