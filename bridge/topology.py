@@ -4,6 +4,7 @@
     tcx.unrouted  fanout, durable -> queue tcx.unrouted             events nobody was bound for yet
     tcx.commands  topic, durable                                    desk.<desk>.dial|popup, ext.<ext>.*
     tcx.dead      topic, durable -> queue tcx.dead.<consumer>       dead letters, routed by consumer
+                  (x-message-ttl retention_dead: a dead letter is dropped that long after it arrived)
     tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      retries, written by that consumer alone
     tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
     tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 
 from bridge.config import Settings
 from bridge.errors import AccessRefusedError, BrokerRefusedError, BrokerRejectedError, TransportError
+from bridge.events import FORGET_KEY
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
 DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait reads seconds of it)
@@ -161,6 +163,7 @@ def desk_bindings(settings: Settings) -> list[Binding]:
     """What a desk agent's queue is bound to: its commands, and its own outbound call events."""
     found = [
         Binding(settings.commands_exchange, f"desk.{settings.desk}.*"),
+        Binding(settings.commands_exchange, FORGET_KEY),  # erase a number in the desk's records
         # the Assistant's own outbound call events confirm a dial
         Binding(settings.exchange, f"call.started.outbound.{settings.desk}"),
         Binding(settings.exchange, f"call.ended.outbound.{settings.desk}"),
@@ -185,7 +188,7 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
     return [
         QueueSpec(
             settings.dead_queue(name),
-            queue_type(settings),
+            dead_queue_arguments(settings),
             ((settings.dead_exchange, "topic", dead_letter_key(name)),),
         ),
         QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
@@ -197,20 +200,34 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
     ]
 
 
+def dead_queue_arguments(settings: Settings) -> dict[str, Any]:
+    """A dead-letter queue's arguments: its type, and x-message-ttl from retention_dead (if set)."""
+    arguments = queue_type(settings)
+    if settings.retention_dead is not None:
+        arguments["x-message-ttl"] = round(settings.retention_dead * 1000)
+    return arguments
+
+
 def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequence[Binding]) -> None:
     """Check a consumer's queues passively; declare (idempotently) only what is missing, if the user may.
 
     A user without the configure right (every generated one) gets one line naming
-    what is missing and the command an admin runs to declare it.
+    what is missing and the command an admin runs to declare it. An existing
+    dead-letter queue is never declared again: its x-message-ttl is the
+    retention_dead of the day it was created (a new value reaches existing queues
+    through a broker policy, docs/privacy.md), and declaring it with another would fail.
     """
     specs = consumer_queues(settings, name, bindings)
     exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
-    missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
+    existing = {spec.name for spec in specs if broker.queue_info(spec.name) is not None}
+    missing = [f"queue {spec.name!r}" for spec in specs if spec.name not in existing]
     missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
+    dead = settings.dead_queue(name)
     if not missing:
         try:  # an admin declared it all (bindings included); still, the arguments must be these
             for spec in specs:
-                broker.declare_queue(spec.name, arguments=spec.arguments)
+                if spec.name != dead:
+                    broker.declare_queue(spec.name, arguments=spec.arguments)
         except AccessRefusedError:
             pass  # a user without the configure right checks existence only (topology show compares more)
         return
@@ -218,7 +235,8 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
         for exchange, kind in sorted(exchanges):
             broker.ensure_exchange(exchange, kind)
         for spec in specs:
-            broker.declare_queue(spec.name, arguments=spec.arguments)
+            if spec.name not in existing or spec.name != dead:
+                broker.declare_queue(spec.name, arguments=spec.arguments)
             for exchange, _, key in spec.bindings:
                 broker.bind_queue(spec.name, exchange, key)
     except BrokerRefusedError:

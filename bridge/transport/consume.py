@@ -54,6 +54,19 @@ class Consuming(Connection):
             self.channel.cancel()
         return None
 
+    def browse(self, queue: str, *, limit: int = 10_000) -> list[Delivery]:
+        """Up to limit messages of queue, left in it: taken unacked, then all requeued in their place."""
+        found = []
+        with mapped_errors(f"browse {queue!r}"):
+            for _ in range(limit):
+                method, properties, body = self.channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                found.append(_delivery(method, properties, body))
+            if found:
+                self.channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        return found
+
     def follow(
         self, queue: str, *, timeout: float, arguments: dict[str, Any] | None = None, prefetch: int = 100
     ) -> Iterator[Delivery]:
