@@ -46,7 +46,7 @@ LOWER = {  # a part -> the parts of consumers/ it may import (besides bridge/ an
     "runtime": {"runtime", "privacy", "store"},
     "privacy": {"privacy", "store"},
     "store": {"store"},
-    "analytics": {"analytics", "runtime", "store"},
+    "analytics": {"analytics", "privacy", "runtime", "store"},
     "crm": {"crm", "analytics", "runtime", "store"},
     "wallboard": {"wallboard", "analytics", "crm", "runtime", "store"},  # crm: the contacts' names
     "agent": {"agent", "analytics", "privacy", "runtime", "store"},
