@@ -553,7 +553,9 @@ def test_only_the_privacy_user_makes_a_desk_forget_a_number(rights: Rights, desk
     number = "+41 79 555 12 34"
     dialer = rights.settings_of("tcx-dialer")
     with Broker(dialer.amqp_url) as broker:
-        request = OutgoingMessage(f"desk.{rights.other}.dial", dial_body("keep-1", number), "keep-1", "dial", 0)
+        request = OutgoingMessage(
+            f"desk.{rights.other}.dial", dial_body("keep-1", number), "keep-1", "dial", 0
+        )
         broker.publish(dialer.commands_exchange, request)
     wait_until(lambda: desk_b.assistant.calls(), timeout=15)
     records = Path(desk_b.settings.data_dir) / "agent.sqlite3"

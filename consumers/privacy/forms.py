@@ -70,7 +70,7 @@ def forms_of(number: str, region: str, key: bytes | None = None) -> Forms:
         cc = str(parsed.country_code)
         nsn = phonenumbers.national_significant_number(parsed)
         national = digits(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
-        found |= {cc + nsn, "00" + cc + nsn, national, nsn}
+        found |= {cc + nsn, "00" + cc + nsn, national}
         if national.startswith("0") and not nsn.startswith("0"):
             found |= {cc + "0" + nsn, "00" + cc + "0" + nsn}  # +41 (0)79 …
     hashes = frozenset({number_hash(key, e164 or raw_digits)}) if key is not None else frozenset()
@@ -120,12 +120,30 @@ def holds(text: str | None, forms: Forms) -> bool:
     return text in forms.hashes or digits(text) in forms.digits
 
 
+def _holds_form(run: str, forms: Forms) -> bool:
+    """Whether some consecutive groups of a run (``+41 (0)79 111 22 33 1001``) make one of the forms.
+
+    Whole groups only: ``+49 79 111 22 33`` does not hold ``079 111 22 33``, and a
+    number followed by a call id in the same run is still found.
+    """
+    groups = [group for group in re.split(r"[\s\-/.+]+", run.replace("(", "").replace(")", "")) if group]
+    longest = max(map(len, forms.digits), default=0)
+    for start in range(len(groups)):
+        joined = ""
+        for group in groups[start:]:
+            joined += group
+            if len(joined) > longest:
+                break
+            if joined in forms.digits:
+                return True
+    return False
+
+
 def find_in_text(text: str, forms: Forms) -> list[tuple[int, int]]:
-    """Where text holds the number: (start, end) of each run of digits that contains one of its forms."""
+    """Where text holds the number: (start, end) of each run of digits whose groups make one of its forms."""
     spans = []
     for match in RUN_IN_TEXT.finditer(text):
-        found = digits(match.group())
-        if any(form in found for form in forms.digits):
+        if _holds_form(match.group(), forms):
             spans.append(match.span())
     for value in forms.hashes:
         spans += [(m.start(), m.end()) for m in re.finditer(re.escape(value), text)]

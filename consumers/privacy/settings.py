@@ -73,9 +73,11 @@ SECTION = Section(
 
 
 def options_of(settings: Any) -> Options:
-    """The privacy options loaded with settings (the defaults if the section was not loaded)."""
+    """The privacy options loaded with settings (the defaults without settings or the section)."""
     try:
-        found: Options = SECTION.of(settings)
+        if settings is not None:
+            found: Options = SECTION.of(settings)
+            return found
     except ConfigError:
-        found = Options(**{key.name: key.default({}, {}) for key in SECTION.keys})
-    return found
+        pass
+    return Options(**{key.name: key.default({}, {}) for key in SECTION.keys})
