@@ -27,11 +27,8 @@ from bridge.keys import Key as Key
 from bridge.keys import platform_dir as platform_dir
 from bridge.redact import redact_text
 from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
-from bridge.values import RATE_UNITS as RATE_UNITS
-from bridge.values import FieldMap, Thresholds
 from bridge.values import check_region as check_region
 from bridge.values import host_port as host_port
-from bridge.values import parse_rate as parse_rate
 from bridge.values import reduce_desk as reduce_desk
 from bridge.values import split_urls as split_urls
 
@@ -58,37 +55,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     prefetch: int
     quorum: bool
     max_attempts: int
-    assistant: str
-    assistant_timeout: float
-    assistant_process: str | None
-    dial_confirm_timeout: float
-    popup_command: str | None
-    crm_lookup_url: str | None
-    crm_fields: FieldMap  # parsed at load: the CRM reads the pairs
-    crm_journal_url: str | None
-    crm_timeout: float
     popup_ttl: float
-    replay_interval: float
     metrics_port: int | None
     metrics_host: str
     log_format: str
     log_numbers: str
     retention_logs: float | None
     retention_dead: float | None
-    service_level_seconds: float
-    desk_idle_minutes: float
     timezone: str | None
-    wallboard_token: str | None
-    wallboard_thresholds: Thresholds  # parsed at load: the wallboard reads the levels
-    wallboard_lost_after: float
-    wallboard_locale: str | None
-    wallboard_hostnames: str
     store_url: str | None
     trust_user_id: bool
-    dial_deny_types: tuple[str, ...]
-    dial_allow: tuple[str, ...]
-    dial_deny: tuple[str, ...]
-    dial_rate: str
     # each settings section's options (bridge.sections), by section name: ``SECTION.of(settings)``
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 

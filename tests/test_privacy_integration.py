@@ -14,7 +14,7 @@ import pytest
 
 from bridge.config import Settings
 from bridge.transport import Broker, OutgoingMessage
-from consumers.privacy.forms import Forms, find_in_text, forms_of
+from consumers.privacy.forms import RUN_IN_TEXT, Forms, digits, find_in_text, forms_of
 from tests.conftest import Service, desk_queue, run_cli, run_notify, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,14 +31,18 @@ def closed_port() -> int:
 
 
 def held_anywhere(data_dir: Path, forms: Forms) -> list[str]:
-    """Every file of the data dir (stores, their WAL, outbox, logs, audit) that holds the number."""
+    """Every file of the data dir (stores, their WAL, outbox, logs, audit) that holds the number.
+
+    A byte search: any run of digits and separators whose digits contain a form (in a
+    SQLite page the next column's digits may follow the number without a separator).
+    """
     found = []
     for path in sorted(data_dir.rglob("*")):
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        text = data.decode("latin-1")
-        if any(form.encode() in data for form in forms.digits) or find_in_text(text, forms):
+        text = path.read_bytes().decode("latin-1")
+        runs = (digits(match.group()) for match in RUN_IN_TEXT.finditer(text))
+        if any(form in run for run in runs for form in forms.digits) or find_in_text(text, forms):
             found.append(str(path.relative_to(data_dir)))
     return found
 

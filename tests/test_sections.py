@@ -76,7 +76,7 @@ def test_config_lists_section_keys_with_sources_and_masks_their_secrets(tmp_path
     assert rows["sample_token"][1:] == ("TCX_BRIDGE_SAMPLE_TOKEN", "****", f"file {tmp_path / 'config.toml'}")
     assert rows["sample_timeout"][2:] == ("5.0", "default")
     assert "s3cret" not in repr(rows)
-    assert list(rows).index("sample_timeout") > list(rows).index("dial_rate")  # the wire's keys first
+    assert list(rows).index("sample_timeout") > list(rows).index("trust_user_id")  # the wire's keys first
 
 
 def test_two_parts_cannot_declare_the_same_key() -> None:

@@ -27,6 +27,7 @@ import msgspec
 from bridge.config import Settings
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
+from consumers.analytics.settings import ANALYTICS
 from consumers.numbers import normalise
 from consumers.privacy.forms import key_of, number_hash
 from consumers.privacy.settings import options_of
@@ -42,7 +43,7 @@ class Analytics(CallConsumer):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.database = open_store(settings, "analytics", wait=True)
-        self.service_level: float | None = settings.service_level_seconds
+        self.service_level: float | None = ANALYTICS.of(settings).service_level_seconds
         hashed = options_of(settings).analytics_numbers == "hashed"
         self.key = key_of(settings.data_dir) if hashed else None
 
