@@ -113,4 +113,5 @@ def log_lost(message: OutgoingMessage, error: object) -> None:
         message.body.decode("utf-8", "replace"),
         message.routing_key,
         printable(str(error)),
+        extra={"keep_numbers": True},  # the event's only copy: whole, to be replayed by hand
     )

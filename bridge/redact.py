@@ -18,7 +18,8 @@ code (international form) or trunk ``0`` (national form) and its last 4 digits;
 every other digit becomes ``•`` and the separators stay as written
 (``+41 79 123 35 35`` -> ``+41 •• ••• 35 35``, ``0791233535`` -> ``0•••••3535``).
 Shorter runs (internal extensions, short codes such as 112) stay as they are: they
-name a desk or a service, not a caller.
+name a desk or a service, not a caller. A record logged with ``extra={"keep_numbers":
+True}`` keeps them (notify's LOST line: the event's only copy, to be replayed by hand).
 """
 
 from __future__ import annotations
@@ -191,15 +192,16 @@ class RedactingFilter(logging.Filter):
         if "://" in message:
             record.msg, record.args = redact_text(message), None
             message = record.msg
-        if _LOG_NUMBERS["masked"] and any(c.isdigit() for c in message):
-            masked = mask_numbers(message)
-            if masked != message:
-                record.msg, record.args = masked, None
+        masked = _LOG_NUMBERS["masked"] and not getattr(record, "keep_numbers", False)
+        if masked and any(c.isdigit() for c in message):
+            shown = mask_numbers(message)
+            if shown != message:
+                record.msg, record.args = shown, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and "://" in record.exc_text:
             record.exc_text = redact_text(record.exc_text)
-        if record.exc_text and _LOG_NUMBERS["masked"]:
+        if record.exc_text and masked:
             record.exc_text = mask_numbers(record.exc_text)
         return True
 

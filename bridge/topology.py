@@ -25,6 +25,7 @@ dead-letters a message whose ``x-death`` header a client forged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -212,22 +213,18 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
     """Check a consumer's queues passively; declare (idempotently) only what is missing, if the user may.
 
     A user without the configure right (every generated one) gets one line naming
-    what is missing and the command an admin runs to declare it. An existing
-    dead-letter queue is never declared again: its x-message-ttl is the
-    retention_dead of the day it was created (a new value reaches existing queues
-    through a broker policy, docs/privacy.md), and declaring it with another would fail.
+    what is missing and the command an admin runs to declare it. A dead-letter
+    queue that exists with another x-message-ttl (created before retention_dead
+    changed) keeps it: a broker policy changes it (docs/privacy.md).
     """
     specs = consumer_queues(settings, name, bindings)
     exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
-    existing = {spec.name for spec in specs if broker.queue_info(spec.name) is not None}
-    missing = [f"queue {spec.name!r}" for spec in specs if spec.name not in existing]
+    missing = [f"queue {spec.name!r}" for spec in specs if broker.queue_info(spec.name) is None]
     missing += [f"exchange {name!r}" for name, _ in sorted(exchanges) if not broker.exchange_exists(name)]
-    dead = settings.dead_queue(name)
     if not missing:
         try:  # an admin declared it all (bindings included); still, the arguments must be these
             for spec in specs:
-                if spec.name != dead:
-                    broker.declare_queue(spec.name, arguments=spec.arguments)
+                _declare(broker, spec)
         except AccessRefusedError:
             pass  # a user without the configure right checks existence only (topology show compares more)
         return
@@ -235,8 +232,7 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
         for exchange, kind in sorted(exchanges):
             broker.ensure_exchange(exchange, kind)
         for spec in specs:
-            if spec.name not in existing or spec.name != dead:
-                broker.declare_queue(spec.name, arguments=spec.arguments)
+            _declare(broker, spec)
             for exchange, _, key in spec.bindings:
                 broker.bind_queue(spec.name, exchange, key)
     except BrokerRefusedError:
@@ -245,6 +241,23 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
             f"{missing[0]} does not exist and user {broker.username!r} may not declare it "
             f"(no configure right on it); run tcx-bridge topology declare{desk} as an admin first"
         ) from None
+
+
+_OTHER_TTL = re.compile(r"inequivalent arg 'x-message-ttl'.*current is (?:none|the value '(\d+)'|'(\d+)')")
+
+
+def _declare(broker: Broker, spec: QueueSpec) -> None:
+    """Declare one queue; one that exists with another x-message-ttl is declared again with its own."""
+    try:
+        broker.declare_queue(spec.name, arguments=spec.arguments)
+    except BrokerRefusedError as error:
+        other = _OTHER_TTL.search(str(error))
+        if other is None or ("x-message-ttl" not in spec.arguments and not any(other.groups())):
+            raise
+        arguments = {key: value for key, value in spec.arguments.items() if key != "x-message-ttl"}
+        if any(other.groups()):
+            arguments["x-message-ttl"] = int(other.group(1) or other.group(2))
+        broker.declare_queue(spec.name, arguments=arguments)  # a type mismatch is still an error
 
 
 def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:

@@ -144,3 +144,20 @@ def test_a_simulated_day_then_three_numbers_forgotten(
 
 def _places(found: dict[str, Any]) -> set[str]:
     return {place["place"] for place in found["places"]}
+
+
+def test_dead_letters_expire_after_retention_dead_and_an_older_ttl_is_kept(
+    env: dict[str, str], broker: Broker, settings: Settings
+) -> None:
+    """topology declare gives new dead-letter queues x-message-ttl; a queue with another TTL still works."""
+    short = {**env, "TCX_BRIDGE_RETENTION_DEAD": "1s"}
+    assert run_cli(short, "topology", "declare").returncode == 0
+    dead = settings.dead_queue("analytics")
+    broker.publish(settings.dead_exchange, OutgoingMessage("analytics", b"{}", "d-1", "call", 0))
+    assert (broker.queue_info(dead) or (0,))[0] == 1
+    wait_until(lambda: (broker.queue_info(dead) or (1,))[0] == 0, timeout=10)  # dropped after 1 s
+    again = run_cli({**env, "TCX_BRIDGE_RETENTION_DEAD": "3d"}, "topology", "declare")
+    assert again.returncode == 0, again.stderr  # the existing queues keep their TTL (a policy changes it)
+    quorum = run_cli({**short, "TCX_BRIDGE_QUORUM": "true"}, "topology", "declare")
+    assert quorum.returncode == 1  # a type mismatch is still found on a dead-letter queue
+    assert f"queue '{dead}' exists as a classic queue" in quorum.stderr
