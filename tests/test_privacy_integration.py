@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge import events
 from bridge.config import Settings
 from bridge.transport import Broker, OutgoingMessage
+from consumers.analytics.calls import apply_event
 from consumers.privacy.forms import RUN_IN_TEXT, Forms, digits, find_in_text, forms_of
+from consumers.store.core import open_sqlite
 from tests.conftest import Service, desk_queue, run_cli, run_notify, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -60,6 +64,13 @@ def totals(env: dict[str, str]) -> Any:
     return json.loads(shown.stdout)
 
 
+def old_event(kind: str, desk: str, at: datetime) -> events.CallEvent:
+    return events.CallEvent(
+        event_id=events.new_event_id(), kind=kind, direction="inbound", call_id="old-1",  # type: ignore[arg-type]
+        caller_id="0791230000", desk=desk, extension=None, occurred_at=events.format_time(at), argv=(),
+    )  # fmt: skip
+
+
 def launch_call(env: dict[str, str], number: str, call_id: str) -> None:
     for argv in (["/N:S", f"/C:{number}", "/T:I", f"/I:{call_id}"], ["/N:C", "/T:I", f"/I:{call_id}"],
                  ["/N:E", "/T:I", f"/I:{call_id}"]):  # fmt: skip
@@ -77,11 +88,23 @@ def test_a_simulated_day_then_three_numbers_forgotten(
     data_dir = Path(settings.data_dir)
     declared = run_cli(env, "topology", "declare", "--desk", settings.desk)
     assert declared.returncode == 0, declared.stderr
+    old = open_sqlite(data_dir / "analytics.sqlite3", "analytics")  # a call 100 days old: retention_calls 90
+    with old.transaction():
+        for kind in ("started", "ended"):
+            apply_event(old, old_event(kind, settings.desk, datetime.now(UTC) - timedelta(days=100)))
+    old_day = [dict(row) for row in old.execute("SELECT * FROM calls_daily")]
+    old.close()
     crm = start_service(services, env, broker, settings.queue("crm"), "consume", "crm")
     analytics = start_service(services, env, broker, settings.queue("analytics"), "consume", "analytics")
     agent = start_service(
         services, {**agent_env, "TCX_BRIDGE_REPLAY_INTERVAL": "3600"}, broker, desk_queue(settings), "agent"
     )
+    swept = open_sqlite(data_dir / "analytics.sqlite3", "analytics")  # the consumer swept it at start
+    try:
+        wait_until(lambda: swept.execute("SELECT count(*) FROM calls").fetchone()[0] == 0, timeout=10)
+        assert [dict(row) for row in swept.execute("SELECT * FROM calls_daily")] == old_day  # the day stays
+    finally:
+        swept.close()
     day = run_cli(env, "simulate", "--calls", "12", "--desks", "2", "--speed", "600", "--seed", "3")
     assert day.returncode == 0, day.stderr
     launch_call(env, WITH_ZERO, "p-1")
