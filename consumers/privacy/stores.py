@@ -12,14 +12,17 @@ keep old row versions until autovacuum).
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from bridge.errors import TcxBridgeError
 from consumers.privacy.forms import Forms, erase_in_text, find_in_text
 from consumers.store.core import SqliteStore, Store
 
+logger = logging.getLogger(__name__)
 SKIPPED = frozenset({"processed", "tcx_schema", "service_level", "calls_daily_archive"})  # never a number
 DELETED = frozenset({"contacts"})  # rows holding the number are deleted, not kept with a marker
 
@@ -145,10 +148,19 @@ def _json_cast(value: Any, store: Store) -> str:
 
 
 def vacuum(store: Store, tables: list[str]) -> None:
-    """Rewrite what held the erased values: SQLite's file and its write-ahead log; PostgreSQL's tables."""
-    if store.dialect == "sqlite":
-        store.execute("VACUUM")
-        store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return
-    for table in tables:
-        store.execute(f'VACUUM "{table}"')
+    """Rewrite what held the erased values: SQLite's file and its write-ahead log; PostgreSQL's tables.
+
+    A file another process holds busy past the busy timeout is left as it is, with a
+    warning: the values are erased, their old bytes go at the next vacuum (run forget again).
+    """
+    try:
+        if store.dialect == "sqlite":
+            store.execute("VACUUM")
+            store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        for table in tables:
+            store.execute(f'VACUUM "{table}"')
+    except (sqlite3.OperationalError, TcxBridgeError) as error:
+        logger.warning(
+            "store %s: erased, but not vacuumed (%s); run privacy forget again when idle", store.name, error
+        )
