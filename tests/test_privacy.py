@@ -242,3 +242,14 @@ def test_privacy_cli_forget_dry_run_and_audit(tmp_path: Path) -> None:
     assert "791112233" not in (tmp_path / "privacy-audit.jsonl").read_text()
     swept = runner.invoke(cli, ["privacy", "sweep"], env=environ)
     assert swept.exit_code == 0, swept.output
+    away = {**environ, "TCX_BRIDGE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
+    forgot = runner.invoke(cli, ["privacy", "forget", "+41791112233"], env=away)
+    assert forgot.exit_code == 1  # the command could not be published: one error line
+    assert forgot.output.startswith("erased sqlite:crm.sqlite3/calls: 1\n")
+    assert forgot.output.strip().splitlines()[-1].startswith("Error: ")
+    last = json.loads((tmp_path / "privacy-audit.jsonl").read_text().splitlines()[-1])
+    assert (last["action"], last["places"], last["request_id"]) == (
+        "forget",
+        {"sqlite:crm.sqlite3/calls": 1},
+        None,
+    )

@@ -106,20 +106,22 @@ def forget_command(settings: Settings, number: str, dry_run: bool) -> None:
     if not counts:
         click.echo(f"{printable(number)} is in no store or file of this machine")
     published = None
-    if not dry_run:
-        published = command.publish(settings, forms)
-        click.echo(f"published privacy.forget {published}: every desk agent and consumer erases it too")
+    try:
+        if not dry_run:
+            published = command.publish(settings, forms)
+            click.echo(f"published privacy.forget {published}: every desk agent and consumer erases it too")
+    finally:  # what was erased here is audited even when the command could not be published
+        audit.record(
+            settings.data_dir,
+            "forget-dry-run" if dry_run else "forget",
+            broker_user=_broker_user(settings),
+            number_hash=sorted(forms.hashes)[0],
+            places=counts,
+            request_id=published,
+        )
     click.echo("not erasable in place (retention removes it):")
     for item in actions.not_erasable(settings):
         click.echo(f"  {item['place']}: by {item['until']} ({item['why']})")
-    audit.record(
-        settings.data_dir,
-        "forget-dry-run" if dry_run else "forget",
-        broker_user=_broker_user(settings),
-        number_hash=sorted(forms.hashes)[0],
-        places=counts,
-        request_id=published,
-    )
 
 
 @privacy.command("sweep")
