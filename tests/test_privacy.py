@@ -253,3 +253,53 @@ def test_privacy_cli_forget_dry_run_and_audit(tmp_path: Path) -> None:
         {"sqlite:crm.sqlite3/calls": 1},
         None,
     )
+
+
+def test_postgresql_retention_keeps_calls_daily(tmp_path: Path, pg_url: str) -> None:
+    settings = load_settings(environ={"TCX_BRIDGE_DATA_DIR": str(tmp_path), "TCX_BRIDGE_STORE_URL": pg_url},
+                             read_file=False).settings  # fmt: skip
+    store = open_store(settings, "analytics")
+    try:
+        fill(store, [("old-1", "0791112233", NOW - timedelta(days=100)), ("new-1", "0791112233", NOW)])
+        before = [dict(row) for row in store.execute("SELECT * FROM calls_daily ORDER BY day")]
+        assert actions.sweep(settings, NOW) == {"postgresql/calls": 1}
+        assert [row["call_id"] for row in store.execute("SELECT call_id FROM calls")] == ["new-1"]
+        assert [dict(row) for row in store.execute("SELECT * FROM calls_daily ORDER BY day")] == before
+    finally:
+        store.close()
+
+
+def test_a_consumer_forgets_in_its_postgresql_store_and_audits_the_requester(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from consumers.crm.consumer import Crm
+
+    settings = load_settings(environ={"TCX_BRIDGE_DATA_DIR": str(tmp_path), "TCX_BRIDGE_STORE_URL": pg_url},
+                             read_file=False).settings  # fmt: skip
+    crm = Crm(settings)
+    try:
+        fill(crm.store, [("c1", "079 111 22 33", NOW)])
+        request = events.ForgetRequest(request_id="r-1", number="+41791112233", requested_at=events.utc_now())
+        assert crm.forget(settings, request, "tcx-privacy") == {f"{crm.store.name}/crm_calls": 1}
+        assert crm.store.execute("SELECT caller_id FROM crm_calls").fetchone()["caller_id"] == ERASED
+    finally:
+        crm.close()
+    entry = json.loads((tmp_path / "privacy-audit.jsonl").read_text())
+    assert (entry["action"], entry["broker_user"], entry["request_id"]) == (
+        "forget-request",
+        "tcx-privacy",
+        "r-1",
+    )
+    assert entry["number_hash"] == forms_of("0791112233", "CH", key_of(tmp_path)).values[0]
+
+
+def test_a_forget_from_a_desk_user_is_spoofed() -> None:
+    from bridge.errors import HandlerError
+    from consumers.privacy import command
+
+    body = events.ENCODER.encode(
+        events.ForgetRequest(request_id="r-2", number="0791112233", requested_at=events.utc_now())
+    )
+    assert command.decode(body, "tcx-privacy").number == "0791112233"
+    with pytest.raises(HandlerError, match=r"^spoofed: a privacy.forget from desk user 'desk-7'"):
+        command.decode(body, "desk-7")
