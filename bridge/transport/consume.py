@@ -41,14 +41,19 @@ pika.data.decode_table = _tolerant_decode_table  # BasicProperties.decode and ne
 class Consuming(Connection):
     """The reading side of a connection; deliveries come out as :class:`Delivery`."""
 
-    def get(self, queue: str, *, timeout: float) -> Delivery | None:
-        """Wait up to timeout seconds for one message of queue and ack it."""
+    def get(self, queue: str, *, timeout: float, ack: bool = True) -> Delivery | None:
+        """Wait up to timeout seconds for one message of queue and ack it.
+
+        ack=False: leave it unacked, for the caller to :meth:`ack` once it has put the message
+        somewhere else (a crash in between gives it back to the queue, never loses it).
+        """
         with mapped_errors(f"get from {queue!r}"):
             self.channel.basic_qos(prefetch_count=1)
             for method, properties, body in self.channel.consume(queue, inactivity_timeout=timeout):
                 if method is None:
                     break
-                self.channel.basic_ack(method.delivery_tag)
+                if ack:
+                    self.channel.basic_ack(method.delivery_tag)
                 self.channel.cancel()
                 return _delivery(method, properties, body)
             self.channel.cancel()
