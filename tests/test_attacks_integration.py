@@ -297,3 +297,24 @@ def test_attacks_the_broker_refuses(rights: Rights) -> None:
                 continue
             allowed_anyway.append((login, attack))
     assert allowed_anyway == []
+
+
+# The attacks on issues 22-26 (webhooks, history, callbacks, privacy, the desk fast path) -------------
+
+
+def test_a_pop_cannot_carry_a_forget(rights: Rights, admin: Broker, desk_b: DeskB) -> None:
+    """tcx-crm may send pops only: a privacy.forget body on desk B's pop key, with headers naming
+    privacy.forget and tcx-privacy, reaches B's agent as a (bad) pop, never as an erasure."""
+    crm = rights.settings_of("tcx-crm")
+    request = events.ForgetRequest(
+        request_id="attack-forget", number="+41791234577", requested_at=events.utc_now()
+    )
+    forged = OutgoingMessage(
+        f"desk.{rights.other}.popup", events.ENCODER.encode(request), "attack-forget", "privacy.forget", 0,
+        headers={"x-tcx-routing-key": "privacy.forget", "x-tcx-user-id": "tcx-privacy"},
+    )  # fmt: skip
+    publish_as(rights, "tcx-crm", crm.commands_exchange, forged)
+    wait_until(lambda: "id=attack-forget" in desk_b.agent.output(), timeout=15)
+    assert f"id=attack-forget key=desk.{rights.other}.popup" in desk_b.agent.output()
+    assert "privacy.forget attack-forget" not in desk_b.agent.output()  # the line an erasure writes
+    assert "outcome=forget" not in desk_b.agent.output()
