@@ -67,6 +67,30 @@ CHANNELS = (
         "tcx-bridge consume crm",
         "Who is calling, for the desk (also ext.{extension}.popup).",
     ),
+    Channel(
+        "callbackOpened",
+        "tcx.events",
+        "callback.opened",
+        events.CallbackOpened,
+        "tcx-bridge consume callbacks",
+        "A missed external caller got a callback task.",
+    ),
+    Channel(
+        "callbackAssigned",
+        "tcx.events",
+        "callback.assigned",
+        events.CallbackAssigned,
+        "tcx-bridge consume callbacks",
+        "A callback task was given to a desk (auto, or callbacks assign / dial).",
+    ),
+    Channel(
+        "callbackClosed",
+        "tcx.events",
+        "callback.closed",
+        events.CallbackClosed,
+        "tcx-bridge consume callbacks",
+        "A callback task closed: reached, unreached, or closed by hand.",
+    ),
 )
 # Each exchange as topology declare makes it: a client that declares one with other arguments gets
 # PRECONDITION_FAILED, so the documents name the arguments and recommend a passive declare.
