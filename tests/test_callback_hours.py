@@ -66,8 +66,12 @@ def test_a_night_that_changes_time_counts_the_hours_that_really_passed() -> None
 
 def test_a_lunch_break_and_a_saturday_morning() -> None:
     hours = parse_hours("business_hours", "Mon-Fri 08:00-12:00,13:00-17:00; Sat 09:00-12:00")
-    assert due_at(local("2026-11-25T11:50"), MINUTES_15, hours, ZURICH) == local("2026-11-25T13:05").astimezone(UTC)
-    assert due_at(local("2026-11-27T16:55"), MINUTES_15, hours, ZURICH) == local("2026-11-28T09:10").astimezone(UTC)
+    assert due_at(local("2026-11-25T11:50"), MINUTES_15, hours, ZURICH) == local(
+        "2026-11-25T13:05"
+    ).astimezone(UTC)
+    assert due_at(local("2026-11-27T16:55"), MINUTES_15, hours, ZURICH) == local(
+        "2026-11-28T09:10"
+    ).astimezone(UTC)
     assert format_hours(hours).startswith("Mon 08:00-12:00,13:00-17:00; Tue")
     assert format_hours(hours).endswith("Sat 09:00-12:00")
 
@@ -77,9 +81,18 @@ def test_a_lunch_break_and_a_saturday_morning() -> None:
     [
         ("Mon-Fri", "business_hours: 'Mon-Fri' in 'Mon-Fri' needs days and hours, like Mon-Fri 08:00-18:00"),
         ("Mon-Fri 8-18", "business_hours: '8' in 'Mon-Fri 8-18' is not a time; write it as 08:00"),
-        ("Mon-Fri 18:00-08:00", "business_hours: '18:00-08:00' in 'Mon-Fri 18:00-08:00' ends before it starts"),
-        ("Mo-Fr 08:00-18:00", "business_hours: 'Mo-Fr' in 'Mo-Fr 08:00-18:00' is not a day or range of days; use Mon-Fri or Sat"),
-        ("Mon 08:00-25:00", "business_hours: '25:00' in 'Mon 08:00-25:00' is not a time of day (00:00 to 24:00)"),
+        (
+            "Mon-Fri 18:00-08:00",
+            "business_hours: '18:00-08:00' in 'Mon-Fri 18:00-08:00' ends before it starts",
+        ),
+        (
+            "Mo-Fr 08:00-18:00",
+            "business_hours: 'Mo-Fr' in 'Mo-Fr 08:00-18:00' is not a day or range of days; use Mon-Fri or Sat",
+        ),
+        (
+            "Mon 08:00-25:00",
+            "business_hours: '25:00' in 'Mon 08:00-25:00' is not a time of day (00:00 to 24:00)",
+        ),
     ],
 )
 def test_bad_business_hours_are_one_line_naming_the_value(value: str, error: str) -> None:
