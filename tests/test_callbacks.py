@@ -293,7 +293,8 @@ def test_commands_list_assign_and_close(consumer: Callbacks, local_settings: Set
         == "Error: callback task 9 does not exist; see tcx-bridge callbacks list --all"
     )
     table = run("list", "--all").output
-    assert "DESK-7" in table and "closed" in table
+    assert "DESK-7" in table
+    assert "closed" in table
     assert len(json.loads(run("list", "--due", "--format", "json").output)) == 1
     closed = outbox(consumer)[-1]
     assert (closed["key"], closed["outcome"], closed["reason"]) == (
