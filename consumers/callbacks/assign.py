@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from bridge.config import Settings
+from bridge.errors import ConfigError
 from bridge.events import format_time
 from consumers.callbacks import tasks
 from consumers.store.core import Store
@@ -30,10 +31,13 @@ def zone(settings: Settings) -> tzinfo:
 
 
 def _wallboard(settings: Settings, name: str, default: float) -> float:
-    value: Any = getattr(settings, name, None)
-    if value is None:
-        value = getattr(getattr(settings, "options", {}).get("wallboard"), name, default)
-    return float(value)
+    """One of the wallboard's settings (its defaults when its section was not loaded)."""
+    from consumers.wallboard.settings import WALLBOARD
+
+    try:
+        return float(getattr(WALLBOARD.of(settings), name))
+    except ConfigError:
+        return default
 
 
 def desk_states(store: Store, settings: Settings, now: datetime) -> dict[str, str]:

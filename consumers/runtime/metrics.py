@@ -134,14 +134,7 @@ class PrometheusMetrics(Metrics):
         self._lookups = prom.Counter(
             "tcx_contact_lookups", "Contact lookups, by found", ["found"], registry=registry
         )
-        self._callbacks = prom.Gauge("tcx_callbacks_open", "callbacks: open tasks", registry=registry)
-        self._callback_time = prom.Histogram(
-            "tcx_callback_seconds", "callbacks: from the missed call to the caller reached",
-            buckets=CALLBACK_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self._callbacks_closed = prom.Counter(
-            "tcx_callbacks_closed", "callbacks: tasks closed, by outcome", ["outcome"], registry=registry
-        )
+        self._callback_metrics(prom, registry)
         self._nodes: dict[str, str] = {}
         self._known: set[str] = set()
         for status in get_args(DialStatus):
@@ -150,6 +143,17 @@ class PrometheusMetrics(Metrics):
             self._lookups.labels(found)
         self.ready_reason: str | None = "not connected to a broker yet"
         self._server = _serve(self, host, port)
+
+    def _callback_metrics(self, prom: Any, registry: Any) -> None:
+        """The callbacks consumer's metrics (no samples until it reports)."""
+        self._callbacks = prom.Gauge("tcx_callbacks_open", "callbacks: open tasks", registry=registry)
+        self._callback_time = prom.Histogram(
+            "tcx_callback_seconds", "callbacks: from the missed call to the caller reached",
+            buckets=CALLBACK_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._callbacks_closed = prom.Counter(
+            "tcx_callbacks_closed", "callbacks: tasks closed, by outcome", ["outcome"], registry=registry
+        )
 
     def _know(self, consumer: str) -> None:
         """A sample of 0 for every label value of the consumer's counters (once per consumer)."""
