@@ -14,8 +14,10 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
                    exchange, where a pop no agent is bound for is kept); its dead letters to D
     tcx-analytics  consume analytics: its queue; its dead letters to D
     tcx-wallboard  tcx-bridge wallboard: its queue; its dead letters to D
-    tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
-                   dial results from the stream tcx.dial-results
+    tcx-dialer     CRM servers (tcx-bridge dial, callbacks dial, the wallboard's Call back): publish
+                   desk.*.dial and ext.*.dial to C; read the dial results from the stream tcx.dial-results
+    tcx-callbacks  consume callbacks: its queue; publish to E only callback.opened, callback.assigned and
+                   callback.closed (no dial request: those go with the dialer's user); its dead letters to D
 
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
@@ -45,7 +47,8 @@ HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
-SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
+SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer", "tcx-callbacks")
+CALLBACK_KEYS = r"^callback\.(opened|assigned|closed)$"  # the callbacks consumer's events, nothing else
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 _KINDS = "(" + "|".join(kind for kind in get_args(CallKind) if kind != "invalid") + ")"
@@ -180,6 +183,9 @@ def service_rights(settings: Settings, user: str) -> Rights:
     if user == "tcx-crm":  # screen pops; a pop no agent is bound for is kept in the unrouted exchange
         write += [commands, _q(settings.unrouted_exchange)]
         topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
+    if user == "tcx-callbacks":  # its callback.* events, to the events exchange
+        write += [_q(settings.exchange)]
+        topics[settings.exchange] = (CALLBACK_KEYS, NOTHING)
     return Rights(configure=NOTHING, write=_any(*write), read=_any(_q(settings.queue(name))), topics=topics)
 
 

@@ -49,6 +49,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-analytics",
         "tcx-wallboard",
         "tcx-dialer",
+        "tcx-callbacks",
         "desk-D-1",
         "desk-D-2",
         "desk-D-3",
@@ -97,6 +98,13 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     assert not re.fullmatch(dialer["write"], "desk.D-2.popup")
     assert re.fullmatch(rights["tcx-dialer"]["read"], "cc.dial-results")
     assert re.fullmatch(topics[("tcx-crm", "cc.commands")]["write"], "desk.D-2.popup")
+    callbacks = topics[("tcx-callbacks", "cc.events")]
+    for key in ("callback.opened", "callback.assigned", "callback.closed"):
+        assert re.fullmatch(callbacks["write"], key), key
+    for key in ("callback.opened.x", "callback.reached", "call.started.inbound.D-1", "dial.confirmed.D-1"):
+        assert not re.fullmatch(callbacks["write"], key), key
+    assert not re.fullmatch(rights["tcx-callbacks"]["write"], "cc.commands")  # dials go with the dialer's user
+    assert re.fullmatch(rights["tcx-callbacks"]["read"], "cc.callbacks")
 
 
 @pytest.mark.parametrize(

@@ -503,6 +503,8 @@ def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], 
         "publish an again key to the dead exchange": publish(s.dead_exchange, f"desk.{b}.again"),
         "publish another's dead letter": publish(s.dead_exchange, f"desk.{b}"),
         "publish desk B's call event": publish(s.exchange, f"call.started.inbound.{b}"),
+        "publish a callback event": publish(s.exchange, "callback.closed"),
+        "publish another key as callbacks": publish(s.exchange, "callback.reached"),
         "publish a dial request": publish(s.commands_exchange, f"desk.{b}.dial"),
         "publish a pop": publish(s.commands_exchange, f"desk.{b}.popup"),
         "read crm's queue": get(s.queue("crm")),
@@ -518,6 +520,7 @@ ALLOWED = {  # user -> the actions of forbidden_actions it may take
     "desk": set(),
     "tcx-analytics": set(),
     "tcx-wallboard": set(),
+    "tcx-callbacks": {"publish a callback event"},
 }
 
 
@@ -525,7 +528,7 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
     """A table of every generated user (but the admin) by every forbidden action: the broker refuses each."""
     actions = forbidden_actions(rights)
     allowed_anyway = []
-    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer"):
+    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer", "tcx-callbacks"):
         login = f"desk-{rights.desk}" if user == "desk" else user
         settings = rights.settings_of(login)
         with Broker(settings.amqp_url) as broker:
