@@ -103,7 +103,9 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         assert re.fullmatch(callbacks["write"], key), key
     for key in ("callback.opened.x", "callback.reached", "call.started.inbound.D-1", "dial.confirmed.D-1"):
         assert not re.fullmatch(callbacks["write"], key), key
-    assert not re.fullmatch(rights["tcx-callbacks"]["write"], "cc.commands")  # dials go with the dialer's user
+    assert not re.fullmatch(
+        rights["tcx-callbacks"]["write"], "cc.commands"
+    )  # dials go with the dialer's user
     assert re.fullmatch(rights["tcx-callbacks"]["read"], "cc.callbacks")
 
 
