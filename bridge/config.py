@@ -27,10 +27,8 @@ from bridge.keys import Key as Key
 from bridge.keys import platform_dir as platform_dir
 from bridge.redact import redact_text
 from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
-from bridge.values import RATE_UNITS as RATE_UNITS
 from bridge.values import check_region as check_region
 from bridge.values import host_port as host_port
-from bridge.values import parse_rate as parse_rate
 from bridge.values import reduce_desk as reduce_desk
 from bridge.values import split_urls as split_urls
 

@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 import phonenumbers
 
-from bridge.config import Settings, parse_rate
+from bridge.config import Settings
 from bridge.errors import ConfigError, DialError
-from consumers.agent.settings import AGENT
+from consumers.agent.settings import AGENT, parse_rate
 from consumers.numbers import normalise
 
 TYPES = {

@@ -6,20 +6,45 @@ Their names are a public contract (TOML keys, ``TCX_BRIDGE_*`` variables): never
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import Any
 
 import msgspec
 
+from bridge.errors import ConfigError
 from bridge.keys import Key, const
 from bridge.sections import Section
-from bridge.values import (
-    at_least,
-    parse_number_types,
-    parse_optional_text,
-    parse_prefixes,
-    parse_rate_text,
-    parse_text,
-)
+from bridge.values import at_least, parse_optional_text, parse_prefixes, parse_text, parse_words
+
+
+def parse_number_types(name: str, value: Any) -> tuple[str, ...]:
+    """phonenumbers' number types by name (checked against phonenumbers where the agent starts)."""
+    found = tuple(word.upper().replace("-", "_") for word in parse_words(name, value))
+    for word in found:
+        if not re.fullmatch(r"[A-Z_]{3,30}", word):
+            raise ConfigError(f"{name}: {word!r} is not a number type; use e.g. PREMIUM_RATE, SHARED_COST")
+    return found
+
+
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+RATE_UNITS |= {"h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(name: str, value: Any) -> tuple[int, float]:
+    """``20/min`` (also ``20``: per minute, ``100/hour``, ``0``: no limit) as (count, seconds)."""
+    text = str(value).strip().lower().replace(" ", "")
+    count, _, unit = text.partition("/")
+    unit = unit.removeprefix("1").rstrip("s") if unit not in ("s", "m", "h") else unit
+    if not count.isdigit() or (unit and unit not in RATE_UNITS):
+        raise ConfigError(f"{name}: {value!r} is not a rate; give dials per minute like 20/min (0: no limit)")
+    return int(count), RATE_UNITS[unit or "min"]
+
+
+def parse_rate_text(name: str, value: Any) -> str:
+    count, seconds = parse_rate(name, value)
+    unit = {1.0: "s", 60.0: "min", 3600.0: "hour"}[seconds]
+    return f"{count}/{unit}"
 
 
 class AgentOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -272,7 +272,7 @@ class HttpContacts:
         assert options.crm_lookup_url is not None
         self.template = options.crm_lookup_url
         self.timeout = options.crm_timeout
-        self.fields = options.crm_fields.paths  # parsed at load (bridge.values.parse_crm_fields)
+        self.fields = options.crm_fields.paths  # parsed at load (consumers.crm.settings)
 
     def lookup(self, e164: str, raw: str | None = None) -> Contact | None:
         url = self.template.format(e164=urllib.parse.quote(e164), number=urllib.parse.quote(raw or e164))
