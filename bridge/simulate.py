@@ -226,11 +226,12 @@ def truth_lines(plan: Plan, timings: dict[tuple[int, int], Timing]) -> list[dict
 
 
 def number_kind(number: str | None) -> str:
-    """anonymous, internal (an extension: up to 6 digits, no leading 0) or external, as the consumers read it."""
+    """anonymous, internal (up to 6 digits, no leading 0) or external, as the consumers read it."""
     compact = re.sub(r"[\s().\-/]", "", number or "")
     if compact.lower() in ("", "anonymous", "unknown", "private", "withheld", "restricted", "unavailable"):
         return "anonymous"
-    return "internal" if compact.isdigit() and len(compact) <= 6 and not compact.startswith("0") else "external"
+    internal = compact.isdigit() and len(compact) <= 6 and not compact.startswith("0")
+    return "internal" if internal else "external"
 
 
 def callback_truth(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

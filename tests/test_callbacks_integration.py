@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Settings, load_settings
+from bridge.config import Settings
 from bridge.simulate import Plan, PlannedLaunch, Timing, notify_command, play, truth_lines
 from bridge.transport import Broker
 from consumers.store.core import open_store
