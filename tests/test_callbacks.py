@@ -302,3 +302,44 @@ def test_commands_list_assign_and_close(consumer: Callbacks, local_settings: Set
         "closed",
         "wrong number",
     )
+
+
+def test_report_has_callback_columns_per_day_and_desk(consumer: Callbacks, local_settings: Settings) -> None:
+    from bridge.cli import cli
+
+    feed(consumer, *missed_call("c1", 0, desk="D1"), *missed_call("c2", 1, "0449998877", desk="D2"))
+    feed(consumer, *missed_call("c3", 2, "0311112233", desk="D2"))
+    feed(
+        consumer,
+        call("started", "inbound", "r1", 10, "D3", CALLER),
+        call("connected", "inbound", "r1", 10.5, "D3"),
+    )
+    feed(
+        consumer,
+        call("started", "outbound", "0449998877", 40, "D3"),
+        call("connected", "outbound", "0449998877", 41, "D3"),
+    )
+    with consumer.store.transaction():
+        row = tasks.assign(consumer.store, tasks.task(consumer.store, 3), "D1", "hand")
+        tasks.close(consumer.store, row, "unreached", reason="test")
+    env = {"TCX_BRIDGE_DATA_DIR": local_settings.data_dir, "TCX_BRIDGE_STORE_URL": local_settings.store_url or "",
+           "TCX_BRIDGE_CONFIG": str(Path(local_settings.data_dir).parent / "none.toml")}  # fmt: skip
+    result = CliRunner().invoke(cli, ["report", "--format", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    (day,) = summary["by_day"]
+    columns = (
+        "day",
+        "callbacks_opened",
+        "callbacks_reached",
+        "callbacks_unreached",
+        "callback_median",
+        "callback_p90",
+    )
+    assert tuple(day[c] for c in columns) == ("2026-11-25", 3, 2, 1, 1515.0, 2400.0)  # 630 s and 2400 s
+    desks = {row["desk"]: tuple(row[c] for c in columns[1:]) for row in summary["by_desk"]}
+    assert desks == {
+        "D1": (1, 0, 1, None, None),
+        "D2": (2, 0, 0, None, None),
+        "D3": (0, 2, 0, 1515.0, 2400.0),
+    }
