@@ -40,19 +40,16 @@ def _ago(seconds: float) -> str:
 
 
 def describe(row: dict[str, Any], settings: Settings, now: datetime) -> dict[str, Any]:
-    """A task as ``callbacks list`` and the wallboard show it (times local, state worked out)."""
+    """A task as ``callbacks list`` shows it (times local, its state worked out)."""
     from consumers.callbacks.assign import zone
+    from consumers.callbacks.tasks import state_of
     from consumers.numbers import display
 
     local = zone(settings)
     first, due = parse_time(row["first_missed_at"]), parse_time(row["due_at"])
-    if row["status"] != "open":
-        state = row["outcome"]
-    else:
-        state = "overdue" if due <= now else "open"
     return {
         "id": row["id"],
-        "state": state,
+        "state": state_of(row, now),
         "number": display(row["number_e164"], settings.region),
         "number_e164": row["number_e164"],
         "missed": row["missed_count"],

@@ -228,8 +228,19 @@ def dial_result(store: Store, result: events.DialResult) -> str:
     return f"dial {result.status}"
 
 
+DUE_SOON = 300.0  # seconds before its due time an open task shows as due
+
+
+def state_of(row: dict[str, Any], now: datetime) -> str:
+    """open, due (within DUE_SOON), overdue; or the outcome of a closed task."""
+    if row["status"] != "open":
+        return str(row["outcome"])
+    left = (parse_time(row["due_at"]) - now).total_seconds()
+    return "overdue" if left <= 0 else "due" if left <= DUE_SOON else "open"
+
+
 def listing(store: Store, which: str, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Tasks oldest first: ``open``, ``due`` (open and due by now) or ``all``."""
+    """Tasks oldest first: ``open``, ``due`` (open, due soon or overdue) or ``all``."""
     now = now or datetime.now(UTC)
     if which == "all":
         rows = store.execute("SELECT * FROM callbacks ORDER BY first_missed_at, id")
@@ -237,5 +248,5 @@ def listing(store: Store, which: str, now: datetime | None = None) -> list[dict[
         rows = store.execute("SELECT * FROM callbacks WHERE status = 'open' ORDER BY first_missed_at, id")
     found = [dict(row) for row in rows]
     if which == "due":
-        found = [row for row in found if parse_time(row["due_at"]) <= now]
+        found = [row for row in found if state_of(row, now) in ("due", "overdue")]
     return found

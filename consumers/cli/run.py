@@ -111,7 +111,10 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
     fanout = Fanout()
     hostnames = filter(None, options.wallboard_hostnames.split(","))
     with friendly_errors():  # a token, once set, is asked for on any bind
-        app = make_app(fanout, options.wallboard_token, hosts=HostCheck(host, hostnames))
+        from consumers.callbacks.web import dial_routes  # the Call back button, with wallboard_dial_token
+
+        routes = dial_routes(settings, options.wallboard_token)
+        app = make_app(fanout, options.wallboard_token, hosts=HostCheck(host, hostnames), routes=routes)
     board = Wallboard(settings, masked=mask_numbers)
     board.listeners.append(fanout.publish)
     fanout.publish(board.refresh())

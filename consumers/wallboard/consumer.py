@@ -24,6 +24,7 @@ Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change
     desks      each desk seen today: idle, ringing (caller, contact), talking (since), quiet;
                its ringing, talking and no_end_seen counts
     recent     the last 20 calls
+    callbacks, callback_tiles   the Callbacks panel and its tiles (consumers.callbacks.panel)
     chart      calls per 15 minutes today, from the first busy hour to now: slot start, count
     timezone, locale   how the page writes times and numbers (24-hour clock by default)
 
@@ -43,10 +44,11 @@ from bridge.events import CallEvent, parse_time
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
 from consumers.analytics.settings import ANALYTICS
+from consumers.callbacks.panel import Panel
 from consumers.numbers import normalise
 from consumers.runtime.consumer import Context
 from consumers.store.core import open_store, sqlite_path
-from consumers.wallboard.state import Board, day_of, snapshot
+from consumers.wallboard.state import Board, day_of, snapshot, zone_of
 
 __all__ = ["Board", "Wallboard", "snapshot"]
 
@@ -81,6 +83,7 @@ class Wallboard(CallConsumer):
         self._contacts: Any = None
         self._names: dict[str | None, str | None] = {}  # number -> contact name, for CONTACTS_FRESH
         self._names_until = 0.0
+        self.callbacks = Panel(settings, masked=masked)  # the Callbacks panel (consumers.callbacks.panel)
 
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         if self._staged:  # the last batch never reached tick(): the store knows whether it committed
@@ -136,13 +139,18 @@ class Wallboard(CallConsumer):
         """The snapshot at now (default: now), given to every listener."""
         with self._lock:
             now = now or datetime.now(UTC)
-            self.current = self._board(now).view(now, masked=self.masked, contact_name=self.contact_name)
+            board = self._board(now)
+            self.current = board.view(now, masked=self.masked, contact_name=self.contact_name)
+            midnight = datetime.combine(board.day, datetime.min.time(), zone_of(self.settings))
+            self.current |= self.callbacks.view(now, midnight, self.contact_name)
         for listener in list(self.listeners):
             listener(self.current)
         return self.current
 
     def tick(self, broker: Any, settings: Settings) -> None:
         now = time.monotonic()
+        if self.callbacks.changed():
+            self._dirty = True
         if self._dirty or now >= self._next_refresh:
             self._dirty = False
             current = self.refresh()
@@ -151,3 +159,7 @@ class Wallboard(CallConsumer):
                 due = parse_time(current["next_change"]) - datetime.now(UTC)
                 wait = min(wait, max(TICK, due.total_seconds() + TICK))
             self._next_refresh = now + wait
+
+    def close(self) -> None:
+        self.callbacks.close()
+        super().close()
