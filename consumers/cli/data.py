@@ -218,17 +218,16 @@ def report_command(
 def _with_callbacks(
     settings: Settings, summary: dict[str, list[dict[str, Any]]], selection: Any
 ) -> list[str]:
-    """The callbacks consumer's columns added to the summary, when it has a store; the columns added."""
+    """The callbacks consumer's columns added to the summary (consumers.callbacks.report); their names."""
     from consumers.callbacks.report import CALLBACK_COLUMNS, add_callbacks, callback_summary
     from consumers.store.core import open_store
 
     store = open_store(settings, "callbacks", existing=True)
-    if store is None:
-        return []
     try:
-        add_callbacks(summary, callback_summary(store, selection))
+        add_callbacks(summary, callback_summary(store, selection))  # no store yet: zeros
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     return list(CALLBACK_COLUMNS)
 
 

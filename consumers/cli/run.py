@@ -116,6 +116,9 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
         routes = dial_routes(settings, options.wallboard_token)
         app = make_app(fanout, options.wallboard_token, hosts=HostCheck(host, hostnames), routes=routes)
     board = Wallboard(settings, masked=mask_numbers)
+    from consumers.callbacks.panel import Panel
+
+    board.panels.append(Panel(settings, masked=mask_numbers))  # the Callbacks panel
     board.listeners.append(fanout.publish)
     fanout.publish(board.refresh())
     server = WebServer(app, host, port)

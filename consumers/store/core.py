@@ -24,7 +24,7 @@ from bridge.config import Settings
 from bridge.errors import ConfigError, StoreError, check_directory, path_problem
 from consumers.store.schema import PROCESSED_SQLITE
 
-SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts")  # <data_dir>/<name>.sqlite3
+SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts", "callbacks")  # <data_dir>/<name>.sqlite3
 
 
 class Rows(Protocol):

@@ -24,7 +24,7 @@ Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change
     desks      each desk seen today: idle, ringing (caller, contact), talking (since), quiet;
                its ringing, talking and no_end_seen counts
     recent     the last 20 calls
-    callbacks, callback_tiles   the Callbacks panel and its tiles (consumers.callbacks.panel)
+    callbacks, callback_tiles   the Callbacks panel and its tiles (a Panel the wallboard command adds)
     chart      calls per 15 minutes today, from the first busy hour to now: slot start, count
     timezone, locale   how the page writes times and numbers (24-hour clock by default)
 
@@ -37,24 +37,37 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.config import Settings
 from bridge.events import CallEvent, parse_time
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
 from consumers.analytics.settings import ANALYTICS
-from consumers.callbacks.panel import Panel
 from consumers.numbers import normalise
 from consumers.runtime.consumer import Context
 from consumers.store.core import open_store, sqlite_path
 from consumers.wallboard.state import Board, day_of, snapshot, zone_of
 
-__all__ = ["Board", "Wallboard", "snapshot"]
+__all__ = ["Board", "Panel", "Wallboard", "snapshot"]
 
 TICK = 0.1
 REFRESH = 30.0  # seconds: quiet desks and the day change without events
 CONTACTS_FRESH = 300.0  # seconds a contact name is shown from the cache before it is looked up again
+
+
+class Panel(Protocol):
+    """A part of the page kept by another consumer (the Callbacks panel, consumers.callbacks.panel)."""
+
+    def changed(self) -> bool:
+        """Whether its part changed since it last said so (asked between deliveries)."""
+
+    def view(
+        self, now: datetime, midnight: datetime, contact_name: Callable[[str | None], str | None]
+    ) -> dict[str, Any]:
+        """Its keys of the snapshot at now; midnight: the start of the board's local day."""
+
+    def close(self) -> None: ...
 
 
 class Wallboard(CallConsumer):
@@ -83,7 +96,9 @@ class Wallboard(CallConsumer):
         self._contacts: Any = None
         self._names: dict[str | None, str | None] = {}  # number -> contact name, for CONTACTS_FRESH
         self._names_until = 0.0
-        self.callbacks = Panel(settings, masked=masked)  # the Callbacks panel (consumers.callbacks.panel)
+        self.panels: list[
+            Panel
+        ] = []  # parts of the page from other consumers' stores (the wallboard command's)
 
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         if self._staged:  # the last batch never reached tick(): the store knows whether it committed
@@ -142,14 +157,15 @@ class Wallboard(CallConsumer):
             board = self._board(now)
             self.current = board.view(now, masked=self.masked, contact_name=self.contact_name)
             midnight = datetime.combine(board.day, datetime.min.time(), zone_of(self.settings))
-            self.current |= self.callbacks.view(now, midnight, self.contact_name)
+            for panel in self.panels:
+                self.current |= panel.view(now, midnight, self.contact_name)
         for listener in list(self.listeners):
             listener(self.current)
         return self.current
 
     def tick(self, broker: Any, settings: Settings) -> None:
         now = time.monotonic()
-        if self.callbacks.changed():
+        if any([panel.changed() for panel in self.panels]):  # each looks
             self._dirty = True
         if self._dirty or now >= self._next_refresh:
             self._dirty = False
@@ -161,5 +177,6 @@ class Wallboard(CallConsumer):
             self._next_refresh = now + wait
 
     def close(self) -> None:
-        self.callbacks.close()
+        for panel in self.panels:
+            panel.close()
         super().close()
