@@ -24,7 +24,11 @@ class Span(NamedTuple):
     end: tuple[int, int]
 
 
-Hours = tuple[tuple[Span, ...], ...]  # seven weekdays from Monday: each its open spans, sorted
+class Hours(tuple[tuple[Span, ...], ...]):
+    """Seven weekdays from Monday, each its open spans, sorted; shown as business_hours would give them."""
+
+    def __str__(self) -> str:
+        return format_hours(self)
 
 
 def _clock(name: str, text: str, whole: str) -> tuple[int, int]:
@@ -75,7 +79,7 @@ def parse_hours(name: str, value: object) -> Hours | None:
                 raise ConfigError(f"{name}: {text.strip()!r} in {whole!r} ends before it starts")
             for day in _days(name, days, whole):
                 week[day].append(span)
-    return tuple(tuple(sorted(spans)) for spans in week)
+    return Hours(tuple(sorted(spans)) for spans in week)
 
 
 def format_hours(hours: Hours | None) -> str:
