@@ -218,16 +218,20 @@ def report_command(
 def _with_callbacks(
     settings: Settings, summary: dict[str, list[dict[str, Any]]], selection: Any
 ) -> list[str]:
-    """The callbacks consumer's columns added to the summary (consumers.callbacks.report); their names."""
+    """The callbacks consumer's columns added to the summary (consumers.callbacks.report), when it has
+    tasks; their names."""
     from consumers.callbacks.report import CALLBACK_COLUMNS, add_callbacks, callback_summary
     from consumers.store.core import open_store
 
     store = open_store(settings, "callbacks", existing=True)
+    if store is None:
+        return []
     try:
-        add_callbacks(summary, callback_summary(store, selection))  # no store yet: zeros
+        if store.execute("SELECT count(*) AS n FROM callbacks").fetchone()["n"] == 0:
+            return []  # the callbacks consumer is not in use here: no columns of zeros
+        add_callbacks(summary, callback_summary(store, selection))
     finally:
-        if store is not None:
-            store.close()
+        store.close()
     return list(CALLBACK_COLUMNS)
 
 
