@@ -227,7 +227,8 @@ def test_every_process_on_its_own_user(
     assert run_cli({**rights.env, **server}, "contacts", "import", str(contacts)).returncode == 0
     pops = Tap(admin, settings, settings.commands_exchange, "desk.*.popup")
     results = Tap(admin, settings, settings.exchange, "dial.#")
-    for name in ("crm", "analytics"):
+    callback_events = Tap(admin, settings, settings.exchange, "callback.#")
+    for name in ("crm", "analytics", "callbacks"):
         start_service(
             services, rights.env_of(f"tcx-{name}", **server), admin, settings.queue(name), "consume", name
         )
@@ -281,6 +282,21 @@ def test_every_process_on_its_own_user(
     for name in ("crm", "analytics", "wallboard", f"desk.{rights.desk}"):
         assert admin.queue_info(settings.dead_queue(name)) == (0, 0), name
         assert admin.queue_info(settings.queue(name))[0] == 0  # type: ignore[index]
+
+    # a missed caller, called back by tcx-dialer through callbacks dial; the events in tcx-callbacks' name
+    for argv in (["/N:S", "/C:0791112233", "/T:I", "/I:in-2"], ["/N:E", "/T:I", "/I:in-2"]):
+        assert run_notify(rights.env_of(desk_user), *argv).returncode == 0
+    opened = callback_events.get(timeout=15)
+    assert opened is not None
+    assert (json.loads(opened.body)["type"], opened.user_id) == ("callback.opened", "tcx-callbacks")
+    dialer_env = rights.env_of("tcx-dialer", **server)
+    called = run_cli(dialer_env, "callbacks", "dial", "1", "--desk", rights.desk)
+    assert called.returncode == 0, called.stderr
+    rest = [callback_events.get(timeout=15) for _ in range(2)]
+    assert [(json.loads(d.body)["type"], d.user_id) for d in rest if d] == [
+        ("callback.assigned", "tcx-callbacks"), ("callback.closed", "tcx-callbacks")]  # fmt: skip
+    assert json.loads(rest[1].body)["outcome"] == "reached"  # type: ignore[union-attr]
+    assert admin.queue_info(settings.dead_queue("callbacks")) == (0, 0)
 
 
 @pytest.fixture
