@@ -263,7 +263,7 @@ def test_every_process_on_its_own_user(
 
     with Broker(settings.amqp_url, sign=True) as desk_a:  # allowed key, another desk in the body
         desk_a.publish(settings.exchange, event_message(rights.desk, rights.other, "forged"))
-    for name in ("crm", "analytics", "wallboard"):
+    for name in ("crm", "analytics", "wallboard", "callbacks"):
         dead: Delivery | None = admin.get(settings.dead_queue(name), timeout=15)
         assert dead is not None, name
         assert dead.headers["x-tcx-reason"].startswith(
