@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -343,3 +344,35 @@ def test_report_has_callback_columns_per_day_and_desk(consumer: Callbacks, local
         "D2": (2, 0, 0, None, None),
         "D3": (0, 2, 0, 1515.0, 2400.0),
     }
+
+
+def test_simulate_truth_says_who_was_missed_and_reached() -> None:
+    from bridge.simulate import plan_traffic, truth_lines
+
+    lines = truth_lines(plan_traffic(300, ["s1", "s2"], seed=7), {})
+    kinds = Counter(line["number_kind"] for line in lines if line["direction"] == "inbound")
+    assert set(kinds) == {"external", "anonymous", "internal"}
+    seen: dict[str, str] = {}
+
+    def moment(line: dict[str, Any]) -> float:  # when the task hears of it: a miss at its end, a reach at C
+        return float(line["at"]["connected" if line["answered"] else "ended"])
+
+    for line in sorted(lines, key=moment):
+        if line["callback"] in ("opens", "adds"):
+            assert (line["direction"], line["answered"], line["number_kind"]) == (
+                "inbound",
+                False,
+                "external",
+            )
+        if line["callback"] == "reaches":
+            assert line["answered"]
+            assert seen.get(line["number"]) in ("opens", "adds")  # a task was open for the number
+        if line["callback"]:
+            seen[line["number"]] = line["callback"]
+    found = Counter(line["callback"] for line in lines)
+    assert found["opens"] > 0
+    assert found["adds"] > 0  # known contacts call more than once
+    assert found["reaches"] > 0
+    unanswered = [line for line in lines if line["number_kind"] != "external" and not line["answered"]]
+    assert unanswered
+    assert all(line["callback"] is None for line in unanswered)  # anonymous and internal: never a task
