@@ -238,10 +238,10 @@ def callback_truth(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Who was missed and who was reached: each line gets number_kind and callback.
 
     In the order of the plan: an inbound call from an external number that was never
-    answered ``opens`` a task for the number when it ends (or ``adds`` to the open
-    one); a later call with that number, inbound answered or outbound connected,
-    ``reaches`` it when connected after the first missed call. Numbers compare as
-    written without separators (a plan writes each caller one way).
+    answered ``opens`` a task for the number (from its start), or ``adds`` to the open
+    one; a call with that number connected later (inbound answered or outbound
+    connected) ``reaches`` it. Numbers compare as written without separators (a plan
+    writes each caller one way).
     """
     moments: list[tuple[float, int, str]] = []
     for index, line in enumerate(lines):
@@ -252,17 +252,17 @@ def callback_truth(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if line["answered"]:
             moments.append((line["at"]["connected"], index, "connected"))
         elif line["direction"] == "inbound" and "ended" in line["at"] and "started" in line["at"]:
-            moments.append((line["at"]["ended"], index, "missed"))
-    open_tasks: dict[str, float] = {}  # number -> first missed (planned start)
+            moments.append((line["at"]["started"], index, "missed"))
+    open_tasks: set[str] = set()
     for _, index, what in sorted(moments):
         line = lines[index]
         number = re.sub(r"[\s().\-/]", "", line["number"])
         if what == "missed":
             line["callback"] = "adds" if number in open_tasks else "opens"
-            open_tasks.setdefault(number, line["at"]["started"])
-        elif number in open_tasks and open_tasks[number] < line["at"]["connected"]:
+            open_tasks.add(number)
+        elif number in open_tasks:
             line["callback"] = "reaches"
-            del open_tasks[number]
+            open_tasks.discard(number)
     return lines
 
 

@@ -127,6 +127,19 @@ def test_anonymous_internal_and_ignored_callers_get_no_task(consumer: Callbacks,
     assert tasks.listing(consumer.store, "all") == []
 
 
+def test_a_miss_that_arrives_after_the_caller_got_through_opens_its_task_reached(consumer: Callbacks) -> None:
+    """The events of other launches arrive in any order: the answered call's C came first."""
+    feed(
+        consumer,
+        call("started", "inbound", "c2", 3, "D2", CALLER),
+        call("connected", "inbound", "c2", 3.2, "D2"),
+    )
+    assert feed(consumer, *missed_call("c1", 0))[-1] == "task 1 opened, reached already"
+    task = only_task(consumer)
+    assert (task["outcome"], task["reached_by"], task["reached_at"]) == ("reached", "D2", at(3.2))
+    assert [event["key"] for event in outbox(consumer)] == ["callback.opened", "callback.closed"]
+
+
 def test_an_answered_call_opens_nothing_and_a_duplicate_changes_nothing(consumer: Callbacks) -> None:
     events_ = [call("started", "inbound", "c1", 0, caller=CALLER), call("connected", "inbound", "c1", 0.2)]
     feed(consumer, *events_, call("ended", "inbound", "c1", 3))
@@ -354,8 +367,8 @@ def test_simulate_truth_says_who_was_missed_and_reached() -> None:
     assert set(kinds) == {"external", "anonymous", "internal"}
     seen: dict[str, str] = {}
 
-    def moment(line: dict[str, Any]) -> float:  # when the task hears of it: a miss at its end, a reach at C
-        return float(line["at"]["connected" if line["answered"] else "ended"])
+    def moment(line: dict[str, Any]) -> float:  # a miss from its start, a reach at C
+        return float(line["at"]["connected" if line["answered"] else "started"])
 
     for line in sorted(lines, key=moment):
         if line["callback"] in ("opens", "adds"):

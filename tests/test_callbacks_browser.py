@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from typing import Any
@@ -13,24 +12,21 @@ from bridge.config import Settings
 from bridge.transport import Broker
 from consumers.store.core import open_store
 from tests.conftest import Service, run_notify, start_service, wait_until
-from tests.test_callbacks_integration import installed
+from tests.test_callbacks_integration import installed, port_of_ours
 from tests.test_wallboard_browser import _answers, chromium  # noqa: F401  # the browser fixture
 
 pytestmark = pytest.mark.integration
 DIAL_TOKEN = "dial-token-for-the-supervisor-1"
 CALLER = "+41791234599"
-
-
-def port_of_ours() -> int:
-    """A free port in this worktree's range (18200-18299)."""
-    for port in range(18200, 18300):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 18200-18299")
+WATCH = """() => {
+  window.seenDials = [];
+  const look = () => {
+    const row = document.querySelector('[data-task="1"]');
+    const dial = row && row.dataset.dial;
+    if (dial && window.seenDials[window.seenDials.length - 1] !== dial) window.seenDials.push(dial);
+  };
+  new MutationObserver(look).observe(document.getElementById("callbacks"), { subtree: true, childList: true, attributes: true });
+}"""
 
 
 def post(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
@@ -95,9 +91,13 @@ def test_call_back_button_only_with_the_dial_token_and_csrf(
     page = supervisor.new_page()
     page.goto(f"http://127.0.0.1:{port}/dial-login?dial_token={DIAL_TOKEN}")
     assert page.url == f"http://127.0.0.1:{port}/"  # the token left the address bar
+    page.wait_for_selector('[data-task="1"] button.call-back', timeout=10000)
+    page.evaluate(WATCH)  # records every dial state the row shows
     page.locator('[data-task="1"] button.call-back').click(timeout=10000)
-    page.wait_for_selector('[data-task="1"][data-dial="confirmed"]', timeout=10000)  # the live state
-    page.wait_for_selector('[data-task="1"][data-dial="reached"]', timeout=10000)
+    page.wait_for_selector('[data-task="1"][data-dial="reached"]', timeout=15000)
+    seen = page.evaluate("window.seenDials")
+    assert seen[-1] == "reached"
+    assert {"dialing", "dialed", "confirmed"} & set(seen), seen  # the live state before it was reached
     assert page.text_content("#t-callbacks_open") == "0"
     row = task_row(settings)
     assert row is not None

@@ -21,6 +21,7 @@ from bridge.simulate import Plan, PlannedLaunch, Timing, notify_command, play, t
 from bridge.transport import Broker
 from consumers.store.core import open_store
 from tests.conftest import Service, Tap, run_cli, start_service, wait_until
+from tests.test_metrics_integration import samples
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,20 @@ def day(one: str, two: str) -> Plan:
     return Plan(calls, {"answered": 2, "missed": 6, "outbound": 0, "burst": 0})
 
 
+def port_of_ours() -> int:
+    """A free port in this worktree's range (18200-18299)."""
+    import socket
+
+    for port in range(18200, 18300):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 18200-18299")
+
+
 def installed(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent))
     assert found, f"{name} is not installed next to {sys.executable}"
@@ -78,7 +93,17 @@ def test_a_simulated_day_of_missed_callers_against_the_truth(
     env = {**env, "TCX_BRIDGE_CALLBACK_MAX_ATTEMPTS": "2", "TCX_BRIDGE_TIMEZONE": "Europe/Zurich"}
     assert run_cli(env, "topology", "declare", "--desk", one, "--desk", two).returncode == 0
     tap = Tap(broker, settings, settings.exchange, "callback.#")
-    start_service(services, env, broker, settings.queue("callbacks"), "consume", "callbacks")
+    port = port_of_ours()
+    start_service(
+        services,
+        env,
+        broker,
+        settings.queue("callbacks"),
+        "consume",
+        "callbacks",
+        "--metrics-port",
+        str(port),
+    )
     assistant = {"TCX_BRIDGE_ASSISTANT": installed("tcx-bridge-fake-assistant"), "TCX_FAKE_ASSISTANT_PAUSE": "0.3",
                  "TCX_FAKE_ASSISTANT_UNANSWERED": C}  # fmt: skip
     for desk in (one, two):
@@ -133,3 +158,12 @@ def test_a_simulated_day_of_missed_callers_against_the_truth(
     assert outcomes == {A: "reached", B: "reached", C: "unreached"}
     delivered = tap.drain(idle=0.1)
     assert delivered == []
+
+    def metric(name: str, **labels: str) -> float | None:
+        return samples(port).get((name, tuple(sorted(labels.items()))))
+
+    wait_until(lambda: metric("tcx_callbacks_open") == 0, timeout=10)
+    assert metric("tcx_callbacks_closed_total", outcome="reached") == 2
+    assert metric("tcx_callbacks_closed_total", outcome="unreached") == 1
+    assert metric("tcx_callbacks_closed_total", outcome="closed") == 0
+    assert metric("tcx_callback_seconds_count") == 2

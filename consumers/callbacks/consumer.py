@@ -124,7 +124,19 @@ class Callbacks(CallConsumer):
             due_at=due,
         )
         self._pending = True
+        if opened:  # the caller may have got through already (events of other launches arrive in any order)
+            found = self._connected_since(e164, record["started_at"])
+            if found is not None:
+                tasks.close(self.store, row, "reached", desk=found["desk"], at=found["connected_at"])
+                return f"task {row['id']} opened, reached already"
         return f"task {row['id']} opened" if opened else f"task {row['id']} missed again"
+
+    def _connected_since(self, e164: str, moment: str) -> dict[str, Any] | None:
+        """The first call with e164 connected after moment (a wire time) that this consumer knows of."""
+        rows = self.store.execute(
+            f"SELECT * FROM {self.store.calls_table} WHERE connected_at > ? ORDER BY connected_at", (moment,)
+        )
+        return next((dict(row) for row in rows if self._e164(other_party(row)) == e164), None)
 
     def tick(self, broker: Broker, settings: Settings) -> None:
         now = time.monotonic()
