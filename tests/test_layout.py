@@ -56,6 +56,7 @@ LOWER = {  # a part -> the parts of consumers/ it may import (besides bridge/ an
         "runtime",
         "store",
     },  # wallboard: desk states, its page
+    "webhooks": {"webhooks", "runtime"},
 }
 
 
