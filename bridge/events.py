@@ -170,6 +170,24 @@ class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
         return f"dial.{self.status}.{self.desk}"
 
 
+class ForgetRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="privacy.forget"):
+    """Erase a caller's number in the data each desk agent and consumer holds alone
+    (``tcx.commands``, routing key ``privacy.forget``; ``tcx-bridge privacy forget`` publishes it).
+
+    Taken only from the commands exchange with that routing key, which the broker lets
+    only the ``tcx-privacy`` user (and ``tcx-admin``) publish, signed with its ``user_id``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID)]
+    number: Number
+    requested_by: Name | None = None
+    requested_at: Timestamp
+
+    def __post_init__(self) -> None:
+        _canonical(self, "requested_at")
+
+
 CallbackOutcome = Literal["reached", "unreached", "closed"]
 TaskId = Annotated[int, msgspec.Meta(ge=1, description="the callback task's id (callbacks list)")]
 
@@ -255,6 +273,7 @@ MESSAGES: tuple[type[msgspec.Struct], ...] = (
     ScreenPop,
     DialRequest,
     DialResult,
+    ForgetRequest,
     CallbackOpened,
     CallbackAssigned,
     CallbackClosed,
@@ -266,6 +285,8 @@ EVENT_DECODER = msgspec.json.Decoder(CallEvent | DialResult)
 SCREEN_POP_DECODER = msgspec.json.Decoder(ScreenPop)
 DIAL_REQUEST_DECODER = msgspec.json.Decoder(DialRequest)
 CALLBACK_DECODER = msgspec.json.Decoder(CallbackEvent)
+FORGET_DECODER = msgspec.json.Decoder(ForgetRequest)
+FORGET_KEY = "privacy.forget"  # its routing key on the commands exchange
 
 
 def desk_problem(value: str) -> str | None:

@@ -51,6 +51,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-webhooks",
         "tcx-dialer",
         "tcx-callbacks",
+        "tcx-privacy",
         "desk-D-1",
         "desk-D-2",
         "desk-D-3",

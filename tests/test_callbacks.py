@@ -389,3 +389,16 @@ def test_simulate_truth_says_who_was_missed_and_reached() -> None:
     unanswered = [line for line in lines if line["number_kind"] != "external" and not line["answered"]]
     assert unanswered
     assert all(line["callback"] is None for line in unanswered)  # anonymous and internal: never a task
+
+
+def test_a_forget_request_closes_and_erases_the_callers_task(
+    consumer: Callbacks, local_settings: Settings
+) -> None:
+    feed(consumer, *missed_call("c1", 0), *missed_call("c2", 1, "0449998877"))
+    request = events.ForgetRequest(request_id="f1", number="079 123 45 67", requested_at=at(5))
+    consumer.forget(local_settings, request, "tcx-privacy")
+    rows = {row["id"]: row for row in tasks.listing(consumer.store, "all")}
+    assert (rows[1]["status"], rows[1]["reason"]) == ("closed", "forgotten")
+    assert E164 not in (rows[1]["number"], rows[1]["number_e164"])  # erased in the row kept
+    assert rows[2]["number_e164"] == "+41449998877"
+    assert all(E164 not in json.dumps(event) for event in outbox(consumer))  # nothing left to publish it

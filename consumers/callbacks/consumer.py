@@ -85,6 +85,23 @@ class Callbacks(CallConsumer):
             return tasks.dial_result(self.store, message)
         return super().handle(message, context)
 
+    def forget(self, settings: Settings, request: Any, user_id: str | None) -> dict[str, int]:
+        """Close the caller's open task quietly (no event: it would carry the number) and drop their
+        unpublished events; then the default erases the number in every text column, tasks included."""
+        e164 = normalise(request.number, settings.region).e164
+        if e164 is not None:
+            store = self.store
+            text = "CAST(body AS TEXT)" if store.dialect == "sqlite" else "convert_from(body, 'UTF8')"
+            with store.transaction():
+                tasks.lock(store)
+                store.execute(
+                    "UPDATE callbacks SET status = 'closed', outcome = 'closed', reason = 'forgotten', "
+                    "closed_at = ? WHERE number_e164 = ? AND status = 'open'",
+                    (events.utc_now(), e164),
+                )
+                store.execute(f"DELETE FROM callback_outbox WHERE {text} LIKE ?", (f"%{e164}%",))
+        return super().forget(settings, request, user_id)
+
     def _e164(self, number: str | None) -> str | None:
         """The E.164 form of an external number that may have a task (None: anonymous, internal, ignored)."""
         read = normalise(number, self.settings.region)
