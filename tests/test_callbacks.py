@@ -402,3 +402,14 @@ def test_a_forget_request_closes_and_erases_the_callers_task(
     assert E164 not in (rows[1]["number"], rows[1]["number_e164"])  # erased in the row kept
     assert rows[2]["number_e164"] == "+41449998877"
     assert all(E164 not in json.dumps(event) for event in outbox(consumer))  # nothing left to publish it
+
+
+def test_retention_sweeps_closed_tasks_only(consumer: Callbacks) -> None:
+    from consumers.privacy.sweep import _sweep_callbacks
+
+    feed(consumer, *missed_call("c1", 0), *missed_call("c2", 1, "0449998877"))
+    with consumer.store.transaction():
+        tasks.close(consumer.store, tasks.task(consumer.store, 1), "closed", reason="done")
+        swept = _sweep_callbacks(consumer.store, "9999-01-01T00:00:00.000000Z")
+    assert swept == {"callbacks": 1}
+    assert [row["id"] for row in tasks.listing(consumer.store, "all")] == [2]
