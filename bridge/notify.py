@@ -1,7 +1,8 @@
 """The registered executable: one 3CX Assistant launch -> one confirmed event.
 
-Path of a launch: parse argv, build and encode the event (before connecting),
-publish it with confirms; on failure retry within ``publish_budget`` seconds,
+Path of a launch: parse argv, build and encode the event (before connecting);
+hand it to the running desk agent (bridge.handoff: done once the agent has it
+durably, within ``handoff_timeout``), else publish it with confirms; on failure retry within ``publish_budget`` seconds,
 then store it in the outbox and still exit 0: the event is safe. After a
 successful publish, replay a bounded batch of older outboxed events.
 
@@ -13,8 +14,9 @@ stored (stderr: one ``LOST <event JSON>`` line). The outcome line of the log
 also goes to stderr: always from a terminal, and for an event outboxed because
 the broker was away (the gui-script has no stderr).
 
-This module is imported once per call: it imports only what the publish path
-needs (no click; tenacity only when a retry happens). Its log file and stderr
+This module is imported once per call: it imports only what the hand-off
+needs (no click, no pika: the transport only when the launch publishes itself;
+tenacity only when a retry happens). Its log file and stderr
 lines are set up by ``bridge.notify_log``, the hard deadline is ``bridge.watchdog``.
 """
 
@@ -32,13 +34,12 @@ import msgspec
 
 from bridge import events
 from bridge.config import Settings, load_settings
-from bridge.envelope import build_outgoing
+from bridge.envelope import OutgoingMessage, build_outgoing
 from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
+from bridge.handoff import hand_over
 from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
 from bridge.notify_log import configure_logging, log_lost
 from bridge.text import escape_undecodable, printable
-from bridge.topology import publish_event, publish_events
-from bridge.transport import Broker, OutgoingMessage
 from bridge.watchdog import WATCHDOG_GRACE, Watchdog
 
 if TYPE_CHECKING:
@@ -240,6 +241,9 @@ def _publish_and_replay(
     on_safe: Callable[[], None],
     start: int = 0,
 ) -> int:
+    from bridge.topology import publish_event, publish_events  # pika: not on the hand-off's path
+    from bridge.transport import Broker
+
     connect_timeout = max(
         settings.publish_budget / (settings.broker_count + 1), 0.2
     )  # a dead node costs a fraction
@@ -301,6 +305,12 @@ def run(argv: Sequence[str]) -> int:
     if oversize:
         log_lost(message, oversize)
         return EXIT_FAILED
+    why_not = hand_over(message, settings.data_dir, settings.handoff_timeout)
+    if why_not is None:  # the desk agent has it durably and publishes it on its open connection
+        _log_outcome(Delivered("handed", 0), event, message, settings, started)
+        return exit_code
+    if not why_not.startswith(("no agent", "off")):
+        logger.warning("desk fast path: %s; publishing event_id=%s itself", why_not, event.event_id)
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
         with Watchdog(deadline, message, settings, exit_code, lost_code=EXIT_FAILED) as watchdog:

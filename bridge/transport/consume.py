@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika.data
+import pika.exceptions
 
 from bridge.envelope import Delivery
 from bridge.errors import BrokerUnreachableError
@@ -116,10 +117,28 @@ class Consuming(Connection):
                     on_tick()
             channel.basic_cancel(tag)
 
+    def wake(self) -> None:
+        """From another thread: make a running consume() return from its wait and run on_tick now.
+
+        The one call here that is safe from another thread (pika's add_callback_threadsafe);
+        on a closed connection it does nothing (the next connection's ticks catch up).
+        """
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.add_callback_threadsafe(_nothing)
+        except (pika.exceptions.AMQPError, OSError, RuntimeError):  # closed meanwhile: nothing to wake
+            return
+
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
         with mapped_errors("ack"):
             self.channel.basic_ack(delivery_tag, multiple=multiple)
+
+
+def _nothing() -> None:
+    """A wake-up: its only work is to end process_data_events' wait."""
 
 
 def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:
