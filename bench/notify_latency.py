@@ -216,5 +216,6 @@ def main() -> None:
     lighter = max(rss["fast"]) / max(rss["notify"])
     print(f"fast    peak RSS {lighter:.2f}x today's path: {'OK' if lighter < 1 else 'OVER'}")
 
+
 if __name__ == "__main__":
     main()

@@ -3,26 +3,32 @@
 The agent (``tcx-bridge agent``) listens on a Unix socket ``handoff.sock`` in
 ``<data_dir>/agent``, a directory only its OS user may enter (0700, the socket
 0600; both sides also check the other's uid with SO_PEERCRED). A launch sends
-one frame, the event as the outbox stores it (:class:`Frame`), and shuts its
-side; the agent writes it into the outbox (fsync'd file, fsync'd directory)
-and only then answers ``ok``; it publishes the outbox on its open confirmed
-connection right after. So once notify has its ``ok`` the event is as safe as
-an outboxed one, and the outbox rules hold unchanged: nothing is lost if the
-agent dies at any step; an event the agent stored but did not answer for in
-time is also published by the launch itself (a duplicate with the same
-event_id, which consumers drop).
+one frame and shuts its side; the agent writes the event into the outbox
+(fsync'd file, fsync'd directory) and only then answers ``ok``; it publishes
+the outbox on its open confirmed connection right after. So once a launch has
+its ``ok`` the event is as safe as an outboxed one, and the outbox rules hold
+unchanged: nothing is lost if the agent dies at any step; an event the agent
+stored but did not answer for in time is also published by the launch itself
+(a duplicate with the same event_id, which consumers drop).
 
-No agent, a stale socket, a wrong owner, or no answer within
-``handoff_timeout`` seconds: :func:`hand_over` returns None and the launch
-takes its own path (connect, publish, confirm). Only the standard library and
-msgspec are imported here (no pika, no phonenumbers).
+Two frames: a *launch* (:func:`encode_launch`: argv, the TCX_BRIDGE_ environment,
+pid and start time), sent by the front (``bridge.launcher``) before anything
+else is imported, from which the agent builds the event with notify's own code
+and the launch's own settings; and a *built message* (:func:`encode`, the
+outbox's JSON), sent by ``bridge.notify`` when the front did not find the agent
+where the environment says (a data_dir set in the TOML file).
+
+No agent, a stale socket, a wrong owner, a refusal, or no answer within
+``handoff_timeout`` seconds: the launch takes its own path (connect, publish,
+confirm). Only the standard library is imported here (msgspec only to encode a
+built message); no pika, no phonenumbers.
 
 Windows (not built yet): a named pipe ``\\\\.\\pipe\\tcx-bridge-<user SID>-<desk>``
-whose DACL grants only the user's SID (``PIPE_REJECT_REMOTE_CLIENTS``, the
+whose DACL grants only the user's SID (``PIPE_REJECT_REMOTE_CLIENTS``; the
 client checks the server's SID with ``GetNamedPipeServerProcessId``); where
 pipes are not usable, 127.0.0.1 on a random port with a per-boot secret in a
 file of the user's profile readable only by them, sent first on each
-connection. Until then :func:`hand_over` returns None there.
+connection. Until then there is no hand-off there.
 """
 
 from __future__ import annotations
@@ -32,59 +38,70 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-import msgspec
-
-from bridge.envelope import OutgoingMessage
+if TYPE_CHECKING:
+    from bridge.envelope import OutgoingMessage
 
 DIRECTORY = "agent"  # in data_dir, mode 0700
 SOCKET = "handoff.sock"  # in DIRECTORY, mode 0600
-OK = b"ok\n"
+OK = b"ok"  # the answer's first word; a launch frame's answer goes on: " <exit status> <outcome line>"
+LAUNCH = b"tcx-launch-1"  # a launch frame's first field
 MAX_FRAME = 1 << 20  # bytes; an event is at most events.MAX_BODY, the frame adds its envelope
 _SUN_PATH = 107  # bytes a Unix socket address holds on Linux (108 with the NUL)
 
 
-class Frame(msgspec.Struct, frozen=True, kw_only=True):
-    """One handed event: the outbox's own fields (bridge.outbox.files.Entry), body as sent."""
-
-    routing_key: str
-    message_id: str
-    type: str
-    timestamp: int
-    app_id: str
-    body: msgspec.Raw
-
-
-_ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(Frame)
-
-
 def encode(message: OutgoingMessage) -> bytes:
-    """The frame of one message (what the outbox would store of it)."""
-    return _ENCODER.encode(
-        Frame(
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-            body=msgspec.Raw(message.body),
-        )
-    )
+    """The frame of one built message: the outbox's own fields (bridge.outbox.files.Entry) as JSON."""
+    import msgspec  # loaded already where a message was built (bridge.notify)
+
+    entry = {
+        "routing_key": message.routing_key,
+        "message_id": message.message_id,
+        "type": message.type,
+        "timestamp": message.timestamp,
+        "app_id": message.app_id,
+        "body": msgspec.Raw(message.body),
+    }
+    return msgspec.json.encode(entry)
 
 
-def decode(frame: bytes) -> OutgoingMessage:
-    """The message a frame holds; msgspec.DecodeError or ValidationError when it is not one."""
-    found = _DECODER.decode(frame)
-    return OutgoingMessage(
-        routing_key=found.routing_key,
-        body=bytes(found.body),
-        message_id=found.message_id,
-        type=found.type,
-        timestamp=found.timestamp,
-        app_id=found.app_id,
-    )
+class Launch(NamedTuple):
+    """A launch handed over as it came (the front, bridge.launcher): the agent builds its event."""
+
+    argv: tuple[str, ...]
+    environ: dict[str, str]  # what settings are read from: TCX_BRIDGE_*, and where the platform dirs are
+    pid: int
+    started_ns: int  # time.time_ns() when the launch began: its event's occurred_at
+
+
+ENVIRON = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "HOME")  # besides TCX_BRIDGE_*: where the files are
+
+
+def encode_launch(argv: Sequence[str], environ: Mapping[str, str], pid: int, started_ns: int) -> bytes:
+    """A launch frame: NUL-separated fields (POSIX argv and environment hold no NUL)."""
+    chosen = [
+        os.fsencode(f"{key}={value}")
+        for key, value in environ.items()
+        if key.startswith("TCX_BRIDGE_") or key in ENVIRON
+    ]
+    fields = [LAUNCH, b"%d" % pid, b"%d" % started_ns, b"%d" % len(argv), *map(os.fsencode, argv), *chosen]
+    return b"\0".join(fields)
+
+
+def decode_launch(frame: bytes) -> Launch:
+    """The launch a frame holds; ValueError when it is not one."""
+    fields = frame.split(b"\0")
+    if fields[0] != LAUNCH or len(fields) < 4:
+        raise ValueError("not a launch frame")
+    count = int(fields[3])
+    argv, rest = fields[4 : 4 + count], fields[4 + count :]
+    if len(argv) != count or any(b"=" not in pair for pair in rest):
+        raise ValueError("a launch frame cut short")
+    environ = dict(os.fsdecode(pair).split("=", 1) for pair in rest)
+    return Launch(tuple(map(os.fsdecode, argv)), environ, int(fields[1]), int(fields[2]))
 
 
 def directory_of(data_dir: str | os.PathLike[str]) -> Path:
@@ -115,55 +132,62 @@ def peer_uid(connection: socket.socket) -> int:
 
 
 def hand_over(message: OutgoingMessage, data_dir: str, timeout: float) -> str | None:
-    """Give message to the running desk agent; None when it took it, else why not (take today's path).
+    """Give a built message to the running desk agent; None when it took it, else why not.
 
     The whole exchange (connect, send, the agent's fsync and answer) gets timeout seconds.
     """
     if timeout <= 0:
         return "off"
+    answer = send(encode(message), directory_of(data_dir), timeout)
+    return None if answer == OK else answer.decode(errors="replace")
+
+
+def send(frame: bytes, directory: Path, timeout: float) -> bytes:
+    """Send one frame to the agent at directory; its answer (``ok ...``), or why there is none.
+
+    Every failure is an answer that does not begin with ``ok``: no agent (no directory,
+    a stale socket), a directory or socket not this user's alone, no answer in time.
+    """
     if sys.platform == "win32" or not hasattr(socket, "AF_UNIX"):  # pragma: no cover - see the docstring
-        return "no hand-off endpoint on this platform yet"
+        return b"no agent: no hand-off endpoint on this platform yet"
     deadline = time.monotonic() + timeout
-    directory = directory_of(data_dir)
     try:
         handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return "no agent"  # missing: no agent ever ran here
+        return b"no agent"  # missing: no agent ever ran here
     try:
         unsafe = private(os.fstat(handle))
         if unsafe:
-            return f"{directory} is not private ({unsafe})"
+            return f"{directory} is not private ({unsafe})".encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(timeout)
             try:
                 connection.connect(address(directory, handle))
             except OSError as error:  # missing or stale socket: no agent running
-                return f"no agent ({error.strerror or error})"
-            return _exchange(connection, encode(message), deadline)
+                return f"no agent ({error.strerror or error})".encode()
+            return _exchange(connection, frame, deadline)
     finally:
         os.close(handle)
 
 
-def _exchange(connection: socket.socket, frame: bytes, deadline: float) -> str | None:
+def _exchange(connection: socket.socket, frame: bytes, deadline: float) -> bytes:
     try:
         if peer_uid(connection) != os.getuid():
-            return "the hand-off socket is another user's"
+            return b"the hand-off socket is another user's"
         connection.sendall(frame)
         connection.shutdown(socket.SHUT_WR)
         answer = b""
-        while len(answer) < len(OK):
+        while not answer.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0:
-                return "the agent did not answer in time"
+                return b"the agent did not answer in time"
             connection.settimeout(left)
-            chunk = connection.recv(64)
+            chunk = connection.recv(4096)
             if not chunk:
-                break
+                return b"the agent closed without an answer: " + answer[:200]
             answer += chunk
     except TimeoutError:
-        return "the agent did not answer in time"
+        return b"the agent did not answer in time"
     except OSError as error:
-        return f"the hand-off failed ({error.strerror or error})"
-    if answer == OK:
-        return None
-    return f"the agent refused it ({answer[:200].decode(errors='replace').strip() or 'no answer'})"
+        return f"the hand-off failed ({error.strerror or error})".encode()
+    return answer.rstrip(b"\n")

@@ -253,7 +253,7 @@ class DeskAgent(Consumer):
         """Take launches' events over the private socket; the launches take their own path if it cannot."""
         if self.settings.handoff_timeout <= 0:
             return
-        server = HandoffServer(self.settings.data_dir, self.settings.outbox_dir, self._stored)
+        server = HandoffServer(self.settings, self._stored)
         try:
             server.start()
         except OSError as error:
