@@ -75,33 +75,47 @@ class Launch(NamedTuple):
     environ: dict[str, str]  # what settings are read from: TCX_BRIDGE_*, and where the platform dirs are
     pid: int
     started_ns: int  # time.time_ns() when the launch began: its event's occurred_at
+    event_id: str  # chosen by the launch: the same event if it publishes itself after all
 
 
 ENVIRON = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "HOME")  # besides TCX_BRIDGE_*: where the files are
 
 
-def encode_launch(argv: Sequence[str], environ: Mapping[str, str], pid: int, started_ns: int) -> bytes:
+def encode_launch(
+    argv: Sequence[str], environ: Mapping[str, str], pid: int, started_ns: int, event_id: str
+) -> bytes:
     """A launch frame: NUL-separated fields (POSIX argv and environment hold no NUL)."""
     chosen = [
         os.fsencode(f"{key}={value}")
         for key, value in environ.items()
         if key.startswith("TCX_BRIDGE_") or key in ENVIRON
     ]
-    fields = [LAUNCH, b"%d" % pid, b"%d" % started_ns, b"%d" % len(argv), *map(os.fsencode, argv), *chosen]
+    head = [LAUNCH, b"%d" % pid, b"%d" % started_ns, event_id.encode(), b"%d" % len(argv)]
+    fields = [*head, *map(os.fsencode, argv), *chosen]
     return b"\0".join(fields)
 
 
 def decode_launch(frame: bytes) -> Launch:
     """The launch a frame holds; ValueError when it is not one."""
     fields = frame.split(b"\0")
-    if fields[0] != LAUNCH or len(fields) < 4:
+    if fields[0] != LAUNCH or len(fields) < 5:
         raise ValueError("not a launch frame")
-    count = int(fields[3])
-    argv, rest = fields[4 : 4 + count], fields[4 + count :]
+    count = int(fields[4])
+    argv, rest = fields[5 : 5 + count], fields[5 + count :]
     if len(argv) != count or any(b"=" not in pair for pair in rest):
         raise ValueError("a launch frame cut short")
     environ = dict(os.fsdecode(pair).split("=", 1) for pair in rest)
-    return Launch(tuple(map(os.fsdecode, argv)), environ, int(fields[1]), int(fields[2]))
+    event_id = fields[3].decode()
+    return Launch(tuple(map(os.fsdecode, argv)), environ, int(fields[1]), int(fields[2]), event_id)
+
+
+def new_event_id() -> str:
+    """A random UUID (version 4) as bridge.events.new_event_id makes one, without importing uuid."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def directory_of(data_dir: str | os.PathLike[str]) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
@@ -28,8 +29,20 @@ EXIT_INVALID = 2
 MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself is kept whole)
 
 
+class Given(NamedTuple):
+    """What the front (bridge.launcher) fixed for a launch before handing it over: the event's id and time,
+    so that the agent's event and the launch's own (when the agent did not answer) are the same event."""
+
+    event_id: str
+    started_ns: int  # time.time_ns()
+
+    @property
+    def occurred_at(self) -> str:
+        return events.format_time(datetime.fromtimestamp(self.started_ns // 1000 / 1e6, UTC))
+
+
 def build_event(
-    argv: Sequence[str], settings: Settings, occurred_at: str | None = None
+    argv: Sequence[str], settings: Settings, fixed: Given | None = None
 ) -> tuple[events.CallEvent, list[str]]:
     """The event for one launch, and the problems to log (invalid launches included).
 
@@ -45,10 +58,10 @@ def build_event(
         if raw != item
     ]
     common = {
-        "event_id": events.new_event_id(),
+        "event_id": fixed.event_id if fixed else events.new_event_id(),
         "desk": settings.desk,
         "extension": settings.extension,
-        "occurred_at": occurred_at or events.utc_now(),
+        "occurred_at": fixed.occurred_at if fixed else events.utc_now(),
         "argv": given,
     }
     try:
@@ -117,9 +130,9 @@ class Prepared(NamedTuple):
     oversize: str | None  # why no consumer would take it (it is lost), or None
 
 
-def prepare(argv: Sequence[str], settings: Settings, occurred_at: str | None = None) -> Prepared:
+def prepare(argv: Sequence[str], settings: Settings, fixed: Given | None = None) -> Prepared:
     """Everything of a launch but its sending (also what the desk agent runs for a handed launch)."""
-    event, problems = build_event(argv, settings, occurred_at)
+    event, problems = build_event(argv, settings, fixed)
     message = to_message(event)
     exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
     return Prepared(event, message, problems, exit_code, too_big(message))

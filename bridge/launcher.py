@@ -49,13 +49,18 @@ def timeout_of(environ: Mapping[str, str]) -> float:
         return 0.0
 
 
-def hand_launch(argv: Sequence[str], environ: Mapping[str, str], directory: Path) -> int | None:
-    """The exit status when the desk agent at directory took the launch; None when bridge.notify must run."""
-    started = time.time_ns()
+def hand_launch(
+    argv: Sequence[str], environ: Mapping[str, str], directory: Path, given: tuple[str, int] | None = None
+) -> int | None:
+    """The exit status when the desk agent at directory took the launch; None when bridge.notify must run.
+
+    given: the event's id and start time (time.time_ns()), which bridge.notify then reuses.
+    """
+    event_id, started = given or (handoff.new_event_id(), time.time_ns())
     timeout = timeout_of(environ)
     if timeout <= 0 or (len(argv) == 1 and argv[0].lower() in HELP):
         return None
-    frame = handoff.encode_launch(argv, environ, os.getpid(), started)
+    frame = handoff.encode_launch(argv, environ, os.getpid(), started, event_id)
     answer = handoff.send(frame, directory, timeout)
     word, _, rest = answer.partition(b" ")
     status, _, line = rest.partition(b" ")
@@ -68,12 +73,13 @@ def hand_launch(argv: Sequence[str], environ: Mapping[str, str], directory: Path
 
 def main() -> None:
     """Entry point of ``tcx-bridge-notify`` and ``tcx-bridge-notifyw``."""
+    given = (handoff.new_event_id(), time.time_ns())
     directory = handoff.directory_of(data_dir(os.environ))
-    status = hand_launch(sys.argv[1:], os.environ, directory)
-    if status is None:
+    status = hand_launch(sys.argv[1:], os.environ, directory, given)
+    if status is None:  # the event the agent may have stored is this one: the same id and time
         from bridge.notify import main as notify
 
-        notify(directory if timeout_of(os.environ) > 0 else None)
+        notify(directory if timeout_of(os.environ) > 0 else None, given)
     sys.exit(status)
 
 

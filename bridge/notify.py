@@ -41,6 +41,7 @@ from bridge.launch_event import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
+    Given,
     build_event,
     log_problems,
     prepare,
@@ -219,8 +220,9 @@ Configuration: tcx-bridge config; a desk's health: tcx-bridge doctor.
 HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})
 
 
-def run(argv: Sequence[str], tried: Path | None = None) -> int:
-    """Handle one launch; return the exit status (tried: the agent directory the front tried already)."""
+def run(argv: Sequence[str], tried: Path | None = None, given: Given | None = None) -> int:
+    """Handle one launch; return the exit status (tried: the agent directory the front tried already;
+    given: the event id and time it gave the agent there)."""
     if len(argv) == 1 and argv[0].lower() in HELP:  # a person, never 3CX: nothing to publish
         if sys.stdout is not None:
             sys.stdout.write(USAGE)
@@ -231,7 +233,7 @@ def run(argv: Sequence[str], tried: Path | None = None) -> int:
     except ConfigError as error:
         return _rescue_with_defaults(argv, error)
     configure_logging(settings)
-    prepared = prepare(argv, settings)
+    prepared = prepare(argv, settings, given)
     event, message, exit_code = prepared.event, prepared.message, prepared.exit_code
     log_problems(argv, prepared)
     if prepared.oversize:
@@ -322,10 +324,10 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     return EXIT_FAILED
 
 
-def main(tried: Path | None = None) -> None:
+def main(tried: Path | None = None, given: tuple[str, int] | None = None) -> None:
     """Run one launch (``tcx-bridge-notify`` starts in bridge.launcher, which calls this when no agent
-    took the launch from the data dir ``tried``)."""
-    sys.exit(run(sys.argv[1:], tried))
+    took the launch from the data dir ``tried``, with the event id and start time it gave it)."""
+    sys.exit(run(sys.argv[1:], tried, None if given is None else Given(*given)))
 
 
 if __name__ == "__main__":

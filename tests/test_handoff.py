@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from bridge import handoff, launcher
 from bridge.config import Settings, load_settings
 from bridge.keys import platform_dir
-from bridge.launch_event import prepare
+from bridge.launch_event import Given, prepare
 from consumers.agent.handoff import HandoffServer
 from tests.conftest import wait_until
 
@@ -72,14 +73,29 @@ class HangingAgent:
 def test_launch_frame_round_trip_keeps_bytes_that_are_not_utf8() -> None:
     argv = ["/N:S", "/C:" + os.fsdecode(b"\xff07"), "/T:I", "/I:42", ""]
     environ = {"TCX_BRIDGE_DESK": "d1", "HOME": "/home/x", "PATH": "/bin", "XDG_DATA_HOME": "/x=y"}
-    launch = handoff.decode_launch(handoff.encode_launch(argv, environ, 77, 123))
+    launch = handoff.decode_launch(handoff.encode_launch(argv, environ, 77, 123, "e-1"))
     assert launch.argv == tuple(argv)
     assert launch.environ == {"TCX_BRIDGE_DESK": "d1", "HOME": "/home/x", "XDG_DATA_HOME": "/x=y"}
-    assert (launch.pid, launch.started_ns) == (77, 123)
+    assert (launch.pid, launch.started_ns, launch.event_id) == (77, 123, "e-1")
+
+
+def test_the_fronts_event_ids_are_version_4_uuids() -> None:
+    for _ in range(200):
+        made = handoff.new_event_id()
+        assert str(uuid.UUID(made)) == made
+        assert uuid.UUID(made).version == 4
+        assert uuid.UUID(made).variant == uuid.RFC_4122
+
+
+def test_a_given_start_time_is_the_events_occurred_at() -> None:
+    settings = settings_for(Path("/nonexistent"))
+    started = 1_764_547_200_123_456_789  # 2025-12-01T00:00:00.123456789Z
+    event = prepare(["/N:S", "/T:I", "/I:1"], settings, Given("e-2", started)).event
+    assert (event.event_id, event.occurred_at) == ("e-2", "2025-12-01T00:00:00.123456Z")
 
 
 @pytest.mark.parametrize(
-    "frame", [b"", b"tcx-launch-1\x001\x002\x005\x00/N:S", b"tcx-launch-2\x001\x002\x000"]
+    "frame", [b"", b"tcx-launch-1\x001\x002\x00e\x005\x00/N:S", b"tcx-launch-2\x001\x002\x00e\x000"]
 )
 def test_bad_launch_frames_are_refused(frame: bytes) -> None:
     with pytest.raises(ValueError, match="launch frame"):

@@ -22,17 +22,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 
-from bridge import events, handoff
+from bridge import handoff
 from bridge.config import Settings, load_settings
 from bridge.envelope import OutgoingMessage
 from bridge.errors import ConfigError, OutboxError
-from bridge.launch_event import prepare
+from bridge.launch_event import Given, prepare
 from bridge.notify_log import write_for
 from bridge.outbox import Entry, Outbox
 from bridge.text import printable
@@ -175,8 +174,7 @@ class HandoffServer:
         if its.handoff_timeout <= 0:
             raise ValueError("its handoff_timeout is 0")
         started = launch.started_ns / 1e9
-        occurred_at = events.format_time(datetime.fromtimestamp(started, UTC))
-        prepared = prepare(launch.argv, settings, occurred_at)
+        prepared = prepare(launch.argv, settings, Given(launch.event_id, launch.started_ns))
         if prepared.oversize:
             raise ValueError(prepared.oversize)  # notify logs it LOST, as it would have
         event = prepared.event
