@@ -229,7 +229,7 @@ def run(argv: Sequence[str], tried: Path | None = None, given: Given | None = No
         return EXIT_OK
     started = time.perf_counter()
     try:
-        settings = load_settings().settings
+        settings = load_settings(sections=()).settings
     except ConfigError as error:
         return _rescue_with_defaults(argv, error)
     configure_logging(settings)
@@ -302,7 +302,8 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     The event is safe, so the exit is 0 (2 for a launch not understood); stderr names the setting to fix.
     """
     try:
-        settings: Settings | None = load_settings(lenient=True).settings  # the bad values as defaults
+        # the bad values as defaults
+        settings: Settings | None = load_settings(lenient=True, sections=()).settings
     except TcxBridgeError:
         settings = None
     configure_logging(settings)

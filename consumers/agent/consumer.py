@@ -46,6 +46,7 @@ from consumers.agent.dial_policy import DialPolicy
 from consumers.agent.dials import Dials, request_of
 from consumers.agent.handoff import HandoffServer
 from consumers.agent.popup import show
+from consumers.agent.settings import AGENT
 from consumers.agent.unreadable import Unreadable
 from consumers.analytics.calls import spoofed
 from consumers.runtime.consumer import Consumer, Context
@@ -65,6 +66,7 @@ class DeskAgent(Consumer):
         self.dials = Dials(Path(settings.data_dir) / "agent.sqlite3")
         self._next_replay = 0.0
         self.policy = DialPolicy.of(settings)
+        self.options = AGENT.of(settings)
         self._handed = threading.Event()  # the fast path stored an event: replay at the next tick
         self._broker: Broker | None = None  # the runner's connection, to wake it from the hand-off thread
         self.handoff: HandoffServer | None = None
@@ -149,8 +151,8 @@ class DeskAgent(Consumer):
         status, reason = run_assistant(self.settings, number)
         self.dials.finish(request.request_id, status, reason)
         confirm_within = None
-        if status == "dialed" and self.settings.dial_confirm_timeout > 0:
-            confirm_within = self.settings.dial_confirm_timeout
+        if status == "dialed" and self.options.dial_confirm_timeout > 0:
+            confirm_within = self.options.dial_confirm_timeout
             self.dials.await_confirmation(request.request_id, confirm_within)
         self._report(context.publish, request, number, status, reason, confirm_within=confirm_within)
         return status
@@ -176,7 +178,7 @@ class DeskAgent(Consumer):
         """Dials whose confirmation did not come in time: dial.unconfirmed."""
         for row in self.dials.overdue():
             reason = (
-                f"the 3CX Assistant reported no outbound call within {self.settings.dial_confirm_timeout:g}s "
+                f"the 3CX Assistant reported no outbound call within {self.options.dial_confirm_timeout:g}s "
                 "(is it running and logged in?)"
             )
             self.dials.finish(row["request_id"], "unconfirmed", reason)
@@ -275,7 +277,7 @@ class DeskAgent(Consumer):
         now = time.monotonic()
         if handed or now >= self._next_replay:
             self._handed.clear()
-            self._next_replay = now + settings.replay_interval
+            self._next_replay = now + AGENT.of(settings).replay_interval
             self._replay(broker, settings, handed)
         self._unconfirmed(broker)
 

@@ -151,9 +151,9 @@ class HandoffServer:
             logger.info(
                 "desk fast path: event_id=%s stored, the launch left: %s", taken.message.message_id, error
             )
-        self.on_stored()
-        if taken.log is not None:
+        if taken.log is not None:  # the launch's outcome line is in its log before the publish
             taken.log()
+        self.on_stored()
 
     def _launch(self, launch: handoff.Launch) -> Taken:
         """The event of a launch as its own notify would build it; ValueError when it must publish itself."""
