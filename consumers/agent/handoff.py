@@ -158,7 +158,7 @@ class HandoffServer:
     def _launch(self, launch: handoff.Launch) -> Taken:
         """The event of a launch as its own notify would build it; ValueError when it must publish itself."""
         try:
-            settings = load_settings(environ=launch.environ).settings
+            settings = load_settings(environ=launch.environ, sections=()).settings  # as notify reads them
         except ConfigError as error:  # notify keeps it in the outbox and says what to fix
             raise ValueError(f"its settings: {error}") from None
         mine, its = self.settings, settings
