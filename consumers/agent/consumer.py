@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -253,7 +254,7 @@ class DeskAgent(Consumer):
     # the desk fast path (bridge.handoff) ------------------------------------
     def start_handoff(self) -> None:
         """Take launches' events over the private socket; the launches take their own path if it cannot."""
-        if self.settings.handoff_timeout <= 0:
+        if self.settings.handoff_timeout <= 0 or sys.platform == "win32":  # Windows: see bridge.handoff
             return
         server = HandoffServer(self.settings, self._stored)
         try:
