@@ -118,6 +118,15 @@ def new_event_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def supported() -> bool:
+    """Whether this platform has the endpoint: Unix sockets with SO_PEERCRED (Linux; not Windows, nor macOS
+    yet, whose getpeereid Python does not offer)."""
+    return sys.platform != "win32" and all(
+        hasattr(module, name)
+        for module, name in ((socket, "AF_UNIX"), (socket, "SO_PEERCRED"), (os, "O_DIRECTORY"))
+    )
+
+
 def directory_of(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / DIRECTORY
 
@@ -162,7 +171,7 @@ def send(frame: bytes, directory: Path, timeout: float) -> bytes:
     Every failure is an answer that does not begin with ``ok``: no agent (no directory,
     a stale socket), a directory or socket not this user's alone, no answer in time.
     """
-    if sys.platform == "win32" or not hasattr(socket, "AF_UNIX"):  # pragma: no cover - see the docstring
+    if not supported():  # pragma: no cover - see the docstring
         return b"no agent: no hand-off endpoint on this platform yet"
     deadline = time.monotonic() + timeout
     try:

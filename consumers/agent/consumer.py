@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from bridge.config import Settings
 from bridge.dial import clean_number
 from bridge.envelope import build_outgoing
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
+from bridge.handoff import supported
 from bridge.outbox import Outbox
 from bridge.topology import (
     Binding,
@@ -254,7 +254,7 @@ class DeskAgent(Consumer):
     # the desk fast path (bridge.handoff) ------------------------------------
     def start_handoff(self) -> None:
         """Take launches' events over the private socket; the launches take their own path if it cannot."""
-        if self.settings.handoff_timeout <= 0 or sys.platform == "win32":  # Windows: see bridge.handoff
+        if self.settings.handoff_timeout <= 0 or not supported():  # Windows, macOS: see bridge.handoff
             return
         server = HandoffServer(self.settings, self._stored)
         try:
