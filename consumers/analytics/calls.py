@@ -322,8 +322,13 @@ class CallConsumer(Consumer):
             return "duplicate"
         return self.on_record(event, apply_event(self.store, event), context)
 
+    def settled(self, delivery: Delivery) -> bool:
+        """A message the batch merge recorded (or found a duplicate): handle() only passes its record on."""
+        return delivery.delivery_tag in getattr(self, "_prepared", {})
+
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
-        """React to an updated call record; return the outcome for the log line."""
+        """React to an updated call record; return the outcome for the log line (with ``batch_merge``,
+        it must write nothing to the store: it runs outside a savepoint)."""
         return "recorded"
 
     def close(self) -> None:

@@ -299,6 +299,8 @@ class Runner:
         return Context(self.settings, delivery, delivery.routing_key, publish)
 
     def _handle_in(self, store: Store | None, message: Any, context: Context) -> str:
+        if store is not None and self.consumer.settled(context.delivery):  # its writes were prepare()'s
+            return self.consumer.handle(message, context)
         with savepoint(store):
             return self.consumer.handle(message, context)
 
