@@ -33,16 +33,16 @@ connection. Until then there is no hand-off there.
 
 from __future__ import annotations
 
+import _socket  # socket.py would bring enum and selectors: each costs a launch milliseconds
 import os
-import socket
-import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
+TYPE_CHECKING = False  # typing is not imported on the front's path (mypy reads this name as typing's)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from socket import socket
+
     from bridge.envelope import OutgoingMessage
 
 DIRECTORY = "agent"  # in data_dir, mode 0700
@@ -68,14 +68,19 @@ def encode(message: OutgoingMessage) -> bytes:
     return msgspec.json.encode(entry)
 
 
-class Launch(NamedTuple):
+class Launch:
     """A launch handed over as it came (the front, bridge.launcher): the agent builds its event."""
 
-    argv: tuple[str, ...]
-    environ: dict[str, str]  # what settings are read from: TCX_BRIDGE_*, and where the platform dirs are
-    pid: int
-    started_ns: int  # time.time_ns() when the launch began: its event's occurred_at
-    event_id: str  # chosen by the launch: the same event if it publishes itself after all
+    __slots__ = ("argv", "environ", "event_id", "pid", "started_ns")
+
+    def __init__(
+        self, argv: tuple[str, ...], environ: dict[str, str], pid: int, started_ns: int, event_id: str
+    ) -> None:
+        self.argv = argv
+        self.environ = environ  # what settings are read from: TCX_BRIDGE_*, and where the platform dirs are
+        self.pid = pid
+        self.started_ns = started_ns  # time.time_ns() when the launch began: its event's occurred_at
+        self.event_id = event_id  # chosen by the launch: the same event if it publishes itself after all
 
 
 ENVIRON = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "HOME")  # besides TCX_BRIDGE_*: where the files are
@@ -123,12 +128,12 @@ def supported() -> bool:
     yet, whose getpeereid Python does not offer)."""
     return sys.platform != "win32" and all(
         hasattr(module, name)
-        for module, name in ((socket, "AF_UNIX"), (socket, "SO_PEERCRED"), (os, "O_DIRECTORY"))
+        for module, name in ((_socket, "AF_UNIX"), (_socket, "SO_PEERCRED"), (os, "O_DIRECTORY"))
     )
 
 
-def directory_of(data_dir: str | os.PathLike[str]) -> Path:
-    return Path(data_dir) / DIRECTORY
+def directory_of(data_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(data_dir, DIRECTORY)
 
 
 def private(stat: os.stat_result) -> str | None:
@@ -140,18 +145,18 @@ def private(stat: os.stat_result) -> str | None:
     return None
 
 
-def address(directory: Path, handle: int | None = None) -> str:
+def address(directory: str | os.PathLike[str], handle: int | None = None) -> str:
     """The socket's address; through ``/proc/self/fd/<handle>`` when its path is too long for one."""
-    path = str(directory / SOCKET)
+    path = os.path.join(directory, SOCKET)
     if len(os.fsencode(path)) <= _SUN_PATH or handle is None:
         return path
     return f"/proc/self/fd/{handle}/{SOCKET}"
 
 
-def peer_uid(connection: socket.socket) -> int:
-    """The uid of the process at the other end (Linux SO_PEERCRED)."""
-    raw = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", raw)[1])
+def peer_uid(connection: socket | _socket.socket) -> int:
+    """The uid of the process at the other end (Linux SO_PEERCRED: pid, uid, gid as C ints)."""
+    raw = connection.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
 
 
 def hand_over(message: OutgoingMessage, data_dir: str, timeout: float) -> str | None:
@@ -165,7 +170,7 @@ def hand_over(message: OutgoingMessage, data_dir: str, timeout: float) -> str | 
     return None if answer == OK else answer.decode(errors="replace")
 
 
-def send(frame: bytes, directory: Path, timeout: float) -> bytes:
+def send(frame: bytes, directory: str | os.PathLike[str], timeout: float) -> bytes:
     """Send one frame to the agent at directory; its answer (``ok ...``), or why there is none.
 
     Every failure is an answer that does not begin with ``ok``: no agent (no directory,
@@ -182,23 +187,26 @@ def send(frame: bytes, directory: Path, timeout: float) -> bytes:
         unsafe = private(os.fstat(handle))
         if unsafe:
             return f"{directory} is not private ({unsafe})".encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
             connection.settimeout(timeout)
             try:
                 connection.connect(address(directory, handle))
             except OSError as error:  # missing or stale socket: no agent running
                 return f"no agent ({error.strerror or error})".encode()
             return _exchange(connection, frame, deadline)
+        finally:
+            connection.close()
     finally:
         os.close(handle)
 
 
-def _exchange(connection: socket.socket, frame: bytes, deadline: float) -> bytes:
+def _exchange(connection: _socket.socket, frame: bytes, deadline: float) -> bytes:
     try:
         if peer_uid(connection) != os.getuid():
             return b"the hand-off socket is another user's"
         connection.sendall(frame)
-        connection.shutdown(socket.SHUT_WR)
+        connection.shutdown(_socket.SHUT_WR)
         answer = b""
         while not answer.endswith(b"\n"):
             left = deadline - time.monotonic()

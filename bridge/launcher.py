@@ -16,26 +16,29 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from bridge import handoff
+
+TYPE_CHECKING = False  # typing is not imported on this path (mypy reads this name as typing's)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 APP_NAME = "tcx-bridge"  # bridge.keys.APP_NAME (not imported: it loads the settings machinery)
 DEFAULT_TIMEOUT = 0.025  # bridge.keys: handoff_timeout's default
 HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})  # bridge.notify.HELP
 
 
-def data_dir(environ: Mapping[str, str]) -> Path:
+def data_dir(environ: Mapping[str, str]) -> str:
     """Where the launch's data dir is, as bridge.keys.platform_dir finds it (POSIX only: no hand-off on
     Windows yet); a data_dir set in the TOML file is not seen here (bridge.notify hands over then)."""
     explicit = environ.get("TCX_BRIDGE_DATA_DIR", "").strip()
     if explicit:
-        return Path(explicit)
+        return explicit
+    home = os.path.expanduser("~")  # as Path.home()
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / APP_NAME
-    base = environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
-    return Path(base) / APP_NAME
+        return os.path.join(home, "Library", "Application Support", APP_NAME)
+    base = environ.get("XDG_DATA_HOME", "").strip() or os.path.join(home, ".local", "share")
+    return os.path.join(base, APP_NAME)
 
 
 def timeout_of(environ: Mapping[str, str]) -> float:
@@ -50,7 +53,10 @@ def timeout_of(environ: Mapping[str, str]) -> float:
 
 
 def hand_launch(
-    argv: Sequence[str], environ: Mapping[str, str], directory: Path, given: tuple[str, int] | None = None
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    directory: str | os.PathLike[str],
+    given: tuple[str, int] | None = None,
 ) -> int | None:
     """The exit status when the desk agent at directory took the launch; None when bridge.notify must run.
 

@@ -220,7 +220,7 @@ Configuration: tcx-bridge config; a desk's health: tcx-bridge doctor.
 HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})
 
 
-def run(argv: Sequence[str], tried: Path | None = None, given: Given | None = None) -> int:
+def run(argv: Sequence[str], tried: str | None = None, given: Given | None = None) -> int:
     """Handle one launch; return the exit status (tried: the agent directory the front tried already;
     given: the event id and time it gave the agent there)."""
     if len(argv) == 1 and argv[0].lower() in HELP:  # a person, never 3CX: nothing to publish
@@ -239,7 +239,8 @@ def run(argv: Sequence[str], tried: Path | None = None, given: Given | None = No
     if prepared.oversize:
         log_lost(message, prepared.oversize)
         return EXIT_FAILED
-    if handoff.directory_of(settings.data_dir) != tried:  # the front did not try this agent yet
+    mine = os.path.normpath(handoff.directory_of(settings.data_dir))
+    if tried is None or mine != os.path.normpath(tried):  # the front did not try this agent yet
         why_not = handoff.hand_over(message, settings.data_dir, settings.handoff_timeout)
         if why_not is None:  # the desk agent has it durably and publishes it on its open connection
             _log_outcome(Delivered("handed", 0), event, message, settings, started)
@@ -325,7 +326,7 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     return EXIT_FAILED
 
 
-def main(tried: Path | None = None, given: tuple[str, int] | None = None) -> None:
+def main(tried: str | None = None, given: tuple[str, int] | None = None) -> None:
     """Run one launch (``tcx-bridge-notify`` starts in bridge.launcher, which calls this when no agent
     took the launch from the data dir ``tried``, with the event id and start time it gave it)."""
     sys.exit(run(sys.argv[1:], tried, None if given is None else Given(*given)))

@@ -51,7 +51,7 @@ class Agent:
 
     def __init__(self, env: dict[str, str], broker: Broker, settings: Settings, step: str = "none") -> None:
         self.log = Path(env["TCX_BRIDGE_DATA_DIR"]).parent / f"agent-{uuid.uuid4().hex[:6]}.log"
-        self.socket = handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"]) / handoff.SOCKET
+        self.socket = Path(handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"])) / handoff.SOCKET
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", AGENT, step], env=env, stdout=out, stderr=out
@@ -169,7 +169,7 @@ def test_agent_killed_at_each_step_loses_nothing(
 def test_hung_agent_the_launch_publishes_itself(
     env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap
 ) -> None:
-    hung = HangingAgent(handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"]))
+    hung = HangingAgent(Path(handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"])))
     try:
         line = launch({**env, "TCX_BRIDGE_HANDOFF_TIMEOUT": "0.05"}, "9")
     finally:

@@ -68,7 +68,7 @@ class HandoffServer:
 
     def __init__(self, settings: Settings, on_stored: Callable[[], None]) -> None:
         self.settings = settings
-        self.directory = handoff.directory_of(settings.data_dir)
+        self.directory = Path(handoff.directory_of(settings.data_dir))
         self.outbox = Outbox(settings.outbox_dir)
         self.on_stored = on_stored
         self.handed = 0
