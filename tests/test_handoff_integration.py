@@ -14,7 +14,8 @@ import pytest
 from bridge import handoff
 from bridge.config import Settings
 from bridge.transport import Broker, Delivery
-from tests.conftest import Tap, desk_queue, run_notify, wait_until
+from tests.conftest import Service, Tap, desk_queue, run_notify, wait_until
+from tests.test_consumers_integration import analytics_rows, processed_count
 from tests.test_handoff import HangingAgent
 
 pytestmark = pytest.mark.integration
@@ -190,3 +191,27 @@ def test_agent_wakes_at_once_for_a_handed_event(
     assert delivery is not None
     assert call_ids([delivery]) == ["11"]
     wait_until(lambda: not any(settings.outbox_dir.glob("*.json")), 5)
+
+
+def test_a_replayed_duplicate_is_dropped_by_the_consumers(
+    fast_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    events_tap: Tap,
+    agents: list[Agent],
+    analytics: Service,
+) -> None:
+    """The agent killed after the broker confirmed, before it removed the file: the analytics consumer gets
+    the event twice and records it once."""
+    agents.append(Agent(fast_env, broker, settings, "during-replay"))
+    launch(fast_env, "21")
+    wait_until(agents[0].killed)
+    agents.append(Agent(fast_env, broker, settings))
+    wait_until(lambda: not any(settings.outbox_dir.glob("*.json")))
+    delivered = events_tap.drain(idle=1.0)
+    assert call_ids(delivered) == ["21", "21"]
+    assert len({delivery.message_id for delivery in delivered}) == 1
+    wait_until(
+        lambda: processed_count(settings, "analytics") == 1 and "outcome=duplicate" in analytics.output()
+    )
+    assert [row["call_id"] for row in analytics_rows(settings)] == ["21"]
