@@ -9,7 +9,10 @@ launch publishes itself). Baselines measured in the same run: the notify launch
 alone (the pop cannot come sooner), and the contact lookup itself at 1,000
 contacts against the full store. Target: launch to pop p95 <= 50 ms on the fast path.
 
-    python bench/popup_latency.py [--contacts 1000000] [--samples 40]
+The commands run from a fresh virtualenv holding only the runtime dependencies,
+as on a desk (bench/notify_latency.py's); ``--venv DIR`` reuses one.
+
+    python bench/popup_latency.py [--contacts 1000000] [--samples 40] [--venv DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ from bridge.config import load_settings
 from bridge.topology import declare_commands
 from bridge.transport import Broker
 from consumers.crm.contacts import SqliteContacts
+
+
+def desk_venv() -> Path:
+    """A fresh virtualenv with tcx-bridge and its runtime dependencies only (compiled, as pip leaves it)."""
+    root = Path(__file__).resolve().parent.parent
+    venv = Path(tempfile.mkdtemp(prefix="tcx-bench-venv-"))
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--compile", str(root)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    return venv
 
 
 def write_csv(path: Path, count: int) -> list[str]:
@@ -71,8 +87,12 @@ def main() -> None:
         "--amqp-url",
         default=os.environ.get("TCX_BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
     )
+    parser.add_argument(
+        "--venv", type=Path, help="A virtualenv with tcx-bridge installed (default: a fresh one)."
+    )
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
+    venv = args.venv or desk_venv()
+    bin_dir = venv / "bin"
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="tcx-bench-"))
     env = {
@@ -174,6 +194,8 @@ def main() -> None:
             ):
                 broker.delete_exchange(exchange)
         shutil.rmtree(work, ignore_errors=True)
+        if args.venv is None:
+            shutil.rmtree(venv, ignore_errors=True)
 
     print(f"{done.stdout.strip()} in {import_seconds:.1f} s")
     print(f"lookup   {args.contacts:>9} contacts: p50 {big_p50:6.1f} us   p95 {big_p95:6.1f} us")
