@@ -48,6 +48,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-crm",
         "tcx-analytics",
         "tcx-wallboard",
+        "tcx-webhooks",
         "tcx-dialer",
         "desk-D-1",
         "desk-D-2",

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika.data
-import pika.exceptions
 
 from bridge.envelope import Delivery
 from bridge.errors import BrokerUnreachableError
@@ -118,17 +117,17 @@ class Consuming(Connection):
             channel.basic_cancel(tag)
 
     def wake(self) -> None:
-        """From another thread: make a running consume() return from its wait and run on_tick now.
+        """From any thread: make a consume() waiting for deliveries turn now (its on_tick runs soon).
 
-        The one call here that is safe from another thread (pika's add_callback_threadsafe);
-        on a closed connection it does nothing (the next connection's ticks catch up).
+        A worker thread that finished with a delivery calls it, so the connection's own
+        thread acks at once instead of at the next tick. A closed connection is left alone.
         """
         connection = self._connection
         if connection is None:
             return
         try:
             connection.add_callback_threadsafe(_nothing)
-        except (pika.exceptions.AMQPError, OSError, RuntimeError):  # closed meanwhile: nothing to wake
+        except Exception:  # noqa: BLE001  # closed meanwhile: nothing waits to be woken
             return
 
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
@@ -138,7 +137,7 @@ class Consuming(Connection):
 
 
 def _nothing() -> None:
-    """A wake-up: its only work is to end process_data_events' wait."""
+    """What wake() schedules: the wake-up is the point."""
 
 
 def _delivery(method: Any, properties: Any, body: bytes) -> Delivery:

@@ -63,10 +63,8 @@ def consume_command(
         raise click.UsageError("give the consumer's NAME (tcx-bridge consume --list shows them)")
     settings = settings_of(ctx)
     with friendly_errors():
-        from consumers.runtime.runner import Runner
-
         consumer = load(name)(settings)
-        runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
+        runner = consumer.make_runner(settings, max_messages=max_messages, idle_exit=idle_exit)
         runner.install_signal_handlers()
         runner.run()
 
