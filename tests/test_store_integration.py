@@ -215,7 +215,7 @@ def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
         assert first.returncode == 0, first.stderr
         again = run_cli(environ, "store", "migrate")
         assert again.returncode == 0
-        assert again.stdout.strip().endswith("schema version 1 (up to date)")
+        assert again.stdout.strip().endswith("schema version 2 (up to date)")
 
     settings = load_settings(environ=pg_env).settings
     store = open_store(settings, "analytics")
@@ -224,7 +224,7 @@ def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
     newer = run_cli(pg_env, "store", "migrate")
     assert newer.returncode == 1
     assert newer.stderr.strip().splitlines()[-1].startswith("Error: store 'postgresql://")
-    assert "has schema version 99, newer than this tcx-bridge knows (1); upgrade tcx-bridge" in newer.stderr
+    assert "has schema version 99, newer than this tcx-bridge knows (2); upgrade tcx-bridge" in newer.stderr
     consumer = run_cli(pg_env, "consume", "analytics", timeout=30)
     assert consumer.returncode == 1
     assert "has schema version 99" in consumer.stderr
@@ -378,7 +378,7 @@ def test_doctor_checks_the_store_and_changes_nothing(pg_env: dict[str, str]) -> 
     assert fresh.endswith("reachable, not created yet (the consumers create it at start)")
     assert store_line(pg_env) == fresh  # the check created nothing
     assert run_cli(pg_env, "store", "migrate").returncode == 0
-    assert store_line(pg_env).endswith("reachable, schema version 1")
+    assert store_line(pg_env).endswith("reachable, schema version 2")
     away = {**pg_env, "TCX_BRIDGE_STORE_URL": "postgresql://postgres@127.0.0.1:9/none"}
     line = store_line(away)
     assert line.startswith("\u2717 store postgresql://postgres@127.0.0.1:9/none: PostgreSQL")

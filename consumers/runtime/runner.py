@@ -50,9 +50,10 @@ from bridge.errors import (
     StoreUnavailableError,
     TransportError,
 )
-from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
+from bridge.events import MAX_BODY, ForgetRequest  # MAX_BODY: the wire limit, bigger is dead-lettered unread
 from bridge.topology import Binding, again_exchange, declare_queues, retry_exchange
 from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery
+from consumers.privacy import command as forget_command
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
 from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded, restore, retry
@@ -101,6 +102,8 @@ class Runner:
         self._publisher = Publisher(settings, consumer.name)
         self._start = 0
         self._again = again_exchange(settings, consumer.name)
+        self._forgets: list[tuple[ForgetRequest, str | None]] = []  # acted on once their batch committed
+        self._next_sweep = 0.0  # retention: at start, then once a day
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -190,6 +193,9 @@ class Runner:
             if info is not None:
                 self.metrics.queue_depth(self.queue, info[0])
         self.consumer.tick(broker, self.settings)
+        if now >= self._next_sweep:
+            self._next_sweep = now + 86400.0  # retention: once a day
+            self.consumer.sweep(self.settings)
 
     def _should_stop(self) -> bool:
         if self._idle_exit is not None and time.monotonic() - self._last_activity > self._idle_exit:
@@ -216,13 +222,18 @@ class Runner:
         store = as_store(self.consumer.database)
         with transaction(store):
             read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
-            decoded = {tag: found.message for tag, found in read.items() if found.error is None}
+            decoded = {
+                t: r.message for t, r in read.items() if not (r.error or forget_command.is_request(r.message))
+            }
             self._prepare(store, Batch(deliveries, decoded))
             for delivery in deliveries:
                 started = time.perf_counter()
                 found = read[delivery.delivery_tag]
                 outcome, attempts = self._handle_one(broker, store, delivery, found)
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
+        for request, user_id in self._forgets:  # committed, not acked yet: a failure redelivers the batch
+            self.consumer.forget(self.settings, request, user_id)
+        self._forgets.clear()
         broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
@@ -279,6 +290,8 @@ class Runner:
         self._vouch(delivery)
         if len(delivery.body) > MAX_BODY:
             raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
+        if forget_command.is_forget(self.settings, delivery.exchange, delivery.routing_key):
+            return forget_command.decode(delivery.body, delivery.user_id)
         return self.consumer.decode(delivery.body, delivery.routing_key)
 
     def _handle_one(
@@ -299,9 +312,10 @@ class Runner:
         return Context(self.settings, delivery, delivery.routing_key, publish)
 
     def _handle_in(self, store: Store | None, message: Any, context: Context) -> str:
-        if store is not None and self.consumer.settled(context.delivery):  # its writes were prepare()'s
-            return self.consumer.handle(message, context)
-        with savepoint(store):
+        if forget_command.is_request(message):
+            self._forgets.append((message, context.delivery.user_id))
+            return "forget"
+        with savepoint(None if self.consumer.settled(context.delivery) else store):  # settled: prepare wrote
             return self.consumer.handle(message, context)
 
     @functools.cached_property

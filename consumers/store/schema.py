@@ -10,6 +10,7 @@ Both backends hold the same tables (docs/store.md is their public description):
     contacts         the contacts screen pops are looked up in
     service_level    one row: the seconds within which an answer counts for the service level
     calls_daily      a view: per day (UTC) and desk, inbound answered/missed, rates, averages, outbound
+    calls_daily_archive  calls_daily rows of days whose calls retention deleted (no numbers; version 2)
 
 SQLite keeps one file per consumer (each file gets the whole schema, its version
 in ``PRAGMA user_version``); PostgreSQL keeps one database (version in
@@ -239,11 +240,26 @@ def _postgresql_v1(store: Store) -> None:
     )
 
 
+ARCHIVE = "calls_daily_archive"
+
+
+def _archive_v2(store: Store) -> None:
+    """Version 2: calls_daily keeps the days whose per-call rows retention deleted (privacy sweep)."""
+    empty = " WITH NO DATA" if store.dialect == "postgresql" else ""
+    select = "SELECT * FROM calls_daily WHERE 1 = 0" if not empty else "SELECT * FROM calls_daily"
+    store.script(
+        f"CREATE TABLE {ARCHIVE} AS {select}{empty};\n"
+        f"CREATE INDEX {ARCHIVE}_day ON {ARCHIVE} (day);\n"
+        "DROP VIEW calls_daily;\n"
+        f"CREATE VIEW calls_daily AS {daily_select(store.dialect)} UNION ALL SELECT * FROM {ARCHIVE};"
+    )
+
+
 MIGRATIONS: dict[str, list[Callable[[Store], None]]] = {
-    "sqlite": [_sqlite_v1],
-    "postgresql": [_postgresql_v1],
+    "sqlite": [_sqlite_v1, _archive_v2],
+    "postgresql": [_postgresql_v1, _archive_v2],
 }
-LATEST = 1
+LATEST = 2
 assert all(len(steps) == LATEST for steps in MIGRATIONS.values())
 
 
