@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bridge.config import Settings
 from bridge.envelope import OutgoingMessage
-from bridge.redact import log_numbers, redact_logs
+from bridge.redact import log_numbers, mask_numbers, redact_logs
 from bridge.text import printable
 
 logger = logging.getLogger("bridge.notify")
@@ -94,10 +94,13 @@ def write_for(settings: Settings, pid: int, lines: list[tuple[int, str]]) -> Non
         return
     handler = redact_logs(BoundedFileHandler(str(settings.log_dir / "notify.log"), settings.log_max_bytes))
     handler.setFormatter(logging.Formatter(FORMAT))
+    masked = settings.log_numbers != "full"  # the launch's own setting, not this process's
     try:
         for level, text in lines:
             fields = {"name": logger.name, "levelno": level, "levelname": logging.getLevelName(level)}
-            handler.handle(logging.makeLogRecord({**fields, "msg": text, "process": pid}))
+            shown = mask_numbers(text) if masked else text
+            record = {**fields, "msg": shown, "process": pid, "keep_numbers": True}  # decided here
+            handler.handle(logging.makeLogRecord(record))
     finally:
         handler.close()
 
