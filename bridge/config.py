@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     extension: str | None
     data_dir: str
     publish_budget: float
+    handoff_timeout: float
     replay_batch: int
     log_max_bytes: int
     region: str

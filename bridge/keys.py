@@ -109,6 +109,13 @@ KEYS: tuple[Key, ...] = (
         at_least(float, 0.1),
         "seconds a launch may spend on retries before it outboxes the event",
     ),
+    Key(
+        "handoff_timeout",
+        const(0.025),
+        at_least(float, 0.0),
+        "seconds a launch waits for the running desk agent to take its event before it publishes "
+        "itself (0: never hand over)",
+    ),
     Key("replay_batch", const(20), at_least(int, 0), "outboxed events one launch replays at most"),
     Key(
         "log_max_bytes",

@@ -26,8 +26,10 @@ def agent_command(settings: Settings, max_messages: int | None) -> None:
     from consumers.agent.consumer import DeskAgent
     from consumers.runtime.runner import Runner
 
-    runner = Runner(DeskAgent(settings), settings, max_messages=max_messages)
+    agent = DeskAgent(settings)
+    runner = Runner(agent, settings, max_messages=max_messages)
     runner.install_signal_handlers()
+    agent.start_handoff()  # launches hand their events over from now on (stopped by close())
     runner.run()
 
 

@@ -315,7 +315,7 @@ class Runner:
         if forget_command.is_request(message):
             self._forgets.append((message, context.delivery.user_id))
             return "forget"
-        with savepoint(store):
+        with savepoint(None if self.consumer.settled(context.delivery) else store):  # settled: prepare wrote
             return self.consumer.handle(message, context)
 
     @functools.cached_property

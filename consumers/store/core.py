@@ -14,6 +14,7 @@ and "ack only after side effects are durable" rely on.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -146,6 +147,18 @@ class SqliteStore(Store):
             "INSERT INTO processed (event_id) VALUES (?) ON CONFLICT DO NOTHING", (event_id,)
         )
         return cursor.rowcount == 1
+
+    def first_times(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids of event_ids not processed before, now recorded (one statement where SQLite has
+        RETURNING, 3.35 and later)."""
+        if sqlite3.sqlite_version_info < (3, 35):
+            return super().first_times(event_ids)
+        cursor = self.connection.execute(
+            "INSERT INTO processed (event_id) SELECT DISTINCT value FROM json_each(?) WHERE true "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            (json.dumps(list(event_ids)),),
+        )
+        return {row[0] for row in cursor.fetchall()}
 
     def close(self) -> None:
         self.connection.close()
