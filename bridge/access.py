@@ -16,6 +16,11 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
     tcx-wallboard  tcx-bridge wallboard: its queue; its dead letters to D
     tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
                    dial results from the stream tcx.dial-results
+    tcx-history    ``tcx-bridge history`` (people reading the events): read the stream tcx.history only
+
+The consumers (tcx-crm, tcx-analytics, tcx-wallboard) may also read tcx.history (``consume
+--from``, ``store rebuild``, the wallboard's day at start). Nobody writes the history: only the
+broker copies events into it, and no user may write to ``amq.default``, the one way to a queue by name.
 
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
@@ -39,13 +44,13 @@ from typing import Any, NamedTuple, get_args
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import DESK_CHARACTERS, MAX_DESK, CallKind, DialStatus, Direction
-from bridge.topology import dead_letter_key, dial_results_queue, retry_exchange
+from bridge.topology import dead_letter_key, dial_results_queue, history_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
-SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer")
+SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer", "tcx-history")
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 _KINDS = "(" + "|".join(kind for kind in get_args(CallKind) if kind != "invalid") + ")"
@@ -171,6 +176,13 @@ def service_rights(settings: Settings, user: str) -> Rights:
                 settings.commands_exchange: (r"^(desk|ext)\.[^.]+\.dial$", NOTHING),
             },
         )
+    if user == "tcx-history":
+        return Rights(
+            configure=NOTHING,
+            write=NOTHING,
+            read=_any(_q(history_queue(settings))),
+            topics={settings.exchange: (NOTHING, NOTHING), settings.commands_exchange: (NOTHING, NOTHING)},
+        )
     name = user.removeprefix("tcx-")
     write = [dead, _q(retry_exchange(settings, name))]  # its own retries, through the broker back to it
     topics = {
@@ -180,7 +192,8 @@ def service_rights(settings: Settings, user: str) -> Rights:
     if user == "tcx-crm":  # screen pops; a pop no agent is bound for is kept in the unrouted exchange
         write += [commands, _q(settings.unrouted_exchange)]
         topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
-    return Rights(configure=NOTHING, write=_any(*write), read=_any(_q(settings.queue(name))), topics=topics)
+    read = _any(_q(settings.queue(name)), _q(history_queue(settings)))  # its queue; the history to backfill
+    return Rights(configure=NOTHING, write=_any(*write), read=read, topics=topics)
 
 
 def check_unique(desks: list[Desk]) -> None:

@@ -80,6 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     store_url: str | None
     trust_user_id: bool
     dial_deny_types: tuple[str, ...]
+    history_max_age: str
+    history_max_bytes: int
     dial_allow: tuple[str, ...]
     dial_deny: tuple[str, ...]
     dial_rate: str

@@ -27,6 +27,7 @@ from bridge.values import (
     parse_hostnames,
     parse_locale,
     parse_log_format,
+    parse_max_age,
     parse_name,
     parse_number_types,
     parse_optional_text,
@@ -248,6 +249,18 @@ KEYS: tuple[Key, ...] = (
         _const(("PREMIUM_RATE",)),
         parse_number_types,
         "agent: number types never dialed (phonenumbers' names: PREMIUM_RATE, SHARED_COST, ...)",
+    ),
+    Key(
+        "history_max_age",
+        _const("7D"),
+        parse_max_age,
+        "how long the history stream keeps events (x-max-age: 7D, 12h; whole segments go)",
+    ),
+    Key(
+        "history_max_bytes",
+        _const(0),
+        at_least(int, 0),
+        "the history stream's size limit in bytes (x-max-length-bytes; 0: none but the age)",
     ),
     Key("dial_allow", _const(()), parse_prefixes, "agent: E.164 prefixes dialed; when set, only these"),
     Key(

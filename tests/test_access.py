@@ -49,6 +49,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-analytics",
         "tcx-wallboard",
         "tcx-dialer",
+        "tcx-history",
         "desk-D-1",
         "desk-D-2",
         "desk-D-3",
@@ -97,6 +98,14 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     assert not re.fullmatch(dialer["write"], "desk.D-2.popup")
     assert re.fullmatch(rights["tcx-dialer"]["read"], "cc.dial-results")
     assert re.fullmatch(topics[("tcx-crm", "cc.commands")]["write"], "desk.D-2.popup")
+    for user in ("tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-history"):  # they backfill, or read it
+        assert re.fullmatch(rights[user]["read"], "cc.history"), user
+    for user, permission in rights.items():  # only the broker copies events into the history
+        assert not re.fullmatch(permission["write"], "cc.history") or user == "tcx-admin", user
+    assert not re.fullmatch(desk["read"], "cc.history")  # a desk reads its own queue alone
+    history = rights["tcx-history"]
+    assert (history["configure"], history["write"]) == ("^$", "^$")
+    assert not re.fullmatch(history["read"], "cc.crm")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pika.data
@@ -73,12 +73,49 @@ class Consuming(Connection):
                 if self._channel is not None and self._channel.is_open:
                     self._channel.cancel()
 
+    def stream(
+        self, queue: str, offset: object, *, idle: float, prefetch: int = 1000
+    ) -> Generator[Delivery, None, None]:
+        """Yield a stream's messages from offset (first, last, next, a number, a datetime) until none came
+        for idle seconds (or the caller stops); acked in bulk, every half prefetch (a stream's ack is only
+        its flow control). Each delivery's ``headers["x-stream-offset"]`` is its offset."""
+        with mapped_errors(f"read stream {queue!r}"):
+            channel = self.channel
+            channel.basic_qos(prefetch_count=prefetch)
+            unacked = 0
+            try:
+                for method, properties, body in channel.consume(
+                    queue, inactivity_timeout=idle, arguments={"x-stream-offset": offset}
+                ):
+                    if method is None:
+                        return
+                    unacked += 1
+                    if unacked * 2 >= prefetch:
+                        channel.basic_ack(method.delivery_tag, multiple=True)
+                        unacked = 0
+                    yield _delivery(method, properties, body)
+            finally:
+                self._drop_channel()
+
+    def _drop_channel(self) -> None:
+        """Close the channel without cancelling its consumers first (how a stream's reader stops).
+
+        pika's cancel (and a blocking channel's close) rejects what it buffered or what
+        still arrives, and a stream refuses rejects with a connection error (540); a
+        closing channel rejects nothing, and the broker forgets its stream consumers.
+        The next use of ``channel`` opens another.
+        """
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.is_open:
+            channel._impl.close()  # noqa: SLF001  # the impl channel: no cancel, no reject
+
     def consume(
         self,
         queue: str,
         handle_batch: Callable[[list[Delivery]], None],
         *,
         prefetch: int,
+        arguments: dict[str, Any] | None = None,
         should_stop: Callable[[], bool],
         on_tick: Callable[[], None] | None = None,
         tick: float = 0.5,
@@ -100,7 +137,7 @@ class Consuming(Connection):
 
             cancelled: list[object] = []
             channel.add_on_cancel_callback(cancelled.append)
-            tag = channel.basic_consume(queue, on_message)
+            tag = channel.basic_consume(queue, on_message, arguments=arguments)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
                 if pending:
@@ -114,7 +151,10 @@ class Consuming(Connection):
                     )
                 if on_tick is not None:
                     on_tick()
-            channel.basic_cancel(tag)
+            if arguments and "x-stream-offset" in arguments:
+                self._drop_channel()
+            else:
+                channel.basic_cancel(tag)
 
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         """Ack one delivery, or with multiple every unacked one up to delivery_tag."""
