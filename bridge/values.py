@@ -373,7 +373,7 @@ _MAX_AGE = re.compile(r"^[1-9][0-9]{0,8}[YMDhms]$")
 
 
 def parse_max_age(name: str, value: Any) -> str:
-    """A stream's retention age as RabbitMQ's x-max-age takes it: a number and Y, M, D, h, m or s (7D, 12h)."""
+    """A stream's retention age as x-max-age takes it: a number and Y, M, D, h, m or s (7D, 12h)."""
     text = str(value).strip()
     if not _MAX_AGE.match(text):
         raise ConfigError(

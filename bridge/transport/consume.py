@@ -107,7 +107,7 @@ class Consuming(Connection):
         """
         channel, self._channel = self._channel, None
         if channel is not None and channel.is_open:
-            channel._impl.close()  # noqa: SLF001  # the impl channel: no cancel, no reject
+            channel._impl.close()  # the impl channel: no cancel, no reject
 
     def consume(
         self,
