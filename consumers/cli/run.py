@@ -10,6 +10,7 @@ import click
 
 from bridge.clikit import friendly_errors, settings_of, with_settings
 from bridge.config import Settings
+from bridge.errors import ConfigError
 
 
 @click.command("agent")
@@ -35,15 +36,31 @@ def agent_command(settings: Settings, max_messages: int | None) -> None:
 @click.option("--list", "list_them", is_flag=True, help="List the consumers and exit.")
 @click.option("--max-messages", type=int, help="Stop after this many messages (for tests and benchmarks).")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without a message.")
+@click.option(
+    "--from",
+    "origin",
+    metavar="first|TIME|OFFSET",
+    help="First read the history stream from there (RFC 3339 time or offset), then go on live.",
+)
 @click.pass_context
 def consume_command(
-    ctx: click.Context, name: str | None, list_them: bool, max_messages: int | None, idle_exit: float | None
+    ctx: click.Context,
+    name: str | None,
+    list_them: bool,
+    max_messages: int | None,
+    idle_exit: float | None,
+    origin: str | None,
 ) -> None:
     """Run a consumer until SIGTERM or Ctrl-C.
+
+    With --from, it first backfills from the history stream (events it missed, each
+    handled once), then consumes its live queue; an interrupted backfill resumes from
+    the offset its store recorded (docs/history.md).
 
     \b
     Example:
         tcx-bridge consume crm
+        tcx-bridge consume analytics --from 2026-11-02T00:00:00Z
         tcx-bridge consume --list
     """
     from consumers.runtime.plugins import installed, load
@@ -62,8 +79,20 @@ def consume_command(
     with friendly_errors():
         from consumers.runtime.runner import Runner
 
+        start = None
+        if origin is not None:
+            from bridge.history import parse_offset
+
+            try:
+                start = parse_offset(origin)
+            except ConfigError as error:
+                raise click.BadParameter(str(error).removeprefix("--from: "), param_hint="--from") from None
         consumer = load(name)(settings)
         runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
+        if start is not None and origin is not None:
+            from consumers.runtime.backfill import Backfill
+
+            Backfill(runner, start, origin)
         runner.install_signal_handlers()
         runner.run()
 

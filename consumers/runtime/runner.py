@@ -41,6 +41,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from bridge.config import Settings
@@ -101,6 +102,8 @@ class Runner:
         self._publisher = Publisher(settings, consumer.name)
         self._start = 0
         self._again = again_exchange(settings, consumer.name)
+        self.before_live: Callable[[Broker], None] | None = None  # a backfill (consumers.runtime.backfill)
+        self.in_batch: Callable[[Store | None], None] | None = None  # more work in each batch's transaction
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -169,6 +172,8 @@ class Runner:
             self._start = broker.index
             self._connected = True
             declare_consumer_queues(broker, self.settings, self.consumer)
+            if self.before_live is not None:  # the live queue exists (and collects) before it begins
+                self.before_live(broker)
             logger.info("consumer=%s consuming %s on node %s", self.consumer.name, self.queue, broker.node)
             self.metrics.connected(self.consumer.name, broker.node)
             self._last_activity = time.monotonic()
@@ -223,6 +228,8 @@ class Runner:
                 found = read[delivery.delivery_tag]
                 outcome, attempts = self._handle_one(broker, store, delivery, found)
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
+            if self.in_batch is not None:
+                self.in_batch(store)
         broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()

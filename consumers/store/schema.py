@@ -9,6 +9,7 @@ Both backends hold the same tables (docs/store.md is their public description):
     journal          the CRM call journal
     contacts         the contacts screen pops are looked up in
     service_level    one row: the seconds within which an answer counts for the service level
+    stream_offsets   per consumer and backfill origin: the next history offset to read, and whether it is done
     calls_daily      a view: per day (UTC) and desk, inbound answered/missed, rates, averages, outbound
 
 SQLite keeps one file per consumer (each file gets the whole schema, its version
@@ -143,6 +144,18 @@ CREATE TABLE IF NOT EXISTS processed (
 """
 
 
+# every SQLite store's backfill offsets (a plugin's file too: core.open_database creates it)
+STREAM_OFFSETS_SQLITE = """
+CREATE TABLE IF NOT EXISTS stream_offsets (
+    consumer TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consumer, origin)
+) WITHOUT ROWID;
+"""
+
+
 def _calls_table(dialect: str, name: str, *, if_missing: bool) -> str:
     terms = DIALECT_TERMS[dialect]
     guard = "IF NOT EXISTS " if if_missing else ""
@@ -239,11 +252,30 @@ def _postgresql_v1(store: Store) -> None:
     )
 
 
+def _sqlite_v2(store: Store) -> None:
+    """Version 2: the backfill offsets (consume --from; docs/history.md)."""
+    store.script(STREAM_OFFSETS_SQLITE)
+
+
+def _postgresql_v2(store: Store) -> None:
+    store.script(
+        """
+        CREATE TABLE stream_offsets (
+            consumer text NOT NULL,
+            origin text NOT NULL,
+            next_offset bigint NOT NULL,
+            done boolean NOT NULL DEFAULT false,
+            PRIMARY KEY (consumer, origin)
+        );
+        """
+    )
+
+
 MIGRATIONS: dict[str, list[Callable[[Store], None]]] = {
-    "sqlite": [_sqlite_v1],
-    "postgresql": [_postgresql_v1],
+    "sqlite": [_sqlite_v1, _sqlite_v2],
+    "postgresql": [_postgresql_v1, _postgresql_v2],
 }
-LATEST = 1
+LATEST = 2
 assert all(len(steps) == LATEST for steps in MIGRATIONS.values())
 
 
