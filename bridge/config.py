@@ -8,9 +8,9 @@ config dir (missing is fine there). Its keys are the setting names of
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -27,13 +27,13 @@ from bridge.keys import Key as Key
 from bridge.keys import platform_dir as platform_dir
 from bridge.redact import redact_text
 from bridge.redact import redact_url as redact_url  # its old home: callers import it from here too
-from bridge.values import RATE_UNITS as RATE_UNITS
-from bridge.values import FieldMap, Thresholds
 from bridge.values import check_region as check_region
 from bridge.values import host_port as host_port
-from bridge.values import parse_rate as parse_rate
 from bridge.values import reduce_desk as reduce_desk
 from bridge.values import split_urls as split_urls
+
+if TYPE_CHECKING:
+    from bridge.sections import Section
 
 CONFIG_ENV = "TCX_BRIDGE_CONFIG"
 
@@ -55,36 +55,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     prefetch: int
     quorum: bool
     max_attempts: int
-    assistant: str
-    assistant_timeout: float
-    assistant_process: str | None
-    dial_confirm_timeout: float
-    popup_command: str | None
-    crm_lookup_url: str | None
-    crm_fields: FieldMap  # parsed at load: the CRM reads the pairs
-    crm_journal_url: str | None
-    crm_timeout: float
     popup_ttl: float
-    replay_interval: float
     metrics_port: int | None
     metrics_host: str
     log_format: str
-    service_level_seconds: float
-    desk_idle_minutes: float
     timezone: str | None
-    wallboard_token: str | None
-    wallboard_thresholds: Thresholds  # parsed at load: the wallboard reads the levels
-    wallboard_lost_after: float
-    wallboard_locale: str | None
-    wallboard_hostnames: str
     store_url: str | None
     trust_user_id: bool
-    dial_deny_types: tuple[str, ...]
     history_max_age: str
     history_max_bytes: int
-    dial_allow: tuple[str, ...]
-    dial_deny: tuple[str, ...]
-    dial_rate: str
+    # each settings section's options (bridge.sections), by section name: ``SECTION.of(settings)``
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def broker_count(self) -> int:
@@ -125,6 +106,7 @@ class Loaded(NamedTuple):
 
     settings: Settings
     sources: dict[str, str]
+    keys: tuple[Key, ...] = KEYS  # every key loaded, the wire's then the sections', in `config`'s order
 
 
 def config_path(environ: Mapping[str, str]) -> tuple[Path | None, bool]:
@@ -135,7 +117,8 @@ def config_path(environ: Mapping[str, str]) -> tuple[Path | None, bool]:
     return platform_dir("config", environ) / "config.toml", False
 
 
-def _read_file(path: Path | None, explicit: bool) -> dict[str, Any]:
+def _read_file(path: Path | None, explicit: bool, known: set[str] | None) -> dict[str, Any]:
+    """The file's keys; known: the keys it may hold (None: any, as when not every section is loaded)."""
     if path is None:
         return {}
     try:
@@ -152,45 +135,38 @@ def _read_file(path: Path | None, explicit: bool) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8-sig"))  # Notepad saves UTF-8 with a BOM
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-    unknown = sorted(set(data) - set(KEYS_BY_NAME))
+    unknown = sorted(set(data) - known) if known is not None else []
     if unknown:
         raise ConfigError(
-            f"config file {str(path)!r}: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS_BY_NAME)}"
+            f"config file {str(path)!r}: unknown key {unknown[0]!r}; "
+            f"known keys: {', '.join(sorted(known or ()))}"
         )
     return data
 
 
-def load_settings(
-    flags: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
+def _sections(sections: Sequence[Section] | None) -> tuple[tuple[Section, ...], bool]:
+    """The sections to load, and whether they are all there are (then an unknown key is an error)."""
+    if sections is not None:
+        return tuple(sections), False
+    from bridge.sections import registered_sections  # the entry-point scan: the CLI's, never notify's
+
+    found = registered_sections()
+    return found.sections, not found.broken
+
+
+def _resolve(
+    keys: tuple[Key, ...],
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    from_file: Mapping[str, Any],
+    path: Path | None,
     *,
-    read_file: bool = True,
-    lenient: bool = False,
-    checks: bool = False,
-) -> Loaded:
-    """Resolve every setting from defaults, the TOML file, the environment and flags.
-
-    lenient: a bad value (or an unreadable file) falls back to the default instead of
-    raising, so that the notify executable can still keep the event somewhere.
-    checks: also run the keys' checks that import a library (region: phonenumbers);
-    the CLI asks for them, the notify executable does not (phonenumbers stays off its path).
-    """
-    environ = os.environ if environ is None else environ
-    flags = {name: value for name, value in (flags or {}).items() if value is not None}
-    unknown = sorted(set(flags) - set(KEYS_BY_NAME))
-    if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r}")
-    path, explicit = config_path(environ) if read_file else (None, False)
-    try:
-        from_file = _read_file(path, explicit)
-    except ConfigError:
-        if not lenient:
-            raise
-        from_file = {}
-
+    lenient: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each key's value, parsed, and where it came from: flag < environment < file < default."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for key in KEYS:
+    for key in keys:
         if key.name in flags:
             raw, source, label = flags[key.name], "flag", f"--{key.name.replace('_', '-')}"
         elif key.env in environ:
@@ -212,27 +188,74 @@ def load_settings(
             values[key.name] = rescued or key.default(values, environ)
             source = f"{label} reduced, it is bad" if rescued else f"default, {label} is bad"
         sources[key.name] = source
+    return values, sources
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    read_file: bool = True,
+    lenient: bool = False,
+    checks: bool = False,
+    sections: Sequence[Section] | None = None,
+) -> Loaded:
+    """Resolve every setting from defaults, the TOML file, the environment and flags.
+
+    lenient: a bad value (or an unreadable file) falls back to the default instead of
+    raising, so that the notify executable can still keep the event somewhere.
+    checks: also run the keys' checks that import a library (region: phonenumbers);
+    the CLI asks for them, the notify executable does not (phonenumbers stays off its path).
+    sections: the settings sections to load besides the wire's keys (default: every
+    registered one, :mod:`bridge.sections`); the notify executable passes none, and
+    then the file's keys of sections not loaded are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    chosen, complete = _sections(sections)
+    keys = KEYS + tuple(key for section in chosen for key in section.keys)
+    known = {key.name for key in keys}
+    flags = {name: value for name, value in (flags or {}).items() if value is not None}
+    unknown = sorted(set(flags) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    path, explicit = config_path(environ) if read_file else (None, False)
+    try:
+        from_file = _read_file(path, explicit, known if complete else None)
+    except ConfigError:
+        if not lenient:
+            raise
+        from_file = {}
+
+    values, sources = _resolve(keys, flags, environ, from_file, path, lenient=lenient)
     if checks:
-        for key in KEYS:
+        for key in keys:
             if key.check is not None and sources[key.name] != "default":  # a default is ours, and good
                 key.check(values[key.name])
-    return Loaded(Settings(**values), sources)
+    options = {
+        section.name: section.options(**{key.name: values.pop(key.name) for key in section.keys})
+        for section in chosen
+    }
+    return Loaded(Settings(**values, options=options), sources, keys)
 
 
 def describe(loaded: Loaded) -> list[tuple[str, str, str, str]]:
-    """Rows of (key, environment variable, shown value, source), secrets masked.
+    """Rows of (key, environment variable, shown value, source), secrets masked; sections after the wire.
 
     Every URL in any value (amqp_url, store_url, crm_*_url, a URL in popup_command)
     has its passwords and secret parameters masked; a token is never shown.
     """
-    rows = []
-    for key in KEYS:
-        value = getattr(loaded.settings, key.name)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        if key.name in SECRET_KEYS and value is not None:
-            shown = "****"
-        else:
-            shown = "" if value is None else redact_text(str(value))
-        rows.append((key.name, key.env, shown, loaded.sources[key.name]))
-    return rows
+    settings = loaded.settings
+    holder = {name: part for part in settings.options.values() for name in msgspec.structs.asdict(part)}
+    return [
+        _row(key, getattr(holder.get(key.name, settings), key.name), loaded.sources) for key in loaded.keys
+    ]
+
+
+def _row(key: Key, value: Any, sources: dict[str, str]) -> tuple[str, str, str, str]:
+    if isinstance(value, tuple) and all(isinstance(item, str) for item in value):
+        value = ",".join(value)
+    if (key.secret or key.name in SECRET_KEYS) and value is not None:
+        shown = "****"
+    else:
+        shown = "" if value is None else redact_text(str(value))
+    return (key.name, key.env, shown, sources[key.name])

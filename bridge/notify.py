@@ -287,7 +287,7 @@ def run(argv: Sequence[str]) -> int:
         return EXIT_OK
     started = time.perf_counter()
     try:
-        settings = load_settings().settings
+        settings = load_settings(sections=()).settings
     except ConfigError as error:
         return _rescue_with_defaults(argv, error)
     configure_logging(settings)
@@ -357,7 +357,8 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     The event is safe, so the exit is 0 (2 for a launch not understood); stderr names the setting to fix.
     """
     try:
-        settings: Settings | None = load_settings(lenient=True).settings  # the bad values as defaults
+        # the bad values as defaults
+        settings: Settings | None = load_settings(lenient=True, sections=()).settings
     except TcxBridgeError:
         settings = None
     configure_logging(settings)

@@ -1,6 +1,6 @@
 """Entry points: how tcx-bridge finds consumers (``tcx_bridge.consumers``) and commands.
 
-Commands register in ``tcx_bridge.commands``.
+Commands register in ``tcx_bridge.commands``, settings sections in ``tcx_bridge.settings``.
 
 Nothing in ``bridge/`` imports ``consumers/`` by name: the installed packages
 register what they add (this project's own consumers and commands in its
@@ -17,6 +17,7 @@ from bridge.errors import ConfigError
 
 CONSUMERS = "tcx_bridge.consumers"
 COMMANDS = "tcx_bridge.commands"
+SETTINGS = "tcx_bridge.settings"  # settings sections (bridge.sections)
 
 
 def registered(group: str) -> dict[str, EntryPoint]:

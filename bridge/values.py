@@ -13,8 +13,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
-
 from bridge.errors import ConfigError
 from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
 from bridge.redact import redact_text, redact_url, split_userinfo
@@ -198,70 +196,6 @@ def parse_timezone(name: str, value: Any) -> str | None:
     return text
 
 
-def _figure(number: float) -> str:
-    return str(int(number)) if number.is_integer() else str(number)
-
-
-class Thresholds(msgspec.Struct, frozen=True):
-    """The wallboard's amber and red levels by measure (waiting, wait, missed), as given.
-
-    ``str()`` is the canonical text (``wait=30/60,missed=5/10``), as ``config`` shows it.
-    """
-
-    levels: tuple[tuple[str, float, float], ...]
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """{measure: [amber, red]}, as the wallboard's page reads them."""
-        return {name: [amber, red] for name, amber, red in self.levels}
-
-    def __str__(self) -> str:
-        return ",".join(f"{name}={_figure(amber)}/{_figure(red)}" for name, amber, red in self.levels)
-
-
-def parse_thresholds(name: str, value: Any) -> Thresholds:
-    """``waiting=2/5,wait=30/60,missed=5/10``: a measure named again takes its last levels."""
-    found: dict[str, tuple[float, float]] = {}
-    for part in filter(None, (item.strip() for item in parse_text(name, value).split(","))):
-        key, _, levels = part.partition("=")
-        amber, _, red = levels.partition("/")
-        try:
-            ok = key.strip() in ("waiting", "wait", "missed") and float(amber) <= float(red)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ConfigError(
-                f"{name}: {part!r} is not name=amber/red with name waiting, wait or missed (e.g. wait=30/60)"
-            )
-        found[key.strip()] = (float(amber), float(red))
-    return Thresholds(tuple((key, amber, red) for key, (amber, red) in found.items()))
-
-
-class FieldMap(msgspec.Struct, frozen=True):
-    """How a CRM's JSON maps to our contact fields: (field, dotted path) pairs; ``str()`` as given."""
-
-    paths: tuple[tuple[str, str], ...]
-
-    def __str__(self) -> str:
-        return ",".join(f"{field}={path}" for field, path in self.paths)
-
-
-def parse_field_map(text: str, name: str = "crm_fields") -> dict[str, str]:
-    """``name=fullName,company=org.name`` -> {"name": "fullName", "company": "org.name"}."""
-    fields = {}
-    for pair in filter(None, (part.strip() for part in text.split(","))):
-        ours, _, theirs = pair.partition("=")
-        if ours.strip() not in ("name", "company", "email", "url") or not theirs.strip():
-            raise ConfigError(
-                f"{name}: {pair!r} is not field=path with field one of name, company, email, url"
-            )
-        fields[ours.strip()] = theirs.strip()
-    return fields
-
-
-def parse_crm_fields(name: str, value: Any) -> FieldMap:
-    return FieldMap(tuple(parse_field_map(parse_text(name, value), name).items()))
-
-
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -280,37 +214,10 @@ def parse_duration(name: str, value: Any) -> float:
     return seconds
 
 
-def parse_locale(name: str, value: Any) -> str | None:
-    text = parse_optional_text(name, value)
-    if text is not None and not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}", text):
-        raise ConfigError(f"{name}: {value!r} is not a locale; use a language tag such as de-CH or en-US")
-    return text
-
-
-def parse_hostnames(name: str, value: Any) -> str:
-    """Comma-separated host names (or a TOML array), lower case."""
-    if isinstance(value, list):
-        value = ",".join(parse_text(name, item) for item in value)
-    names = [part.strip().lower().rstrip(".") for part in parse_text(name, value).split(",") if part.strip()]
-    for host in names:
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*|[0-9a-f:.]+", host):
-            raise ConfigError(f"{name}: {host!r} is not a host name; use e.g. wallboard.example.com")
-    return ",".join(names)
-
-
 def parse_words(name: str, value: Any) -> tuple[str, ...]:
     """A list: a TOML array, or text separated by commas, semicolons or spaces."""
     items = value if isinstance(value, list | tuple) else re.split(r"[,;\s]+", parse_text(name, value))
     return tuple(word for word in (parse_text(name, item).strip() for item in items) if word)
-
-
-def parse_number_types(name: str, value: Any) -> tuple[str, ...]:
-    """phonenumbers' number types by name (checked against phonenumbers where the agent starts)."""
-    found = tuple(word.upper().replace("-", "_") for word in parse_words(name, value))
-    for word in found:
-        if not re.fullmatch(r"[A-Z_]{3,30}", word):
-            raise ConfigError(f"{name}: {word!r} is not a number type; use e.g. PREMIUM_RATE, SHARED_COST")
-    return found
 
 
 def parse_prefixes(name: str, value: Any) -> tuple[str, ...]:
@@ -323,26 +230,6 @@ def parse_prefixes(name: str, value: Any) -> tuple[str, ...]:
             raise ConfigError(f"{name}: {word!r} is not an E.164 prefix; use + and digits, e.g. +41900")
         found.append(compact)
     return tuple(found)
-
-
-RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
-RATE_UNITS |= {"h": 3600.0, "hour": 3600.0}
-
-
-def parse_rate(name: str, value: Any) -> tuple[int, float]:
-    """``20/min`` (also ``20``: per minute, ``100/hour``, ``0``: no limit) as (count, seconds)."""
-    text = str(value).strip().lower().replace(" ", "")
-    count, _, unit = text.partition("/")
-    unit = unit.removeprefix("1").rstrip("s") if unit not in ("s", "m", "h") else unit
-    if not count.isdigit() or (unit and unit not in RATE_UNITS):
-        raise ConfigError(f"{name}: {value!r} is not a rate; give dials per minute like 20/min (0: no limit)")
-    return int(count), RATE_UNITS[unit or "min"]
-
-
-def parse_rate_text(name: str, value: Any) -> str:
-    count, seconds = parse_rate(name, value)
-    unit = {1.0: "s", 60.0: "min", 3600.0: "hour"}[seconds]
-    return f"{count}/{unit}"
 
 
 def parse_store_url(name: str, value: Any) -> str | None:

@@ -12,6 +12,8 @@ import pytest
 from bridge.config import Loaded, describe, load_settings, redact_url, reduce_desk
 from bridge.errors import ConfigError
 from bridge.events import MAX_DESK
+from consumers.crm.settings import CRM
+from consumers.wallboard.settings import WALLBOARD
 
 
 @pytest.fixture
@@ -273,7 +275,7 @@ def test_wallboard_thresholds_are_parsed_at_load(tmp_path: Path) -> None:
     """The wallboard reads the levels as numbers; config shows them as text (issue 21)."""
     base = {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}
     loaded = load_settings({}, base, read_file=False)
-    assert loaded.settings.wallboard_thresholds.as_dict() == {
+    assert WALLBOARD.of(loaded.settings).wallboard_thresholds.as_dict() == {
         "waiting": [2.0, 5.0],
         "wait": [30.0, 60.0],
         "missed": [5.0, 10.0],
@@ -282,7 +284,10 @@ def test_wallboard_thresholds_are_parsed_at_load(tmp_path: Path) -> None:
     given = {**base, "TCX_BRIDGE_WALLBOARD_THRESHOLDS": " wait = 10/20.5, missed=3/4,wait=15/25 "}
     loaded = load_settings({}, given, read_file=False)
     # a measure named twice takes its last levels, in its first place
-    assert loaded.settings.wallboard_thresholds.as_dict() == {"wait": [15.0, 25.0], "missed": [3.0, 4.0]}
+    assert WALLBOARD.of(loaded.settings).wallboard_thresholds.as_dict() == {
+        "wait": [15.0, 25.0],
+        "missed": [3.0, 4.0],
+    }
     assert shown(loaded, "wallboard_thresholds") == "wait=15/25,missed=3/4"
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {**base, "TCX_BRIDGE_WALLBOARD_THRESHOLDS": "wait=60/30"}, read_file=False)
@@ -296,7 +301,7 @@ def test_crm_fields_are_parsed_at_load(tmp_path: Path) -> None:
     """A bad field map fails where it is read, not when the CRM first starts (issue 21)."""
     base = {"TCX_BRIDGE_DATA_DIR": str(tmp_path)}
     loaded = load_settings({}, base, read_file=False)
-    assert loaded.settings.crm_fields.paths == (
+    assert CRM.of(loaded.settings).crm_fields.paths == (
         ("name", "name"),
         ("company", "company"),
         ("email", "email"),
@@ -305,7 +310,7 @@ def test_crm_fields_are_parsed_at_load(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('crm_fields = "name=fullName, company=org.name"\n')
     loaded = load_settings({}, {**base, "TCX_BRIDGE_CONFIG": str(path)})
-    assert loaded.settings.crm_fields.paths == (("name", "fullName"), ("company", "org.name"))
+    assert CRM.of(loaded.settings).crm_fields.paths == (("name", "fullName"), ("company", "org.name"))
     assert shown(loaded, "crm_fields") == "name=fullName,company=org.name"
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {**base, "TCX_BRIDGE_CRM_FIELDS": "name=fullName,phone=tel"}, read_file=False)

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from bridge import events
 from bridge.cli import cli
 from bridge.errors import ConfigError
-from bridge.values import parse_field_map
 from consumers.crm.contact_files import limits as contact_files
 from consumers.crm.contacts import HTTP_ATTEMPTS, SqliteContacts, StoreContacts, request_json
+from consumers.crm.settings import parse_field_map
 
 DATA = Path(__file__).parent / "data"
 

@@ -135,15 +135,23 @@ def test_config_errors_mask_the_secrets(secret_env: dict[str, str], key: str, va
 
 
 def test_notify_log_and_stderr_mask_the_secrets(secret_env: dict[str, str]) -> None:
-    """A bad setting in the notify executable: one log line and stderr name it, with no secret."""
-    env = {**secret_env, "TCX_BRIDGE_CRM_JOURNAL_URL": "ftp://crm.example.com/journal?token=t0k3n"}
+    """A bad setting in the notify executable: one log line and stderr name it, with no secret.
+
+    (notify reads only the wire's settings: a bad CRM setting is none of its business.)
+    """
+    env = {
+        **secret_env,
+        "TCX_BRIDGE_STORE_URL": "mysql://u:t0k3n@db/x",
+        "TCX_BRIDGE_CRM_JOURNAL_URL": "ftp://crm.example.com/journal?token=t0k3n",
+    }
     done = run_notify(env, "/N:S", "/C:0791234567", "/T:I", "/I:masked")
     assert done.returncode == 0  # the event is kept in the outbox
     log = (Path(env["TCX_BRIDGE_DATA_DIR"]) / "logs" / "notify.log").read_text()
-    assert "'ftp://crm.example.com/journal?token=****' is not an http(s) URL template" in log
+    assert "'mysql://u:****@db/x' is not a PostgreSQL URL" in log
+    assert "crm_journal_url" not in log.lower()
     assert "t0k3n" not in log
     assert "t0k3n" not in done.stderr
-    assert "token=****" in done.stderr
+    assert "u:****@db" in done.stderr
 
 
 @pytest.mark.integration

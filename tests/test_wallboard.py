@@ -19,6 +19,7 @@ from consumers.numbers import display
 from consumers.store.core import Store, open_sqlite
 from consumers.wallboard.consumer import snapshot
 from consumers.wallboard.routes import make_app
+from consumers.wallboard.settings import WALLBOARD
 from consumers.wallboard.web import Fanout, HostCheck, Throttle, WebServer, check_token
 from tests.conftest import free_port, run_cli
 
@@ -142,7 +143,7 @@ def test_recent_and_cards_show_numbers_in_the_regions_format(store: Store, tmp_p
     [("30", 1800.0), ("90s", 90.0), ("2h", 7200.0), ("1.5m", 90.0), (" 45M ", 2700.0)],
 )
 def test_lost_after_reads_minutes_or_a_unit(tmp_path: Path, value: str, seconds: float) -> None:
-    assert board_settings(tmp_path, wallboard_lost_after=value).wallboard_lost_after == seconds
+    assert WALLBOARD.of(board_settings(tmp_path, wallboard_lost_after=value)).wallboard_lost_after == seconds
 
 
 @pytest.mark.parametrize(
@@ -162,8 +163,11 @@ def test_bad_wallboard_settings_are_one_line(tmp_path: Path, key: str, value: st
 
 def test_wallboard_settings_defaults(tmp_path: Path) -> None:
     settings = board_settings(tmp_path, wallboard_hostnames="Board.Example.com., 10.0.0.5")
-    assert (settings.wallboard_lost_after, settings.wallboard_locale) == (1800.0, None)
-    assert settings.wallboard_hostnames == "board.example.com,10.0.0.5"
+    assert (WALLBOARD.of(settings).wallboard_lost_after, WALLBOARD.of(settings).wallboard_locale) == (
+        1800.0,
+        None,
+    )
+    assert WALLBOARD.of(settings).wallboard_hostnames == "board.example.com,10.0.0.5"
 
 
 def test_a_short_token_is_refused_without_showing_it() -> None:

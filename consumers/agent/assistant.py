@@ -6,6 +6,7 @@ import subprocess
 
 from bridge import events
 from bridge.config import Settings
+from consumers.agent.settings import AGENT
 
 
 def assistant_running(name: str) -> bool:
@@ -22,27 +23,31 @@ def assistant_running(name: str) -> bool:
 
 def run_assistant(settings: Settings, number: str) -> tuple[events.DialStatus, str | None]:
     """Run ``<assistant> -cmd makecall:<number>`` (an argument list, never a shell)."""
-    if settings.assistant_process and not assistant_running(settings.assistant_process):
+    options = AGENT.of(settings)
+    if options.assistant_process and not assistant_running(options.assistant_process):
         return "failed", "3CX Assistant is not running on this desk"
-    command = [settings.assistant, "-cmd", f"makecall:{number}"]
+    command = [options.assistant, "-cmd", f"makecall:{number}"]
     try:
         done = subprocess.run(
             command,
             capture_output=True,
             text=True,
-            timeout=settings.assistant_timeout,
+            timeout=options.assistant_timeout,
             check=False,
             shell=False,
         )
     except FileNotFoundError:
         return "failed", (
-            f"the 3CX Assistant client {settings.assistant!r} was not found; install it or "
+            f"the 3CX Assistant client {options.assistant!r} was not found; install it or "
             "set TCX_BRIDGE_ASSISTANT to its path"
         )
     except PermissionError:
-        return "failed", f"the 3CX Assistant client {settings.assistant!r} cannot be run (permission denied)"
+        return (
+            "failed",
+            f"the 3CX Assistant client {options.assistant!r} cannot be run (permission denied)",
+        )
     except subprocess.TimeoutExpired:
-        return "failed", f"the 3CX Assistant did not finish within {settings.assistant_timeout:g}s"
+        return "failed", f"the 3CX Assistant did not finish within {options.assistant_timeout:g}s"
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         tail = f": {detail[-1][:200]}" if detail else ""

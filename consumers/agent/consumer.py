@@ -44,6 +44,7 @@ from consumers.agent.assistant import run_assistant
 from consumers.agent.dial_policy import DialPolicy
 from consumers.agent.dials import Dials, request_of
 from consumers.agent.popup import show
+from consumers.agent.settings import AGENT
 from consumers.agent.unreadable import Unreadable
 from consumers.analytics.calls import spoofed
 from consumers.runtime.consumer import Consumer, Context
@@ -63,6 +64,7 @@ class DeskAgent(Consumer):
         self.dials = Dials(Path(settings.data_dir) / "agent.sqlite3")
         self._next_replay = 0.0
         self.policy = DialPolicy.of(settings)
+        self.options = AGENT.of(settings)
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
@@ -144,8 +146,8 @@ class DeskAgent(Consumer):
         status, reason = run_assistant(self.settings, number)
         self.dials.finish(request.request_id, status, reason)
         confirm_within = None
-        if status == "dialed" and self.settings.dial_confirm_timeout > 0:
-            confirm_within = self.settings.dial_confirm_timeout
+        if status == "dialed" and self.options.dial_confirm_timeout > 0:
+            confirm_within = self.options.dial_confirm_timeout
             self.dials.await_confirmation(request.request_id, confirm_within)
         self._report(context.publish, request, number, status, reason, confirm_within=confirm_within)
         return status
@@ -171,7 +173,7 @@ class DeskAgent(Consumer):
         """Dials whose confirmation did not come in time: dial.unconfirmed."""
         for row in self.dials.overdue():
             reason = (
-                f"the 3CX Assistant reported no outbound call within {self.settings.dial_confirm_timeout:g}s "
+                f"the 3CX Assistant reported no outbound call within {self.options.dial_confirm_timeout:g}s "
                 "(is it running and logged in?)"
             )
             self.dials.finish(row["request_id"], "unconfirmed", reason)
@@ -249,7 +251,7 @@ class DeskAgent(Consumer):
         now = time.monotonic()
         if now < self._next_replay:
             return
-        self._next_replay = now + settings.replay_interval
+        self._next_replay = now + AGENT.of(settings).replay_interval
         outbox = Outbox(settings.outbox_dir)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))

@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 import phonenumbers
 
-from bridge.config import Settings, parse_rate
+from bridge.config import Settings
 from bridge.errors import ConfigError, DialError
+from consumers.agent.settings import AGENT, parse_rate
 from consumers.numbers import normalise
 
 TYPES = {
@@ -45,17 +46,18 @@ class DialPolicy(NamedTuple):
     @classmethod
     def of(cls, settings: Settings) -> DialPolicy:
         """The settings' policy; a number type phonenumbers does not know is a ConfigError."""
-        for name in settings.dial_deny_types:
+        options = AGENT.of(settings)
+        for name in options.dial_deny_types:
             if name not in TYPES:
                 raise ConfigError(
                     f"dial_deny_types: {name!r} is not a number type; use some of {', '.join(sorted(TYPES))}"
                 )
-        rate, window = parse_rate("dial_rate", settings.dial_rate)
+        rate, window = parse_rate("dial_rate", options.dial_rate)
         return cls(
             settings.region,
-            frozenset(TYPES[name] for name in settings.dial_deny_types),
-            settings.dial_allow,
-            settings.dial_deny,
+            frozenset(TYPES[name] for name in options.dial_deny_types),
+            options.dial_allow,
+            options.dial_deny,
             rate,
             window,
         )

@@ -20,12 +20,14 @@ from bridge import events
 from bridge.config import Settings
 from bridge.errors import HandlerError
 from bridge.text import printable
+from consumers.agent.settings import AGENT
 
 logger = logging.getLogger(__name__)
 
 
 def show(pop: events.ScreenPop, settings: Settings) -> str:
     """Show one screen pop; the outcome for the log line (expired, shown, popped)."""
+    options = AGENT.of(settings)
     age = (datetime.now(UTC) - events.parse_time(pop.occurred_at)).total_seconds()
     if age > settings.popup_ttl:
         return "expired"
@@ -41,9 +43,9 @@ def show(pop: events.ScreenPop, settings: Settings) -> str:
         "desk": pop.desk,
     }
     shown = f"{values['name'] or 'unknown caller'} {values['e164'] or values['number']}".strip()
-    if settings.popup_command:
-        argv = popup_argv(settings.popup_command, values)
-        refused = popup_refusal(settings.popup_command, values)
+    if options.popup_command:
+        argv = popup_argv(options.popup_command, values)
+        refused = popup_refusal(options.popup_command, values)
         if refused:
             logger.warning("popup %s: not running popup_command: %s", printable(shown), refused)
             return "shown"

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from bridge.config import Settings
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
+from consumers.analytics.settings import ANALYTICS
 from consumers.store.core import open_store
 
 
@@ -31,7 +32,7 @@ class Analytics(CallConsumer):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.database = open_store(settings, "analytics", wait=True)
-        self.service_level: float | None = settings.service_level_seconds
+        self.service_level: float | None = ANALYTICS.of(settings).service_level_seconds
 
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         if self.service_level is not None:  # in the first batch's transaction (the store may start away)

@@ -15,6 +15,7 @@ import click
 from bridge.clikit import with_settings
 from bridge.config import Settings, redact_url
 from bridge.events import Direction
+from consumers.crm.settings import CRM
 
 
 @click.group()
@@ -230,12 +231,13 @@ def journal_command(
     Example:
         tcx-bridge journal --since 2026-11-02 --desk DESK-07 --format csv
     """
+    options = CRM.of(settings)
     from consumers.analytics.report import render_table, time_range
     from consumers.crm.consumer import JOURNAL_COLUMNS, load_journal
 
-    if settings.crm_journal_url:
+    if options.crm_journal_url:
         click.echo(
-            f"note: the journal goes to {redact_url(settings.crm_journal_url)}; "
+            f"note: the journal goes to {redact_url(options.crm_journal_url)}; "
             "this shows what is stored here",
             err=True,
         )

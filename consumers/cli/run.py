@@ -11,6 +11,7 @@ import click
 from bridge.clikit import friendly_errors, settings_of, with_settings
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from consumers.wallboard.settings import WALLBOARD
 
 
 @click.command("agent")
@@ -117,6 +118,7 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
         tcx-bridge wallboard --port 8080
         TCX_BRIDGE_WALLBOARD_TOKEN=... tcx-bridge wallboard --host 0.0.0.0 --mask-numbers
     """
+    options = WALLBOARD.of(settings)
     host = host.strip("[]")  # --host [::1] as in a URL
     from bridge.values import host_port
     from consumers.runtime.runner import Runner
@@ -130,15 +132,15 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
             "the wallboard needs Starlette and uvicorn: pip install 'tcx-bridge[wallboard]'"
         ) from None
 
-    if not is_local(host) and not settings.wallboard_token:
+    if not is_local(host) and not options.wallboard_token:
         raise click.ClickException(
             f"--host {host} serves caller numbers beyond this machine: set TCX_BRIDGE_WALLBOARD_TOKEN "
             "(wallboard_token) first, or bind to 127.0.0.1"
         )
     fanout = Fanout()
-    hostnames = filter(None, settings.wallboard_hostnames.split(","))
+    hostnames = filter(None, options.wallboard_hostnames.split(","))
     with friendly_errors():  # a token, once set, is asked for on any bind
-        app = make_app(fanout, settings.wallboard_token, hosts=HostCheck(host, hostnames))
+        app = make_app(fanout, options.wallboard_token, hosts=HostCheck(host, hostnames))
     board = Wallboard(settings, masked=mask_numbers)
     board.listeners.append(fanout.publish)
     fanout.publish(board.refresh())

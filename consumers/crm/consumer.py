@@ -30,6 +30,7 @@ from bridge.topology import declare_commands, declare_events
 from bridge.transport import Broker
 from consumers.analytics.calls import CallConsumer, other_party
 from consumers.crm.contacts import ContactLookup, HttpContacts, open_contacts, request_json
+from consumers.crm.settings import CRM
 from consumers.numbers import CallerNumber, normalise
 from consumers.runtime.consumer import Context
 from consumers.store.core import Store, open_store
@@ -69,7 +70,7 @@ def load_journal(
 
 def contact_lookup(settings: Settings) -> ContactLookup:
     """The configured backend: HTTP when crm_lookup_url is set, else the store's contacts."""
-    if settings.crm_lookup_url:
+    if CRM.of(settings).crm_lookup_url:
         return HttpContacts(settings)
     return open_contacts(settings)
 
@@ -136,6 +137,7 @@ class Crm(CallConsumer):
         return "popped" if pop.contact else "popped-unknown"
 
     def _journal(self, db: Store, record: dict[str, Any], number: CallerNumber) -> None:
+        options = CRM.of(self.settings)
         contact = self._lookup(number)
         entry = {
             "call_key": record["id"],
@@ -153,14 +155,14 @@ class Crm(CallConsumer):
             "connected_at": record["connected_at"],
             "ended_at": record["ended_at"],
         }
-        if self.settings.crm_journal_url:
+        if options.crm_journal_url:
             first = record["started_at"] or record["ended_at"]
             key = f"{record['desk']}/{record['direction']}/{record['call_id']}/{first}"
             request_json(
                 "POST",
-                self.settings.crm_journal_url,
+                options.crm_journal_url,
                 {k: v for k, v in entry.items() if k != "call_key"},
-                self.settings.crm_timeout,
+                options.crm_timeout,
                 headers={"Idempotency-Key": key},
             )
             return

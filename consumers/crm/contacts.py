@@ -35,6 +35,7 @@ from bridge.errors import HandlerError
 from bridge.events import MAX_NAME, MAX_URL, Contact
 from bridge.redact import redact_text, redact_url
 from bridge.retry import call_with_retries
+from consumers.crm.settings import CRM
 from consumers.numbers import check_region, normalise
 from consumers.store.core import Store, open_sqlite, open_store
 
@@ -267,10 +268,11 @@ class HttpContacts:
     """A CRM's HTTP lookup."""
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.crm_lookup_url is not None
-        self.template = settings.crm_lookup_url
-        self.timeout = settings.crm_timeout
-        self.fields = settings.crm_fields.paths  # parsed at load (bridge.values.parse_crm_fields)
+        options = CRM.of(settings)
+        assert options.crm_lookup_url is not None
+        self.template = options.crm_lookup_url
+        self.timeout = options.crm_timeout
+        self.fields = options.crm_fields.paths  # parsed at load (consumers.crm.settings)
 
     def lookup(self, e164: str, raw: str | None = None) -> Contact | None:
         url = self.template.format(e164=urllib.parse.quote(e164), number=urllib.parse.quote(raw or e164))

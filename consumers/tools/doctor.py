@@ -29,6 +29,7 @@ from bridge.errors import (
 )
 from bridge.redact import redact_text
 from consumers.agent.assistant import assistant_running
+from consumers.agent.settings import AGENT
 
 ASSISTANT_PLACES = (
     r"C:\Program Files\3CXPhone for Windows\tcx.assistant.client.exe",
@@ -200,30 +201,30 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:
-    settings = loaded.settings
-    found = shutil.which(settings.assistant) or (
-        settings.assistant if Path(settings.assistant).is_file() else None
+    options = AGENT.of(loaded.settings)
+    found = shutil.which(options.assistant) or (
+        options.assistant if Path(options.assistant).is_file() else None
     )
     if found is None:
         places = [os.path.expandvars(place) for place in ASSISTANT_PLACES]
         found = next((place for place in places if Path(place).is_file()), None)
         if found is not None:
-            yield Check(False, f"3CX Assistant found at {found}, but assistant is {settings.assistant!r}",
+            yield Check(False, f"3CX Assistant found at {found}, but assistant is {options.assistant!r}",
                         f"set TCX_BRIDGE_ASSISTANT={found}")  # fmt: skip
         else:
             yield Check(
                 False,
-                f"3CX Assistant {settings.assistant!r} not found (also not in the usual places)",
+                f"3CX Assistant {options.assistant!r} not found (also not in the usual places)",
                 "install the 3CX Assistant, or set TCX_BRIDGE_ASSISTANT to the full path of "
                 "tcx.assistant.client.exe",
             )
     else:
         yield Check(True, f"3CX Assistant: {found}")
-    if settings.assistant_process:
-        running = assistant_running(settings.assistant_process)
+    if options.assistant_process:
+        running = assistant_running(options.assistant_process)
         yield Check(
             running,
-            f"process {settings.assistant_process} is {'running' if running else 'not running'}",
+            f"process {options.assistant_process} is {'running' if running else 'not running'}",
             "" if running else "start the 3CX Assistant and log in (dials fail until then)",
         )
 

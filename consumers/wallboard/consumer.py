@@ -42,6 +42,7 @@ from bridge.config import Settings
 from bridge.events import CallEvent, parse_time
 from bridge.transport import Delivery
 from consumers.analytics.calls import CallConsumer
+from consumers.analytics.settings import ANALYTICS
 from consumers.numbers import normalise
 from consumers.runtime.consumer import Context
 from consumers.store.core import open_store, sqlite_path
@@ -117,7 +118,10 @@ class Wallboard(CallConsumer):
         if self.board is None or self.board.day != day:
             store = self.store
             with store.transaction():  # the service level as analytics writes it: one definition
-                store.execute("UPDATE service_level SET seconds = ?", (self.settings.service_level_seconds,))
+                store.execute(
+                    "UPDATE service_level SET seconds = ?",
+                    (ANALYTICS.of(self.settings).service_level_seconds,),
+                )
                 self.board = Board.load(store, self.settings, day)
             self._staged.clear()  # committed (tick runs after the commit): the store had them
         for record in self._staged:

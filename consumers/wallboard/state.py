@@ -28,9 +28,11 @@ from bridge.config import Settings
 from bridge.events import format_time, parse_time
 from consumers.analytics.calls import other_party
 from consumers.analytics.report import FIRST_MOMENT, MICRO, Selection, rollup
+from consumers.analytics.settings import ANALYTICS
 from consumers.numbers import display
 from consumers.store.core import Store
 from consumers.store.schema import daily_select
+from consumers.wallboard.settings import WALLBOARD
 
 CHART_HOURS = 6  # the chart shows at least this many hours up to now
 NO_END = "no end seen"
@@ -178,7 +180,9 @@ class Board:
         self.labels: list[str] = []  # the chart's slots, as wire times
         self._slots_of: dict[str, int] = {}  # first moment -> its slot
         self._chart: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])  # (slots and hour, chart)
-        self.thresholds = settings.wallboard_thresholds.as_dict()  # parsed at load (bridge.values)
+        self.options = WALLBOARD.of(settings)
+        self.service_level_seconds = ANALYTICS.of(settings).service_level_seconds
+        self.thresholds = self.options.wallboard_thresholds.as_dict()  # parsed at load
 
     @classmethod
     def load(cls, store: Store, settings: Settings, day: date) -> Board:
@@ -278,8 +282,8 @@ class Board:
         contact_name: Callable[[str | None], str | None] = lambda _: None,
     ) -> dict[str, Any]:
         """Everything the page shows at now (a moment of the board's day)."""
-        settings = self.settings
-        lost_after = timedelta(seconds=settings.wallboard_lost_after)
+        options = self.options
+        lost_after = timedelta(seconds=options.wallboard_lost_after)
         lost_before = format_time(now - lost_after)
         states = {key: live(row, lost_before) for key, row in self.open.items()}
         cards = self.cards(states, now, masked, contact_name)
@@ -292,7 +296,7 @@ class Board:
         return {
             "day": self.day.isoformat(),
             "timezone": zone_name(self.zone),
-            "locale": settings.wallboard_locale,
+            "locale": options.wallboard_locale,
             "now": format_time(now),
             "tiles": {
                 "ringing": sum(desk["ringing"] for desk in cards),
@@ -301,8 +305,8 @@ class Board:
                 **figures(self.sums),
                 "no_end_seen": sum(desk["no_end_seen"] for desk in cards),
             },
-            "service_level_seconds": settings.service_level_seconds,
-            "lost_after_seconds": settings.wallboard_lost_after,
+            "service_level_seconds": self.service_level_seconds,
+            "lost_after_seconds": options.wallboard_lost_after,
             "thresholds": self.thresholds,
             "desks": cards,
             "recent": self.recent(states, masked, contact_name),
@@ -338,7 +342,7 @@ class Board:
         for (_, since, _, _), state, row in shown.values():
             desks[row["desk"]] |= {"state": state, "since": since, "caller": self.caller(row, masked),
                                    "contact": contact_name(other_party(row))}  # fmt: skip
-        quiet = format_time(now - timedelta(minutes=self.settings.desk_idle_minutes))
+        quiet = format_time(now - timedelta(minutes=self.options.desk_idle_minutes))
         for desk in desks.values():
             if desk["state"] == "idle" and desk["last"] < quiet:
                 desk["state"] = "quiet"
