@@ -4,51 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 
 from bridge import events
 from bridge.config import Settings
-from bridge.envelope import OutgoingMessage
 from bridge.errors import BrokerRefusedError
-from bridge.topology import declare_events, declare_history, history_queue, publish_event
+from bridge.topology import declare_events, declare_history, history_queue
 from bridge.transport import Broker
-from consumers.store.core import open_store, sqlite_path
 from tests.conftest import Service, run_cli, wait_until
+from tests.history import SEC, offsets, processed, send_calls, stored
 
 pytestmark = pytest.mark.integration
-
-SEC = timedelta(seconds=1)
-T0 = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
-
-
-def call_events(settings: Settings, number: int, *, desk: str | None = None) -> list[OutgoingMessage]:
-    """An answered inbound call's S, C and E (ring 2 s, talk 8 s), one minute after the one before."""
-    start = T0 + number * 60 * SEC
-    found = []
-    for kind, at in (("started", start), ("connected", start + 2 * SEC), ("ended", start + 10 * SEC)):
-        event = events.CallEvent(
-            event_id=events.new_event_id(),
-            kind=kind,  # type: ignore[arg-type]
-            direction="inbound",
-            call_id=f"c{number:04}",
-            caller_id="0791234567" if kind == "started" else None,
-            desk=desk or settings.desk,
-            extension="101",
-            occurred_at=events.format_time(at),
-            argv=(),
-        )
-        body = events.ENCODER.encode(event)
-        found.append(OutgoingMessage(event.routing_key, body, event.event_id, f"call.{kind}", 0))
-    return found
-
-
-def send_calls(broker: Broker, settings: Settings, numbers: range, **kwargs: Any) -> None:
-    for number in numbers:
-        for message in call_events(settings, number, **kwargs):
-            publish_event(broker, settings, message)
 
 
 @pytest.fixture
@@ -57,25 +25,6 @@ def history(broker: Broker, settings: Settings) -> str:
     declare_events(broker, settings)
     declare_history(broker, settings)
     return history_queue(settings)
-
-
-def stored(settings: Settings, sql: str) -> list[dict[str, Any]]:
-    if not settings.store_url and not sqlite_path(settings, "analytics").exists():
-        return []
-    store = open_store(settings, "analytics")
-    try:
-        return [dict(row) for row in store.execute(sql)]
-    finally:
-        store.close()
-
-
-def processed(settings: Settings) -> int:
-    rows = stored(settings, "SELECT count(*) AS n FROM processed")
-    return int(rows[0]["n"]) if rows else 0
-
-
-def offsets(settings: Settings) -> list[dict[str, Any]]:
-    return stored(settings, "SELECT * FROM stream_offsets")
 
 
 def test_topology_declares_the_history_stream_bound_to_every_event(
