@@ -16,9 +16,11 @@ SEC = timedelta(seconds=1)
 T0 = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
 
 
-def call_events(settings: Settings, number: int, *, desk: str | None = None) -> list[OutgoingMessage]:
-    """An answered inbound call's S, C and E (ring 2 s, talk 8 s), one minute after the one before."""
-    start = T0 + number * 60 * SEC
+def call_events(
+    settings: Settings, number: int, *, desk: str | None = None, base: datetime = T0, every: float = 60
+) -> list[OutgoingMessage]:
+    """An answered inbound call's S, C and E (ring 2 s, talk 8 s), every seconds after the one before."""
+    start = base + number * every * SEC
     found = []
     for kind, at in (("started", start), ("connected", start + 2 * SEC), ("ended", start + 10 * SEC)):
         event = events.CallEvent(
@@ -60,3 +62,17 @@ def processed(settings: Settings) -> int:
 
 def offsets(settings: Settings) -> list[dict[str, Any]]:
     return stored(settings, "SELECT * FROM stream_offsets")
+
+
+def http_port() -> int:
+    """A free port of this suite's HTTP range (18000-18049), for a server the test starts."""
+    import socket
+
+    for port in range(18000, 18050):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 18000 and 18049")

@@ -6,12 +6,17 @@ root group of ``bridge/cli.py`` finds them there.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from bridge.clikit import friendly_errors, settings_of, with_settings
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from consumers.wallboard.settings import WALLBOARD
+
+if TYPE_CHECKING:
+    from consumers.runtime.runner import Runner
 
 
 @click.command("agent")
@@ -149,11 +154,25 @@ def wallboard_command(settings: Settings, host: str, port: int, mask_numbers: bo
     shown = host_port({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port)
     click.echo(f"wallboard on http://{shown}/ (day in {board.current['timezone']})", err=True)
     runner = Runner(board, settings)
+    resume(runner, settings)
     runner.install_signal_handlers()
     try:
         runner.run()
     finally:
         server.stop()
+
+
+def resume(runner: Runner, settings: Settings) -> None:
+    """The wallboard builds its day from the history at start: a backfill from the local day's start,
+    once a day (recorded in its store: a store lost or new is filled again from the history)."""
+    from datetime import UTC, datetime
+
+    from consumers.runtime.backfill import Backfill
+    from consumers.wallboard.state import day_of, zone_of
+
+    now = datetime.now(UTC)
+    start = datetime.combine(day_of(settings, now), datetime.min.time(), zone_of(settings)).astimezone(UTC)
+    Backfill(runner, start, start.strftime("%Y-%m-%dT%H:%M:%SZ"), required=False)
 
 
 @click.command("demo")

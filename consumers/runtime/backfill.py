@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from bridge.errors import BrokerRefusedError
 from bridge.history import Offset, offset_of, stream_argument, stream_tail
 from bridge.topology import Binding, history_queue
 from bridge.transport import Broker, Delivery
@@ -53,7 +54,8 @@ def _matches(pattern: tuple[str, ...], key: tuple[str, ...]) -> bool:
 class Backfill:
     """Reads the history into a runner's consumer from origin, then lets it go live (see the module)."""
 
-    def __init__(self, runner: Runner, origin: Offset, origin_text: str) -> None:
+    def __init__(self, runner: Runner, origin: Offset, origin_text: str, *, required: bool = True) -> None:
+        """required: without the history stream, stop with one line (else: log it and go live)."""
         self.runner = runner
         self.settings = runner.settings
         self.origin = origin
@@ -68,6 +70,7 @@ class Backfill:
         self.tail: int | None = None
         self.done = False
         self.read = 0  # history messages read by this process
+        self.required = required
         runner.before_live = self.run
 
     def wanted(self, routing_key: str) -> bool:
@@ -81,6 +84,13 @@ class Backfill:
         recorded = self._recorded(store)
         if recorded is not None and recorded[1]:
             logger.info("consumer=%s backfill from %s was done before: live queue", self.name, self.key)
+            self.done = True
+            return
+        if broker.queue_info(self.queue) is None:
+            problem = f"the history stream {self.queue!r} does not exist; run tcx-bridge topology declare"
+            if self.required:
+                raise BrokerRefusedError(problem)
+            logger.warning("consumer=%s %s: no backfill", self.name, problem)
             self.done = True
             return
         start = stream_argument(self.origin) if recorded is None else recorded[0]
