@@ -225,7 +225,10 @@ def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
     newer = run_cli(pg_env, "store", "migrate")
     assert newer.returncode == 1
     assert newer.stderr.strip().splitlines()[-1].startswith("Error: store 'postgresql://")
-    assert f"has schema version 99, newer than this tcx-bridge knows ({LATEST}); upgrade tcx-bridge" in newer.stderr
+    assert (
+        f"has schema version 99, newer than this tcx-bridge knows ({LATEST}); upgrade tcx-bridge"
+        in newer.stderr
+    )
     consumer = run_cli(pg_env, "consume", "analytics", timeout=30)
     assert consumer.returncode == 1
     assert "has schema version 99" in consumer.stderr
