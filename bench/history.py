@@ -251,7 +251,8 @@ def main() -> None:  # one run, in order
         fill(settings, backlog(3, datetime.now(UTC), prefix="last"))
         seconds, lines = history_call(settings, "last0", before)
         print(
-            f"history --call (--since just before it, {args.events} events earlier): {seconds:.2f} s, {lines} lines"
+            f"history --call (--since just before it, {args.events} events earlier): "
+            f"{seconds:.2f} s, {lines} lines"
         )
         seconds, lines = history_call(settings, "last0", datetime(2026, 1, 1, tzinfo=UTC))
         print(f"history --call (--since before the stream: reads all of it): {seconds:.2f} s, {lines} lines")
