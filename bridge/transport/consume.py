@@ -116,24 +116,34 @@ class Consuming(Connection):
         *,
         prefetch: int,
         arguments: dict[str, Any] | None = None,
+        ack_on_receipt: bool = False,
         should_stop: Callable[[], bool],
         on_tick: Callable[[], None] | None = None,
         tick: float = 0.5,
     ) -> None:
         """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        handle_batch acks them. on_tick runs at least every tick seconds. A consumer the broker
-        cancels (its queue deleted, or crashed and restarted: RabbitMQ 3.10 crashes a classic queue
-        that dead-letters a message whose x-death header a client forged) is BrokerUnreachableError,
-        so the runner reconnects instead of waiting for good with no consumer.
+        handle_batch acks them (with ack_on_receipt, for a stream's reader, they are acked as they
+        arrive: a stream's ack is its credit, not a promise kept). on_tick runs at least every tick
+        seconds. A consumer the broker cancels (its queue deleted, or crashed and restarted: RabbitMQ
+        3.10 crashes a classic queue that dead-letters a message whose x-death header a client
+        forged) is BrokerUnreachableError, so the runner reconnects instead of waiting for good with
+        no consumer.
         """
         pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):
             channel = self.channel
             channel.basic_qos(prefetch_count=prefetch)
 
+            unacked = [0]
+
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
                 pending.append(_delivery(method, properties, body))
+                if ack_on_receipt:  # a stream's reader: its acks are only credit, so the broker sends on
+                    unacked[0] += 1
+                    if unacked[0] * 4 >= prefetch:
+                        ch.basic_ack(method.delivery_tag, multiple=True)
+                        unacked[0] = 0
 
             cancelled: list[object] = []
             channel.add_on_cancel_callback(cancelled.append)

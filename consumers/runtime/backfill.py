@@ -9,8 +9,10 @@
    recorded for that origin (an interrupted backfill resumes there);
 3. each batch keeps the events the consumer's bindings would have routed to it and
    goes through the runner's own batch (decode, vouch, handle, idempotent by event
-   id); the next offset is written in the same transaction, committed before the
-   stream's ack;
+   id); the next offset is written in the same transaction: that offset, not the
+   stream's ack, says what is done (a stream's ack is only its credit, so the
+   deliveries are acked as they arrive and the broker keeps sending while a batch
+   is handled);
 4. past the tail it records the origin as done and the runner consumes the live
    queue: what arrived meanwhile is there (no gap), and what both gave the consumer
    is a duplicate its event ids drop (no double effect).
@@ -105,13 +107,18 @@ class Backfill:
             start,
             self.tail,
         )
-        broker.consume(
-            self.queue,
-            self._on_batch,
-            prefetch=self.settings.prefetch,
-            arguments={"x-stream-offset": start},
-            should_stop=lambda: self.done or self.runner.stopping,
-        )
+        self.runner.acks = False  # acked as they arrive (a stream's ack is its credit); the offset counts
+        try:
+            broker.consume(
+                self.queue,
+                self._on_batch,
+                prefetch=self.settings.prefetch,
+                arguments={"x-stream-offset": start},
+                should_stop=lambda: self.done or self.runner.stopping,
+                ack_on_receipt=True,
+            )
+        finally:
+            self.runner.acks = True
         if self.done:
             logger.info("consumer=%s backfill done (%d read): live queue", self.name, self.read)
 
@@ -126,16 +133,12 @@ class Backfill:
         self.runner.in_batch = functools.partial(self._record, next_offset=last + 1, done=finished)
         try:
             if wanted:
-                self.runner._on_batch(wanted)  # acks the wanted ones, after its commit
+                self.runner._on_batch(wanted)  # the offset is committed with the batch's work
             else:
                 with transaction(store):
                     self._record(store, next_offset=last + 1, done=finished)
         finally:
             self.runner.in_batch = None
-        broker = self.runner._broker
-        assert broker is not None
-        if not wanted or wanted[-1].delivery_tag != deliveries[-1].delivery_tag:
-            broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.read += len(deliveries)
         self.done = finished
 

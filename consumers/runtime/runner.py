@@ -104,6 +104,7 @@ class Runner:
         self._again = again_exchange(settings, consumer.name)
         self.before_live: Callable[[Broker], None] | None = None  # a backfill (consumers.runtime.backfill)
         self.in_batch: Callable[[Store | None], None] | None = None  # more work in each batch's transaction
+        self.acks = True  # False: the deliveries were acked as they arrived (a stream's backfill)
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -230,7 +231,8 @@ class Runner:
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
             if self.in_batch is not None:
                 self.in_batch(store)
-        broker.ack(deliveries[-1].delivery_tag, multiple=True)
+        if self.acks:
+            broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, outcome, attempts, seconds in lines:
