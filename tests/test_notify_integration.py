@@ -290,7 +290,7 @@ def test_an_unexpected_error_still_keeps_the_event(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(notify, "publish_event", broken)
-    monkeypatch.setattr(notify, "load_settings", lambda: type("L", (), {"settings": settings})())
+    monkeypatch.setattr(notify, "load_settings", lambda **_: type("L", (), {"settings": settings})())
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
