@@ -75,5 +75,6 @@ def history_command(
                     click.echo("  ".join(printable(cell) for cell in as_row(entry)))
                 if follow:
                     sys.stdout.flush()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C on --follow; piped into head
+            sys.stderr.close()  # nothing more to say, and no traceback about the closed pipe
             return

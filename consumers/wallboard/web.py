@@ -6,7 +6,8 @@ consumer thread. uvicorn runs in a thread of its own; the consume loop keeps the
 main thread (and SIGTERM).
 
     /             the page (index.html, app.js, app.css from the package; no inline script)
-    /events       text/event-stream: the snapshot now, then every change
+    /events       text/event-stream: the snapshot now, then every change; each has an id, and a
+                  browser reconnecting with Last-Event-ID gets the ones it missed (Fanout)
     /api/state    the snapshot as JSON
     /healthz      200
 
