@@ -97,7 +97,10 @@ def history_arguments(settings: Settings) -> dict[str, Any]:
         "x-stream-max-segment-size-bytes": HISTORY_SEGMENT_BYTES,
     }
     if settings.history_max_bytes:
+        # retention drops whole segments: a tenth of the limit keeps the stream within 10% of it
+        segment = max(settings.history_max_bytes // 10, 10_000)
         arguments["x-max-length-bytes"] = settings.history_max_bytes
+        arguments["x-stream-max-segment-size-bytes"] = min(HISTORY_SEGMENT_BYTES, segment)
     return arguments
 
 

@@ -151,3 +151,6 @@ def test_history_max_bytes_sets_a_size_limit() -> None:
     assert "x-max-length-bytes" not in history_arguments(load_settings(environ={}).settings)
     settings = load_settings(environ={"TCX_BRIDGE_HISTORY_MAX_BYTES": "5000000000"}).settings
     assert history_arguments(settings)["x-max-length-bytes"] == 5_000_000_000
+    assert history_arguments(settings)["x-stream-max-segment-size-bytes"] == 50_000_000
+    small = load_settings(environ={"TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}).settings
+    assert history_arguments(small)["x-stream-max-segment-size-bytes"] == 100_000  # a tenth: within 10%

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 
 from bridge import events
-from bridge.config import Settings
+from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError
 from bridge.topology import declare_events, declare_history, history_queue
 from bridge.transport import Broker
@@ -182,3 +183,23 @@ def test_bad_from_is_one_line(env: dict[str, str]) -> None:
         "Error: Invalid value for --from: 'yesterday' is not a stream offset; give first, last, next, "
         "a number or an RFC 3339 time (2026-11-02T09:00:00Z)"
     )
+
+
+def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broker) -> None:
+    """history_max_age 2s: once a segment rolls over, the segments older than that are gone (the size
+    limit, 1 MB, is far away; it only makes the segments small enough to roll in a test)."""
+    short = {**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "2s", "TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}
+    assert run_cli(short, "topology", "declare").returncode == 0
+    settings = load_settings(environ=short).settings
+    send_calls(broker, settings, range(60))  # about 100 kB: a segment
+    time.sleep(3)  # older than the age: the broker's clock decides, nothing to wait on
+    send_calls(broker, settings, range(60, 120))  # rolls the segment over: retention runs
+
+    def kept() -> list[str]:
+        shown = run_cli(short, "history", "--format", "json")
+        return [json.loads(line)["event"]["call_id"] for line in shown.stdout.splitlines()]
+
+    wait_until(lambda: "c0000" not in kept(), timeout=15, every=0.5)
+    remaining = kept()
+    assert {f"c{n:04}" for n in range(60, 120)} <= set(remaining)  # the young ones are all there
+    assert len(remaining) < 360
