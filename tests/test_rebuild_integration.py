@@ -85,3 +85,29 @@ def test_rebuild_of_a_consumer_without_call_records_is_one_line(env: dict[str, s
         .splitlines()[-1]
         .startswith("Error: 'nothing-here' is not a consumer; installed: ")
     )
+
+
+def test_a_rebuilt_crm_keeps_its_journal_pointing_at_each_calls_record(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> None:
+    declare_events(broker, settings)
+    declare_history(broker, settings)
+    start_service(services, env, broker, settings.queue("crm"), "consume", "crm")
+    send_calls(broker, settings, range(10))
+    journal = "SELECT j.call_id, c.id = j.call_key AS linked FROM journal j LEFT JOIN {calls} c ON c.id = j.call_key"
+
+    def linked() -> list[tuple[str, bool]]:
+        store = open_store(settings, "crm")
+        try:
+            rows = store.execute(journal.format(calls=store.calls_table)).fetchall()
+        finally:
+            store.close()
+        return sorted((row["call_id"], bool(row["linked"])) for row in rows)
+
+    wait_until(lambda: len(linked()) == 10, timeout=30)
+    rebuilt = run_cli(env, "store", "rebuild", "crm")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert linked() == [(f"c{n:04}", True) for n in range(10)]
+    send_calls(broker, settings, range(10, 11))  # the live consumer journals on the new records
+    wait_until(lambda: len(linked()) == 11, timeout=30)
+    assert all(is_linked for _, is_linked in linked())

@@ -17,7 +17,9 @@ built on CallConsumer), while the live consumer keeps running:
    tables, recreates the indexes (and the view calls_daily of analytics) and drops
    the old table.
 
-The CRM's journal (what was sent to the CRM) is not rebuilt: only its call records.
+The CRM's journal (what was sent to the CRM) is not rebuilt, only its call records;
+its entries are keyed by their record's id, so the fresh table numbers its records
+above every id in use and the swap points each entry at its call's new record.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class Rebuild:
         self.fresh = kind(store, f"{self.table}_rebuild")
         self.since = since
         self.patterns = [b.pattern for b in consumer.bindings(settings) if b.exchange == settings.exchange]
+        self.linked: tuple[str, ...] = tuple(getattr(consumer, "record_keys", ()))
         self.merged = 0
 
     def run(self, broker: Broker, echo: Callable[[str], None]) -> int:
@@ -139,6 +142,7 @@ class Rebuild:
         fresh = self.fresh.calls_table
         with self.live.transaction():
             self.live.script(f"DROP TABLE IF EXISTS {fresh};\n" + calls_table_ddl(self.live.dialect, fresh))
+            self._number_above(self._highest_key())
             if start is not None:
                 columns = ", ".join(_columns(self.live, self.table))
                 self.live.execute(
@@ -201,7 +205,39 @@ class Rebuild:
         if self.live.dialect == "postgresql":  # processed first: a live batch holds it before the calls
             self.live.execute(f"LOCK TABLE processed, {self.table} IN SHARE ROW EXCLUSIVE MODE")
 
+    def _highest_key(self) -> int:
+        """The highest record id in use: in the live table, or as a key of a linked table (the journal)."""
+        found = [f"SELECT max(id) AS n FROM {self.table}"]
+        found += [f"SELECT max(call_key) AS n FROM {linked}" for linked in self.linked]
+        row = self.live.execute(f"SELECT max(n) AS n FROM ({' UNION ALL '.join(found)}) AS k").fetchone()
+        return int(row["n"] or 0)
+
+    def _number_above(self, highest: int) -> None:
+        """The fresh table's ids start above highest: a linked row never points at another call's record."""
+        fresh = self.fresh.calls_table
+        if self.live.dialect == "postgresql":
+            self.live.execute(f"ALTER TABLE {fresh} ALTER COLUMN id RESTART WITH {highest + 1}")
+        elif highest:  # SQLite numbers from the highest id: a placeholder row, deleted at the swap
+            self.live.execute(
+                f"INSERT INTO {fresh} (id, desk, direction, call_id) VALUES (?, '', '', '')", (highest,)
+            )
+
+    def _relink(self) -> None:
+        """Point each linked row (a journal entry) at its call's new record: same key, same first moment."""
+        fresh = self.fresh.calls_table
+        self.live.execute(f"DELETE FROM {fresh} WHERE desk = '' AND call_id = ''")  # the placeholder
+        first = "coalesce({t}.started_at, {t}.connected_at, {t}.ended_at)"
+        for linked in self.linked:
+            match = (
+                f"FROM {fresh} c WHERE c.desk = {linked}.desk AND c.direction = {linked}.direction "
+                f"AND c.call_id = {linked}.call_id AND {first.format(t='c')} = {first.format(t=linked)}"
+            )
+            self.live.execute(
+                f"UPDATE {linked} SET call_key = (SELECT max(c.id) {match}) WHERE EXISTS (SELECT 1 {match})"
+            )
+
     def _swap(self) -> None:
+        self._relink()
         table, fresh, old = self.table, self.fresh.calls_table, f"{self.table}_replaced"
         view = table == "calls"  # calls_daily reads it (in PostgreSQL, analytics' alone)
         statements = ["DROP VIEW IF EXISTS calls_daily"] if view else []
