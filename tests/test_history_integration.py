@@ -203,3 +203,25 @@ def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broke
     remaining = kept()
     assert {f"c{n:04}" for n in range(60, 120)} <= set(remaining)  # the young ones are all there
     assert len(remaining) < 360
+
+
+def test_backfill_then_live_on_postgresql(
+    env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    history: str,
+    services: list[Service],
+    pg_url: str,
+) -> None:
+    pg_env = {**env, "TCX_BRIDGE_STORE_URL": pg_url}
+    pg = load_settings(environ=pg_env).settings
+    send_calls(broker, settings, range(100))
+    consumer = Service(pg_env, "consume", "analytics", "--from", "first")
+    services.append(consumer)
+    wait_until(lambda: processed(pg) == 300, timeout=60)
+    send_calls(broker, settings, range(100, 110))
+    wait_until(lambda: processed(pg) == 330, timeout=30)
+    rows = stored(pg, "SELECT * FROM calls")
+    assert len(rows) == 110
+    assert {(r["ring_seconds"], r["talk_seconds"], r["answered"]) for r in rows} == {(2.0, 8.0, True)}
+    assert [(row["origin"], row["done"]) for row in offsets(pg)] == [("first", True)]
