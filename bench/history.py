@@ -69,10 +69,7 @@ def backlog(count: int, start: datetime, prefix: str = "b") -> Iterator[Outgoing
             occurred_at=events.format_time(start + timedelta(seconds=call * 30 + step * 5)),
             argv=(),
         )
-        out.append(
-            OutgoingMessage(event.routing_key, events.ENCODER.encode(event), event.event_id, "call", 0)
-        )
-    return out
+        yield OutgoingMessage(event.routing_key, events.ENCODER.encode(event), event.event_id, "call", 0)
 
 
 def fill(settings: Settings, messages: Iterator[OutgoingMessage]) -> None:
