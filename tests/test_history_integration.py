@@ -225,3 +225,12 @@ def test_backfill_then_live_on_postgresql(
     assert len(rows) == 110
     assert {(r["ring_seconds"], r["talk_seconds"], r["answered"]) for r in rows} == {(2.0, 8.0, True)}
     assert [(row["origin"], row["done"]) for row in offsets(pg)] == [("first", True)]
+
+
+def test_from_without_the_history_stream_is_one_line(env: dict[str, str], broker: Broker) -> None:
+    done = run_cli(env, "consume", "analytics", "--from", "first", timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: the history stream '{env['TCX_BRIDGE_NAMESPACE']}.history' does not exist; "
+        "run tcx-bridge topology declare"
+    )
