@@ -215,11 +215,8 @@ def main() -> None:  # one run, in order
         if size:
             print(f"history on disk: {size / 1e6:.1f} MB, {size / args.events:.0f} bytes per event")
 
-        results: dict[str, list[float]] = {
-            "floor": [],
-            "sqlite": [],
-            **({"pg": []} if args.store_url else {}),
-        }
+        names = [] if args.history_only else ["floor", "sqlite", *(["pg"] if args.store_url else [])]
+        results: dict[str, list[float]] = {name: [] for name in names}
         for round_number in range(args.rounds):
             for name in results:
                 if name == "floor":
