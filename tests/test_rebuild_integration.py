@@ -111,3 +111,15 @@ def test_a_rebuilt_crm_keeps_its_journal_pointing_at_each_calls_record(
     send_calls(broker, settings, range(10, 11))  # the live consumer journals on the new records
     wait_until(lambda: len(linked()) == 11, timeout=30)
     assert all(is_linked for _, is_linked in linked())
+
+
+def test_an_empty_history_rebuilds_nothing(env: dict[str, str], broker: Broker, settings: Settings) -> None:
+    """Nothing to rebuild from must not swap in an empty table."""
+    declare_events(broker, settings)
+    declare_history(broker, settings)
+    done = run_cli(env, "store", "rebuild", "analytics")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: the history stream '{settings.namespace}.history' holds no call event: nothing to rebuild "
+        "from (the table is left as it is)"
+    )

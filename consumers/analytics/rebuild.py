@@ -3,9 +3,10 @@
 For the consumers that keep call records (analytics, crm, the wallboard, a plugin
 built on CallConsumer), while the live consumer keeps running:
 
-1. a fresh table ``<calls table>_rebuild`` (schema.calls_table_ddl) gets the rows of
-   the days before --since (or before the history's first day: what retention
-   dropped from the broker is kept as it is) copied from the live table;
+1. a fresh table ``<calls table>_rebuild`` (schema.calls_table_ddl) gets the rows
+   that began before --since (or before the history's first event: what retention
+   dropped from the broker is kept as it is) copied from the live table; a history
+   without a call event rebuilds nothing;
 2. the history is read from that day up to its tail (a timestamp offset) and each
    event the consumer's bindings route to it, from a sender the broker vouches for
    (the consumer's own rules: spoofed events are left out), is merged into the fresh
@@ -118,14 +119,21 @@ class Rebuild:
         queue = history_queue(self.settings)
         if broker.queue_info(queue) is None:
             raise ConfigError(f"the history stream {queue!r} does not exist; run tcx-bridge topology declare")
-        first = _first_day(broker, queue)
-        since = first if self.since is None or (first is not None and self.since < first) else self.since
-        if first is not None and self.since is not None and self.since < first:
-            echo(f"the history begins on {first}: records before it are kept as they are")
-        start_day = datetime.combine(since, datetime.min.time(), UTC) if since else None
+        first = _first_moment(broker, queue)
+        if first is None:
+            raise ConfigError(
+                f"the history stream {queue!r} holds no call event: nothing to rebuild from "
+                "(the table is left as it is)"
+            )
+        start_day = first
+        if self.since is not None:
+            wanted = datetime.combine(self.since, datetime.min.time(), UTC)
+            if wanted < first:
+                echo(f"the history begins at {_wire_time(first)}: records before it are kept as they are")
+            start_day = max(wanted, first)
         self._create(start_day)
         tail = stream_tail(broker, queue)
-        origin = stream_argument(start_day - SLACK) if start_day is not None else "first"
+        origin = "first" if start_day == first else stream_argument(start_day - SLACK)
         if tail is not None:
             self._read(broker, queue, origin, tail, start_day, commit=True)
         with self.live.transaction():
@@ -274,12 +282,12 @@ def _wire_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _first_day(broker: Broker, queue: str) -> date | None:
-    """The day (UTC) of the history's first event, or None when it holds none."""
-    with closing(broker.stream(queue, "first", idle=1.0, prefetch=10)) as reading:
+def _first_moment(broker: Broker, queue: str) -> datetime | None:
+    """When the history's first call event occurred, or None when it holds none."""
+    with closing(broker.stream(queue, "first", idle=1.0, prefetch=100)) as reading:
         for delivery in reading:
             try:
-                return parse_time(CALL_EVENT_DECODER.decode(delivery.body).occurred_at).date()
+                return parse_time(CALL_EVENT_DECODER.decode(delivery.body).occurred_at)
             except Exception:  # noqa: BLE001  # not a call event: the next one says
                 continue
     return None
