@@ -163,8 +163,9 @@ def test_from_a_time_reads_only_from_then(
     env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
 ) -> None:
     send_calls(broker, settings, range(5))
-    moment = datetime.now(UTC) + 2 * SEC  # the stream's clock: whole seconds
-    wait_until(lambda: datetime.now(UTC) > moment + SEC, timeout=5)
+    now = datetime.now(UTC)
+    moment = now.replace(microsecond=0) + SEC  # the stream's clock: whole seconds
+    wait_until(lambda: datetime.now(UTC) > moment + SEC / 5, timeout=5)
     send_calls(broker, settings, range(5, 8))
     consumer = Service(env, "consume", "analytics", "--from", events.format_time(moment))
     services.append(consumer)
@@ -186,13 +187,13 @@ def test_bad_from_is_one_line(env: dict[str, str]) -> None:
 
 
 def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broker) -> None:
-    """history_max_age 2s: once a segment rolls over, the segments older than that are gone (the size
+    """history_max_age 1s: once a segment rolls over, the segments older than that are gone (the size
     limit, 1 MB, is far away; it only makes the segments small enough to roll in a test)."""
-    short = {**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "2s", "TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}
+    short = {**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "1s", "TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}
     assert run_cli(short, "topology", "declare").returncode == 0
     settings = load_settings(environ=short).settings
     send_calls(broker, settings, range(60))  # about 100 kB: a segment
-    time.sleep(3)  # older than the age: the broker's clock decides, nothing to wait on
+    time.sleep(1.5)  # older than the age: the broker's clock decides, nothing to wait on
     send_calls(broker, settings, range(60, 120))  # rolls the segment over: retention runs
 
     def kept() -> list[str]:
@@ -233,4 +234,16 @@ def test_from_without_the_history_stream_is_one_line(env: dict[str, str], broker
     assert done.stderr.strip().splitlines()[-1] == (
         f"Error: the history stream '{env['TCX_BRIDGE_NAMESPACE']}.history' does not exist; "
         "run tcx-bridge topology declare"
+    )
+
+
+def test_an_empty_history_rebuilds_nothing(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str
+) -> None:
+    """Nothing to rebuild from must not swap in an empty table."""
+    done = run_cli(env, "store", "rebuild", "analytics")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: the history stream '{settings.namespace}.history' holds no call event: nothing to rebuild "
+        "from (the table is left as it is)"
     )
