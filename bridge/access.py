@@ -14,6 +14,9 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
                    exchange, where a pop no agent is bound for is kept); its dead letters to D
     tcx-analytics  consume analytics: its queue; its dead letters to D
     tcx-wallboard  tcx-bridge wallboard: its queue; its dead letters to D
+    tcx-webhooks   consume webhooks: read its targets' queues tcx.webhooks.<target> and their dead-letter
+                   queues tcx.dead.webhooks.<target> (``webhooks replay``); publish to its targets' retry
+                   exchanges tcx.retry.webhooks.<target>, and its dead letters (keys webhooks.<target>) to D
     tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
                    dial results from the stream tcx.dial-results
     tcx-history    ``tcx-bridge history`` (people reading the events): read the stream tcx.history only
@@ -50,7 +53,8 @@ HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
-SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer", "tcx-history")
+SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", "tcx-history")
+WEBHOOK_TARGET = "[a-z0-9-]{1,64}"  # a webhook target's name (consumers/webhooks/settings.py)
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 _KINDS = "(" + "|".join(kind for kind in get_args(CallKind) if kind != "invalid") + ")"
@@ -183,6 +187,8 @@ def service_rights(settings: Settings, user: str) -> Rights:
             read=_any(_q(history_queue(settings))),
             topics={settings.exchange: (NOTHING, NOTHING), settings.commands_exchange: (NOTHING, NOTHING)},
         )
+    if user == "tcx-webhooks":
+        return webhooks_rights(settings)
     name = user.removeprefix("tcx-")
     write = [dead, _q(retry_exchange(settings, name))]  # its own retries, through the broker back to it
     topics = {
@@ -194,6 +200,21 @@ def service_rights(settings: Settings, user: str) -> Rights:
         topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
     read = _any(_q(settings.queue(name)), _q(history_queue(settings)))  # its queue; the history to backfill
     return Rights(configure=NOTHING, write=_any(*write), read=read, topics=topics)
+
+
+def webhooks_rights(settings: Settings) -> Rights:
+    """Every target's queue, retries and dead letters: consumer names ``webhooks.<target>``."""
+    target = rf"webhooks\.{WEBHOOK_TARGET}"
+    ns = _q(settings.namespace)
+    return Rights(
+        configure=NOTHING,
+        write=_any(_q(settings.dead_exchange), rf"{ns}\.retry\.{target}"),
+        read=_any(rf"{ns}\.{target}", rf"{ns}\.dead\.{target}"),
+        topics={
+            settings.exchange: (NOTHING, NOTHING),
+            settings.dead_exchange: (_any(target), NOTHING),
+        },
+    )
 
 
 def check_unique(desks: list[Desk]) -> None:

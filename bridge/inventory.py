@@ -60,6 +60,14 @@ def consumer_kinds() -> list[ConsumerKind]:
     return found  # type: ignore[return-value]  # entry points name Consumer subclasses
 
 
+def kind_queues(kind: ConsumerKind, settings: Settings) -> list[tuple[str, Sequence[Binding]]]:
+    """A consumer's queues: its ``queues(settings)`` (one per target for webhooks), else its one queue."""
+    many = getattr(kind, "queues", None)
+    if many is None:
+        return [(kind.name_for(settings), kind.bindings(settings))]
+    return list(many(settings))
+
+
 def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
     """Each desk's settings from ``DESK`` or ``DESK,EXTENSION``: its own extension, never the caller's.
 
@@ -73,7 +81,9 @@ def desk_settings(settings: Settings, desks: list[str]) -> list[Settings]:
 
 def queues(settings: Settings, desks: list[str]) -> list[tuple[Settings, str, Sequence[Binding]]]:
     """(settings, consumer name, bindings) of every consumer and of each desk's agent."""
-    found = [(settings, kind.name_for(settings), kind.bindings(settings)) for kind in consumer_kinds()]
+    found = [
+        (settings, name, bound) for kind in consumer_kinds() for name, bound in kind_queues(kind, settings)
+    ]
     for of_desk in desk_settings(settings, desks):
         found.append((of_desk, desk_queue_name(of_desk.desk), desk_bindings(of_desk)))
     return found

@@ -48,6 +48,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-crm",
         "tcx-analytics",
         "tcx-wallboard",
+        "tcx-webhooks",
         "tcx-dialer",
         "tcx-history",
         "desk-D-1",

@@ -509,6 +509,11 @@ def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], 
         "read desk B's queue": get(s.queue(f"desk.{b}")),
         "read the dial results": get(dial_results_queue(s)),
         "read a dead-letter queue": get(s.dead_queue(f"desk.{a}")),
+        "read a webhook target's queue": get(s.queue("webhooks.hook")),
+        "read a webhook target's dead letters": get(s.dead_queue("webhooks.hook")),
+        "publish to a webhook target's retry exchange": publish(retry_exchange(s, "webhooks.hook"), "x"),
+        "publish to a webhook target's again exchange": publish(again_exchange(s, "webhooks.hook"), "x"),
+        "publish a webhook target's dead letter": publish(s.dead_exchange, "webhooks.hook"),
     }
 
 
@@ -518,6 +523,12 @@ ALLOWED = {  # user -> the actions of forbidden_actions it may take
     "desk": set(),
     "tcx-analytics": set(),
     "tcx-wallboard": set(),
+    "tcx-webhooks": {
+        "read a webhook target's queue",
+        "read a webhook target's dead letters",  # webhooks replay
+        "publish to a webhook target's retry exchange",
+        "publish a webhook target's dead letter",
+    },
 }
 
 
@@ -525,7 +536,7 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
     """A table of every generated user (but the admin) by every forbidden action: the broker refuses each."""
     actions = forbidden_actions(rights)
     allowed_anyway = []
-    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-dialer"):
+    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer"):
         login = f"desk-{rights.desk}" if user == "desk" else user
         settings = rights.settings_of(login)
         with Broker(settings.amqp_url) as broker:
@@ -540,3 +551,61 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
                 else:
                     allowed_anyway.append((login, name, "done"))
     assert allowed_anyway == []
+
+
+def test_the_webhooks_user_delivers_retries_dead_letters_and_replays_its_targets(
+    rights: Rights, admin: Broker, services: list[Service]
+) -> None:
+    """consume webhooks and webhooks replay as tcx-webhooks; events from a desk's user, vouched for."""
+    from tests.webhook_receiver import Answer, Receiver, Request
+
+    target = {"name": "hook", "url": "http://127.0.0.1:18108/h", "allow_private": True, "retry_base": 0.05}
+    targets = {"TCX_BRIDGE_WEBHOOKS": json.dumps([target])}
+    declared = run_cli({**rights.env, **targets}, "topology", "declare")
+    assert declared.returncode == 0, declared.stderr
+    first: list[int] = []
+
+    def behave(request: Request) -> Answer:
+        if b'"call_id":"gone"' in request.body:
+            return 404, {}
+        first.append(1)
+        return (500, {}) if len(first) == 1 else (200, {})
+
+    settings = rights.settings_of("tcx-webhooks", **targets)
+    with Receiver(18108) as receiver:
+        receiver.behaviours["/h"] = behave
+        start_service(services, rights.env_of("tcx-webhooks", **targets), admin, settings.queue("webhooks.hook"),
+                      "consume", "webhooks")  # fmt: skip
+        with Broker(rights.settings_of(f"desk-{rights.desk}").amqp_url) as desk:
+            desk.publish(settings.exchange, event_message(rights.desk, rights.desk, "kept"))
+            desk.publish(settings.exchange, event_message(rights.desk, rights.desk, "gone"))
+            desk.publish(settings.exchange, event_message(rights.desk, rights.other, "spoof"))  # B's, by A
+        wait_until(lambda: len(first) == 2 and receiver.count("/h") == 3)  # kept: 500 then 200; gone: 404
+        dead = settings.dead_queue("webhooks.hook")
+        wait_until(lambda: (admin.queue_info(dead) or (0,))[0] == 2)
+        spoofed = [admin.get(dead, timeout=5) for _ in range(2)]
+        reasons = sorted(str(letter.headers["x-tcx-reason"]) for letter in spoofed if letter is not None)
+        assert reasons[0] == "HTTP 404 Not Found (attempt 1)"
+        assert reasons[1].startswith(
+            f"spoofed: the event is for desk {rights.other!r} but user 'desk-{rights.desk}'"
+        )
+        assert not [r for r in receiver.received["/h"] if b'"call_id":"spoof"' in r.body]  # never sent
+        gone = next(letter for letter in spoofed if letter is not None and b'"gone"' in letter.body)
+        admin.publish(settings.dead_exchange, OutgoingMessage(  # back where it was, for the replay below
+            routing_key=gone.routing_key, body=gone.body, message_id=gone.message_id or "",
+            type=gone.type or "", timestamp=gone.timestamp or 0, headers=gone.headers,
+        ))  # fmt: skip
+        wait_until(lambda: (admin.queue_info(dead) or (0,))[0] == 1)
+        replayed = run_cli(rights.env_of("tcx-webhooks", **targets), "webhooks", "replay", "hook")
+        assert replayed.returncode == 0, replayed.stderr
+        assert replayed.stdout == "replayed 1 dead letter(s) of hook\n"
+        wait_until(lambda: receiver.count("/h") == 4)  # gone again: it came back vouched for, not as spoofed
+        gone = [r for r in receiver.received["/h"] if b'"call_id":"gone"' in r.body]
+        assert len(gone) == 2
+        assert gone[0].body == gone[1].body
+        assert gone[0].headers["webhook-id"] == gone[1].headers["webhook-id"]
+        wait_until(lambda: (admin.queue_info(dead) or (0,))[0] == 1)
+        letter = admin.get(dead, timeout=5)
+        assert letter is not None
+        assert letter.headers["x-tcx-reason"] == "HTTP 404 Not Found (attempt 1)"
+        assert letter.headers["x-tcx-user-id"] == f"desk-{rights.desk}"

@@ -49,6 +49,7 @@ LOWER = {  # a part -> the parts of consumers/ it may import (besides bridge/ an
     "crm": {"crm", "analytics", "runtime", "store"},
     "wallboard": {"wallboard", "analytics", "crm", "runtime", "store"},  # crm: the contacts' names
     "agent": {"agent", "analytics", "runtime", "store"},
+    "webhooks": {"webhooks", "runtime"},
 }
 
 

@@ -83,8 +83,6 @@ def consume_command(
         raise click.UsageError("give the consumer's NAME (tcx-bridge consume --list shows them)")
     settings = settings_of(ctx)
     with friendly_errors():
-        from consumers.runtime.runner import Runner
-
         start = None
         if origin is not None:
             from bridge.history import parse_offset
@@ -94,10 +92,15 @@ def consume_command(
             except ConfigError as error:
                 raise click.BadParameter(str(error).removeprefix("--from: "), param_hint="--from") from None
         consumer = load(name)(settings)
-        runner = Runner(consumer, settings, max_messages=max_messages, idle_exit=idle_exit)
+        runner = consumer.make_runner(settings, max_messages=max_messages, idle_exit=idle_exit)
         if start is not None and origin is not None:
             from consumers.runtime.backfill import Backfill
+            from consumers.runtime.runner import Runner
 
+            if not isinstance(runner, Runner):
+                raise ConfigError(
+                    f"consumer {name!r} does not run on the shared runner: --from cannot backfill it"
+                )
             Backfill(runner, start, origin)
         runner.install_signal_handlers()
         runner.run()

@@ -70,6 +70,19 @@ class Consumer:
         raise NotImplementedError
 
     @classmethod
+    def queues(cls, settings: Settings) -> list[tuple[str, Sequence[Binding]]]:
+        """Every queue of this consumer, (its name, its bindings), for topology declare: one by default."""
+        return [(cls.name_for(settings), cls.bindings(settings))]
+
+    def make_runner(
+        self, settings: Settings, *, max_messages: int | None = None, idle_exit: float | None = None
+    ) -> Any:
+        """What ``tcx-bridge consume NAME`` runs (install_signal_handlers(), run()): the shared Runner."""
+        from consumers.runtime.runner import Runner  # the runner imports this module
+
+        return Runner(self, settings, max_messages=max_messages, idle_exit=idle_exit)
+
+    @classmethod
     def declare(cls, broker: Broker, settings: Settings) -> None:
         """Declare the exchanges this consumer binds to (the events exchange by default)."""
         declare_events(broker, settings)

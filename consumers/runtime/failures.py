@@ -43,6 +43,7 @@ REASON = "x-tcx-reason"
 ROUTING_KEY = "x-tcx-routing-key"
 CONSUMER = "x-tcx-consumer"
 USER_ID = "x-tcx-user-id"
+SINCE = "x-tcx-since"  # on a retry: when it first failed (ms since the epoch), for retry windows
 BODY_BYTES = "x-tcx-body-bytes"  # on a dead letter whose body was cut to MAX_BODY: its full size
 RETRY_BASE_MS = 500
 RETRY_MAX_MS = 30_000
@@ -111,10 +112,10 @@ def restore(delivery: Delivery, *, again: str, username: str) -> Delivery:
         user = delivery.headers.get(USER_ID)
         return delivery._replace(
             user_id=user if isinstance(user, str) and user else None,
-            headers={ATTEMPTS: delivery.headers.get(ATTEMPTS)},
+            headers={ATTEMPTS: delivery.headers.get(ATTEMPTS), SINCE: delivery.headers.get(SINCE)},
         )
-    if ATTEMPTS in delivery.headers or USER_ID in delivery.headers:
-        headers = {k: v for k, v in delivery.headers.items() if k not in (ATTEMPTS, USER_ID)}
+    if ATTEMPTS in delivery.headers or USER_ID in delivery.headers or SINCE in delivery.headers:
+        headers = {k: v for k, v in delivery.headers.items() if k not in (ATTEMPTS, USER_ID, SINCE)}
         return delivery._replace(headers=headers)
     return delivery
 
