@@ -106,4 +106,4 @@ def test_the_wallboard_restarted_mid_day_shows_the_same_tiles_from_the_history(
     )
     wait_until(lambda: wallboard_tiles(port)["answered"] == 12, timeout=20)
     assert wallboard_tiles(port) == before
-    assert "backfill done" in second.output()
+    wait_until(lambda: "backfill done" in second.output())
