@@ -19,6 +19,9 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
                    exchanges tcx.retry.webhooks.<target>, and its dead letters (keys webhooks.<target>) to D
     tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
                    dial results from the stream tcx.dial-results
+    tcx-privacy    tcx-bridge privacy forget/report: publish privacy.forget to C (every consumer and
+                   desk agent erases the number in what it holds); read the dead-letter queues
+                   tcx.dead.* (report browses them and requeues what it read)
     tcx-history    ``tcx-bridge history`` (people reading the events): read the stream tcx.history only
 
 The consumers (tcx-crm, tcx-analytics, tcx-wallboard) may also read tcx.history (``consume
@@ -46,14 +49,24 @@ from typing import Any, NamedTuple, get_args
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.events import DESK_CHARACTERS, MAX_DESK, CallKind, DialStatus, Direction
+from bridge.events import DESK_CHARACTERS, FORGET_KEY, MAX_DESK, CallKind, DialStatus, Direction
 from bridge.topology import dead_letter_key, dial_results_queue, history_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
-SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", "tcx-history")
+PRIVACY = "tcx-privacy"
+SERVICES = (
+    ADMIN,
+    "tcx-crm",
+    "tcx-analytics",
+    "tcx-wallboard",
+    "tcx-webhooks",
+    "tcx-dialer",
+    PRIVACY,
+    "tcx-history",
+)
 WEBHOOK_TARGET = "[a-z0-9-]{1,64}"  # a webhook target's name (consumers/webhooks/settings.py)
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
@@ -186,6 +199,16 @@ def service_rights(settings: Settings, user: str) -> Rights:
             write=NOTHING,
             read=_any(_q(history_queue(settings))),
             topics={settings.exchange: (NOTHING, NOTHING), settings.commands_exchange: (NOTHING, NOTHING)},
+        )
+    if user == PRIVACY:
+        return Rights(
+            configure=NOTHING,
+            write=_any(commands),
+            read=_any(rf"{dead}\..+"),
+            topics={
+                settings.exchange: (NOTHING, NOTHING),
+                settings.commands_exchange: (_any(re.escape(FORGET_KEY)), NOTHING),
+            },
         )
     if user == "tcx-webhooks":
         return webhooks_rights(settings)

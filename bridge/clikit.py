@@ -25,7 +25,7 @@ import click
 from bridge.config import Loaded, Settings, load_settings
 from bridge.errors import ConfigError, TcxBridgeError, path_problem
 from bridge.plugins import COMMANDS, load, origin, registered
-from bridge.redact import redact_text
+from bridge.redact import log_numbers, redact_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,6 +51,7 @@ def loaded(ctx: click.Context) -> Loaded:
             obj["loaded"] = load_settings(obj.get("flags", {}), checks=True)
         if obj["loaded"].settings.log_format == "json":
             use_json_logs()
+        log_numbers(obj["loaded"].settings.log_numbers)
     result: Loaded = obj["loaded"]
     return result
 

@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_port: int | None
     metrics_host: str
     log_format: str
+    log_numbers: str
+    retention_logs: float | None
+    retention_dead: float | None
     timezone: str | None
     store_url: str | None
     trust_user_id: bool

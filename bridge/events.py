@@ -170,13 +170,33 @@ class DialResult(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
         return f"dial.{self.status}.{self.desk}"
 
 
-MESSAGES: tuple[type[msgspec.Struct], ...] = (CallEvent, ScreenPop, DialRequest, DialResult)
+class ForgetRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="privacy.forget"):
+    """Erase a caller's number in the data each desk agent and consumer holds alone
+    (``tcx.commands``, routing key ``privacy.forget``; ``tcx-bridge privacy forget`` publishes it).
+
+    Taken only from the commands exchange with that routing key, which the broker lets
+    only the ``tcx-privacy`` user (and ``tcx-admin``) publish, signed with its ``user_id``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID)]
+    number: Number
+    requested_by: Name | None = None
+    requested_at: Timestamp
+
+    def __post_init__(self) -> None:
+        _canonical(self, "requested_at")
+
+
+MESSAGES: tuple[type[msgspec.Struct], ...] = (CallEvent, ScreenPop, DialRequest, DialResult, ForgetRequest)
 
 ENCODER = msgspec.json.Encoder()
 CALL_EVENT_DECODER = msgspec.json.Decoder(CallEvent)
 EVENT_DECODER = msgspec.json.Decoder(CallEvent | DialResult)
 SCREEN_POP_DECODER = msgspec.json.Decoder(ScreenPop)
 DIAL_REQUEST_DECODER = msgspec.json.Decoder(DialRequest)
+FORGET_DECODER = msgspec.json.Decoder(ForgetRequest)
+FORGET_KEY = "privacy.forget"  # its routing key on the commands exchange
 
 
 def desk_problem(value: str) -> str | None:

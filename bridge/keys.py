@@ -23,10 +23,12 @@ from bridge.values import (
     parse_desk,
     parse_extension,
     parse_log_format,
+    parse_log_numbers,
     parse_max_age,
     parse_name,
     parse_port,
     parse_region,
+    parse_retention,
     parse_store_url,
     parse_text,
     parse_timezone,
@@ -133,6 +135,26 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("metrics_host", const("127.0.0.1"), parse_text, "address the metrics port binds to"),
     Key("log_format", const("text"), parse_log_format, "text, or json: one JSON object per log line"),
+    Key(
+        "log_numbers",
+        const("masked"),
+        parse_log_numbers,
+        "masked: log phone numbers as +41 •• ••• 35 35 (country code and last 4 digits); full: as they are",
+    ),
+    Key(
+        "retention_logs",
+        const(30 * 86400.0),
+        parse_retention,
+        "rotated log files (notify.log.1, ...) are deleted this long after their last line "
+        "(days, or 12h; 0: kept)",
+    ),
+    Key(
+        "retention_dead",
+        const(14 * 86400.0),
+        parse_retention,
+        "dead letters are dropped this long after they arrived (x-message-ttl of the dead-letter queues "
+        "topology declare creates; days, or 12h; 0: kept)",
+    ),
     Key(
         "timezone",
         const(None),

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bridge.config import Settings
 from bridge.envelope import OutgoingMessage
-from bridge.redact import redact_logs
+from bridge.redact import log_numbers, redact_logs
 from bridge.text import printable
 
 logger = logging.getLogger("bridge.notify")
@@ -89,6 +89,7 @@ def configure_logging(settings: Settings | None) -> None:
     logging.getLogger("pika").setLevel(logging.CRITICAL)  # its failures reach us as our errors
     formatter = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
     logging.raiseExceptions = False  # a handler that fails stays silent: the exit status tells the truth
+    log_numbers("masked" if settings is None else settings.log_numbers)
     if settings is not None:
         try:
             settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -112,4 +113,5 @@ def log_lost(message: OutgoingMessage, error: object) -> None:
         message.body.decode("utf-8", "replace"),
         message.routing_key,
         printable(str(error)),
+        extra={"keep_numbers": True},  # the event's only copy: whole, to be replayed by hand
     )

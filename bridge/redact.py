@@ -8,7 +8,18 @@ host, the user, the other parameters), so an operator can still see which
 address is meant. :func:`redact_text` does the same for every URL inside a
 longer text (an error message, a log line, a command template), and masks the
 secrets of the URLs it is given wherever a library quoted them without the URL.
-:class:`RedactingFilter` runs every log record through :func:`redact_text`.
+:class:`RedactingFilter` runs every log record through :func:`redact_text`, and masks the
+phone numbers in it (:func:`mask_numbers`) unless ``log_numbers = "full"``.
+
+Numbers are masked with a cheap digit rule (no phonenumbers: notify imports this on
+every launch): a run of 7 or more digits, written with spaces, ``-``, ``/`` or a
+``(0)`` between them and an optional ``+`` or ``00`` in front, keeps its country
+code (international form) or trunk ``0`` (national form) and its last 4 digits;
+every other digit becomes ``•`` and the separators stay as written
+(``+41 79 123 35 35`` -> ``+41 •• ••• 35 35``, ``0791233535`` -> ``0•••••3535``).
+Shorter runs (internal extensions, short codes such as 112) stay as they are: they
+name a desk or a service, not a caller. A record logged with ``extra={"keep_numbers":
+True}`` keeps them (notify's LOST line: the event's only copy, to be replayed by hand).
 """
 
 from __future__ import annotations
@@ -121,17 +132,77 @@ def redact_text(text: str, *urls: str) -> str:
     return text
 
 
+# a phone number in a text: 7+ digits, separators between them, not part of a word, an id or a time
+PHONE_IN_TEXT = re.compile(r"(?<![\w+\-/.])\+?\d(?:[ \-/]?(?:\(0\) ?)?\d){6,}(?![\w\-])")
+MIN_MASKED_DIGITS = 7
+KEPT_DIGITS = 4
+BULLET = "\u2022"
+# ITU country calling codes of 1 and 2 digits (the rest have 3): prefix-free, so the first match is it
+_CC1 = frozenset("17")
+_CC2 = frozenset(
+    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 65 66 "
+    "81 82 84 86 90 91 92 93 94 95 98".split()
+)
+_LOG_NUMBERS = {"masked": True}  # log_numbers: set once per process by whoever sets up logging
+
+
+def country_code(digits: str) -> str:
+    """The country calling code at the start of an international number's digits (no + or 00)."""
+    if digits[:1] in _CC1:
+        return digits[:1]
+    return digits[:2] if digits[:2] in _CC2 else digits[:3]
+
+
+def mask_number(text: str) -> str:
+    """One written number with all digits but its country code (or trunk 0) and its last 4 as ``•``."""
+    digits = "".join(c for c in text if c.isdigit())
+    if text.startswith("+"):
+        kept_head = len(country_code(digits))
+    elif digits.startswith("00"):
+        kept_head = 2 + len(country_code(digits[2:]))
+    else:
+        kept_head = 1 if digits.startswith("0") else 0
+    hidden = range(kept_head, len(digits) - KEPT_DIGITS)
+    out, index = [], 0
+    for char in text:
+        if char.isdigit():
+            out.append(BULLET if index in hidden else char)
+            index += 1
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def mask_numbers(text: str) -> str:
+    """text with every phone number in it masked (:func:`mask_number`); shorter digit runs kept."""
+    return PHONE_IN_TEXT.sub(lambda match: mask_number(match.group()), text)
+
+
+def log_numbers(mode: str) -> None:
+    """``masked`` (the default) or ``full``: how every filtered log handler shows phone numbers."""
+    _LOG_NUMBERS["masked"] = mode != "full"
+
+
 class RedactingFilter(logging.Filter):
-    """A handler filter: the message (and traceback) of every record with its URLs redacted."""
+    """A handler filter: the message (and traceback) of every record with its URLs redacted,
+    and its phone numbers masked (unless log_numbers is ``full``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "://" in message:
             record.msg, record.args = redact_text(message), None
+            message = record.msg
+        masked = _LOG_NUMBERS["masked"] and not getattr(record, "keep_numbers", False)
+        if masked and any(c.isdigit() for c in message):
+            shown = mask_numbers(message)
+            if shown != message:
+                record.msg, record.args = shown, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and "://" in record.exc_text:
             record.exc_text = redact_text(record.exc_text)
+        if record.exc_text and masked:
+            record.exc_text = mask_numbers(record.exc_text)
         return True
 
 

@@ -67,6 +67,14 @@ CHANNELS = (
         "tcx-bridge consume crm",
         "Who is calling, for the desk (also ext.{extension}.popup).",
     ),
+    Channel(
+        "forgetRequests",
+        "tcx.commands",
+        "privacy.forget",
+        events.ForgetRequest,
+        "tcx-bridge privacy forget",
+        "Erase a caller's number in what every desk agent and consumer holds alone.",
+    ),
 )
 # Each exchange as topology declare makes it: a client that declares one with other arguments gets
 # PRECONDITION_FAILED, so the documents name the arguments and recommend a passive declare.

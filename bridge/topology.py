@@ -4,6 +4,7 @@
     tcx.unrouted  fanout, durable -> queue tcx.unrouted             events nobody was bound for yet
     tcx.commands  topic, durable                                    desk.<desk>.dial|popup, ext.<ext>.*
     tcx.dead      topic, durable -> queue tcx.dead.<consumer>       dead letters, routed by consumer
+                  (x-message-ttl retention_dead: a dead letter is dropped that long after it arrived)
     tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      retries, written by that consumer alone
     tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
     tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
@@ -26,11 +27,13 @@ dead-letters a message whose ``x-death`` header a client forged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from bridge.config import Settings
 from bridge.errors import AccessRefusedError, BrokerRefusedError, BrokerRejectedError, TransportError
+from bridge.events import FORGET_KEY
 from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMessage
 
 DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait reads seconds of it)
@@ -199,6 +202,7 @@ def desk_bindings(settings: Settings) -> list[Binding]:
     """What a desk agent's queue is bound to: its commands, and its own outbound call events."""
     found = [
         Binding(settings.commands_exchange, f"desk.{settings.desk}.*"),
+        Binding(settings.commands_exchange, FORGET_KEY),  # erase a number in the desk's records
         # the Assistant's own outbound call events confirm a dial
         Binding(settings.exchange, f"call.started.outbound.{settings.desk}"),
         Binding(settings.exchange, f"call.ended.outbound.{settings.desk}"),
@@ -223,7 +227,7 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
     return [
         QueueSpec(
             settings.dead_queue(name),
-            queue_type(settings),
+            dead_queue_arguments(settings),
             ((settings.dead_exchange, "topic", dead_letter_key(name)),),
         ),
         QueueSpec(queue, arguments, ((again, "fanout", ""), *own)),
@@ -235,11 +239,21 @@ def consumer_queues(settings: Settings, name: str, bindings: Sequence[Binding]) 
     ]
 
 
+def dead_queue_arguments(settings: Settings) -> dict[str, Any]:
+    """A dead-letter queue's arguments: its type, and x-message-ttl from retention_dead (if set)."""
+    arguments = queue_type(settings)
+    if settings.retention_dead is not None:
+        arguments["x-message-ttl"] = round(settings.retention_dead * 1000)
+    return arguments
+
+
 def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequence[Binding]) -> None:
     """Check a consumer's queues passively; declare (idempotently) only what is missing, if the user may.
 
     A user without the configure right (every generated one) gets one line naming
-    what is missing and the command an admin runs to declare it.
+    what is missing and the command an admin runs to declare it. A dead-letter
+    queue that exists with another x-message-ttl (created before retention_dead
+    changed) keeps it: a broker policy changes it (docs/privacy.md).
     """
     specs = consumer_queues(settings, name, bindings)
     exchanges = {(exchange, kind) for spec in specs for exchange, kind, _ in spec.bindings}
@@ -248,7 +262,7 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
     if not missing:
         try:  # an admin declared it all (bindings included); still, the arguments must be these
             for spec in specs:
-                broker.declare_queue(spec.name, arguments=spec.arguments)
+                _declare(broker, spec)
         except AccessRefusedError:
             pass  # a user without the configure right checks existence only (topology show compares more)
         return
@@ -256,7 +270,7 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
         for exchange, kind in sorted(exchanges):
             broker.ensure_exchange(exchange, kind)
         for spec in specs:
-            broker.declare_queue(spec.name, arguments=spec.arguments)
+            _declare(broker, spec)
             for exchange, _, key in spec.bindings:
                 broker.bind_queue(spec.name, exchange, key)
     except BrokerRefusedError:
@@ -265,6 +279,23 @@ def declare_queues(broker: Broker, settings: Settings, name: str, bindings: Sequ
             f"{missing[0]} does not exist and user {broker.username!r} may not declare it "
             f"(no configure right on it); run tcx-bridge topology declare{desk} as an admin first"
         ) from None
+
+
+_OTHER_TTL = re.compile(r"inequivalent arg 'x-message-ttl'.*current is (?:none|the value '(\d+)'|'(\d+)')")
+
+
+def _declare(broker: Broker, spec: QueueSpec) -> None:
+    """Declare one queue; one that exists with another x-message-ttl is declared again with its own."""
+    try:
+        broker.declare_queue(spec.name, arguments=spec.arguments)
+    except BrokerRefusedError as error:
+        other = _OTHER_TTL.search(str(error))
+        if other is None or ("x-message-ttl" not in spec.arguments and not any(other.groups())):
+            raise
+        arguments = {key: value for key, value in spec.arguments.items() if key != "x-message-ttl"}
+        if any(other.groups()):
+            arguments["x-message-ttl"] = int(other.group(1) or other.group(2))
+        broker.declare_queue(spec.name, arguments=arguments)  # a type mismatch is still an error
 
 
 def queue_type(settings: Settings, *, dead_letters: bool = False) -> dict[str, Any]:

@@ -214,6 +214,37 @@ def parse_duration(name: str, value: Any) -> float:
     return seconds
 
 
+def parse_log_numbers(name: str, value: Any) -> str:
+    text = parse_text(name, value).strip().lower()
+    if text not in ("masked", "full"):
+        raise ConfigError(f"{name}: {value!r} is not a way to log numbers; use masked or full")
+    return text
+
+
+_RETENTION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+KEEP_FOREVER = ("0", "off", "forever", "none")
+
+
+def parse_retention(name: str, value: Any) -> float | None:
+    """Seconds from days (a plain number) or a number with d, h, m or s (30, 90d, 12h); 0 or off: forever."""
+    text = str(value).strip().lower()
+    if text in KEEP_FOREVER:
+        return None
+    unit = _RETENTION_UNITS.get(text[-1:], 0.0)
+    hint = "give days (30) or 90d, 12h, 30m; 0 or off keeps forever"
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 86400.0)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a retention; {hint}") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+        raise ConfigError(f"{name}: {value!r} is not a retention; {hint}")
+    if seconds == 0:
+        return None
+    if seconds < 1.0:
+        raise ConfigError(f"{name}: {value!r} is too short; give at least 1s")
+    return seconds
+
+
 def parse_words(name: str, value: Any) -> tuple[str, ...]:
     """A list: a TOML array, or text separated by commas, semicolons or spaces."""
     items = value if isinstance(value, list | tuple) else re.split(r"[,;\s]+", parse_text(name, value))

@@ -50,6 +50,7 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-wallboard",
         "tcx-webhooks",
         "tcx-dialer",
+        "tcx-privacy",
         "tcx-history",
         "desk-D-1",
         "desk-D-2",

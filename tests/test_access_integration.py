@@ -509,6 +509,8 @@ def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], 
         "read desk B's queue": get(s.queue(f"desk.{b}")),
         "read the dial results": get(dial_results_queue(s)),
         "read a dead-letter queue": get(s.dead_queue(f"desk.{a}")),
+        "publish privacy.forget": publish(s.commands_exchange, "privacy.forget"),
+        "publish privacy.forget as an event": publish(s.exchange, "privacy.forget"),
         "read a webhook target's queue": get(s.queue("webhooks.hook")),
         "read a webhook target's dead letters": get(s.dead_queue("webhooks.hook")),
         "publish to a webhook target's retry exchange": publish(retry_exchange(s, "webhooks.hook"), "x"),
@@ -520,6 +522,11 @@ def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], 
 ALLOWED = {  # user -> the actions of forbidden_actions it may take
     "tcx-crm": {"publish a pop", "read crm's queue"},
     "tcx-dialer": {"publish a dial request", "read the dial results"},
+    "tcx-privacy": {
+        "publish privacy.forget",
+        "read a dead-letter queue",
+        "read a webhook target's dead letters",
+    },
     "desk": set(),
     "tcx-analytics": set(),
     "tcx-wallboard": set(),
@@ -536,7 +543,8 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
     """A table of every generated user (but the admin) by every forbidden action: the broker refuses each."""
     actions = forbidden_actions(rights)
     allowed_anyway = []
-    for user in ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer"):
+    users = ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", "tcx-privacy")
+    for user in users:
         login = f"desk-{rights.desk}" if user == "desk" else user
         settings = rights.settings_of(login)
         with Broker(settings.amqp_url) as broker:
@@ -551,6 +559,39 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
                 else:
                     allowed_anyway.append((login, name, "done"))
     assert allowed_anyway == []
+
+
+def test_only_the_privacy_user_makes_a_desk_forget_a_number(rights: Rights, desk_b: DeskB) -> None:
+    """An outsider desk cannot ask desk B to forget (the broker refuses every way); tcx-privacy can."""
+    from consumers.privacy import command
+    from consumers.privacy.forms import forms_of
+
+    number = "+41 79 555 12 34"
+    dialer = rights.settings_of("tcx-dialer")
+    with Broker(dialer.amqp_url) as broker:
+        request = OutgoingMessage(
+            f"desk.{rights.other}.dial", dial_body("keep-1", number), "keep-1", "dial", 0
+        )
+        broker.publish(dialer.commands_exchange, request)
+    wait_until(lambda: desk_b.assistant.calls(), timeout=15)
+    records = Path(desk_b.settings.data_dir) / "agent.sqlite3"
+
+    def held() -> bool:
+        return any(b"795551234" in path.read_bytes() for path in records.parent.glob("agent.sqlite3*"))
+
+    assert held()
+    outsider = rights.settings_of(f"desk-{rights.desk}")
+    body = json.dumps({"request_id": "attack-f", "number": number, "requested_at": "2026-01-01T00:00:00Z"})
+    forged = OutgoingMessage("privacy.forget", body.encode(), "attack-f", "privacy.forget", 0)
+    with Broker(outsider.amqp_url) as attacker:
+        for exchange in (outsider.commands_exchange, outsider.exchange, outsider.dead_exchange):
+            with pytest.raises(BrokerRefusedError, match="ACCESS_REFUSED"):
+                attacker.publish(exchange, forged)
+    assert held()
+    privacy = rights.settings_of("tcx-privacy")
+    request_id = command.publish(privacy, forms_of(number, "CH"))
+    wait_until(lambda: f"privacy.forget {request_id} from tcx-privacy" in desk_b.agent.output(), timeout=15)
+    assert not held()
 
 
 def test_the_webhooks_user_delivers_retries_dead_letters_and_replays_its_targets(

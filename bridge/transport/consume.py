@@ -41,18 +41,36 @@ pika.data.decode_table = _tolerant_decode_table  # BasicProperties.decode and ne
 class Consuming(Connection):
     """The reading side of a connection; deliveries come out as :class:`Delivery`."""
 
-    def get(self, queue: str, *, timeout: float) -> Delivery | None:
-        """Wait up to timeout seconds for one message of queue and ack it."""
+    def get(self, queue: str, *, timeout: float, ack: bool = True) -> Delivery | None:
+        """Wait up to timeout seconds for one message of queue and ack it.
+
+        ack=False: leave it unacked, for the caller to :meth:`ack` once it has put the message
+        somewhere else (a crash in between gives it back to the queue, never loses it).
+        """
         with mapped_errors(f"get from {queue!r}"):
             self.channel.basic_qos(prefetch_count=1)
             for method, properties, body in self.channel.consume(queue, inactivity_timeout=timeout):
                 if method is None:
                     break
-                self.channel.basic_ack(method.delivery_tag)
+                if ack:
+                    self.channel.basic_ack(method.delivery_tag)
                 self.channel.cancel()
                 return _delivery(method, properties, body)
             self.channel.cancel()
         return None
+
+    def browse(self, queue: str, *, limit: int = 10_000) -> list[Delivery]:
+        """Up to limit messages of queue, left in it: taken unacked, then all requeued in their place."""
+        found = []
+        with mapped_errors(f"browse {queue!r}"):
+            for _ in range(limit):
+                method, properties, body = self.channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                found.append(_delivery(method, properties, body))
+            if found:
+                self.channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+        return found
 
     def follow(
         self, queue: str, *, timeout: float, arguments: dict[str, Any] | None = None, prefetch: int = 100

@@ -47,7 +47,13 @@ from consumers.agent.popup import show
 from consumers.agent.settings import AGENT
 from consumers.agent.unreadable import Unreadable
 from consumers.analytics.calls import spoofed
+from consumers.privacy import command as forget_command
+from consumers.privacy.files import sweep_logs
+from consumers.privacy.settings import options_of
+from consumers.privacy.stores import erase as erase_rows
+from consumers.privacy.sweep import sweep_dials
 from consumers.runtime.consumer import Consumer, Context
+from consumers.store.core import SqliteStore
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,24 @@ class DeskAgent(Consumer):
         if isinstance(message, events.CallEvent):
             return self.confirm(message, context)
         return self.popup(message)
+
+    def forget(self, settings: Settings, request: Any, user_id: str | None) -> dict[str, int]:
+        """A privacy.forget: the desk's dial records, outbox and logs (the agent has no store)."""
+        dials = SqliteStore(self.dials.db, "agent.sqlite3", "agent")
+        erase_dials = lambda forms: sum(erase_rows(dials, forms).values())  # noqa: E731  # one line
+        return forget_command.act(settings, request, user_id, None, dials=erase_dials)
+
+    def sweep(self, settings: Settings) -> dict[str, int]:
+        """Retention on the desk: dial records (retention_dials) and rotated logs (retention_logs)."""
+        now = datetime.now(UTC)
+        found = {
+            "dials": sweep_dials(self.dials.db, options_of(settings), now),
+            "logs": sweep_logs(settings, now),
+        }
+        found = {name: count for name, count in found.items() if count}
+        if found:
+            logger.info("agent retention deleted %s", found)
+        return found
 
     def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
         """A dial request the broker vouches for no one for: its CRM gets ``rejected`` with the reason."""

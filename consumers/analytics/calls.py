@@ -27,7 +27,7 @@ import msgspec
 from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import HandlerError
-from bridge.events import CALL_EVENT_DECODER, MAX_BODY, CallEvent, parse_time
+from bridge.events import CALL_EVENT_DECODER, FORGET_KEY, MAX_BODY, CallEvent, parse_time
 from bridge.topology import Binding
 from bridge.transport import Delivery
 from consumers.runtime.consumer import Batch, Consumer, Context
@@ -263,7 +263,8 @@ class CallConsumer(Consumer):
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        return [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
+        found = [Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS]
+        return [*found, Binding(settings.commands_exchange, FORGET_KEY)]  # privacy.forget: the runner's
 
     def decode(self, body: bytes, routing_key: str) -> Any:
         return CALL_EVENT_DECODER.decode(body)

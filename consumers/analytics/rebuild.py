@@ -40,7 +40,7 @@ from bridge.transport import Broker, Delivery
 from consumers.analytics.calls import SLOTS, CallConsumer, apply_event, merge_batch, spoofed
 from consumers.runtime.backfill import topic_matches
 from consumers.store.core import Rows, Store, as_store
-from consumers.store.schema import calls_table_ddl, daily_select
+from consumers.store.schema import ARCHIVE, calls_table_ddl, daily_select
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,8 @@ class Rebuild:
             self.live.execute(statement)
         self.live.script(calls_table_ddl(self.live.dialect, table))  # the indexes, under their own names
         if view:
-            self.live.execute(f"CREATE VIEW calls_daily AS {daily_select(self.live.dialect)}")
+            daily = daily_select(self.live.dialect)  # with the archived days, as schema version 2 made it
+            self.live.execute(f"CREATE VIEW calls_daily AS {daily} UNION ALL SELECT * FROM {ARCHIVE}")
 
 
 def _columns(store: Store, table: str) -> list[str]:

@@ -107,18 +107,14 @@ class Backfill:
             start,
             self.tail,
         )
-        self.runner.acks = False  # acked as they arrive (a stream's ack is its credit); the offset counts
-        try:
-            broker.consume(
-                self.queue,
-                self._on_batch,
-                prefetch=self.settings.prefetch,
-                arguments={"x-stream-offset": start},
-                should_stop=lambda: self.done or self.runner.stopping,
-                ack_on_receipt=True,
-            )
-        finally:
-            self.runner.acks = True
+        broker.consume(  # acked as they arrive (a stream's ack is its credit): the committed offset counts
+            self.queue,
+            self._on_batch,
+            prefetch=self.settings.prefetch,
+            arguments={"x-stream-offset": start},
+            should_stop=lambda: self.done or self.runner.stopping,
+            ack_on_receipt=True,
+        )
         if self.done:
             logger.info("consumer=%s backfill done (%d read): live queue", self.name, self.read)
 

@@ -4,20 +4,28 @@ A plugin needs only these two and ``Binding`` (all three from ``consumers.runtim
 the runner (consumers.runtime.runner) calls the hooks in this order for a batch:
 ``decode`` once for each delivery, ``prepare`` once (with the decoded messages, a
 ``Batch``), then ``handle`` for each message, ``refuse`` for one about to be
-dead-lettered; ``tick`` between deliveries, ``close`` at the end.
+dead-lettered; ``tick`` between deliveries (and ``sweep`` once a day: retention), ``forget`` for a
+``privacy.forget`` command after its batch committed, ``close`` at the end.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from bridge.config import Settings
+from bridge.events import ForgetRequest
 from bridge.topology import Binding, declare_events
 from bridge.transport import Broker, Delivery, OutgoingMessage
+from consumers.privacy import command
+from consumers.privacy.settings import options_of
+from consumers.privacy.sweep import sweep_store
 from consumers.runtime.metrics import NULL, Metrics
-from consumers.store.core import Store
+from consumers.store.core import Store, as_store
+
+logger = logging.getLogger(__name__)
 
 
 class Context(NamedTuple):
@@ -109,6 +117,21 @@ class Consumer:
 
     def tick(self, broker: Broker, settings: Settings) -> None:
         """Periodic work between deliveries (default: none)."""
+
+    def forget(self, settings: Settings, request: ForgetRequest, user_id: str | None) -> dict[str, int]:
+        """Erase a number in what this consumer holds (a ``privacy.forget`` command, after its batch
+        committed): by default its store and its data dir's outbox and logs. Rows per place."""
+        return command.act(settings, request, user_id, as_store(self.database))
+
+    def sweep(self, settings: Settings) -> dict[str, int]:
+        """Apply this consumer's retention (once a day, between deliveries): its store's old rows."""
+        store = as_store(self.database)
+        if store is None:
+            return {}
+        swept = sweep_store(store, self.name, options_of(settings))
+        if swept:
+            logger.info("consumer=%s retention deleted %s", self.name, swept)
+        return swept
 
     def close(self) -> None:
         """Release what the consumer holds (stores)."""

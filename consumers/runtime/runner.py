@@ -7,31 +7,23 @@ Every consumer (consumers.runtime.consumer) gets (names with the default namespa
                           tcx.again.<name>, bound to tcx.<name> alone
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
-A retry is published by the consumer itself to its own retry exchange (no
-other user may write there, and no user to the again exchange); the headers it
-carries are believed only on a delivery through the again exchange signed by
-the consumer's own user (consumers.runtime.failures.restore). What a message
-is and whom it is for is judged only
-from what the broker vouches for: the exchange and routing key it was delivered
-with (topic permissions say who may publish which key) and ``user_id`` (checked
-against the login; required when ``trust_user_id`` is on). No header a client
-can write changes that. The queues are declared by an admin (``tcx-bridge
-topology declare``); a process checks them passively and declares only what is
-missing, when its user may.
+A retry is published by the consumer itself to its own retry exchange (no other user may write there, and no
+user to the again exchange); the headers it carries are believed only on a delivery through the again exchange
+signed by the consumer's own user (consumers.runtime.failures.restore). What a message is and whom it is for
+is judged only from what the broker vouches for: the exchange and routing key it was delivered with (topic
+permissions say who may publish which key) and ``user_id`` (checked against the login; required when
+``trust_user_id`` is on). No header a client can write changes that. Queues: bridge.topology.declare_queues.
 
-A message is acked only after its handler returned, so its side effects are
-durable first; what a failure leads to (retry, dead letter, reconnect) is
-decided by its kind (consumers.runtime.failures). A publish the broker returns
-as unroutable (a pop for a desk with no agent) is an outcome, not a failure:
-the message goes to the unrouted exchange instead (consumers.runtime.publish).
+A message is acked only after its handler returned, so its side effects are durable first; what a failure
+leads to (retry, dead letter, reconnect) is decided by its kind (consumers.runtime.failures). A publish the
+broker returns as unroutable (a pop for a desk with no agent) is an outcome, not a failure: the message goes
+to the unrouted exchange instead (consumers.runtime.publish).
 
-The runner reconnects to the broker and to the store with one backoff
-(consumers.runtime.backoff): a growing delay that starts short again after a
-connection was healthy for a while. An error only an operator can fix (login
-refused, unknown vhost, a queue declared with other arguments) stops it with
-one line. Unacked messages are redelivered and the handlers'
-idempotency (event ids recorded with the side effects) makes the second time a
-no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
+The runner reconnects to the broker and to the store with one backoff (consumers.runtime.backoff): a growing
+delay that starts short again after a connection was healthy for a while. An error only an operator can fix
+(login refused, unknown vhost, a queue declared with other arguments) stops it with one line. Unacked messages
+are redelivered and the handlers' idempotency (event ids recorded with the side effects) makes the second time
+a no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
 """
 
 from __future__ import annotations
@@ -51,9 +43,10 @@ from bridge.errors import (
     StoreUnavailableError,
     TransportError,
 )
-from bridge.events import MAX_BODY  # the wire limit: bigger is dead-lettered unread
+from bridge.events import MAX_BODY, ForgetRequest  # MAX_BODY: the wire limit, bigger is dead-lettered unread
 from bridge.topology import Binding, again_exchange, declare_queues, retry_exchange
 from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery
+from consumers.privacy import command as forget_command
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
 from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded, restore, retry
@@ -103,8 +96,9 @@ class Runner:
         self._start = 0
         self._again = again_exchange(settings, consumer.name)
         self.before_live: Callable[[Broker], None] | None = None  # a backfill (consumers.runtime.backfill)
-        self.in_batch: Callable[[Store | None], None] | None = None  # more work in each batch's transaction
-        self.acks = True  # False: the deliveries were acked as they arrived (a stream's backfill)
+        self.in_batch: Callable[[Store | None], None] | None = None  # a backfill's, in each batch's commit
+        self._forgets: list[tuple[ForgetRequest, str | None]] = []  # acted on once their batch committed
+        self._next_sweep = 0.0  # retention: at start, then once a day
 
     # lifecycle ---------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -196,6 +190,9 @@ class Runner:
             if info is not None:
                 self.metrics.queue_depth(self.queue, info[0])
         self.consumer.tick(broker, self.settings)
+        if now >= self._next_sweep:
+            self._next_sweep = now + 86400.0  # retention: once a day
+            self.consumer.sweep(self.settings)
 
     def _should_stop(self) -> bool:
         if self._idle_exit is not None and time.monotonic() - self._last_activity > self._idle_exit:
@@ -222,7 +219,9 @@ class Runner:
         store = as_store(self.consumer.database)
         with transaction(store):
             read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
-            decoded = {tag: found.message for tag, found in read.items() if found.error is None}
+            decoded = {
+                t: r.message for t, r in read.items() if not (r.error or forget_command.is_request(r.message))
+            }
             self._prepare(store, Batch(deliveries, decoded))
             for delivery in deliveries:
                 started = time.perf_counter()
@@ -231,7 +230,10 @@ class Runner:
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
             if self.in_batch is not None:
                 self.in_batch(store)
-        if self.acks:
+        for request, user_id in self._forgets:  # committed, not acked yet: a failure redelivers the batch
+            self.consumer.forget(self.settings, request, user_id)
+        self._forgets.clear()
+        if self.in_batch is None:  # (a backfill's stream deliveries are acked as they arrive)
             broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
@@ -288,6 +290,8 @@ class Runner:
         self._vouch(delivery)
         if len(delivery.body) > MAX_BODY:
             raise HandlerError(f"oversize: the body has {len(delivery.body)} bytes, over {MAX_BODY}")
+        if forget_command.is_forget(self.settings, delivery.exchange, delivery.routing_key):
+            return forget_command.decode(delivery.body, delivery.user_id)
         return self.consumer.decode(delivery.body, delivery.routing_key)
 
     def _handle_one(
@@ -308,6 +312,9 @@ class Runner:
         return Context(self.settings, delivery, delivery.routing_key, publish)
 
     def _handle_in(self, store: Store | None, message: Any, context: Context) -> str:
+        if forget_command.is_request(message):
+            self._forgets.append((message, context.delivery.user_id))
+            return "forget"
         with savepoint(store):
             return self.consumer.handle(message, context)
 

@@ -10,7 +10,9 @@ Both backends hold the same tables (docs/store.md is their public description):
     contacts         the contacts screen pops are looked up in
     service_level    one row: the seconds within which an answer counts for the service level
     stream_offsets   per consumer and backfill origin: the next history offset to read, and whether it is done
+                     (version 3)
     calls_daily      a view: per day (UTC) and desk, inbound answered/missed, rates, averages, outbound
+    calls_daily_archive  calls_daily rows of days whose calls retention deleted (no numbers; version 2)
 
 SQLite keeps one file per consumer (each file gets the whole schema, its version
 in ``PRAGMA user_version``); PostgreSQL keeps one database (version in
@@ -252,12 +254,27 @@ def _postgresql_v1(store: Store) -> None:
     )
 
 
-def _sqlite_v2(store: Store) -> None:
-    """Version 2: the backfill offsets (consume --from; docs/history.md)."""
+ARCHIVE = "calls_daily_archive"
+
+
+def _archive_v2(store: Store) -> None:
+    """Version 2: calls_daily keeps the days whose per-call rows retention deleted (privacy sweep)."""
+    empty = " WITH NO DATA" if store.dialect == "postgresql" else ""
+    select = "SELECT * FROM calls_daily WHERE 1 = 0" if not empty else "SELECT * FROM calls_daily"
+    store.script(
+        f"CREATE TABLE {ARCHIVE} AS {select}{empty};\n"
+        f"CREATE INDEX {ARCHIVE}_day ON {ARCHIVE} (day);\n"
+        "DROP VIEW calls_daily;\n"
+        f"CREATE VIEW calls_daily AS {daily_select(store.dialect)} UNION ALL SELECT * FROM {ARCHIVE};"
+    )
+
+
+def _sqlite_v3(store: Store) -> None:
+    """Version 3: the backfill offsets (consume --from; docs/history.md)."""
     store.script(STREAM_OFFSETS_SQLITE)
 
 
-def _postgresql_v2(store: Store) -> None:
+def _postgresql_v3(store: Store) -> None:
     store.script(
         """
         CREATE TABLE stream_offsets (
@@ -272,10 +289,10 @@ def _postgresql_v2(store: Store) -> None:
 
 
 MIGRATIONS: dict[str, list[Callable[[Store], None]]] = {
-    "sqlite": [_sqlite_v1, _sqlite_v2],
-    "postgresql": [_postgresql_v1, _postgresql_v2],
+    "sqlite": [_sqlite_v1, _archive_v2, _sqlite_v3],
+    "postgresql": [_postgresql_v1, _archive_v2, _postgresql_v3],
 }
-LATEST = 2
+LATEST = 3
 assert all(len(steps) == LATEST for steps in MIGRATIONS.values())
 
 

@@ -89,6 +89,12 @@ class Wallboard(CallConsumer):
             self.board = None
         super().prepare(deliveries)
 
+    def forget(self, settings: Settings, request: Any, user_id: str | None) -> dict[str, int]:
+        """Erase the number in the store, then rebuild the board from it (it showed the number)."""
+        found = super().forget(settings, request, user_id)
+        self.board, self._dirty = None, True
+        return found
+
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
         self._staged.append(record)
         self._dirty = True

@@ -116,7 +116,7 @@ def replay(broker: Broker, settings: Settings, target: Target, limit: int | None
     limit = waiting if limit is None else min(limit, waiting)
     moved = 0
     while moved < limit:
-        letter = broker.get(queue, timeout=0.5)
+        letter = broker.get(queue, timeout=0.5, ack=False)  # acked once it is back in the queue
         if letter is None:
             break
         key = letter.headers.get(ROUTING_KEY)
@@ -133,5 +133,6 @@ def replay(broker: Broker, settings: Settings, target: Target, limit: int | None
                 headers={ATTEMPTS: 0, USER_ID: user if isinstance(user, str) else ""},
             ),
         )
+        broker.ack(letter.delivery_tag)
         moved += 1
     return moved

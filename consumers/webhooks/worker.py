@@ -182,7 +182,7 @@ class Worker:
             logger.warning("webhook=%s resumed", self.target.name)
 
     def _drop_oldest(self, broker: Broker) -> None:
-        delivery = broker.get(self.queue, timeout=1.0)
+        delivery = broker.get(self.queue, timeout=1.0, ack=False)  # acked once its dead letter is confirmed
         if delivery is None:
             return
         reason = f"backlog over max_backlog ({self.target.max_backlog}) while the target was paused"
@@ -190,6 +190,7 @@ class Worker:
         if item.message is not None:  # the call's later events no longer wait for it
             self.order.done(item.call, event_id(item.message))
         self._dead(broker, item.delivery, attempts_of(item.delivery), reason)
+        broker.ack(delivery.delivery_tag)
 
     # a batch -------------------------------------------------------------------
     def _on_batch(self, broker: Broker, deliveries: list[Delivery]) -> None:

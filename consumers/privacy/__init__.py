@@ -1,0 +1,1 @@
+"""Callers' numbers: retention per data class, erasure and subject access (docs/privacy.md)."""
