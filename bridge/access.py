@@ -24,6 +24,11 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
     tcx-privacy    tcx-bridge privacy forget/report: publish privacy.forget to C (every consumer and
                    desk agent erases the number in what it holds); read the dead-letter queues
                    tcx.dead.* (report browses them and requeues what it read)
+    tcx-history    ``tcx-bridge history`` (people reading the events): read the stream tcx.history only
+
+The consumers (tcx-crm, tcx-analytics, tcx-wallboard) may also read tcx.history (``consume
+--from``, ``store rebuild``, the wallboard's day at start). Nobody writes the history: only the
+broker copies events into it, and no user may write to ``amq.default``, the one way to a queue by name.
 
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
@@ -47,7 +52,7 @@ from typing import Any, NamedTuple, get_args
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import DESK_CHARACTERS, FORGET_KEY, MAX_DESK, CallKind, DialStatus, Direction
-from bridge.topology import dead_letter_key, dial_results_queue, retry_exchange
+from bridge.topology import dead_letter_key, dial_results_queue, history_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
@@ -63,6 +68,7 @@ SERVICES = (
     "tcx-dialer",
     "tcx-callbacks",
     PRIVACY,
+    "tcx-history",
 )
 CALLBACK_KEYS = r"^callback\.(opened|assigned|closed)$"  # the callbacks consumer's events, nothing else
 WEBHOOK_TARGET = "[a-z0-9-]{1,64}"  # a webhook target's name (consumers/webhooks/settings.py)
@@ -191,6 +197,13 @@ def service_rights(settings: Settings, user: str) -> Rights:
                 settings.commands_exchange: (r"^(desk|ext)\.[^.]+\.dial$", NOTHING),
             },
         )
+    if user == "tcx-history":
+        return Rights(
+            configure=NOTHING,
+            write=NOTHING,
+            read=_any(_q(history_queue(settings))),
+            topics={settings.exchange: (NOTHING, NOTHING), settings.commands_exchange: (NOTHING, NOTHING)},
+        )
     if user == PRIVACY:
         return Rights(
             configure=NOTHING,
@@ -215,7 +228,8 @@ def service_rights(settings: Settings, user: str) -> Rights:
     if user == "tcx-callbacks":  # its callback.* events, to the events exchange
         write += [_q(settings.exchange)]
         topics[settings.exchange] = (CALLBACK_KEYS, NOTHING)
-    return Rights(configure=NOTHING, write=_any(*write), read=_any(_q(settings.queue(name))), topics=topics)
+    read = _any(_q(settings.queue(name)), _q(history_queue(settings)))  # its queue; the history to backfill
+    return Rights(configure=NOTHING, write=_any(*write), read=read, topics=topics)
 
 
 def webhooks_rights(settings: Settings) -> Rights:

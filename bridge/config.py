@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timezone: str | None
     store_url: str | None
     trust_user_id: bool
+    history_max_age: str
+    history_max_bytes: int
     # each settings section's options (bridge.sections), by section name: ``SECTION.of(settings)``
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 

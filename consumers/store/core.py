@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, overload
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, StoreError, check_directory, path_problem
-from consumers.store.schema import PROCESSED_SQLITE
+from consumers.store.schema import PROCESSED_SQLITE, STREAM_OFFSETS_SQLITE
 
 SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts", "callbacks")  # <data_dir>/<name>.sqlite3
 
@@ -176,7 +176,7 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(PROCESSED_SQLITE + schema)
+        connection.executescript(PROCESSED_SQLITE + STREAM_OFFSETS_SQLITE + schema)
     except OSError as error:
         raise StoreError(path_problem(error, path.parent)) from None
     except sqlite3.DatabaseError as error:

@@ -9,6 +9,8 @@ Both backends hold the same tables (docs/store.md is their public description):
     journal          the CRM call journal
     contacts         the contacts screen pops are looked up in
     service_level    one row: the seconds within which an answer counts for the service level
+    stream_offsets   per consumer and backfill origin: the next history offset to read, and whether it is done
+                     (version 4)
     calls_daily      a view: per day (UTC) and desk, inbound answered/missed, rates, averages, outbound
     calls_daily_archive  calls_daily rows of days whose calls retention deleted (no numbers; version 2)
     callbacks        the callbacks consumer's tasks: one per missed external caller until reached (v3)
@@ -142,6 +144,18 @@ PROCESSED_SQLITE = """
 CREATE TABLE IF NOT EXISTS processed (
     event_id TEXT PRIMARY KEY,
     processed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) WITHOUT ROWID;
+"""
+
+
+# every SQLite store's backfill offsets (a plugin's file too: core.open_database creates it)
+STREAM_OFFSETS_SQLITE = """
+CREATE TABLE IF NOT EXISTS stream_offsets (
+    consumer TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consumer, origin)
 ) WITHOUT ROWID;
 """
 
@@ -297,11 +311,30 @@ def _callbacks_v3(store: Store) -> None:
     store.script(CALLBACKS.format(**terms))
 
 
+def _sqlite_v4(store: Store) -> None:
+    """Version 4: the backfill offsets (consume --from; docs/history.md)."""
+    store.script(STREAM_OFFSETS_SQLITE)
+
+
+def _postgresql_v4(store: Store) -> None:
+    store.script(
+        """
+        CREATE TABLE stream_offsets (
+            consumer text NOT NULL,
+            origin text NOT NULL,
+            next_offset bigint NOT NULL,
+            done boolean NOT NULL DEFAULT false,
+            PRIMARY KEY (consumer, origin)
+        );
+        """
+    )
+
+
 MIGRATIONS: dict[str, list[Callable[[Store], None]]] = {
-    "sqlite": [_sqlite_v1, _archive_v2, _callbacks_v3],
-    "postgresql": [_postgresql_v1, _archive_v2, _callbacks_v3],
+    "sqlite": [_sqlite_v1, _archive_v2, _callbacks_v3, _sqlite_v4],
+    "postgresql": [_postgresql_v1, _archive_v2, _callbacks_v3, _postgresql_v4],
 }
-LATEST = 3
+LATEST = 4
 assert all(len(steps) == LATEST for steps in MIGRATIONS.values())
 
 

@@ -5,7 +5,8 @@ queue ``tcx.wallboard``, bound to the call events like the analytics consumer,
 with a store of its own (``<data_dir>/wallboard.sqlite3``, or table
 ``wallboard_calls`` in PostgreSQL: the same call records,
 merged by ``occurred_at``, duplicates dropped), so a restart shows the same
-numbers. The day is the local day of the ``timezone`` setting.
+numbers; at start it backfills the day from the history stream (docs/history.md), so
+a lost store is filled again. The day is the local day of the ``timezone`` setting.
 
 The board is kept, not recomputed (consumers.wallboard.state.Board): the day is
 read from the store at start, at the day's turn, and after a batch whose commit

@@ -115,11 +115,13 @@ class Pages:
         return JSONResponse(self.fanout.latest)
 
     async def events(self, request: Request) -> Response:
-        queue = self.fanout.open()
+        queue, missed = self.fanout.open(request.headers.get("last-event-id"))
 
         async def stream() -> AsyncIterator[bytes]:
             try:
                 yield b"retry: 1000\n\n"  # the browser reconnects within a second after a restart
+                for data in missed:  # what it missed since the id it reconnected with (or the board now)
+                    yield data
                 while True:
                     try:
                         async with asyncio.timeout(15):
