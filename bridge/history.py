@@ -36,12 +36,16 @@ KEYWORDS = ("first", "last", "next")
 Offset = str | int | datetime
 
 
+HistoryEvent = events.CallEvent | events.DialResult | events.CallbackEvent  # every event the stream holds
+_DECODER = msgspec.json.Decoder(HistoryEvent)
+
+
 class Entry(NamedTuple):
     """One message of the history: its offset, the delivery, and the event (None: not one we can read)."""
 
     offset: int
     delivery: Delivery
-    event: events.CallEvent | events.DialResult | None
+    event: HistoryEvent | None
 
 
 def parse_moment(text: str, option: str) -> datetime:
@@ -100,9 +104,9 @@ def stream_tail(broker: Broker, queue: str) -> int | None:
     return tail
 
 
-def decode(delivery: Delivery) -> events.CallEvent | events.DialResult | None:
+def decode(delivery: Delivery) -> HistoryEvent | None:
     try:
-        return events.EVENT_DECODER.decode(delivery.body)
+        return _DECODER.decode(delivery.body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
@@ -129,7 +133,7 @@ class Query(NamedTuple):
             return self.desk is None and self.call is None and self.since is None and self.until is None
         if self.desk is not None and event.desk != self.desk:
             return False
-        if self.call is not None and event.call_id != self.call:
+        if self.call is not None and getattr(event, "call_id", None) != self.call:
             return False
         if self.since is None and self.until is None:
             return True
@@ -187,6 +191,11 @@ def as_row(entry: Entry) -> tuple[str, ...]:
         what = f"call.{event.kind}.{event.direction}"
         number = event.caller_id or ("anonymous" if event.anonymous else "")
         detail = event.reason or ""
-    else:
+    elif isinstance(event, events.DialResult):
         what, number, detail = f"dial.{event.status}", event.number, event.reason or event.request_id
-    return (str(entry.offset), event.occurred_at, what, event.desk, event.call_id or "", number, detail)
+    else:  # callback.opened / assigned / closed (docs/callbacks.md)
+        outcome = getattr(event, "outcome", None)
+        what, number, detail = event.routing_key, event.number_e164, f"task {event.task_id}"
+        detail += f" {outcome}" if outcome else ""
+    call_id = getattr(event, "call_id", None) or ""
+    return (str(entry.offset), event.occurred_at, what, event.desk or "", call_id, number, detail)

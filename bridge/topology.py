@@ -8,7 +8,8 @@
     tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      retries, written by that consumer alone
     tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
     tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
-    tcx.history   stream queue, bound to call.# and dial.# on tcx.events: every event, kept history_max_age,
+    tcx.history   stream queue, bound to call.#, dial.#, callback.# on tcx.events: every event, kept
+                  history_max_age,
                   what ``history``, ``consume --from``, ``store rebuild`` and the wallboard read
 
 (``tcx`` is the namespace setting; the events exchange may be renamed on its own.)
@@ -40,7 +41,7 @@ DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait 
 DIAL_RESULTS_MAX_BYTES = 100_000_000
 DIAL_RESULTS_SEGMENT_BYTES = 10_000_000  # retention drops whole segments: keep them small
 HISTORY_SEGMENT_BYTES = 50_000_000  # the history's segments: a day of a busy PBX is a few of them
-HISTORY_PATTERNS = ("call.#", "dial.#")  # every event key of the wire (bridge.events): nothing else
+HISTORY_PATTERNS = ("call.#", "dial.#", "callback.#")  # every event key of the wire (bridge.events)
 
 
 def dead_letter_key(consumer: str) -> str:

@@ -16,6 +16,7 @@ from bridge.history import (
     Entry,
     Query,
     as_row,
+    decode,
     parse_moment,
     parse_offset,
     stream_argument,
@@ -116,6 +117,24 @@ def test_a_row_says_what_happened() -> None:
         "0791234567",
         "",
     )
+
+
+def test_a_callback_event_in_the_history_reads_as_a_row_and_is_no_call() -> None:
+    closed = events.CallbackClosed(
+        event_id=events.new_event_id(), task_id=4, number_e164="+41791234567", outcome="reached", desk="d1",
+        missed_count=2, attempts=1, missed_at=events.format_time(NOW), seconds=60.0,
+        occurred_at=events.format_time(NOW),
+    )  # fmt: skip
+    delivery = entry("started").delivery._replace(
+        body=events.ENCODER.encode(closed), routing_key="callback.closed", type="callback.closed"
+    )
+    found = Entry(8, delivery, decode(delivery))
+    assert found.event == closed
+    assert as_row(found) == (
+        "8", events.format_time(NOW), "callback.closed", "d1", "", "+41791234567", "task 4 reached"
+    )  # fmt: skip
+    assert Query(desk="d1").keeps(found)
+    assert not Query(call="c1").keeps(found)
 
 
 @pytest.mark.parametrize(
