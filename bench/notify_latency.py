@@ -1,10 +1,14 @@
 """Wall time of one launch of the registered executable, against a minimal pika floor.
 
 Interleaves, in the same run against the same broker:
-  * notify: ``tcx-bridge-notify /N:S /C:0791234567 /T:I /I:<n>`` (a fresh process, as the Assistant runs it);
+  * fast:   ``tcx-bridge-notify /N:S /C:0791234567 /T:I /I:<n>`` (a fresh process, as the Assistant runs
+            it) with the desk agent running: the launch hands its event over (bridge.handoff);
+  * notify: the same launch on today's path (``TCX_BRIDGE_HANDOFF_TIMEOUT=0``: connect, publish, confirm);
   * floor:  a fresh Python process that imports pika, connects and publishes one
             persistent message with publisher confirms.
-Prints median, p95 and peak RSS of each, and the ratio (target: at most 1.15x).
+Prints median, p95 and peak RSS of each, and the ratios (targets: notify at most
+1.15x the floor; fast at most 0.35x the floor's median and 0.5x at p95, its peak
+RSS below notify's). Every handed event is checked to reach the broker.
 
 Both run in a fresh virtualenv holding only the runtime dependencies, as on a
 desk (the development venv has test tools such as typing_extensions that msgspec
@@ -23,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -86,13 +91,34 @@ def desk_venv() -> Path:
     return venv
 
 
-def summary(name: str, samples: list[float], rss: list[int]) -> str:
+def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def summary(name: str, samples: list[float], rss: list[int]) -> str:
     return (
-        f"{name:<7} median {statistics.median(samples) * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms   "
-        f"peak RSS {max(rss) / 1024:6.1f} MiB"
+        f"{name:<7} median {statistics.median(samples) * 1000:7.1f} ms   p95 {p95(samples) * 1000:7.1f} ms   "
+        f"peak RSS median {statistics.median(rss) / 1024:5.1f} MiB, max {max(rss) / 1024:5.1f} MiB"
     )
+
+
+def start_agent(venv: Path, env: dict[str, str], socket_path: Path) -> subprocess.Popen[bytes]:
+    """The desk agent of the desk venv, running until its hand-off socket is there."""
+    agent = subprocess.Popen(
+        [str(venv / "bin" / "tcx-bridge"), "agent"],
+        env={**env, "TCX_BRIDGE_ASSISTANT": "/bin/true"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not socket_path.exists():
+        if agent.poll() is not None or time.monotonic() > deadline:
+            agent.kill()
+            raise SystemExit("the desk agent did not start its hand-off socket")
+        time.sleep(0.05)
+    time.sleep(1.0)  # connected and consuming
+    return agent
 
 
 def main() -> None:
@@ -134,40 +160,64 @@ def main() -> None:
         broker.declare_queue(f"{namespace}.sink")
         broker.bind_queue(f"{namespace}.sink", settings.exchange, "#")
 
-    notify_times: list[float] = []
-    floor_times: list[float] = []
-    notify_rss: list[int] = []
-    floor_rss: list[int] = []
+    sink = f"{namespace}.sink"
+    socket_path = Path(data_dir) / "data" / "tcx-bridge" / "agent" / "handoff.sock"
+    agent = start_agent(venv, env, socket_path)
+    times: dict[str, list[float]] = {"fast": [], "notify": [], "floor": []}
+    rss: dict[str, list[int]] = {"fast": [], "notify": [], "floor": []}
+    commands = {
+        "fast": lambda n: ([notify, "/N:S", "/C:0791234567", "/T:I", f"/I:fast{n}"], env),
+        "notify": lambda n: (
+            [notify, "/N:S", "/C:0791234567", "/T:I", f"/I:{n}"],
+            {**env, "TCX_BRIDGE_HANDOFF_TIMEOUT": "0"},
+        ),
+        "floor": lambda n: ([python, "-c", FLOOR, args.amqp_url, settings.exchange], env),
+    }
     try:
+        if not socket_path.exists():
+            raise SystemExit(f"no hand-off socket at {socket_path}")
         for warmup in range(3):
-            timed([notify, "/N:S", "/C:1", "/T:I", f"/I:warm{warmup}"], env)
-            timed([python, "-c", FLOOR, args.amqp_url, settings.exchange], env)
+            for name in commands:
+                timed(*commands[name](f"warm{warmup}"))
         for n in range(args.runs):
-            order = [("notify", n % 2 == 0), ("floor", n % 2 == 1)]
-            for name, _ in sorted(order, key=lambda item: not item[1]):
-                if name == "notify":
-                    seconds, rss = timed([notify, "/N:S", "/C:0791234567", "/T:I", f"/I:{n}"], env)
-                    notify_times.append(seconds)
-                    notify_rss.append(rss)
-                else:
-                    seconds, rss = timed([python, "-c", FLOOR, args.amqp_url, settings.exchange], env)
-                    floor_times.append(seconds)
-                    floor_rss.append(rss)
-    finally:
+            names = list(commands)
+            for name in names[n % 3 :] + names[: n % 3]:  # each goes first in turn
+                seconds, peak = timed(*commands[name](n))
+                times[name].append(seconds)
+                rss[name].append(peak)
+        expected = 3 * (args.runs + 3)  # every launch's event and every floor message
         with Broker(args.amqp_url) as broker:
-            for queue in (f"{namespace}.sink", settings.unrouted_exchange):
+            deadline = time.monotonic() + 30
+            while (info := broker.queue_info(sink)) is not None and info[0] < expected:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {info[0]} of {expected} messages reached the broker")
+                time.sleep(0.1)
+        log = Path(data_dir) / "data" / "tcx-bridge" / "logs" / "notify.log"  # the outcome lines
+        handed = sum(" handed " in line and "call_id=fast" in line for line in log.read_text().splitlines())
+    finally:
+        agent.terminate()
+        agent.wait(20)
+        with Broker(args.amqp_url) as broker:
+            for queue in (sink, settings.unrouted_exchange, settings.queue("desk.bench")):
                 broker.delete_queue(queue)
-            for exchange in (settings.exchange, settings.unrouted_exchange):
+            for exchange in (settings.exchange, settings.unrouted_exchange, settings.commands_exchange):
                 broker.delete_exchange(exchange)
         shutil.rmtree(data_dir, ignore_errors=True)
         if args.venv is None:
             shutil.rmtree(venv, ignore_errors=True)
 
     print(f"{args.runs} interleaved launches each, broker {settings.amqp_url.split('@')[-1]}, venv {venv}")
-    print(summary("notify", notify_times, notify_rss))
-    print(summary("floor", floor_times, floor_rss))
-    ratio = statistics.median(notify_times) / statistics.median(floor_times)
-    print(f"ratio   median {ratio:.2f}x the floor (target <= 1.15x): {'OK' if ratio <= 1.15 else 'OVER'}")
+    for name in commands:
+        print(summary(name, times[name], rss[name]))
+    floor_median, floor_p95 = statistics.median(times["floor"]), p95(times["floor"])
+    ratio = statistics.median(times["notify"]) / floor_median
+    print(f"notify  median {ratio:.2f}x the floor (target <= 1.15x): {'OK' if ratio <= 1.15 else 'OVER'}")
+    fast, fast_p95 = statistics.median(times["fast"]) / floor_median, p95(times["fast"]) / floor_p95
+    verdict = "OK" if fast <= 0.35 and fast_p95 <= 0.5 else "OVER"
+    print(f"fast    median {fast:.2f}x, p95 {fast_p95:.2f}x the floor (targets 0.35x, 0.5x): {verdict}")
+    lighter = statistics.median(rss["fast"]) / statistics.median(rss["notify"])
+    print(f"fast    peak RSS (median) {lighter:.2f}x today's path: {'OK' if lighter < 1 else 'OVER'}")
+    print(f"fast    {handed} of {args.runs + 3} launches handed over; the others published themselves")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,18 @@ or the management UI imports it. Users (namespace ``tcx``, events exchange E =
     tcx-webhooks   consume webhooks: read its targets' queues tcx.webhooks.<target> and their dead-letter
                    queues tcx.dead.webhooks.<target> (``webhooks replay``); publish to its targets' retry
                    exchanges tcx.retry.webhooks.<target>, and its dead letters (keys webhooks.<target>) to D
-    tcx-dialer     CRM servers (tcx-bridge dial): publish desk.*.dial and ext.*.dial to C; read the
-                   dial results from the stream tcx.dial-results
+    tcx-dialer     CRM servers (tcx-bridge dial, callbacks dial, the wallboard's Call back): publish
+                   desk.*.dial and ext.*.dial to C; read the dial results from the stream tcx.dial-results
+    tcx-callbacks  consume callbacks: its queue; publish to E only callback.opened, callback.assigned and
+                   callback.closed (no dial request: those go with the dialer's user); its dead letters to D
     tcx-privacy    tcx-bridge privacy forget/report: publish privacy.forget to C (every consumer and
                    desk agent erases the number in what it holds); read the dead-letter queues
                    tcx.dead.* (report browses them and requeues what it read)
+    tcx-history    ``tcx-bridge history`` (people reading the events): read the stream tcx.history only
+
+The consumers (tcx-crm, tcx-analytics, tcx-wallboard) may also read tcx.history (``consume
+--from``, ``store rebuild``, the wallboard's day at start). Nobody writes the history: only the
+broker copies events into it, and no user may write to ``amq.default``, the one way to a queue by name.
 
 Only tcx-admin may configure anything: no other user declares, deletes or binds
 a queue or an exchange, so none can declare a queue whose dead-lettering (which
@@ -45,14 +52,25 @@ from typing import Any, NamedTuple, get_args
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.events import DESK_CHARACTERS, FORGET_KEY, MAX_DESK, CallKind, DialStatus, Direction
-from bridge.topology import dead_letter_key, dial_results_queue, retry_exchange
+from bridge.topology import dead_letter_key, dial_results_queue, history_queue, retry_exchange
 
 HASHING = "rabbit_password_hashing_sha256"
 DESK_USER = "desk-"  # a desk's broker user is desk-<desk>
 NOTHING = "^$"  # a permission regex no resource name matches (names are never empty here)
 ADMIN = "tcx-admin"
 PRIVACY = "tcx-privacy"
-SERVICES = (ADMIN, "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", PRIVACY)
+SERVICES = (
+    ADMIN,
+    "tcx-crm",
+    "tcx-analytics",
+    "tcx-wallboard",
+    "tcx-webhooks",
+    "tcx-dialer",
+    "tcx-callbacks",
+    PRIVACY,
+    "tcx-history",
+)
+CALLBACK_KEYS = r"^callback\.(opened|assigned|closed)$"  # the callbacks consumer's events, nothing else
 WEBHOOK_TARGET = "[a-z0-9-]{1,64}"  # a webhook target's name (consumers/webhooks/settings.py)
 _DESK = re.compile(rf"^[{DESK_CHARACTERS}]{{1,{MAX_DESK}}}$")  # the wire's own limits
 _EXTENSION = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
@@ -179,6 +197,13 @@ def service_rights(settings: Settings, user: str) -> Rights:
                 settings.commands_exchange: (r"^(desk|ext)\.[^.]+\.dial$", NOTHING),
             },
         )
+    if user == "tcx-history":
+        return Rights(
+            configure=NOTHING,
+            write=NOTHING,
+            read=_any(_q(history_queue(settings))),
+            topics={settings.exchange: (NOTHING, NOTHING), settings.commands_exchange: (NOTHING, NOTHING)},
+        )
     if user == PRIVACY:
         return Rights(
             configure=NOTHING,
@@ -200,7 +225,11 @@ def service_rights(settings: Settings, user: str) -> Rights:
     if user == "tcx-crm":  # screen pops; a pop no agent is bound for is kept in the unrouted exchange
         write += [commands, _q(settings.unrouted_exchange)]
         topics[settings.commands_exchange] = (r"^desk\.[^.]+\.popup$", NOTHING)
-    return Rights(configure=NOTHING, write=_any(*write), read=_any(_q(settings.queue(name))), topics=topics)
+    if user == "tcx-callbacks":  # its callback.* events, to the events exchange
+        write += [_q(settings.exchange)]
+        topics[settings.exchange] = (CALLBACK_KEYS, NOTHING)
+    read = _any(_q(settings.queue(name)), _q(history_queue(settings)))  # its queue; the history to backfill
+    return Rights(configure=NOTHING, write=_any(*write), read=read, topics=topics)
 
 
 def webhooks_rights(settings: Settings) -> Rights:

@@ -14,6 +14,7 @@ import click
 
 from bridge.cli_access import COMMANDS as ACCESS_COMMANDS
 from bridge.cli_calls import COMMANDS
+from bridge.cli_history import history_command
 from bridge.clikit import (
     SettingOption,
     SettingsGroup,
@@ -323,7 +324,7 @@ def schema_command(as_asyncapi: bool, markdown: bool) -> None:
         click.echo(json.dumps(asyncapi() if as_asyncapi else json_schemas(), indent=2))
 
 
-for command in (*COMMANDS, *ACCESS_COMMANDS):
+for command in (*COMMANDS, *ACCESS_COMMANDS, history_command):
     cli.add_command(command)
 
 

@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     extension: str | None
     data_dir: str
     publish_budget: float
+    handoff_timeout: float
     replay_batch: int
     log_max_bytes: int
     region: str
@@ -65,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timezone: str | None
     store_url: str | None
     trust_user_id: bool
+    history_max_age: str
+    history_max_bytes: int
     # each settings section's options (bridge.sections), by section name: ``SECTION.of(settings)``
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 

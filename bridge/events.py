@@ -188,13 +188,103 @@ class ForgetRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
         _canonical(self, "requested_at")
 
 
-MESSAGES: tuple[type[msgspec.Struct], ...] = (CallEvent, ScreenPop, DialRequest, DialResult, ForgetRequest)
+CallbackOutcome = Literal["reached", "unreached", "closed"]
+TaskId = Annotated[int, msgspec.Meta(ge=1, description="the callback task's id (callbacks list)")]
+
+
+class CallbackOpened(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="callback.opened"):
+    """A missed external caller got a callback task (``tcx.events``, routing key ``callback.opened``).
+
+    Published by the callbacks consumer (user ``tcx-callbacks``); a caller who misses
+    again before being reached adds to the open task and opens none.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: EventId
+    task_id: TaskId
+    number: Number
+    number_e164: Number
+    desk: Annotated[str, _text(MAX_DESK, "the desk that missed the call")]
+    missed_at: Timestamp
+    due_at: Timestamp
+    occurred_at: Timestamp
+
+    def __post_init__(self) -> None:
+        for name in ("missed_at", "due_at", "occurred_at"):
+            _canonical(self, name)
+
+    @property
+    def routing_key(self) -> str:
+        return "callback.opened"
+
+
+class CallbackAssigned(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="callback.assigned"):
+    """A callback task was given to a desk (``tcx.events``, routing key ``callback.assigned``)."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: EventId
+    task_id: TaskId
+    number_e164: Number
+    desk: Desk
+    by: Literal["auto", "hand"]
+    occurred_at: Timestamp
+
+    def __post_init__(self) -> None:
+        _canonical(self, "occurred_at")
+
+    @property
+    def routing_key(self) -> str:
+        return "callback.assigned"
+
+
+class CallbackClosed(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="callback.closed"):
+    """A callback task closed (``tcx.events``, routing key ``callback.closed``).
+
+    ``reached``: the caller was answered or connected (``desk`` who reached them,
+    ``seconds`` from the first missed call); ``unreached``: ``callback_max_attempts``
+    dials went out unanswered; ``closed``: by hand, with ``reason``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: EventId
+    task_id: TaskId
+    number_e164: Number
+    outcome: CallbackOutcome
+    desk: Desk | None = None
+    reason: Reason | None = None
+    missed_count: int
+    attempts: int
+    missed_at: Timestamp
+    seconds: Annotated[float, msgspec.Meta(description="reached: seconds from the first missed call")] | None
+    occurred_at: Timestamp
+
+    def __post_init__(self) -> None:
+        for name in ("missed_at", "occurred_at"):
+            _canonical(self, name)
+
+    @property
+    def routing_key(self) -> str:
+        return "callback.closed"
+
+
+CallbackEvent = CallbackOpened | CallbackAssigned | CallbackClosed
+MESSAGES: tuple[type[msgspec.Struct], ...] = (
+    CallEvent,
+    ScreenPop,
+    DialRequest,
+    DialResult,
+    ForgetRequest,
+    CallbackOpened,
+    CallbackAssigned,
+    CallbackClosed,
+)
 
 ENCODER = msgspec.json.Encoder()
 CALL_EVENT_DECODER = msgspec.json.Decoder(CallEvent)
 EVENT_DECODER = msgspec.json.Decoder(CallEvent | DialResult)
 SCREEN_POP_DECODER = msgspec.json.Decoder(ScreenPop)
 DIAL_REQUEST_DECODER = msgspec.json.Decoder(DialRequest)
+CALLBACK_DECODER = msgspec.json.Decoder(CallbackEvent)
 FORGET_DECODER = msgspec.json.Decoder(ForgetRequest)
 FORGET_KEY = "privacy.forget"  # its routing key on the commands exchange
 

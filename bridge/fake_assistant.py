@@ -26,17 +26,24 @@ def _log_path() -> Path:
 
 
 def play_outbound_call(number: str) -> None:
-    """Launch the registered executable for an outbound call, as 3CX Assistant would."""
+    """Launch the registered executable for an outbound call, as 3CX Assistant would.
+
+    ``TCX_FAKE_ASSISTANT_UNANSWERED``: comma-separated numbers whose calls ring out unconnected
+    (S, then E); ``TCX_FAKE_ASSISTANT_PAUSE``: seconds between the launches (default 1; talk is twice it).
+    """
     from bridge.simulate import notify_command
 
-    for kind, pause in (("S", 1.0), ("C", 2.0), ("E", 0.0)):
+    pause = float(os.environ.get("TCX_FAKE_ASSISTANT_PAUSE") or 1.0)
+    unanswered = number in os.environ.get("TCX_FAKE_ASSISTANT_UNANSWERED", "").split(",")
+    steps = (("S", pause), ("E", 0.0)) if unanswered else (("S", pause), ("C", 2 * pause), ("E", 0.0))
+    for kind, wait in steps:
         subprocess.run(
             [*notify_command(), f"/N:{kind}", "/T:O", f"/I:{number}"],
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(pause)
+        time.sleep(wait)
 
 
 USAGE = """usage: tcx-bridge-fake-assistant -cmd makecall:NUMBER

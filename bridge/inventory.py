@@ -23,10 +23,12 @@ from bridge.topology import (
     declare_commands,
     declare_dial_results,
     declare_events,
+    declare_history,
     declare_queues,
     desk_bindings,
     desk_queue_name,
     dial_results_queue,
+    history_queue,
     retry_exchange,
 )
 from bridge.transport import Broker
@@ -93,6 +95,7 @@ def declare_all(broker: Broker, settings: Settings, desks: list[str]) -> None:
     declare_events(broker, settings)
     declare_commands(broker, settings)
     declare_dial_results(broker, settings)
+    declare_history(broker, settings)
     for own, name, bindings in queues(settings, desks):
         declare_queues(broker, own, name, bindings)
 
@@ -106,6 +109,7 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
         Entity("exchange", settings.commands_exchange, "topic: desk.<desk>.dial|popup, ext.<ext>.*"),
         Entity("exchange", settings.dead_exchange, "topic: dead letters, by consumer"),
         Entity("queue", dial_results_queue(settings), "stream: the dial results dial --wait reads"),
+        Entity("queue", history_queue(settings), "stream: every event, kept history_max_age"),
     ]
     for _, name, _ in queues(settings, desks):
         found += [

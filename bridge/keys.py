@@ -24,6 +24,7 @@ from bridge.values import (
     parse_extension,
     parse_log_format,
     parse_log_numbers,
+    parse_max_age,
     parse_name,
     parse_port,
     parse_region,
@@ -109,6 +110,13 @@ KEYS: tuple[Key, ...] = (
         at_least(float, 0.1),
         "seconds a launch may spend on retries before it outboxes the event",
     ),
+    Key(
+        "handoff_timeout",
+        const(0.025),
+        at_least(float, 0.0),
+        "seconds a launch waits for the running desk agent to take its event before it publishes "
+        "itself (0: never hand over)",
+    ),
     Key("replay_batch", const(20), at_least(int, 0), "outboxed events one launch replays at most"),
     Key(
         "log_max_bytes",
@@ -171,6 +179,18 @@ KEYS: tuple[Key, ...] = (
         const(True),
         parse_boolean,
         "consumers: dead-letter an event or command without user_id, or from desk-<A> for another desk",
+    ),
+    Key(
+        "history_max_age",
+        const("7D"),
+        parse_max_age,
+        "how long the history stream keeps events (x-max-age: 7D, 12h; whole segments go)",
+    ),
+    Key(
+        "history_max_bytes",
+        const(0),
+        at_least(int, 0),
+        "the history stream's size limit in bytes (x-max-length-bytes; 0: none but the age)",
     ),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}

@@ -1,9 +1,12 @@
 """The registered executable: one 3CX Assistant launch -> one confirmed event.
 
-Path of a launch: parse argv, build and encode the event (before connecting),
-publish it with confirms; on failure retry within ``publish_budget`` seconds,
-then store it in the outbox and still exit 0: the event is safe. After a
-successful publish, replay a bounded batch of older outboxed events.
+Path of a launch (after the front, bridge.launcher, found no desk agent to
+take it): parse argv, build and encode the event (bridge.launch_event, before
+connecting); hand it to the running desk agent (bridge.handoff) when its data
+dir differs from the one the front tried, else publish it with confirms; on
+failure retry within ``publish_budget`` seconds, then store it in the outbox
+and still exit 0: the event is safe. After a successful publish, replay a
+bounded batch of older outboxed events.
 
 Exit status: 0 published or stored (also when a bad setting, a refused login or
 an unknown vhost made it wait in the outbox: one line on stderr names the
@@ -13,8 +16,9 @@ stored (stderr: one ``LOST <event JSON>`` line). The outcome line of the log
 also goes to stderr: always from a terminal, and for an event outboxed because
 the broker was away (the gui-script has no stderr).
 
-This module is imported once per call: it imports only what the publish path
-needs (no click; tenacity only when a retry happens). Its log file and stderr
+This module is imported once per call: it imports only what the hand-off
+needs (no click, no pika: the transport only when the launch publishes itself;
+tenacity only when a retry happens). Its log file and stderr
 lines are set up by ``bridge.notify_log``, the hard deadline is ``bridge.watchdog``.
 """
 
@@ -26,109 +30,43 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import msgspec
-
-from bridge import events
+from bridge import events, handoff
 from bridge.config import Settings, load_settings
-from bridge.envelope import build_outgoing
-from bridge.errors import BrokerRefusedError, ConfigError, LaunchError, TcxBridgeError, TransportError
-from bridge.launch import SYNTAX, parse_launch, scan_options, syntax_arguments
+from bridge.envelope import OutgoingMessage
+from bridge.errors import BrokerRefusedError, ConfigError, TcxBridgeError, TransportError
+from bridge.launch_event import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    Given,
+    build_event,
+    log_problems,
+    prepare,
+    to_message,
+    too_big,
+)
 from bridge.notify_log import configure_logging, log_lost
-from bridge.text import escape_undecodable, printable
-from bridge.topology import publish_event, publish_events
-from bridge.transport import Broker, OutgoingMessage
+from bridge.text import printable
 from bridge.watchdog import WATCHDOG_GRACE, Watchdog
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from bridge.outbox import Outbox
 
 logger = logging.getLogger("bridge.notify")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-MAX_REASON = 1000  # characters of an invalid launch's reason (the argv itself is kept whole)
-
-
-def build_event(argv: Sequence[str], settings: Settings) -> tuple[events.CallEvent, list[str]]:
-    """The event for one launch, and the problems to log (invalid launches included).
-
-    Bytes that are not UTF-8 are kept escaped (``\\xff``); when the event would be
-    over the body size a consumer takes, the stray arguments (all but the last
-    /N: /C: /T: /I:) are dropped from its argv. It may still be over (a huge /I:
-    of an invalid launch): see :func:`too_big`.
-    """
-    given = tuple(escape_undecodable(item) for item in argv)
-    problems = [
-        f"argument {number} {printable(repr(item), 200)} holds bytes that are not UTF-8; kept escaped"
-        for number, (raw, item) in enumerate(zip(argv, given, strict=True), 1)
-        if raw != item
-    ]
-    common = {
-        "event_id": events.new_event_id(),
-        "desk": settings.desk,
-        "extension": settings.extension,
-        "occurred_at": events.utc_now(),
-        "argv": given,
-    }
-    try:
-        launch = parse_launch(given)
-    except LaunchError as error:
-        options = scan_options(given)  # keep what can be read of a bad launch
-        event = events.CallEvent(
-            kind="invalid",
-            direction="unknown",
-            call_id=options.get("I", "").strip() or None,
-            caller_id=options.get("C"),
-            reason=str(error)[:MAX_REASON],
-            **common,  # type: ignore[arg-type]  # keys checked by msgspec
-        )
-        problems.insert(0, str(error))
-    else:
-        event = events.CallEvent(
-            kind=launch.kind,
-            direction=launch.direction,
-            call_id=launch.call_id,
-            caller_id=launch.caller_id,
-            anonymous=launch.anonymous,
-            **common,  # type: ignore[arg-type]  # keys checked by msgspec
-        )
-        problems += launch.warnings
-    if len(events.ENCODER.encode(event)) > events.MAX_BODY:
-        kept = syntax_arguments(given)
-        if len(kept) < len(given):
-            problems.append(
-                f"dropped {len(given) - len(kept)} stray argument(s) of "
-                f"{sum(map(len, given)) - sum(map(len, kept))} characters (beyond {SYNTAX}) "
-                f"to keep the event within the {events.MAX_BODY} bytes a consumer takes"
-            )
-            event = msgspec.structs.replace(event, argv=kept)
-    return event, problems
-
-
-def too_big(message: OutgoingMessage) -> str | None:
-    """Why a consumer would refuse this message for its size (it is lost, not kept), or None."""
-    if len(message.body) <= events.MAX_BODY:
-        return None
-    return (
-        f"the event has {len(message.body)} bytes, over the {events.MAX_BODY} a consumer takes, "
-        "even without stray arguments"
-    )
-
-
-def to_message(event: events.CallEvent) -> OutgoingMessage:
-    """The AMQP message of a call event."""
-    return build_outgoing(
-        event,
-        routing_key=event.routing_key,
-        message_id=event.event_id,
-        type=f"call.{event.kind}",
-        app_id="tcx-bridge-notify",
-    )
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "build_event",
+    "main",
+    "prepare",
+    "run",
+    "to_message",
+    "too_big",
+]
 
 
 class Delivered(NamedTuple):
@@ -240,6 +178,9 @@ def _publish_and_replay(
     on_safe: Callable[[], None],
     start: int = 0,
 ) -> int:
+    from bridge.topology import publish_event, publish_events  # pika: not on the hand-off's path
+    from bridge.transport import Broker
+
     connect_timeout = max(
         settings.publish_budget / (settings.broker_count + 1), 0.2
     )  # a dead node costs a fraction
@@ -279,8 +220,9 @@ Configuration: tcx-bridge config; a desk's health: tcx-bridge doctor.
 HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})
 
 
-def run(argv: Sequence[str]) -> int:
-    """Handle one launch; return the exit status."""
+def run(argv: Sequence[str], tried: str | None = None, given: Given | None = None) -> int:
+    """Handle one launch; return the exit status (tried: the agent directory the front tried already;
+    given: the event id and time it gave the agent there)."""
     if len(argv) == 1 and argv[0].lower() in HELP:  # a person, never 3CX: nothing to publish
         if sys.stdout is not None:
             sys.stdout.write(USAGE)
@@ -291,16 +233,20 @@ def run(argv: Sequence[str]) -> int:
     except ConfigError as error:
         return _rescue_with_defaults(argv, error)
     configure_logging(settings)
-    event, problems = build_event(argv, settings)
-    message = to_message(event)
-    for problem in problems:
-        log = logger.error if event.kind == "invalid" else logger.warning
-        log("launch %s: %s", printable(repr(list(argv)), 300), printable(problem, 1000))
-    exit_code = EXIT_INVALID if event.kind == "invalid" else EXIT_OK
-    oversize = too_big(message)
-    if oversize:
-        log_lost(message, oversize)
+    prepared = prepare(argv, settings, given)
+    event, message, exit_code = prepared.event, prepared.message, prepared.exit_code
+    log_problems(argv, prepared)
+    if prepared.oversize:
+        log_lost(message, prepared.oversize)
         return EXIT_FAILED
+    mine = os.path.normpath(handoff.directory_of(settings.data_dir))
+    if tried is None or mine != os.path.normpath(tried):  # the front did not try this agent yet
+        why_not = handoff.hand_over(message, settings.data_dir, settings.handoff_timeout)
+        if why_not is None:  # the desk agent has it durably and publishes it on its open connection
+            _log_outcome(Delivered("handed", 0), event, message, settings, started)
+            return exit_code
+        if not why_not.startswith(("no agent", "off")):
+            logger.warning("desk fast path: %s; publishing event_id=%s itself", why_not, event.event_id)
     deadline = settings.publish_budget + WATCHDOG_GRACE
     try:
         with Watchdog(deadline, message, settings, exit_code, lost_code=EXIT_FAILED) as watchdog:
@@ -380,9 +326,10 @@ def _rescue_with_defaults(argv: Sequence[str], error: ConfigError) -> int:
     return EXIT_FAILED
 
 
-def main() -> None:
-    """Entry point of ``tcx-bridge-notify`` and ``tcx-bridge-notifyw``."""
-    sys.exit(run(sys.argv[1:]))
+def main(tried: str | None = None, given: tuple[str, int] | None = None) -> None:
+    """Run one launch (``tcx-bridge-notify`` starts in bridge.launcher, which calls this when no agent
+    took the launch from the data dir ``tried``, with the event id and start time it gave it)."""
+    sys.exit(run(sys.argv[1:], tried, None if given is None else Given(*given)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bridge.config import Settings
 from bridge.envelope import OutgoingMessage
-from bridge.redact import log_numbers, redact_logs
+from bridge.redact import log_numbers, mask_numbers, redact_logs
 from bridge.text import printable
 
 logger = logging.getLogger("bridge.notify")
@@ -82,12 +82,35 @@ class ConsoleFormatter(logging.Formatter):
         return text if text.startswith("LOST ") else f"tcx-bridge-notify: {text}"
 
 
+FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
+
+
+def write_for(settings: Settings, pid: int, lines: list[tuple[int, str]]) -> None:
+    """Write a launch's lines (level, text) into its notify log as it would, for the desk agent that
+    built its event (bridge.handoff); a log that cannot be written is skipped."""
+    try:
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    handler = redact_logs(BoundedFileHandler(str(settings.log_dir / "notify.log"), settings.log_max_bytes))
+    handler.setFormatter(logging.Formatter(FORMAT))
+    masked = settings.log_numbers != "full"  # the launch's own setting, not this process's
+    try:
+        for level, text in lines:
+            fields = {"name": logger.name, "levelno": level, "levelname": logging.getLevelName(level)}
+            shown = mask_numbers(text) if masked else text
+            record = {**fields, "msg": shown, "process": pid, "keep_numbers": True}  # decided here
+            handler.handle(logging.makeLogRecord(record))
+    finally:
+        handler.close()
+
+
 def configure_logging(settings: Settings | None) -> None:
     """One size-bounded log file under the data dir, and errors to stderr (if there is one)."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     logging.getLogger("pika").setLevel(logging.CRITICAL)  # its failures reach us as our errors
-    formatter = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
+    formatter = logging.Formatter(FORMAT)
     logging.raiseExceptions = False  # a handler that fails stays silent: the exit status tells the truth
     log_numbers("masked" if settings is None else settings.log_numbers)
     if settings is not None:

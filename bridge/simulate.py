@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -192,6 +193,8 @@ def truth_lines(plan: Plan, timings: dict[tuple[int, int], Timing]) -> list[dict
 
     ``ring_seconds`` and ``talk_seconds`` are bounds ``[low, high]`` in real seconds: an event's
     occurred_at lies between its launch's start and end, so a correct record falls inside them.
+    ``number`` (the caller, or the number dialed), ``number_kind`` and ``callback`` (what the call
+    does to a callback task: opens, adds, reaches, or null) are :func:`callback_truth`'s.
     """
     kinds = {"S": "started", "C": "connected", "E": "ended"}
     lines: list[dict[str, Any]] = []
@@ -215,8 +218,51 @@ def truth_lines(plan: Plan, timings: dict[tuple[int, int], Timing]) -> list[dict
                 "events": [{"kind": kind, **event} for kind, event in by_kind.items()],
                 "ring_seconds": _bounds(by_kind, "started", "connected"),
                 "talk_seconds": _bounds(by_kind, "connected", "ended"),
+                "number": options.get("C") if options.get("T") != "O" else options.get("I"),
+                "at": {kinds[_options(launch.argv)["N"]]: launch.at for launch in call},
             }
         )
+    return callback_truth(lines)
+
+
+def number_kind(number: str | None) -> str:
+    """anonymous, internal (up to 6 digits, no leading 0) or external, as the consumers read it."""
+    compact = re.sub(r"[\s().\-/]", "", number or "")
+    if compact.lower() in ("", "anonymous", "unknown", "private", "withheld", "restricted", "unavailable"):
+        return "anonymous"
+    internal = compact.isdigit() and len(compact) <= 6 and not compact.startswith("0")
+    return "internal" if internal else "external"
+
+
+def callback_truth(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who was missed and who was reached: each line gets number_kind and callback.
+
+    In the order of the plan: an inbound call from an external number that was never
+    answered ``opens`` a task for the number (from its start), or ``adds`` to the open
+    one; a call with that number connected later (inbound answered or outbound
+    connected) ``reaches`` it. Numbers compare as written without separators (a plan
+    writes each caller one way).
+    """
+    moments: list[tuple[float, int, str]] = []
+    for index, line in enumerate(lines):
+        line["number_kind"] = number_kind(line["number"])
+        line["callback"] = None
+        if line["number_kind"] != "external":
+            continue
+        if line["answered"]:
+            moments.append((line["at"]["connected"], index, "connected"))
+        elif line["direction"] == "inbound" and "ended" in line["at"] and "started" in line["at"]:
+            moments.append((line["at"]["started"], index, "missed"))
+    open_tasks: set[str] = set()
+    for _, index, what in sorted(moments):
+        line = lines[index]
+        number = re.sub(r"[\s().\-/]", "", line["number"])
+        if what == "missed":
+            line["callback"] = "adds" if number in open_tasks else "opens"
+            open_tasks.add(number)
+        elif number in open_tasks:
+            line["callback"] = "reaches"
+            open_tasks.discard(number)
     return lines
 
 

@@ -8,6 +8,9 @@
     tcx.retry.<consumer>  fanout -> queue tcx.<consumer>.retry      retries, written by that consumer alone
     tcx.again.<consumer>  fanout -> queue tcx.<consumer>            the retry queue's expired messages
     tcx.dial-results  stream queue, bound to dial.# on tcx.events   what ``dial --wait`` reads
+    tcx.history   stream queue, bound to call.#, dial.#, callback.# on tcx.events: every event, kept
+                  history_max_age,
+                  what ``history``, ``consume --from``, ``store rebuild`` and the wallboard read
 
 (``tcx`` is the namespace setting; the events exchange may be renamed on its own.)
 
@@ -37,6 +40,8 @@ from bridge.transport import NOT_FOUND, PRECONDITION_FAILED, Broker, OutgoingMes
 DIAL_RESULTS_MAX_AGE = "1D"  # the dial-results stream keeps a day (dial --wait reads seconds of it)
 DIAL_RESULTS_MAX_BYTES = 100_000_000
 DIAL_RESULTS_SEGMENT_BYTES = 10_000_000  # retention drops whole segments: keep them small
+HISTORY_SEGMENT_BYTES = 50_000_000  # the history's segments: a day of a busy PBX is a few of them
+HISTORY_PATTERNS = ("call.#", "dial.#", "callback.#")  # every event key of the wire (bridge.events)
 
 
 def dead_letter_key(consumer: str) -> str:
@@ -81,6 +86,40 @@ def declare_dial_results(broker: Broker, settings: Settings) -> None:
             "(no configure right on it); run tcx-bridge topology declare as an admin first"
         ) from None
     broker.bind_queue(queue, settings.exchange, "dial.#")
+
+
+def history_queue(settings: Settings) -> str:
+    """The stream every event is copied into by the broker (no process writes it): docs/history.md."""
+    return f"{settings.namespace}.history"
+
+
+def history_arguments(settings: Settings) -> dict[str, Any]:
+    """The history stream's arguments: retention by age (and size, when history_max_bytes is set)."""
+    arguments: dict[str, Any] = {
+        "x-queue-type": "stream",
+        "x-max-age": settings.history_max_age,
+        "x-stream-max-segment-size-bytes": HISTORY_SEGMENT_BYTES,
+    }
+    if settings.history_max_bytes:
+        # retention drops whole segments: a tenth of the limit keeps the stream within 10% of it
+        segment = max(settings.history_max_bytes // 10, 10_000)
+        arguments["x-max-length-bytes"] = settings.history_max_bytes
+        arguments["x-stream-max-segment-size-bytes"] = min(HISTORY_SEGMENT_BYTES, segment)
+    return arguments
+
+
+def declare_history(broker: Broker, settings: Settings) -> None:
+    """The history stream bound to every event key: the broker copies each event into it.
+
+    Replicated on every node of a cluster (a stream's default). A stream declared
+    before with other retention keeps its own: RabbitMQ refuses to change a queue's
+    arguments (topology show says so; a policy changes them live).
+    """
+    queue = history_queue(settings)
+    if broker.queue_info(queue) is None:
+        broker.declare_queue(queue, arguments=history_arguments(settings))
+    for pattern in HISTORY_PATTERNS:
+        broker.bind_queue(queue, settings.exchange, pattern)
 
 
 def declare_events(broker: Broker, settings: Settings) -> None:

@@ -285,3 +285,16 @@ def check_region(region: str) -> None:
             f"region: {region!r} is not a region phonenumbers knows; use a two-letter country code "
             "such as CH, DE, AT, FR, IT or GB (TCX_BRIDGE_REGION)"
         )
+
+
+_MAX_AGE = re.compile(r"^[1-9][0-9]{0,8}[YMDhms]$")
+
+
+def parse_max_age(name: str, value: Any) -> str:
+    """A stream's retention age as x-max-age takes it: a number and Y, M, D, h, m or s (7D, 12h)."""
+    text = str(value).strip()
+    if not _MAX_AGE.match(text):
+        raise ConfigError(
+            f"{name}: {value!r} is not a retention age; give a number and Y, M, D, h, m or s (7D, 12h, 90m)"
+        )
+    return text

@@ -50,7 +50,9 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
         "tcx-wallboard",
         "tcx-webhooks",
         "tcx-dialer",
+        "tcx-callbacks",
         "tcx-privacy",
+        "tcx-history",
         "desk-D-1",
         "desk-D-2",
         "desk-D-3",
@@ -99,6 +101,23 @@ def test_users_rights_and_no_admin(tmp_path: Path) -> None:
     assert not re.fullmatch(dialer["write"], "desk.D-2.popup")
     assert re.fullmatch(rights["tcx-dialer"]["read"], "cc.dial-results")
     assert re.fullmatch(topics[("tcx-crm", "cc.commands")]["write"], "desk.D-2.popup")
+    callbacks = topics[("tcx-callbacks", "cc.events")]
+    for key in ("callback.opened", "callback.assigned", "callback.closed"):
+        assert re.fullmatch(callbacks["write"], key), key
+    for key in ("callback.opened.x", "callback.reached", "call.started.inbound.D-1", "dial.confirmed.D-1"):
+        assert not re.fullmatch(callbacks["write"], key), key
+    assert not re.fullmatch(
+        rights["tcx-callbacks"]["write"], "cc.commands"
+    )  # dials go with the dialer's user
+    assert re.fullmatch(rights["tcx-callbacks"]["read"], "cc.callbacks")
+    for user in ("tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-history"):  # they backfill, or read it
+        assert re.fullmatch(rights[user]["read"], "cc.history"), user
+    for user, permission in rights.items():  # only the broker copies events into the history
+        assert not re.fullmatch(permission["write"], "cc.history") or user == "tcx-admin", user
+    assert not re.fullmatch(desk["read"], "cc.history")  # a desk reads its own queue alone
+    history = rights["tcx-history"]
+    assert (history["configure"], history["write"]) == ("^$", "^$")
+    assert not re.fullmatch(history["read"], "cc.crm")
 
 
 @pytest.mark.parametrize(

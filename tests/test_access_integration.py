@@ -227,7 +227,8 @@ def test_every_process_on_its_own_user(
     assert run_cli({**rights.env, **server}, "contacts", "import", str(contacts)).returncode == 0
     pops = Tap(admin, settings, settings.commands_exchange, "desk.*.popup")
     results = Tap(admin, settings, settings.exchange, "dial.#")
-    for name in ("crm", "analytics"):
+    callback_events = Tap(admin, settings, settings.exchange, "callback.#")
+    for name in ("crm", "analytics", "callbacks"):
         start_service(
             services, rights.env_of(f"tcx-{name}", **server), admin, settings.queue(name), "consume", name
         )
@@ -262,7 +263,7 @@ def test_every_process_on_its_own_user(
 
     with Broker(settings.amqp_url, sign=True) as desk_a:  # allowed key, another desk in the body
         desk_a.publish(settings.exchange, event_message(rights.desk, rights.other, "forged"))
-    for name in ("crm", "analytics", "wallboard"):
+    for name in ("crm", "analytics", "wallboard", "callbacks"):
         dead: Delivery | None = admin.get(settings.dead_queue(name), timeout=15)
         assert dead is not None, name
         assert dead.headers["x-tcx-reason"].startswith(
@@ -281,6 +282,21 @@ def test_every_process_on_its_own_user(
     for name in ("crm", "analytics", "wallboard", f"desk.{rights.desk}"):
         assert admin.queue_info(settings.dead_queue(name)) == (0, 0), name
         assert admin.queue_info(settings.queue(name))[0] == 0  # type: ignore[index]
+
+    # a missed caller, called back by tcx-dialer through callbacks dial; the events in tcx-callbacks' name
+    for argv in (["/N:S", "/C:0791112233", "/T:I", "/I:in-2"], ["/N:E", "/T:I", "/I:in-2"]):
+        assert run_notify(rights.env_of(desk_user), *argv).returncode == 0
+    opened = callback_events.get(timeout=15)
+    assert opened is not None
+    assert (json.loads(opened.body)["type"], opened.user_id) == ("callback.opened", "tcx-callbacks")
+    dialer_env = rights.env_of("tcx-dialer", **server)
+    called = run_cli(dialer_env, "callbacks", "dial", "1", "--desk", rights.desk)
+    assert called.returncode == 0, called.stderr
+    rest = [callback_events.get(timeout=15) for _ in range(2)]
+    assert [(json.loads(d.body)["type"], d.user_id) for d in rest if d] == [
+        ("callback.assigned", "tcx-callbacks"), ("callback.closed", "tcx-callbacks")]  # fmt: skip
+    assert json.loads(rest[1].body)["outcome"] == "reached"  # type: ignore[union-attr]
+    assert admin.queue_info(settings.dead_queue("callbacks")) == (0, 0)
 
 
 @pytest.fixture
@@ -503,6 +519,8 @@ def forbidden_actions(rights: Rights) -> dict[str, Callable[[Broker, Settings], 
         "publish an again key to the dead exchange": publish(s.dead_exchange, f"desk.{b}.again"),
         "publish another's dead letter": publish(s.dead_exchange, f"desk.{b}"),
         "publish desk B's call event": publish(s.exchange, f"call.started.inbound.{b}"),
+        "publish a callback event": publish(s.exchange, "callback.closed"),
+        "publish another key as callbacks": publish(s.exchange, "callback.reached"),
         "publish a dial request": publish(s.commands_exchange, f"desk.{b}.dial"),
         "publish a pop": publish(s.commands_exchange, f"desk.{b}.popup"),
         "read crm's queue": get(s.queue("crm")),
@@ -530,6 +548,7 @@ ALLOWED = {  # user -> the actions of forbidden_actions it may take
     "desk": set(),
     "tcx-analytics": set(),
     "tcx-wallboard": set(),
+    "tcx-callbacks": {"publish a callback event"},
     "tcx-webhooks": {
         "read a webhook target's queue",
         "read a webhook target's dead letters",  # webhooks replay
@@ -543,7 +562,8 @@ def test_every_generated_user_is_refused_every_forbidden_action(rights: Rights) 
     """A table of every generated user (but the admin) by every forbidden action: the broker refuses each."""
     actions = forbidden_actions(rights)
     allowed_anyway = []
-    users = ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", "tcx-privacy")
+    users = ("desk", "tcx-crm", "tcx-analytics", "tcx-wallboard", "tcx-webhooks", "tcx-dialer", "tcx-callbacks",
+             "tcx-privacy")  # fmt: skip
     for user in users:
         login = f"desk-{rights.desk}" if user == "desk" else user
         settings = rights.settings_of(login)

@@ -23,7 +23,7 @@ import pytest
 from bridge import events
 from bridge.dial import ResultWatch, request_dial
 from bridge.errors import BrokerRefusedError, BrokerRejectedError
-from bridge.topology import again_exchange, dial_results_queue, retry_exchange
+from bridge.topology import again_exchange, dial_results_queue, history_queue, retry_exchange
 from bridge.transport import Broker, OutgoingMessage
 from tests.conftest import Service, Tap, run_cli, start_service, wait_until
 from tests.test_access_integration import (  # noqa: F401  # fixtures
@@ -279,6 +279,12 @@ def refused_attacks(rights: Rights) -> list[tuple[str, str, Callable[[Broker], o
         ("tcx-dialer", "purge the dial results", channel(lambda c: c.queue_purge(dial_results_queue(s)))),
         ("tcx-analytics", "crm's dead key", publish(s.dead_exchange, "crm")),
         ("tcx-wallboard", "read its own dead letters", channel(lambda c: c.basic_get(s.dead_queue("wallboard")))),
+        ("tcx-history", "write into the history by name", publish("", history_queue(s))),
+        ("tcx-history", "purge the history", channel(lambda c: c.queue_purge(history_queue(s)))),
+        ("tcx-history", "read crm's queue", channel(lambda c: c.basic_get(s.queue("crm")))),
+        ("tcx-crm", "delete the history", channel(lambda c: c.queue_delete(history_queue(s)))),
+        ("desk-A", "read the history", channel(lambda c: (c.basic_qos(prefetch_count=1), c.basic_consume(history_queue(s), print, arguments={"x-stream-offset": "first"})))),
+        ("tcx-dialer", "read the history", channel(lambda c: (c.basic_qos(prefetch_count=1), c.basic_consume(history_queue(s), print, arguments={"x-stream-offset": "first"})))),
         ("tcx-admin", "publish to amq.default", publish("", s.queue(f"desk.{b}"))),
         ("tcx-admin", "a queue outside the namespace", channel(lambda c: c.queue_declare(f"{s.namespace}evil"))),
     ]  # fmt: skip
@@ -297,6 +303,21 @@ def test_attacks_the_broker_refuses(rights: Rights) -> None:
                 continue
             allowed_anyway.append((login, attack))
     assert allowed_anyway == []
+
+
+def test_the_history_is_read_by_its_readers(rights: Rights, admin: Broker) -> None:
+    """tcx-history reads it (history); a consumer's user backfills from it (consume --from)."""
+    desk = rights.settings_of(f"desk-{rights.desk}")
+    with Broker(desk.amqp_url, sign=True) as publisher:
+        publisher.publish(desk.exchange, event_message(rights.desk, rights.desk, "kept-in-history"))
+    shown = run_cli(rights.env_of("tcx-history"), "history", "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert '"call_id":"kept-in-history"' in shown.stdout
+    backfilled = run_cli(
+        rights.env_of("tcx-analytics"), "consume", "analytics", "--from", "first", "--idle-exit", "1"
+    )
+    assert backfilled.returncode == 0, backfilled.stderr
+    assert "backfill done" in backfilled.stderr
 
 
 # The attacks on issues 22-26 (webhooks, history, callbacks, privacy, the desk fast path) -------------

@@ -50,6 +50,13 @@ LOWER = {  # a part -> the parts of consumers/ it may import (besides bridge/ an
     "crm": {"crm", "analytics", "runtime", "store"},
     "wallboard": {"wallboard", "analytics", "crm", "runtime", "store"},  # crm: the contacts' names
     "agent": {"agent", "analytics", "privacy", "runtime", "store"},
+    "callbacks": {
+        "callbacks",
+        "wallboard",
+        "analytics",
+        "runtime",
+        "store",
+    },  # wallboard: desk states, its page
     "webhooks": {"webhooks", "runtime"},
 }
 

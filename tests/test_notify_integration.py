@@ -284,12 +284,12 @@ def test_an_unexpected_error_still_keeps_the_event(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in the publish path must not cost the call: the event is outboxed, then the error shows."""
-    from bridge import notify
+    from bridge import notify, topology
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(notify, "publish_event", broken)
+    monkeypatch.setattr(topology, "publish_event", broken)  # notify imports it when it publishes itself
     monkeypatch.setattr(notify, "load_settings", lambda **_: type("L", (), {"settings": settings})())
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level

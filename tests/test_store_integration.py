@@ -21,6 +21,7 @@ from consumers.analytics.calls import apply_event
 from consumers.analytics.consumer import Analytics
 from consumers.runtime.runner import declare_consumer_queues
 from consumers.store.core import Store, open_sqlite, open_store
+from consumers.store.schema import LATEST
 from tests.conftest import Service, free_port, run_cli, start_service, wait_until, wallboard_tiles
 from tests.postgres import LocalPostgres, with_schema
 
@@ -215,7 +216,7 @@ def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
         assert first.returncode == 0, first.stderr
         again = run_cli(environ, "store", "migrate")
         assert again.returncode == 0
-        assert again.stdout.strip().endswith("schema version 2 (up to date)")
+        assert again.stdout.strip().endswith(f"schema version {LATEST} (up to date)")
 
     settings = load_settings(environ=pg_env).settings
     store = open_store(settings, "analytics")
@@ -224,7 +225,10 @@ def test_migrate_is_idempotent_and_a_newer_schema_is_one_line(
     newer = run_cli(pg_env, "store", "migrate")
     assert newer.returncode == 1
     assert newer.stderr.strip().splitlines()[-1].startswith("Error: store 'postgresql://")
-    assert "has schema version 99, newer than this tcx-bridge knows (2); upgrade tcx-bridge" in newer.stderr
+    assert (
+        f"has schema version 99, newer than this tcx-bridge knows ({LATEST}); upgrade tcx-bridge"
+        in newer.stderr
+    )
     consumer = run_cli(pg_env, "consume", "analytics", timeout=30)
     assert consumer.returncode == 1
     assert "has schema version 99" in consumer.stderr
@@ -378,7 +382,7 @@ def test_doctor_checks_the_store_and_changes_nothing(pg_env: dict[str, str]) -> 
     assert fresh.endswith("reachable, not created yet (the consumers create it at start)")
     assert store_line(pg_env) == fresh  # the check created nothing
     assert run_cli(pg_env, "store", "migrate").returncode == 0
-    assert store_line(pg_env).endswith("reachable, schema version 2")
+    assert store_line(pg_env).endswith(f"reachable, schema version {LATEST}")
     away = {**pg_env, "TCX_BRIDGE_STORE_URL": "postgresql://postgres@127.0.0.1:9/none"}
     line = store_line(away)
     assert line.startswith("\u2717 store postgresql://postgres@127.0.0.1:9/none: PostgreSQL")

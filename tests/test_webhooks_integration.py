@@ -15,7 +15,7 @@ from cloudevents.v1.http import from_http
 from standardwebhooks.webhooks import Webhook
 
 from bridge.config import Settings, load_settings
-from bridge.events import CallEvent, utc_now
+from bridge.events import CallbackOpened, CallEvent, utc_now
 from bridge.inventory import declare_all, expected
 from bridge.transport import Broker, OutgoingMessage
 from consumers.webhooks.consumer import Supervisor
@@ -368,3 +368,38 @@ def test_webhooks_test_sends_one_signed_sample_and_secret_makes_a_secret(env: di
         assert done.stdout.endswith(" ms\n")
         assert receiver.errors == []
         assert receiver.count("/s") == 1
+
+
+def test_callback_events_reach_a_target_and_a_callback_body_under_a_call_key_is_spoofed(
+    hooks: Hooks, desk: str
+) -> None:
+    """callback.* events go out like the rest; a desk cannot pass one off under its own call routing key."""
+    with Receiver(18160) as receiver:
+        settings = hooks.start(
+            [{"name": "tasks", "url": receiver.url("/tasks"), "events": ["call.#", "callback.*"],
+              "format": "cloudevents"}]
+        )  # fmt: skip
+        now = utc_now()
+        opened = CallbackOpened(
+            event_id=str(uuid.uuid4()), task_id=7, number="0791234567", number_e164="+41791234567",
+            desk=desk, missed_at=now, due_at=now, occurred_at=now,
+        )  # fmt: skip
+        forged = msgspec.structs.replace(opened, event_id=str(uuid.uuid4()))
+        with Broker(settings.amqp_url) as broker:
+            for message, key in ((opened, "callback.opened"), (forged, f"call.started.inbound.{desk}")):
+                broker.publish(settings.exchange, OutgoingMessage(
+                    routing_key=key, body=msgspec.json.encode(message), message_id=message.event_id,
+                    type="callback.opened", timestamp=int(time.time()),
+                ))  # fmt: skip
+        wait_until(lambda: receiver.count("/tasks") == 1)
+        with Broker(settings.amqp_url) as broker:
+            wait_until(lambda: (broker.queue_info(settings.dead_queue("webhooks.tasks")) or (0,))[0] == 1)
+        [letter] = dead_letters(settings, "tasks")
+        assert letter.message_id == forged.event_id
+        assert str(letter.headers["x-tcx-reason"]).startswith("spoofed: a 'callback.opened' message")
+        request = receiver.received["/tasks"][0]
+        event = from_http(request.headers, request.body)
+        assert event["type"] == "com.3cx.assistant.callback.opened"
+        assert event["id"] == opened.event_id
+        assert event["subject"] == desk
+        assert receiver.count("/tasks") == 1  # the forged one was never sent

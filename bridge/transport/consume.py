@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pika.data
@@ -91,34 +91,81 @@ class Consuming(Connection):
                 if self._channel is not None and self._channel.is_open:
                     self._channel.cancel()
 
+    def stream(
+        self, queue: str, offset: object, *, idle: float, prefetch: int = 1000
+    ) -> Generator[Delivery, None, None]:
+        """Yield a stream's messages from offset (first, last, next, a number, a datetime) until none came
+        for idle seconds (or the caller stops); acked in bulk, every half prefetch (a stream's ack is only
+        its flow control). Each delivery's ``headers["x-stream-offset"]`` is its offset."""
+        with mapped_errors(f"read stream {queue!r}"):
+            channel = self.channel
+            channel.basic_qos(prefetch_count=prefetch)
+            unacked = 0
+            try:
+                for method, properties, body in channel.consume(
+                    queue, inactivity_timeout=idle, arguments={"x-stream-offset": offset}
+                ):
+                    if method is None:
+                        return
+                    unacked += 1
+                    if unacked * 2 >= prefetch:
+                        channel.basic_ack(method.delivery_tag, multiple=True)
+                        unacked = 0
+                    yield _delivery(method, properties, body)
+            finally:
+                self._drop_channel()
+
+    def _drop_channel(self) -> None:
+        """Close the channel without cancelling its consumers first (how a stream's reader stops).
+
+        pika's cancel (and a blocking channel's close) rejects what it buffered or what
+        still arrives, and a stream refuses rejects with a connection error (540); a
+        closing channel rejects nothing, and the broker forgets its stream consumers.
+        The next use of ``channel`` opens another.
+        """
+        channel, self._channel = self._channel, None
+        if channel is not None and channel.is_open:
+            channel._impl.close()  # the impl channel: no cancel, no reject
+
     def consume(
         self,
         queue: str,
         handle_batch: Callable[[list[Delivery]], None],
         *,
         prefetch: int,
+        arguments: dict[str, Any] | None = None,
+        ack_on_receipt: bool = False,
         should_stop: Callable[[], bool],
         on_tick: Callable[[], None] | None = None,
         tick: float = 0.5,
     ) -> None:
         """Pass queue's messages to handle_batch, as many as have arrived, until should_stop().
 
-        handle_batch acks them. on_tick runs at least every tick seconds. A consumer the broker
-        cancels (its queue deleted, or crashed and restarted: RabbitMQ 3.10 crashes a classic queue
-        that dead-letters a message whose x-death header a client forged) is BrokerUnreachableError,
-        so the runner reconnects instead of waiting for good with no consumer.
+        handle_batch acks them (with ack_on_receipt, for a stream's reader, they are acked as they
+        arrive: a stream's ack is its credit, not a promise kept). on_tick runs at least every tick
+        seconds. A consumer the broker cancels (its queue deleted, or crashed and restarted: RabbitMQ
+        3.10 crashes a classic queue that dead-letters a message whose x-death header a client
+        forged) is BrokerUnreachableError, so the runner reconnects instead of waiting for good with
+        no consumer.
         """
         pending: list[Delivery] = []
         with mapped_errors(f"consume {queue!r}"):
             channel = self.channel
             channel.basic_qos(prefetch_count=prefetch)
 
+            unacked = [0]
+
             def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
                 pending.append(_delivery(method, properties, body))
+                if ack_on_receipt:  # a stream's reader: its acks are only credit, so the broker sends on
+                    unacked[0] += 1
+                    if unacked[0] * 4 >= prefetch:
+                        ch.basic_ack(method.delivery_tag, multiple=True)
+                        unacked[0] = 0
 
             cancelled: list[object] = []
             channel.add_on_cancel_callback(cancelled.append)
-            tag = channel.basic_consume(queue, on_message)
+            tag = channel.basic_consume(queue, on_message, arguments=arguments)
             while not should_stop():
                 self._connection.process_data_events(time_limit=tick)  # type: ignore[union-attr]  # open: checked by self.channel
                 if pending:
@@ -132,7 +179,10 @@ class Consuming(Connection):
                     )
                 if on_tick is not None:
                     on_tick()
-            channel.basic_cancel(tag)
+            if arguments and "x-stream-offset" in arguments:
+                self._drop_channel()
+            else:
+                channel.basic_cancel(tag)
 
     def wake(self) -> None:
         """From any thread: make a consume() waiting for deliveries turn now (its on_tick runs soon).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from bridge.config import Settings
 from bridge.dial import clean_number
 from bridge.envelope import build_outgoing
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
+from bridge.handoff import supported
 from bridge.outbox import Outbox
 from bridge.topology import (
     Binding,
@@ -43,6 +45,7 @@ from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.agent.assistant import run_assistant
 from consumers.agent.dial_policy import DialPolicy
 from consumers.agent.dials import Dials, request_of
+from consumers.agent.handoff import HandoffServer
 from consumers.agent.popup import show
 from consumers.agent.settings import AGENT
 from consumers.agent.unreadable import Unreadable
@@ -71,6 +74,9 @@ class DeskAgent(Consumer):
         self._next_replay = 0.0
         self.policy = DialPolicy.of(settings)
         self.options = AGENT.of(settings)
+        self._handed = threading.Event()  # the fast path stored an event: replay at the next tick
+        self._broker: Broker | None = None  # the runner's connection, to wake it from the hand-off thread
+        self.handoff: HandoffServer | None = None
 
     @classmethod
     def name_for(cls, settings: Settings) -> str:
@@ -269,19 +275,47 @@ class DeskAgent(Consumer):
     def popup(self, pop: events.ScreenPop) -> str:
         return show(pop, self.settings)
 
+    # the desk fast path (bridge.handoff) ------------------------------------
+    def start_handoff(self) -> None:
+        """Take launches' events over the private socket; the launches take their own path if it cannot."""
+        if self.settings.handoff_timeout <= 0 or not supported():  # Windows, macOS: see bridge.handoff
+            return
+        server = HandoffServer(self.settings, self._stored)
+        try:
+            server.start()
+        except OSError as error:
+            logger.warning("desk fast path off (launches connect to the broker themselves): %s", error)
+            return
+        self.handoff = server
+
+    def _stored(self) -> None:
+        """A launch's event is in the outbox (hand-off thread): publish it at the next tick, now."""
+        self._handed.set()
+        broker = self._broker
+        if broker is not None:
+            broker.wake()
+
     # the notify outbox -----------------------------------------------------
     def tick(self, broker: Broker, settings: Settings) -> None:
-        self._unconfirmed(broker)
+        self._broker = broker
+        handed = self._handed.is_set()
         now = time.monotonic()
-        if now < self._next_replay:
-            return
-        self._next_replay = now + AGENT.of(settings).replay_interval
+        if handed or now >= self._next_replay:
+            self._handed.clear()
+            self._next_replay = now + AGENT.of(settings).replay_interval
+            self._replay(broker, settings, handed)
+        self._unconfirmed(broker)
+
+    def _replay(self, broker: Broker, settings: Settings, handed: bool) -> None:
+        """Publish the outbox (handed events and launches' leftovers) on the agent's connection."""
         outbox = Outbox(settings.outbox_dir)
         try:
             replay = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings))
         except TcxBridgeError as error:
             logger.warning("outbox replay stopped: %s", error)
         else:
+            if replay.locked_out and handed:  # a launch or spool flush replays: look again next tick
+                self._handed.set()
             if replay.published or replay.refused:
                 logger.info(
                     "replayed %d outboxed event(s); %d refused for good (set aside); %d left",
@@ -297,6 +331,8 @@ class DeskAgent(Consumer):
         self.metrics.outbox(len(waiting), oldest, len(outbox.refused()))
 
     def close(self) -> None:
+        if self.handoff is not None:
+            self.handoff.close()
         self.dials.close()
 
 

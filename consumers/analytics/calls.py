@@ -171,24 +171,15 @@ def spoofed(settings: Settings | None, delivery: Delivery, event: CallEvent) -> 
 def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[int, dict[str, Any] | None]:
     """Dedupe and merge a batch of (delivery tag, event) at once; tag -> record (None: a duplicate).
 
-    For PostgreSQL, inside the batch's transaction, after the keys were locked:
-    the same merge as apply_event, with the candidates read, and the records written, all at once.
+    Inside the batch's transaction (on PostgreSQL after the keys were locked): the same
+    merge as apply_event, with the ids recorded, the candidates read, and the records
+    written, all at once (on SQLite, in the process: one statement per key read).
     """
     fresh = store.first_times([event.event_id for _, event in events])
     keys = sorted(
         {(event.desk, event.direction, str(event.call_id)) for _, event in events if event.event_id in fresh}
     )
-    known: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in keys}
-    if keys:
-        rows = store.execute(
-            "SELECT c.* FROM unnest(?::text[], ?::text[], ?::text[]) AS k(desk, direction, call_id) "
-            f"CROSS JOIN LATERAL (SELECT * FROM {store.calls_table} t WHERE t.desk = k.desk "
-            "AND t.direction = k.direction AND t.call_id = k.call_id "
-            f"ORDER BY t.id DESC LIMIT {CANDIDATES}) c",
-            [[key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys]],
-        )
-        for row in rows:
-            known[(row["desk"], row["direction"], row["call_id"])].append(dict(row))
+    known = _candidates_of_keys(store, keys)
     created: list[dict[str, Any]] = []
     updated: dict[int, dict[str, Any]] = {}
     outcome: dict[int, dict[str, Any] | None] = {}
@@ -218,6 +209,33 @@ def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[i
     return outcome
 
 
+def _candidates_of_keys(
+    store: Store, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The newest records of each key (desk, direction, call_id), newest first: one query on PostgreSQL."""
+    known: dict[tuple[str, str, str], list[dict[str, Any]]] = {key: [] for key in keys}
+    if not keys:
+        return known
+    if store.dialect != "postgresql":  # in the process: no round trip to save
+        select = (
+            f"SELECT * FROM {store.calls_table} WHERE desk = ? AND direction = ? AND call_id = ? "
+            f"ORDER BY id DESC LIMIT {CANDIDATES}"
+        )
+        for key in keys:
+            known[key] = [dict(row) for row in store.execute(select, key)]
+        return known
+    rows = store.execute(
+        "SELECT c.* FROM unnest(?::text[], ?::text[], ?::text[]) AS k(desk, direction, call_id) "
+        f"CROSS JOIN LATERAL (SELECT * FROM {store.calls_table} t WHERE t.desk = k.desk "
+        "AND t.direction = k.direction AND t.call_id = k.call_id "
+        f"ORDER BY t.id DESC LIMIT {CANDIDATES}) c",
+        [[key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys]],
+    )
+    for row in rows:
+        known[(row["desk"], row["direction"], row["call_id"])].append(dict(row))
+    return known
+
+
 def _events_of(deliveries: Sequence[Delivery]) -> Iterator[tuple[Delivery, CallEvent]]:
     """A batch's call events: as the runner decoded them (a Batch), or decoded here from a plain list."""
     decoded = deliveries.decoded if isinstance(deliveries, Batch) else None
@@ -241,9 +259,10 @@ class CallConsumer(Consumer):
     handle() merges each new event into its record (in the runtime's batch
     transaction, with the event id) and passes the record to on_record().
     On PostgreSQL, prepare() first locks the batch's call keys (replicas on one
-    queue then merge one call at a time) and, with ``batch_merge``, merges the
-    whole batch in four statements; a consumer whose on_record has side effects
-    that can fail (the CRM) leaves it off, so each event stays in its own savepoint.
+    queue then merge one call at a time). With ``batch_merge`` it merges the whole
+    batch at once (four statements on PostgreSQL; on SQLite in its write
+    transaction too); a consumer whose on_record has side effects that can fail
+    (the CRM) leaves it off, so each event stays in its own savepoint.
     prepare() takes the events as the runner decoded them: each is decoded once.
     """
 
@@ -272,8 +291,9 @@ class CallConsumer(Consumer):
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         self._prepared = {}
         store = self.store
-        if store.dialect != "postgresql":
-            return  # a SQLite write transaction holds the whole file already
+        postgres = store.dialect == "postgresql"  # a SQLite write transaction holds the whole file already
+        if not postgres and not self.batch_merge:
+            return
         settings: Settings | None = getattr(self, "settings", None)  # a plugin may not keep them
         found = [
             (delivery.delivery_tag, event)
@@ -282,7 +302,8 @@ class CallConsumer(Consumer):
         ]  # the others handle() ignores, or dead-letters (spoofed)
         if not found:
             return
-        store.lock(key_of(store, event) for _, event in found)
+        if postgres:
+            store.lock(key_of(store, event) for _, event in found)
         if self.batch_merge:
             self._prepared = merge_batch(store, found)
 
@@ -302,8 +323,13 @@ class CallConsumer(Consumer):
             return "duplicate"
         return self.on_record(event, apply_event(self.store, event), context)
 
+    def settled(self, delivery: Delivery) -> bool:
+        """A message the batch merge recorded (or found a duplicate): handle() only passes its record on."""
+        return delivery.delivery_tag in getattr(self, "_prepared", {})
+
     def on_record(self, event: CallEvent, record: dict[str, Any], context: Context) -> str:
-        """React to an updated call record; return the outcome for the log line."""
+        """React to an updated call record; return the outcome for the log line (with ``batch_merge``,
+        it must write nothing to the store: it runs outside a savepoint)."""
         return "recorded"
 
     def close(self) -> None:

@@ -197,21 +197,42 @@ def report_command(
     finally:
         if store is not None:
             store.close()
+    columns = list(COLUMNS) + _with_callbacks(settings, summary, selection)
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
     elif fmt == "csv":
         rows = [
-            {"group": key, "key": row[key], **{c: row[c] for c in COLUMNS}}
+            {"group": key, "key": row[key], **{c: row.get(c) for c in columns}}
             for group, key in (("by_day", "day"), ("by_desk", "desk"))
             for row in summary[group]
         ]
-        emit_rows(rows, ["group", "key", *COLUMNS], "csv", render_table)
+        emit_rows(rows, ["group", "key", *columns], "csv", render_table)
     else:
         click.echo("Calls by day (UTC)")
-        click.echo(render_table(summary["by_day"], ["day", *COLUMNS]))
+        click.echo(render_table(summary["by_day"], ["day", *columns]))
         click.echo("")
         click.echo("Calls by desk")
-        click.echo(render_table(summary["by_desk"], ["desk", *COLUMNS]))
+        click.echo(render_table(summary["by_desk"], ["desk", *columns]))
+
+
+def _with_callbacks(
+    settings: Settings, summary: dict[str, list[dict[str, Any]]], selection: Any
+) -> list[str]:
+    """The callbacks consumer's columns added to the summary (consumers.callbacks.report), when it has
+    tasks; their names."""
+    from consumers.callbacks.report import CALLBACK_COLUMNS, add_callbacks, callback_summary
+    from consumers.store.core import open_store
+
+    store = open_store(settings, "callbacks", existing=True)
+    if store is None:
+        return []
+    try:
+        if store.execute("SELECT count(*) AS n FROM callbacks").fetchone()["n"] == 0:
+            return []  # the callbacks consumer is not in use here: no columns of zeros
+        add_callbacks(summary, callback_summary(store, selection))
+    finally:
+        store.close()
+    return list(CALLBACK_COLUMNS)
 
 
 @click.command("journal")

@@ -51,6 +51,48 @@ def store_migrate(settings: Settings) -> None:
         click.echo(f"{opened.name}: schema version {LATEST} ({done})")
 
 
+@store.command("rebuild")
+@click.argument("name", metavar="analytics|crm|NAME")
+@click.option("--since", metavar="DAY", help="From this day (YYYY-MM-DD, UTC); earlier records are kept.")
+@with_settings
+def store_rebuild(settings: Settings, name: str, since: str | None) -> None:
+    """Rebuild a consumer's call records from the history stream into a fresh table and swap it in.
+
+    The live consumer keeps running; the swap is one transaction. Without --since,
+    from the history's first day (records older than the history are kept as they are).
+
+    \b
+    Example:
+        tcx-bridge store rebuild analytics
+        tcx-bridge store rebuild crm --since 2026-11-02
+    """
+    from datetime import date
+
+    from bridge.transport import Broker
+    from consumers.analytics.calls import CallConsumer
+    from consumers.analytics.rebuild import Rebuild
+    from consumers.runtime.plugins import load
+
+    day = None
+    if since is not None:
+        try:
+            day = date.fromisoformat(since.strip())
+        except ValueError:
+            raise click.BadParameter(
+                f"{since!r} is not a day; give YYYY-MM-DD", param_hint="--since"
+            ) from None
+    kind = load(name)
+    if not issubclass(kind, CallConsumer):
+        raise ConfigError(f"consumer {name!r} keeps no call records; store rebuild knows those alone")
+    consumer = kind(settings)
+    try:
+        with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
+            merged = Rebuild(settings, consumer, day).run(broker, click.echo)
+    finally:
+        consumer.close()
+    click.echo(f"{name}: rebuilt from {merged} event(s) of the history and swapped in")
+
+
 @store.command("copy")
 @click.option(
     "--from",

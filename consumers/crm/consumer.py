@@ -79,6 +79,7 @@ class Crm(CallConsumer):
     """Screen pops by caller id, and the call journal."""
 
     name = "crm"
+    record_keys = ("journal",)  # tables keyed by the record's id (call_key): store rebuild keeps them right
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

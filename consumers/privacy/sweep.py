@@ -4,7 +4,7 @@
     calls        analytics.sqlite3 calls / calls                        retention_calls       start
     journal      crm.sqlite3 journal, calls / journal, crm_calls        retention_journal     end
     wallboard    wallboard.sqlite3 calls / wallboard_calls              retention_wallboard   start
-    callbacks    a ``callbacks`` table, where one exists                retention_callbacks   finished_at
+    callbacks    a ``callbacks`` table, where one exists                retention_callbacks   closed_at
     dials        agent.sqlite3 dials (the desk)                         retention_dials       received_at
     daily        calls_daily_archive                                    retention_daily       day
 
@@ -82,10 +82,10 @@ def sweep_store(store: Store, consumer: str, options: Options, now: datetime | N
 
 
 def _sweep_callbacks(store: Store, before: str) -> dict[str, int]:
-    """Callback tasks finished before the cutoff (the callbacks part's table, if it has finished_at)."""
+    """Callback tasks closed before the cutoff (the callbacks table's closed_at; open ones have none)."""
     try:
         with store.savepoint():
-            return {"callbacks": _delete(store, "callbacks", "finished_at", before)}
+            return {"callbacks": _delete(store, "callbacks", "closed_at", before)}
     except Exception:  # noqa: BLE001  # another schema: its own part sweeps it
         return {}
 

@@ -111,6 +111,11 @@ class Consumer:
         """Handle one decoded message; return the outcome for the log line."""
         raise NotImplementedError
 
+    def settled(self, delivery: Delivery) -> bool:
+        """True when prepare() already did this message's store work and handle() writes nothing for it:
+        the runner then spares it a savepoint of its own (default: False, every message gets one)."""
+        return False
+
     def refuse(self, delivery: Delivery, context: Context, reason: str) -> None:
         """A message about to be dead-lettered (spoofed, oversize, undecodable, a bug): tell whoever waits
         for an answer (default: nobody). Runs once per dead letter, before it is published."""

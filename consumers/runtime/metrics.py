@@ -27,6 +27,8 @@ from bridge.events import DialStatus
 
 HANDLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 POP_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+CALLBACK_BUCKETS = (60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0)
+CALLBACK_OUTCOMES = ("reached", "unreached", "closed")
 OUTCOME_KINDS = ("handled", "duplicate", "ignored", "retried", "dead_lettered")
 REASON_KINDS = ("undecodable", "oversize", "max_attempts", "spoofed", "permanent")
 
@@ -70,6 +72,8 @@ class Metrics:
     def outbox(self, events: int, oldest_seconds: float, refused: int = 0) -> None: ...
     def pop_latency(self, seconds: float) -> None: ...
     def contact_lookup(self, found: bool) -> None: ...
+    def callbacks_open(self, tasks: int) -> None: ...
+    def callback_closed(self, outcome: str, seconds: float | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -130,6 +134,7 @@ class PrometheusMetrics(Metrics):
         self._lookups = prom.Counter(
             "tcx_contact_lookups", "Contact lookups, by found", ["found"], registry=registry
         )
+        self._callback_metrics(prom, registry)
         self._nodes: dict[str, str] = {}
         self._known: set[str] = set()
         for status in get_args(DialStatus):
@@ -138,6 +143,17 @@ class PrometheusMetrics(Metrics):
             self._lookups.labels(found)
         self.ready_reason: str | None = "not connected to a broker yet"
         self._server = _serve(self, host, port)
+
+    def _callback_metrics(self, prom: Any, registry: Any) -> None:
+        """The callbacks consumer's metrics (no samples until it reports)."""
+        self._callbacks = prom.Gauge("tcx_callbacks_open", "callbacks: open tasks", registry=registry)
+        self._callback_time = prom.Histogram(
+            "tcx_callback_seconds", "callbacks: from the missed call to the caller reached",
+            buckets=CALLBACK_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._callbacks_closed = prom.Counter(
+            "tcx_callbacks_closed", "callbacks: tasks closed, by outcome", ["outcome"], registry=registry
+        )
 
     def _know(self, consumer: str) -> None:
         """A sample of 0 for every label value of the consumer's counters (once per consumer)."""
@@ -196,6 +212,16 @@ class PrometheusMetrics(Metrics):
 
     def contact_lookup(self, found: bool) -> None:
         self._lookups.labels("true" if found else "false").inc()
+
+    def callbacks_open(self, tasks: int) -> None:
+        for outcome in CALLBACK_OUTCOMES:  # a sample of 0 for each, once the callbacks consumer reports
+            self._callbacks_closed.labels(outcome)
+        self._callbacks.set(tasks)
+
+    def callback_closed(self, outcome: str, seconds: float | None) -> None:
+        self._callbacks_closed.labels(outcome).inc()
+        if seconds is not None:
+            self._callback_time.observe(seconds)
 
     def close(self) -> None:
         self._server.shutdown()

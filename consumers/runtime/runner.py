@@ -7,31 +7,23 @@ Every consumer (consumers.runtime.consumer) gets (names with the default namespa
                           tcx.again.<name>, bound to tcx.<name> alone
     tcx.dead  ->  tcx.dead.<name>   messages that cannot be handled, with the reason in headers
 
-A retry is published by the consumer itself to its own retry exchange (no
-other user may write there, and no user to the again exchange); the headers it
-carries are believed only on a delivery through the again exchange signed by
-the consumer's own user (consumers.runtime.failures.restore). What a message
-is and whom it is for is judged only
-from what the broker vouches for: the exchange and routing key it was delivered
-with (topic permissions say who may publish which key) and ``user_id`` (checked
-against the login; required when ``trust_user_id`` is on). No header a client
-can write changes that. The queues are declared by an admin (``tcx-bridge
-topology declare``); a process checks them passively and declares only what is
-missing, when its user may.
+A retry is published by the consumer itself to its own retry exchange (no other user may write there, and no
+user to the again exchange); the headers it carries are believed only on a delivery through the again exchange
+signed by the consumer's own user (consumers.runtime.failures.restore). What a message is and whom it is for
+is judged only from what the broker vouches for: the exchange and routing key it was delivered with (topic
+permissions say who may publish which key) and ``user_id`` (checked against the login; required when
+``trust_user_id`` is on). No header a client can write changes that. Queues: bridge.topology.declare_queues.
 
-A message is acked only after its handler returned, so its side effects are
-durable first; what a failure leads to (retry, dead letter, reconnect) is
-decided by its kind (consumers.runtime.failures). A publish the broker returns
-as unroutable (a pop for a desk with no agent) is an outcome, not a failure:
-the message goes to the unrouted exchange instead (consumers.runtime.publish).
+A message is acked only after its handler returned, so its side effects are durable first; what a failure
+leads to (retry, dead letter, reconnect) is decided by its kind (consumers.runtime.failures). A publish the
+broker returns as unroutable (a pop for a desk with no agent) is an outcome, not a failure: the message goes
+to the unrouted exchange instead (consumers.runtime.publish).
 
-The runner reconnects to the broker and to the store with one backoff
-(consumers.runtime.backoff): a growing delay that starts short again after a
-connection was healthy for a while. An error only an operator can fix (login
-refused, unknown vhost, a queue declared with other arguments) stops it with
-one line. Unacked messages are redelivered and the handlers'
-idempotency (event ids recorded with the side effects) makes the second time a
-no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
+The runner reconnects to the broker and to the store with one backoff (consumers.runtime.backoff): a growing
+delay that starts short again after a connection was healthy for a while. An error only an operator can fix
+(login refused, unknown vhost, a queue declared with other arguments) stops it with one line. Unacked messages
+are redelivered and the handlers' idempotency (event ids recorded with the side effects) makes the second time
+a no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
 """
 
 from __future__ import annotations
@@ -41,6 +33,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from bridge.config import Settings
@@ -102,6 +95,8 @@ class Runner:
         self._publisher = Publisher(settings, consumer.name)
         self._start = 0
         self._again = again_exchange(settings, consumer.name)
+        self.before_live: Callable[[Broker], None] | None = None  # a backfill (consumers.runtime.backfill)
+        self.in_batch: Callable[[Store | None], None] | None = None  # a backfill's, in each batch's commit
         self._forgets: list[tuple[ForgetRequest, str | None]] = []  # acted on once their batch committed
         self._next_sweep = 0.0  # retention: at start, then once a day
 
@@ -172,6 +167,8 @@ class Runner:
             self._start = broker.index
             self._connected = True
             declare_consumer_queues(broker, self.settings, self.consumer)
+            if self.before_live is not None:  # the live queue exists (and collects) before it begins
+                self.before_live(broker)
             logger.info("consumer=%s consuming %s on node %s", self.consumer.name, self.queue, broker.node)
             self.metrics.connected(self.consumer.name, broker.node)
             self._last_activity = time.monotonic()
@@ -231,10 +228,13 @@ class Runner:
                 found = read[delivery.delivery_tag]
                 outcome, attempts = self._handle_one(broker, store, delivery, found)
                 lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
+            if self.in_batch is not None:
+                self.in_batch(store)
         for request, user_id in self._forgets:  # committed, not acked yet: a failure redelivers the batch
             self.consumer.forget(self.settings, request, user_id)
         self._forgets.clear()
-        broker.ack(deliveries[-1].delivery_tag, multiple=True)
+        if self.in_batch is None:  # (a backfill's stream deliveries are acked as they arrive)
+            broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
         for delivery, outcome, attempts, seconds in lines:
@@ -315,7 +315,7 @@ class Runner:
         if forget_command.is_request(message):
             self._forgets.append((message, context.delivery.user_id))
             return "forget"
-        with savepoint(store):
+        with savepoint(None if self.consumer.settled(context.delivery) else store):  # settled: prepare wrote
             return self.consumer.handle(message, context)
 
     @functools.cached_property

@@ -1,6 +1,6 @@
 """``tcx-bridge store copy``: move an existing SQLite history into PostgreSQL.
 
-The source is a data dir (its analytics, crm, wallboard and contacts files) or
+The source is a data dir (its analytics, crm, wallboard, contacts and callbacks files) or
 one of those files. Each file's rows go to their PostgreSQL tables with their
 ids (so journal entries keep pointing at their call records), the processed
 event ids with them (a redelivered event stays a duplicate after the move),
@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 from bridge.errors import StoreError
 from consumers.store.core import SQLITE_STORES, Store, open_sqlite
-from consumers.store.postgres import CALLS_TABLES
+from consumers.store.postgres import calls_table
+from consumers.store.schema import calls_table_ddl
 
 BATCH = 1000
 
@@ -47,9 +48,11 @@ def _tables(consumer: str) -> list[tuple[str, str]]:
     """(SQLite table, PostgreSQL table) of one consumer's file; their columns come from the migrations."""
     if consumer == "contacts":
         return [("contacts", "contacts")]
-    found = [("calls", CALLS_TABLES[consumer])]
+    found = [("calls", calls_table(consumer))]
     if consumer == "crm":
         found.append(("journal", "journal"))
+    if consumer == "callbacks":
+        found.append(("callbacks", "callbacks"))
     return found
 
 
@@ -74,6 +77,8 @@ def copy(source: Path, target: Store) -> list[Copied]:
     copied: list[Copied] = []
     with target.transaction():
         for consumer in files:
+            if consumer == "callbacks":  # its call records' table is made on demand (a plugin's way)
+                target.script(calls_table_ddl("postgresql", calls_table(consumer)))
             for _, table in _tables(consumer):
                 held = target.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
                 if held:

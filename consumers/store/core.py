@@ -14,6 +14,7 @@ and "ack only after side effects are durable" rely on.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,9 +23,9 @@ from typing import Any, ClassVar, Literal, Protocol, overload
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, StoreError, check_directory, path_problem
-from consumers.store.schema import PROCESSED_SQLITE
+from consumers.store.schema import PROCESSED_SQLITE, STREAM_OFFSETS_SQLITE
 
-SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts")  # <data_dir>/<name>.sqlite3
+SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts", "callbacks")  # <data_dir>/<name>.sqlite3
 
 
 class Rows(Protocol):
@@ -147,6 +148,18 @@ class SqliteStore(Store):
         )
         return cursor.rowcount == 1
 
+    def first_times(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids of event_ids not processed before, now recorded (one statement where SQLite has
+        RETURNING, 3.35 and later)."""
+        if sqlite3.sqlite_version_info < (3, 35):
+            return super().first_times(event_ids)
+        cursor = self.connection.execute(
+            "INSERT INTO processed (event_id) SELECT DISTINCT value FROM json_each(?) WHERE true "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            (json.dumps(list(event_ids)),),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
     def close(self) -> None:
         self.connection.close()
 
@@ -163,7 +176,7 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(PROCESSED_SQLITE + schema)
+        connection.executescript(PROCESSED_SQLITE + STREAM_OFFSETS_SQLITE + schema)
     except OSError as error:
         raise StoreError(path_problem(error, path.parent)) from None
     except sqlite3.DatabaseError as error:

@@ -5,7 +5,8 @@ queue ``tcx.wallboard``, bound to the call events like the analytics consumer,
 with a store of its own (``<data_dir>/wallboard.sqlite3``, or table
 ``wallboard_calls`` in PostgreSQL: the same call records,
 merged by ``occurred_at``, duplicates dropped), so a restart shows the same
-numbers. The day is the local day of the ``timezone`` setting.
+numbers; at start it backfills the day from the history stream (docs/history.md), so
+a lost store is filled again. The day is the local day of the ``timezone`` setting.
 
 The board is kept, not recomputed (consumers.wallboard.state.Board): the day is
 read from the store at start, at the day's turn, and after a batch whose commit
@@ -24,6 +25,7 @@ Snapshot (JSON, pushed to the browsers at most every TICK seconds after a change
     desks      each desk seen today: idle, ringing (caller, contact), talking (since), quiet;
                its ringing, talking and no_end_seen counts
     recent     the last 20 calls
+    callbacks, callback_tiles   the Callbacks panel and its tiles (a Panel the wallboard command adds)
     chart      calls per 15 minutes today, from the first busy hour to now: slot start, count
     timezone, locale   how the page writes times and numbers (24-hour clock by default)
 
@@ -36,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.config import Settings
 from bridge.events import CallEvent, parse_time
@@ -46,13 +48,27 @@ from consumers.analytics.settings import ANALYTICS
 from consumers.numbers import normalise
 from consumers.runtime.consumer import Context
 from consumers.store.core import open_store, sqlite_path
-from consumers.wallboard.state import Board, day_of, snapshot
+from consumers.wallboard.state import Board, day_of, snapshot, zone_of
 
-__all__ = ["Board", "Wallboard", "snapshot"]
+__all__ = ["Board", "Panel", "Wallboard", "snapshot"]
 
 TICK = 0.1
 REFRESH = 30.0  # seconds: quiet desks and the day change without events
 CONTACTS_FRESH = 300.0  # seconds a contact name is shown from the cache before it is looked up again
+
+
+class Panel(Protocol):
+    """A part of the page kept by another consumer (the Callbacks panel, consumers.callbacks.panel)."""
+
+    def changed(self) -> bool:
+        """Whether its part changed since it last said so (asked between deliveries)."""
+
+    def view(
+        self, now: datetime, midnight: datetime, contact_name: Callable[[str | None], str | None]
+    ) -> dict[str, Any]:
+        """Its keys of the snapshot at now; midnight: the start of the board's local day."""
+
+    def close(self) -> None: ...
 
 
 class Wallboard(CallConsumer):
@@ -81,6 +97,9 @@ class Wallboard(CallConsumer):
         self._contacts: Any = None
         self._names: dict[str | None, str | None] = {}  # number -> contact name, for CONTACTS_FRESH
         self._names_until = 0.0
+        self.panels: list[
+            Panel
+        ] = []  # parts of the page from other consumers' stores (the wallboard command's)
 
     def prepare(self, deliveries: Sequence[Delivery]) -> None:
         if self._staged:  # the last batch never reached tick(): the store knows whether it committed
@@ -142,13 +161,19 @@ class Wallboard(CallConsumer):
         """The snapshot at now (default: now), given to every listener."""
         with self._lock:
             now = now or datetime.now(UTC)
-            self.current = self._board(now).view(now, masked=self.masked, contact_name=self.contact_name)
+            board = self._board(now)
+            self.current = board.view(now, masked=self.masked, contact_name=self.contact_name)
+            midnight = datetime.combine(board.day, datetime.min.time(), zone_of(self.settings))
+            for panel in self.panels:
+                self.current |= panel.view(now, midnight, self.contact_name)
         for listener in list(self.listeners):
             listener(self.current)
         return self.current
 
     def tick(self, broker: Any, settings: Settings) -> None:
         now = time.monotonic()
+        if any([panel.changed() for panel in self.panels]):  # each looks
+            self._dirty = True
         if self._dirty or now >= self._next_refresh:
             self._dirty = False
             current = self.refresh()
@@ -157,3 +182,8 @@ class Wallboard(CallConsumer):
                 due = parse_time(current["next_change"]) - datetime.now(UTC)
                 wait = min(wait, max(TICK, due.total_seconds() + TICK))
             self._next_refresh = now + wait
+
+    def close(self) -> None:
+        for panel in self.panels:
+            panel.close()
+        super().close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,8 +32,12 @@ def make_app(
     *,
     hosts: Callable[[str | None], bool] | None = None,
     throttle: Throttle | None = None,
+    routes: Sequence[Route] = (),
 ) -> Any:
-    """The Starlette application: Host checked by hosts (default: a 127.0.0.1 bind's), tokens throttled."""
+    """The Starlette application: Host checked by hosts (default: a 127.0.0.1 bind's), tokens throttled.
+
+    routes: more routes behind the same guard (the Call back button's, consumers.callbacks.web).
+    """
     check_token(token)
     hosts = hosts or HostCheck("127.0.0.1")
     throttle = throttle or Throttle()
@@ -45,6 +49,7 @@ def make_app(
             Route("/api/state", pages.state),
             Route("/events", pages.events),
             Route("/healthz", pages.healthz),
+            *routes,
         ]
     )
     return Guard(app, token, hosts, throttle)
@@ -101,7 +106,7 @@ class Pages:
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in ("app.js", "app.css"):
+        if name not in ("app.js", "app.css", "callbacks.js"):
             return PlainTextResponse("not found\n", status_code=404)
         kind = "text/javascript" if name.endswith(".js") else "text/css"
         return FileResponse(STATIC / name, media_type=kind)
@@ -110,11 +115,13 @@ class Pages:
         return JSONResponse(self.fanout.latest)
 
     async def events(self, request: Request) -> Response:
-        queue = self.fanout.open()
+        queue, missed = self.fanout.open(request.headers.get("last-event-id"))
 
         async def stream() -> AsyncIterator[bytes]:
             try:
                 yield b"retry: 1000\n\n"  # the browser reconnects within a second after a restart
+                for data in missed:  # what it missed since the id it reconnected with (or the board now)
+                    yield data
                 while True:
                     try:
                         async with asyncio.timeout(15):

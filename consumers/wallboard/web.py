@@ -6,7 +6,8 @@ consumer thread. uvicorn runs in a thread of its own; the consume loop keeps the
 main thread (and SIGTERM).
 
     /             the page (index.html, app.js, app.css from the package; no inline script)
-    /events       text/event-stream: the snapshot now, then every change
+    /events       text/event-stream: the snapshot now, then every change; each has an id, and a
+                  browser reconnecting with Last-Event-ID gets the ones it missed (Fanout)
     /api/state    the snapshot as JSON
     /healthz      200
 
@@ -27,6 +28,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -160,34 +162,58 @@ class Throttle:
 JSON = msgspec.json.Encoder()  # a snapshot each change: a few times faster than json.dumps
 
 
-def frame(state: dict[str, Any]) -> bytes:
-    """A snapshot as one server-sent event."""
-    return b"data: " + JSON.encode(state) + b"\n\n"
+def frame(state: dict[str, Any], event_id: str | None = None) -> bytes:
+    """A snapshot as one server-sent event (with its id: a browser that reconnects sends it back)."""
+    head = b"id: " + event_id.encode() + b"\n" if event_id else b""
+    return head + b"data: " + JSON.encode(state) + b"\n\n"
 
 
 class Fanout:
-    """Snapshots from the consumer thread to every open /events stream."""
+    """Snapshots from the consumer thread to every open /events stream, each with an id.
+
+    An id is ``<boot>-<n>``: this process's start and the snapshot's number. A
+    browser reconnecting with ``Last-Event-ID`` gets the snapshots it missed (the
+    last REPLAY of them kept), in order; from another process (the wallboard
+    restarted and built its day again from the history) or from too long ago, the
+    newest one, which holds the whole board.
+    """
+
+    REPLAY = 100
 
     def __init__(self) -> None:
         self.latest: dict[str, Any] = {}
+        self.boot = f"{time.time_ns() // 1_000_000:x}"
+        self.sequence = 0
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=self.REPLAY)
         self._streams: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[bytes]]] = []
         self._lock = threading.Lock()
 
     def publish(self, state: dict[str, Any]) -> None:
-        self.latest = state
-        data = frame(state)
         with self._lock:
+            self.sequence += 1
+            data = frame(state, f"{self.boot}-{self.sequence}")
+            self._recent.append((self.sequence, data))
+            self.latest = state
             streams = list(self._streams)
         for loop, queue in streams:
             loop.call_soon_threadsafe(_replace, queue, data)
 
-    def open(self) -> asyncio.Queue[bytes]:
+    def open(self, last_event_id: str | None = None) -> tuple[asyncio.Queue[bytes], list[bytes]]:
+        """A stream's queue, and the snapshots to send first: those after last_event_id, or the newest."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         with self._lock:
             self._streams.append((asyncio.get_running_loop(), queue))
-        if self.latest:
-            queue.put_nowait(frame(self.latest))
-        return queue
+            missed = self._missed(last_event_id)
+        return queue, missed
+
+    def _missed(self, last_event_id: str | None) -> list[bytes]:
+        if not self._recent:
+            return []
+        boot, _, number = (last_event_id or "").strip().partition("-")
+        seen = int(number) if boot == self.boot and number.isdigit() else None
+        if seen is None or seen < self._recent[0][0] - 1:
+            return [self._recent[-1][1]]  # unknown or too old: the whole board now
+        return [data for sequence, data in self._recent if sequence > seen]
 
     def close(self, queue: asyncio.Queue[bytes]) -> None:
         with self._lock:

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from bridge.events import ENCODER, CallEvent, DialResult
+from bridge.events import ENCODER, CallbackEvent, CallEvent, DialResult
 
 MAX_CALLS = 100_000
 CLOUDEVENTS_TYPE = "application/cloudevents+json"
@@ -50,22 +50,27 @@ class Rendered(NamedTuple):
     body: bytes
 
 
-def event_id(message: CallEvent | DialResult) -> str:
+BusEvent = CallEvent | DialResult | CallbackEvent  # what a target may be sent
+
+
+def event_id(message: BusEvent) -> str:
     """The id receivers see (webhook-id, CloudEvents id): stable across retries and replays."""
-    if isinstance(message, CallEvent):
-        return message.event_id
-    return f"dial-{message.request_id}-{message.status}"
+    if isinstance(message, DialResult):
+        return f"dial-{message.request_id}-{message.status}"
+    return message.event_id
 
 
-def cloudevent_type(message: CallEvent | DialResult) -> str:
+def cloudevent_type(message: BusEvent) -> str:
     if isinstance(message, CallEvent):
         return f"com.3cx.assistant.call.{message.kind}"
-    return f"com.3cx.assistant.dial.{message.status}"
+    if isinstance(message, DialResult):
+        return f"com.3cx.assistant.dial.{message.status}"
+    return f"com.3cx.assistant.{message.routing_key}"  # callback.opened, callback.assigned, callback.closed
 
 
-def cloudevent(message: CallEvent | DialResult, namespace: str) -> dict[str, Any]:
-    """The CloudEvents 1.0 attributes and data of an event."""
-    return {
+def cloudevent(message: BusEvent, namespace: str) -> dict[str, Any]:
+    """The CloudEvents 1.0 attributes and data of an event (no subject for a callback closed by no desk)."""
+    attributes = {
         "specversion": "1.0",
         "id": event_id(message),
         "source": f"/tcx-bridge/{namespace}",
@@ -75,6 +80,9 @@ def cloudevent(message: CallEvent | DialResult, namespace: str) -> dict[str, Any
         "datacontenttype": JSON_TYPE,
         "data": msgspec.to_builtins(message),
     }
+    if attributes["subject"] is None:
+        del attributes["subject"]
+    return attributes
 
 
 class Calls:
@@ -96,7 +104,7 @@ class Calls:
             return answered
 
 
-def zammad(message: CallEvent | DialResult, calls: Calls, agents: Mapping[str, str]) -> dict[str, Any] | None:
+def zammad(message: BusEvent, calls: Calls, agents: Mapping[str, str]) -> dict[str, Any] | None:
     """The Generic CTI fields of a call event; None for what Zammad has no event for."""
     if not isinstance(message, CallEvent) or message.kind not in _ZAMMAD_EVENTS:
         return None
@@ -132,7 +140,7 @@ class Formatter:
         self.agents = dict(agents)
         self.calls = Calls()
 
-    def render(self, message: CallEvent | DialResult) -> Rendered | None:
+    def render(self, message: BusEvent) -> Rendered | None:
         """The request for an event; None when the format has nothing to say for it (skipped)."""
         if self.kind == "cloudevents":
             return Rendered(CLOUDEVENTS_TYPE, ENCODER.encode(cloudevent(message, self.namespace)))

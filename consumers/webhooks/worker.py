@@ -33,14 +33,14 @@ import msgspec
 from bridge.access import desk_of_user
 from bridge.config import Settings
 from bridge.errors import BrokerRefusedError, TransportError
-from bridge.events import EVENT_DECODER, MAX_BODY, CallEvent, DialResult
+from bridge.events import MAX_BODY, CallEvent, DialResult
 from bridge.topology import Binding, again_exchange, declare_events, declare_queues, retry_exchange
 from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.failures import ATTEMPTS, SINCE, USER_ID, attempts_of, dead_letter, restore
 from consumers.runtime.metrics import NULL, Metrics
 from consumers.webhooks.delivery import Result, Sender
-from consumers.webhooks.formats import Formatter, event_id
+from consumers.webhooks.formats import BusEvent, Formatter, event_id
 from consumers.webhooks.lanes import Lanes
 from consumers.webhooks.policy import Breaker, Order, retry_delay
 from consumers.webhooks.settings import Target
@@ -61,11 +61,14 @@ def bindings(settings: Settings, target: Target) -> list[Binding]:
     return [Binding(settings.exchange, pattern) for pattern in target.events]
 
 
+_DECODER = msgspec.json.Decoder(BusEvent)  # call events, dial results, callback.* events
+
+
 class Item(NamedTuple):
     """One delivery of a batch, read: its message (None when it cannot be handled) and its call."""
 
     delivery: Delivery
-    message: CallEvent | DialResult | None
+    message: BusEvent | None
     error: str | None
     call: str
 
@@ -227,10 +230,16 @@ class Worker:
         if problem:
             return Item(delivery, None, problem, "")
         try:
-            message = EVENT_DECODER.decode(delivery.body)
+            message = _DECODER.decode(delivery.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             return Item(delivery, None, f"undecodable: {error}", "")
         speaks_for = desk_of_user(delivery.user_id)
+        if message.routing_key != delivery.routing_key:  # only tcx-callbacks may publish callback.*
+            problem = (
+                f"spoofed: a {message.routing_key!r} message delivered with routing key "
+                f"{delivery.routing_key!r}, which vouches for another kind"
+            )
+            return Item(delivery, None, problem, "")
         if self.settings.trust_user_id and speaks_for not in (None, message.desk):
             problem = (
                 f"spoofed: the event is for desk {message.desk!r} but user {delivery.user_id!r} "
@@ -239,8 +248,10 @@ class Worker:
             return Item(delivery, None, problem, "")
         if isinstance(message, CallEvent):
             call = f"call/{message.desk}/{message.call_id or message.event_id}"
-        else:
+        elif isinstance(message, DialResult):
             call = f"dial/{message.desk}/{message.request_id}"
+        else:
+            call = f"callback/{message.task_id}"
         return Item(delivery, message, None, call)
 
     def _deliver(self, item: Item) -> Result:

@@ -154,6 +154,7 @@ function render() {
       el("td", { class: c.outcome.replace(/ /g, "-") }, c.outcome), el("td", {}, secs(c.ring)), el("td", {}, secs(c.talk)));
     return row;
   }));
+  if (window.renderCallbacks) window.renderCallbacks(state, { el, time, count, clock, seconds }); // callbacks.js
   tick();
 }
 

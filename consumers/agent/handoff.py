@@ -1,0 +1,216 @@
+"""The agent's end of the desk fast path (bridge.handoff): take a launch's event, store it, answer.
+
+One thread accepts on ``<data_dir>/agent/handoff.sock`` (directory 0700, socket
+0600, the peer's uid checked) and, per connection: reads one frame (a launch,
+whose event it builds with bridge.launch_event and the launch's own settings,
+or a built message), writes the event into the outbox like a launch would
+(fsync'd), answers ``ok``, then calls ``on_stored`` so the agent publishes the
+outbox on its open connection at once, and writes the launch's log lines into
+its notify log. Whatever goes wrong before the answer, the launch takes its
+own path; after it, the outbox holds the event until a replay's confirm
+removes it. A launch whose settings send its event elsewhere than the agent
+would (another broker, exchange, desk or outbox) is refused: it publishes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+from bridge import handoff
+from bridge.config import Settings, load_settings
+from bridge.envelope import OutgoingMessage
+from bridge.errors import ConfigError, OutboxError
+from bridge.launch_event import Given, prepare
+from bridge.notify_log import write_for
+from bridge.outbox import Entry, Outbox
+from bridge.text import printable
+
+logger = logging.getLogger(__name__)
+
+READ_TIMEOUT = 1.0  # seconds a launch may take to send its frame
+_ENTRY = msgspec.json.Decoder(Entry)
+
+
+class Taken(NamedTuple):
+    """A handed event to store, the answer once it is stored, and the launch's log lines to write then."""
+
+    message: OutgoingMessage
+    answer: bytes
+    log: Callable[[], None] | None = None
+
+
+def _decode_entry(frame: bytes) -> OutgoingMessage:
+    """A built message's frame (the outbox's JSON, bridge.handoff.encode)."""
+    entry = _ENTRY.decode(frame)
+    return OutgoingMessage(
+        routing_key=entry.routing_key,
+        body=bytes(entry.body),
+        message_id=entry.message_id,
+        type=entry.type,
+        timestamp=entry.timestamp,
+        app_id=entry.app_id,
+    )
+
+
+class HandoffServer:
+    """Listens for launches handing over their events; start() and close()."""
+
+    def __init__(self, settings: Settings, on_stored: Callable[[], None]) -> None:
+        self.settings = settings
+        self.directory = Path(handoff.directory_of(settings.data_dir))
+        self.outbox = Outbox(settings.outbox_dir)
+        self.on_stored = on_stored
+        self.handed = 0
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def path(self) -> Path:
+        return self.directory / handoff.SOCKET
+
+    def start(self) -> None:
+        """Create the private directory and the socket, and accept in a thread; OSError if it cannot."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)  # an older or hand-made one too
+        unsafe = handoff.private(os.stat(self.directory))
+        if unsafe:
+            raise OSError(f"{self.directory} is not private ({unsafe})")
+        handle = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            where = handoff.address(self.directory, handle)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(where)  # a stale socket of an agent that was killed
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(where)
+            os.chmod(where, 0o600)
+        finally:
+            os.close(handle)
+        listener.listen(64)
+        listener.settimeout(0.2)  # to see close() in time
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, name="handoff", daemon=True)
+        self._thread.start()
+        logger.info("desk fast path: launches hand their events over at %s", self.path)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._listener is not None:
+            self._listener.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as error:
+                if not self._stop.is_set():
+                    logger.warning("desk fast path stopped: %s", error)
+                return
+            with connection:
+                self._take(connection)
+
+    def _take(self, connection: socket.socket) -> None:
+        """One launch: its event into the outbox, then the answer; a refusal makes it take its own path."""
+        try:
+            connection.settimeout(READ_TIMEOUT)
+            if handoff.peer_uid(connection) != os.getuid():
+                self._refuse(connection, "another user")  # unreachable through the 0700 directory
+                return
+            frame = self._read(connection)
+            if frame.startswith(handoff.LAUNCH):
+                taken = self._launch(handoff.decode_launch(frame))
+            else:
+                taken = Taken(_decode_entry(frame), handoff.OK)
+            self._store(taken.message)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OutboxError, OSError) as error:
+            logger.warning("desk fast path: a launch's event not taken: %s", error)
+            self._refuse(connection, str(error))
+            return
+        self.handed += 1
+        try:
+            self._answer(connection, taken.answer)
+        except OSError as error:  # the launch gave up: it publishes too (a duplicate at most)
+            logger.info(
+                "desk fast path: event_id=%s stored, the launch left: %s", taken.message.message_id, error
+            )
+        if taken.log is not None:  # the launch's outcome line is in its log before the publish
+            taken.log()
+        self.on_stored()
+
+    def _launch(self, launch: handoff.Launch) -> Taken:
+        """The event of a launch as its own notify would build it; ValueError when it must publish itself."""
+        try:
+            settings = load_settings(environ=launch.environ, sections=()).settings  # as notify reads them
+        except ConfigError as error:  # notify keeps it in the outbox and says what to fix
+            raise ValueError(f"its settings: {error}") from None
+        mine, its = self.settings, settings
+        if (its.amqp_url, its.exchange, its.desk, its.outbox_dir) != (
+            mine.amqp_url,
+            mine.exchange,
+            mine.desk,
+            mine.outbox_dir,
+        ):
+            raise ValueError(
+                "its settings send it elsewhere than this agent (broker, exchange, desk or outbox)"
+            )
+        if its.handoff_timeout <= 0:
+            raise ValueError("its handoff_timeout is 0")
+        started = launch.started_ns / 1e9
+        prepared = prepare(launch.argv, settings, Given(launch.event_id, launch.started_ns))
+        if prepared.oversize:
+            raise ValueError(prepared.oversize)  # notify logs it LOST, as it would have
+        event = prepared.event
+        line = (
+            f"handed {prepared.message.routing_key} event_id={event.event_id} "
+            f"call_id={printable(str(event.call_id), 200)} ms={(time.time() - started) * 1000:.1f} replayed=0"
+        )
+        answer = b"%s %d %s" % (handoff.OK, prepared.exit_code, line.encode(errors="replace"))
+        problem = logging.ERROR if event.kind == "invalid" else logging.WARNING
+        lines = [
+            (problem, f"launch {printable(repr(list(launch.argv)), 300)}: {printable(text, 1000)}")
+            for text in prepared.problems
+        ]
+        lines.append((logging.INFO, line))
+        return Taken(prepared.message, answer, functools.partial(write_for, settings, launch.pid, lines))
+
+    @staticmethod
+    def _read(connection: socket.socket) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > handoff.MAX_FRAME:
+                raise OSError(f"a frame over {handoff.MAX_FRAME} bytes")
+        return b"".join(chunks)
+
+    def _store(self, message: OutgoingMessage) -> None:
+        """Durable before the answer: the outbox's fsync'd file."""
+        self.outbox.put(message)
+
+    @staticmethod
+    def _answer(connection: socket.socket, answer: bytes) -> None:
+        connection.sendall(answer + b"\n")
+
+    @staticmethod
+    def _refuse(connection: socket.socket, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            connection.sendall(b"no " + reason[:200].encode(errors="replace") + b"\n")

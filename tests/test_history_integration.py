@@ -1,0 +1,249 @@
+"""The history stream against the real broker: topology, ``history``, ``consume --from`` (backfill, resume, switch-over)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge import events
+from bridge.config import Settings, load_settings
+from bridge.errors import BrokerRefusedError
+from bridge.topology import declare_events, declare_history, history_queue
+from bridge.transport import Broker
+from tests.conftest import Service, run_cli, wait_until
+from tests.history import SEC, offsets, processed, send_calls, stored
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def history(broker: Broker, settings: Settings) -> str:
+    """The events exchange and the history stream, and no consumer queue yet (a consumer joins late)."""
+    declare_events(broker, settings)
+    declare_history(broker, settings)
+    return history_queue(settings)
+
+
+def test_topology_declares_the_history_stream_bound_to_every_event(
+    env: dict[str, str], broker: Broker
+) -> None:
+    from bridge.config import load_settings
+
+    settings = load_settings(environ={**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "2h"}).settings
+    assert run_cli({**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "2h"}, "topology", "declare").returncode == 0
+    send_calls(broker, settings, range(2))
+    queue = history_queue(settings)
+    with Broker(settings.amqp_url) as other, pytest.raises(BrokerRefusedError):  # the setting's age, not 7D
+        other.declare_queue(queue, arguments={"x-queue-type": "stream", "x-max-age": "7D"})
+    shown = run_cli(env, "topology", "show")
+    assert queue in shown.stdout
+
+
+def test_history_prints_a_range_a_desk_and_one_calls_story(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str
+) -> None:
+    send_calls(broker, settings, range(3))
+    send_calls(broker, settings, range(3, 5), desk="other-desk")
+    story = run_cli(env, "history", "--call", "c0001", "--since", "2026-11-02")
+    assert story.returncode == 0, story.stderr
+    lines = story.stdout.splitlines()
+    assert lines[0].split() == ["offset", "occurred_at", "what", "desk", "call_id", "number", "detail"]
+    assert [line.split()[2] for line in lines[1:]] == [
+        "call.started.inbound",
+        "call.connected.inbound",
+        "call.ended.inbound",
+    ]
+    as_json = run_cli(env, "history", "--desk", "other-desk", "--format", "json")
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [row["event"]["call_id"] for row in rows] == ["c0003"] * 3 + ["c0004"] * 3
+    assert {row["routing_key"].rsplit(".", 1)[1] for row in rows} == {"other-desk"}
+    assert all(row["user_id"] == "guest" for row in rows)  # the broker-checked sender
+    ranged = run_cli(
+        env,
+        "history",
+        "--since",
+        "2026-11-02T08:01:00Z",
+        "--until",
+        "2026-11-02T08:02:05Z",
+        "--format",
+        "json",
+    )
+    kept = [json.loads(line)["event"]["call_id"] for line in ranged.stdout.splitlines()]
+    assert kept == ["c0001"] * 3 + ["c0002"] * 2  # its S and C; its E came at 08:02:10
+    bad = run_cli(env, "history", "--since", "yesterday")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "Error: --since: 'yesterday' is not a time; give RFC 3339 (2026-11-02T09:00:00Z) or a day (2026-11-02)"
+    )
+
+
+def test_history_follow_prints_new_events(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    send_calls(broker, settings, range(1))
+    follower = Service(env, "history", "--follow", "--format", "json")
+    services.append(follower)
+    wait_until(lambda: follower.output().count('"offset"') == 3)  # what was there
+    send_calls(broker, settings, range(1, 2))
+    wait_until(lambda: follower.output().count('"offset"') == 6)  # and what came after
+    assert follower.process.poll() is None  # still following
+    follower.stop()
+
+
+def test_consumer_started_late_backfills_then_goes_on_live(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    """300 calls before it exists; more while it backfills and after: each counted once, none missed."""
+    send_calls(broker, settings, range(300))
+
+    def publish_live() -> None:
+        with Broker(settings.amqp_url) as own:
+            send_calls(own, settings, range(300, 340))
+
+    live = threading.Thread(target=publish_live)
+    consumer = Service({**env, "TCX_BRIDGE_PREFETCH": "50"}, "consume", "analytics", "--from", "first")
+    services.append(consumer)
+    live.start()  # while it backfills
+    live.join()
+    send_calls(broker, settings, range(340, 350))
+    wait_until(lambda: processed(settings) == 3 * 350, timeout=60)
+    rows = stored(settings, "SELECT * FROM calls")
+    assert len(rows) == 350
+    assert {(r["ring_seconds"], r["talk_seconds"], bool(r["answered"])) for r in rows} == {(2.0, 8.0, True)}
+    assert [(row["origin"], bool(row["done"])) for row in offsets(settings)] == [("first", True)]
+    wait_until(lambda: "backfill done" in consumer.output())  # logged after the last batch's commit
+
+
+def test_sigkill_during_the_backfill_resumes_from_the_recorded_offset(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    send_calls(broker, settings, range(300))
+    small = {**env, "TCX_BRIDGE_PREFETCH": "10"}
+    first = Service(small, "consume", "analytics", "--from", "first")
+    services.append(first)
+    wait_until(lambda: processed(settings) >= 90, every=0.005)
+    first.kill()
+    recorded = offsets(settings)
+    assert len(recorded) == 1
+    assert not recorded[0]["done"]  # it really died during the backfill
+    assert 0 < recorded[0]["next_offset"] < 900
+    second = Service(env, "consume", "analytics", "--from", "first")
+    services.append(second)
+    wait_until(lambda: processed(settings) == 900, timeout=60)
+    send_calls(broker, settings, range(300, 310))  # and then live
+    wait_until(lambda: processed(settings) == 930, timeout=30)
+    assert len(stored(settings, "SELECT * FROM calls")) == 310
+    assert "up to offset" in second.output()
+
+
+def test_sigkill_at_the_switch_over_loses_nothing_and_counts_nothing_twice(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    send_calls(broker, settings, range(200))
+    first = Service(env, "consume", "analytics", "--from", "first")
+    services.append(first)
+    wait_until(lambda: any(row["done"] for row in offsets(settings)), every=0.002, timeout=60)
+    send_calls(broker, settings, range(200, 220))  # live, while it switches
+    first.kill()
+    second = Service(env, "consume", "analytics", "--from", "first")
+    services.append(second)
+    send_calls(broker, settings, range(220, 230))
+    wait_until(lambda: processed(settings) == 690, timeout=60)
+    rows = stored(settings, "SELECT * FROM calls")
+    assert len(rows) == 230
+    assert len({row["call_id"] for row in rows}) == 230
+    assert "was done before: live queue" in second.output()
+
+
+def test_from_a_time_reads_only_from_then(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    send_calls(broker, settings, range(5))
+    now = datetime.now(UTC)
+    moment = now.replace(microsecond=0) + SEC  # the stream's clock: whole seconds
+    wait_until(lambda: datetime.now(UTC) > moment + SEC / 5, timeout=5)
+    send_calls(broker, settings, range(5, 8))
+    consumer = Service(env, "consume", "analytics", "--from", events.format_time(moment))
+    services.append(consumer)
+    wait_until(lambda: processed(settings) == 9, timeout=30)
+    assert sorted(row["call_id"] for row in stored(settings, "SELECT call_id FROM calls")) == [
+        "c0005",
+        "c0006",
+        "c0007",
+    ]
+
+
+def test_bad_from_is_one_line(env: dict[str, str]) -> None:
+    done = run_cli(env, "consume", "analytics", "--from", "yesterday")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: Invalid value for --from: 'yesterday' is not a stream offset; give first, last, next, "
+        "a number or an RFC 3339 time (2026-11-02T09:00:00Z)"
+    )
+
+
+def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broker) -> None:
+    """history_max_age 1s: once a segment rolls over, the segments older than that are gone (the size
+    limit, 1 MB, is far away; it only makes the segments small enough to roll in a test)."""
+    short = {**env, "TCX_BRIDGE_HISTORY_MAX_AGE": "1s", "TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}
+    assert run_cli(short, "topology", "declare").returncode == 0
+    settings = load_settings(environ=short).settings
+    send_calls(broker, settings, range(60))  # about 100 kB: a segment
+    time.sleep(1.5)  # older than the age: the broker's clock decides, nothing to wait on
+    send_calls(broker, settings, range(60, 120))  # rolls the segment over: retention runs
+
+    def kept() -> list[str]:
+        shown = run_cli(short, "history", "--format", "json")
+        return [json.loads(line)["event"]["call_id"] for line in shown.stdout.splitlines()]
+
+    wait_until(lambda: "c0000" not in kept(), timeout=15, every=0.5)
+    remaining = kept()
+    assert {f"c{n:04}" for n in range(60, 120)} <= set(remaining)  # the young ones are all there
+    assert len(remaining) < 360
+
+
+def test_backfill_then_live_on_postgresql(
+    env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    history: str,
+    services: list[Service],
+    pg_url: str,
+) -> None:
+    pg_env = {**env, "TCX_BRIDGE_STORE_URL": pg_url}
+    pg = load_settings(environ=pg_env).settings
+    send_calls(broker, settings, range(100))
+    consumer = Service(pg_env, "consume", "analytics", "--from", "first")
+    services.append(consumer)
+    wait_until(lambda: processed(pg) == 300, timeout=60)
+    send_calls(broker, settings, range(100, 110))
+    wait_until(lambda: processed(pg) == 330, timeout=30)
+    rows = stored(pg, "SELECT * FROM calls")
+    assert len(rows) == 110
+    assert {(r["ring_seconds"], r["talk_seconds"], r["answered"]) for r in rows} == {(2.0, 8.0, True)}
+    assert [(row["origin"], row["done"]) for row in offsets(pg)] == [("first", True)]
+
+
+def test_from_without_the_history_stream_is_one_line(env: dict[str, str], broker: Broker) -> None:
+    done = run_cli(env, "consume", "analytics", "--from", "first", timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: the history stream '{env['TCX_BRIDGE_NAMESPACE']}.history' does not exist; "
+        "run tcx-bridge topology declare"
+    )
+
+
+def test_an_empty_history_rebuilds_nothing(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str
+) -> None:
+    """Nothing to rebuild from must not swap in an empty table."""
+    done = run_cli(env, "store", "rebuild", "analytics")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: the history stream '{settings.namespace}.history' holds no call event: nothing to rebuild "
+        "from (the table is left as it is)"
+    )
