@@ -111,7 +111,16 @@ def decode_launch(frame: bytes) -> Launch:
         raise ValueError("a launch frame cut short")
     environ = dict(os.fsdecode(pair).split("=", 1) for pair in rest)
     event_id = fields[3].decode()
-    return Launch(tuple(map(os.fsdecode, argv)), environ, int(fields[1]), int(fields[2]), event_id)
+    started_ns = int(fields[2])
+    if not is_event_id(event_id) or not 0 < started_ns < 1 << 63:  # a file name; a time datetime can hold
+        raise ValueError("a launch frame with an event id or a start time no launch makes")
+    return Launch(tuple(map(os.fsdecode, argv)), environ, int(fields[1]), started_ns, event_id)
+
+
+def is_event_id(text: str) -> bool:
+    """Whether text is an event id the wire takes (printable, bridge.events.MAX_EVENT_ID characters at
+    most) that an outbox file's name can hold (no /)."""
+    return 0 < len(text) <= 128 and text.isprintable() and "/" not in text
 
 
 def new_event_id() -> str:

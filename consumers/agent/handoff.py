@@ -53,6 +53,8 @@ class Taken(NamedTuple):
 def _decode_entry(frame: bytes) -> OutgoingMessage:
     """A built message's frame (the outbox's JSON, bridge.handoff.encode)."""
     entry = _ENTRY.decode(frame)
+    if not handoff.is_event_id(entry.message_id):  # the outbox file's name holds it
+        raise ValueError(f"a built message's id {printable(entry.message_id, 60)!r} is no event id")
     return OutgoingMessage(
         routing_key=entry.routing_key,
         body=bytes(entry.body),
@@ -125,7 +127,10 @@ class HandoffServer:
                     logger.warning("desk fast path stopped: %s", error)
                 return
             with connection:
-                self._take(connection)
+                try:
+                    self._take(connection)
+                except Exception:  # one launch's frame never ends the fast path for the others
+                    logger.exception("desk fast path: a launch's frame not taken (it takes its own path)")
 
     def _take(self, connection: socket.socket) -> None:
         """One launch: its event into the outbox, then the answer; a refusal makes it take its own path."""
