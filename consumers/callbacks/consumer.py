@@ -9,7 +9,8 @@
                                                       anonymous, internal and callback_ignore: none
     inbound C from the number                         the task closes ``reached``
     outbound C to the number (any desk; by E.164)     the task closes ``reached``
-    outbound E unconnected while the task's dial was out   one attempt; callback_max_attempts: ``unreached``
+    outbound E unconnected from the desk the task's dial is out on   one attempt; callback_max_attempts:
+                                                      ``unreached`` (another desk's call is none)
     dial.<status> for a task's request (callback-<id>-…)   the task's dial_state follows
 
 Between deliveries (tick) it publishes the queued ``callback.*`` events in order
@@ -122,7 +123,7 @@ class Callbacks(CallConsumer):
             return "reached" if closed is not None else "answered"
         if record["direction"] == "outbound":
             if event.kind == "ended" and not answered:
-                row = tasks.unanswered(self.store, e164, self.options.callback_max_attempts)
+                row = tasks.unanswered(self.store, e164, record["desk"], self.options.callback_max_attempts)
                 self._pending |= row is not None
                 return "no task" if row is None else ("unreached" if row["status"] == "closed" else "attempt")
             return "recorded"

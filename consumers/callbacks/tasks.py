@@ -144,13 +144,13 @@ def reached(store: Store, e164: str, desk: str, at: str) -> dict[str, Any] | Non
     return close(store, found, "reached", desk=desk, at=at)
 
 
-def unanswered(store: Store, e164: str, max_attempts: int) -> dict[str, Any] | None:
-    """An outbound call to e164 ended unconnected while the task's dial was out: one attempt more.
-
-    At max_attempts the task closes ``unreached``. None when no dial of an open task was out.
+def unanswered(store: Store, e164: str, desk: str, max_attempts: int) -> dict[str, Any] | None:
+    """An outbound call to e164 from desk ended unconnected while the task's dial was out there: one
+    attempt more. At max_attempts the task closes ``unreached``. None when no dial of an open task was
+    out on that desk (another desk's unanswered call to the number is no attempt of the task's dial).
     """
     found = open_task_of(store, e164)
-    if found is None or found["dial_state"] not in IN_FLIGHT:
+    if found is None or found["dial_state"] not in IN_FLIGHT or found["dial_desk"] != desk:
         return None
     attempts = found["attempts"] + 1
     store.execute(
