@@ -25,7 +25,8 @@ from bridge.dial import ResultWatch, request_dial
 from bridge.errors import BrokerRefusedError, BrokerRejectedError
 from bridge.topology import again_exchange, dial_results_queue, history_queue, retry_exchange
 from bridge.transport import Broker, OutgoingMessage
-from tests.conftest import Service, Tap, run_cli, start_service, wait_until
+from consumers.store.core import open_store
+from tests.conftest import Service, Tap, run_cli, run_notify, start_service, wait_until
 from tests.test_access_integration import (  # noqa: F401  # fixtures
     DeskB,
     Rights,
@@ -339,3 +340,46 @@ def test_a_pop_cannot_carry_a_forget(rights: Rights, admin: Broker, desk_b: Desk
     assert f"id=attack-forget key=desk.{rights.other}.popup" in desk_b.agent.output()
     assert "privacy.forget attack-forget" not in desk_b.agent.output()  # the line an erasure writes
     assert "outcome=forget" not in desk_b.agent.output()
+
+
+CALLER = "+41791234577"
+
+
+def callback_task(settings: Any) -> dict[str, Any] | None:
+    store = open_store(settings, "callbacks")
+    try:
+        row = store.execute("SELECT * FROM callbacks WHERE number_e164 = ?", (CALLER,)).fetchone()
+        return dict(row) if row is not None else None
+    finally:
+        store.close()
+
+
+def test_a_desk_cannot_use_up_the_attempts_of_another_desks_callback(
+    rights: Rights, admin: Broker, services: list[Service], tmp_path: Path
+) -> None:
+    """desk-A, on its own keys: an unanswered outbound call to the caller desk B was calling back counted
+    as the task's attempt; with callback_max_attempts = 1 it closed B's task as unreached."""
+    server = {"TCX_BRIDGE_DATA_DIR": str(tmp_path / "server"), "TCX_BRIDGE_CALLBACK_MAX_ATTEMPTS": "1"}
+    callbacks = rights.settings_of("tcx-callbacks", **server)
+    consumer = start_service(
+        services, rights.env_of("tcx-callbacks", **server), admin, callbacks.queue("callbacks"),
+        "consume", "callbacks",
+    )  # fmt: skip
+    b_env = rights.env_of(
+        f"desk-{rights.other}", TCX_BRIDGE_DESK=rights.other, TCX_BRIDGE_DATA_DIR=str(tmp_path / "b")
+    )
+    for argv in (("/N:S", f"/C:{CALLER}", "/T:I", "/I:missed-1"), ("/N:E", "/T:I", "/I:missed-1")):
+        assert run_notify(b_env, *argv).returncode == 0
+    wait_until(lambda: callback_task(callbacks) is not None, timeout=15)
+    task_id = str(callback_task(callbacks)["id"])  # type: ignore[index]
+    dialer = rights.env_of("tcx-dialer", **server)
+    dialed = run_cli(dialer, "callbacks", "dial", task_id, "--desk", rights.other)  # no agent on B: in flight
+    assert dialed.returncode == 0, dialed.stderr
+
+    a_env = rights.env_of(f"desk-{rights.desk}", TCX_BRIDGE_DATA_DIR=str(tmp_path / "a"))
+    for argv in (("/N:S", "/T:O", f"/I:{CALLER}"), ("/N:E", "/T:O", f"/I:{CALLER}")):  # rings out on A
+        assert run_notify(a_env, *argv).returncode == 0
+    wait_until(lambda: consumer.output().count(" outcome=") >= 4, timeout=15)
+    task = callback_task(callbacks)
+    assert task is not None
+    assert (task["status"], task["attempts"], task["dial_state"]) == ("open", 0, "dialing"), consumer.output()
