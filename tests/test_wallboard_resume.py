@@ -107,3 +107,25 @@ def test_the_wallboard_restarted_mid_day_shows_the_same_tiles_from_the_history(
     wait_until(lambda: wallboard_tiles(port)["answered"] == 12, timeout=20)
     assert wallboard_tiles(port) == before
     wait_until(lambda: "backfill done" in second.output())
+
+
+@pytest.mark.parametrize("number", ["²", "9" * 5000])  # a digit int() does not read; past int()'s limit
+def test_a_forged_last_event_id_neither_fails_the_stream_nor_leaks_it(
+    board: tuple[Fanout, int], number: str
+) -> None:
+    """A browser (any holder of the read-only token) sent an id of this board's boot with a number int()
+    refuses: a 500, and the stream stayed in the fan-out for good, fed every snapshot (one leak a request)."""
+    fanout, port = board
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", "/events", headers={"Last-Event-ID": f"{fanout.boot}-{number}"})
+    answer = connection.getresponse()
+    assert answer.status == 200
+    lines: list[bytes] = []
+    while len(lines) < 12 and not (lines and lines[-1].startswith(b"data:")):  # chunk sizes between lines
+        lines.append(answer.fp.readline().rstrip())
+    connection.close()
+    assert [line for line in lines if line.startswith((b"id:", b"data:"))] == [
+        f"id: {fanout.boot}-3".encode(),
+        b'data: {"tiles":{"answered":3}}',
+    ]  # the board now
+    wait_until(lambda: not fanout._streams, timeout=5)  # the closed stream left the fan-out

@@ -210,7 +210,8 @@ class Fanout:
         if not self._recent:
             return []
         boot, _, number = (last_event_id or "").strip().partition("-")
-        seen = int(number) if boot == self.boot and number.isdigit() else None
+        readable = number.isascii() and number.isdigit() and len(number) <= 18  # what int() takes, always
+        seen = int(number) if boot == self.boot and readable else None
         if seen is None or seen < self._recent[0][0] - 1:
             return [self._recent[-1][1]]  # unknown or too old: the whole board now
         return [data for sequence, data in self._recent if sequence > seen]
