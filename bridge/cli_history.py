@@ -39,7 +39,10 @@ def history_command(
     """Print the events of the history stream in order: a time range, a desk, or one call.
 
     --call without --since looks at the last 24 hours (give --since for an older
-    call). JSON is one object a line: offset, routing_key, user_id, event.
+    call). JSON is one object a line: offset, routing_key, user_id, event. An event
+    the broker does not vouch for (its key not the one it is published with, no
+    user_id, or desk A's user naming desk B) shows as spoofed, its event null, and
+    never under --desk, --call or a time range.
 
     \b
     Example:
@@ -58,7 +61,7 @@ def history_command(
     end = parse_moment(until, "--until") if until else None
     if end is not None and until is not None and len(until.strip()) == 10:
         end += timedelta(days=1, microseconds=-1)  # a day: up to its end
-    query = Query(start, end, desk, call_id)
+    query = Query(start, end, desk, call_id, settings.trust_user_id)
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         if broker.queue_info(history_queue(settings)) is None:
             raise click.ClickException(

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import msgspec
 
 from bridge import events
+from bridge.access import desk_of_user
 from bridge.errors import ConfigError
 from bridge.transport import Broker, Delivery
 
@@ -41,11 +42,13 @@ _DECODER = msgspec.json.Decoder(HistoryEvent)
 
 
 class Entry(NamedTuple):
-    """One message of the history: its offset, the delivery, and the event (None: not one we can read)."""
+    """One message of the history: its offset, the delivery, and the event (None: not one we can read,
+    or one the broker does not vouch for: problem says which)."""
 
     offset: int
     delivery: Delivery
     event: HistoryEvent | None
+    problem: str | None = None
 
 
 def parse_moment(text: str, option: str) -> datetime:
@@ -111,6 +114,28 @@ def decode(delivery: Delivery) -> HistoryEvent | None:
         return None
 
 
+def entry_of(delivery: Delivery, trust_user_id: bool = True) -> Entry:
+    """A history message as read. An event the broker does not vouch for is no event of the desk it
+    names, as for the consumers, which dead-letter it: its routing key is not the one it is published
+    with (desk A's key, desk B or a callback in the body), no user_id, or desk A's user naming desk B.
+    It shows as spoofed and never under --desk, --call or a time range."""
+    event = decode(delivery)
+    offset = offset_of(delivery)
+    if event is None:
+        return Entry(offset, delivery, None, "unreadable")
+    user = delivery.user_id
+    speaks_for = desk_of_user(user)
+    if event.routing_key != delivery.routing_key:
+        problem = f"spoofed: a {event.routing_key!r} event under key {delivery.routing_key!r}"
+    elif trust_user_id and not user:
+        problem = "spoofed: no user_id, the broker vouches for no sender"
+    elif trust_user_id and speaks_for not in (None, event.desk):
+        problem = f"spoofed: desk {event.desk!r} in the event, user {user!r}"
+    else:
+        return Entry(offset, delivery, event)
+    return Entry(offset, delivery, None, problem)
+
+
 class Query(NamedTuple):
     """What ``tcx-bridge history`` shows: a range of occurred_at, one desk, one call."""
 
@@ -118,6 +143,7 @@ class Query(NamedTuple):
     until: datetime | None = None
     desk: str | None = None
     call: str | None = None
+    trust_user_id: bool = True  # the setting: judge each event's sender by the broker-checked user_id
 
     def start(self, now: datetime) -> Offset:
         """Where to read from: before --since, the last day for --call alone, else the stream's start."""
@@ -157,7 +183,7 @@ def _kept(
     reading: Iterator[Delivery], query: Query, tail: int | None, stop_at: float | None
 ) -> Iterator[Entry]:
     for delivery in reading:
-        entry = Entry(offset_of(delivery), delivery, decode(delivery))
+        entry = entry_of(delivery, query.trust_user_id)
         if query.keeps(entry):
             yield entry
         if tail is not None and entry.offset >= tail:
@@ -186,7 +212,7 @@ def as_row(entry: Entry) -> tuple[str, ...]:
     """The table's cells: an event's time, what it is (call.started.inbound, dial.confirmed), and its call."""
     event = entry.event
     if event is None:
-        return (str(entry.offset), "", entry.delivery.routing_key, "", "", "", "unreadable")
+        return (str(entry.offset), "", entry.delivery.routing_key, "", "", "", entry.problem or "unreadable")
     if isinstance(event, events.CallEvent):
         what = f"call.{event.kind}.{event.direction}"
         number = event.caller_id or ("anonymous" if event.anonymous else "")

@@ -383,3 +383,32 @@ def test_a_desk_cannot_use_up_the_attempts_of_another_desks_callback(
     task = callback_task(callbacks)
     assert task is not None
     assert (task["status"], task["attempts"], task["dial_state"]) == ("open", 0, "dialing"), consumer.output()
+
+
+def test_the_history_shows_no_desk_an_event_another_desk_forged(rights: Rights) -> None:
+    """desk-A, on its own key, named desk B in the body, passed a callback event off as a call, and sent one
+    unsigned: the consumers dead-letter all three, but history --desk B and --call showed the first as B's
+    call, the table the callback as the callbacks consumer's; now only B's own is B's, the rest spoofed."""
+    a, b = rights.settings_of(f"desk-{rights.desk}"), rights.settings_of(f"desk-{rights.other}")
+    callback = events.CallbackOpened(
+        event_id=events.new_event_id(), task_id=1, number=CALLER, number_e164=CALLER, desk=rights.desk,
+        missed_at=events.utc_now(), due_at=events.utc_now(), occurred_at=events.utc_now(),
+    )  # fmt: skip
+    posing = event_message(rights.desk, rights.desk)._replace(body=events.ENCODER.encode(callback))
+    with Broker(a.amqp_url, sign=True) as attacker:
+        attacker.publish(a.exchange, event_message(rights.desk, rights.other, "forged-signed"))
+        attacker.publish(a.exchange, posing)
+    with Broker(a.amqp_url, sign=False) as attacker:
+        attacker.publish(a.exchange, event_message(rights.desk, rights.desk, "unsigned"))
+    with Broker(b.amqp_url, sign=True) as desk_b:
+        desk_b.publish(b.exchange, event_message(rights.other, rights.other, "genuine"))
+    reader = rights.env_of("tcx-history")
+    shown = run_cli(reader, "history", "--desk", rights.other, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line)["event"]["call_id"] for line in shown.stdout.splitlines()] == ["genuine"]
+    table = run_cli(reader, "history").stdout.splitlines()
+    assert [line.split("  ")[-1] for line in table if "spoofed" in line] == [
+        f"spoofed: a 'call.started.inbound.{rights.other}' event under key 'call.started.inbound.{rights.desk}'",
+        f"spoofed: a 'callback.opened' event under key 'call.started.inbound.{rights.desk}'",
+        "spoofed: no user_id, the broker vouches for no sender",
+    ]
