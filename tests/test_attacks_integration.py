@@ -367,7 +367,8 @@ def test_a_desk_cannot_use_up_the_attempts_of_another_desks_callback(
     rights: Rights, admin: Broker, services: list[Service], tmp_path: Path
 ) -> None:
     """desk-A, on its own keys: an unanswered outbound call to the caller desk B was calling back counted
-    as the task's attempt; with callback_max_attempts = 1 it closed B's task as unreached."""
+    as the task's attempt; with callback_max_attempts = 1 it closed B's task as unreached. (Then a
+    privacy.forget reaches the callbacks consumer: its queue was not bound to it.)"""
     server = {"TCX_BRIDGE_DATA_DIR": str(tmp_path / "server"), "TCX_BRIDGE_CALLBACK_MAX_ATTEMPTS": "1"}
     callbacks = rights.settings_of("tcx-callbacks", **server)
     consumer = start_service(
@@ -392,6 +393,14 @@ def test_a_desk_cannot_use_up_the_attempts_of_another_desks_callback(
     task = callback_task(callbacks)
     assert task is not None
     assert (task["status"], task["attempts"], task["dial_state"]) == ("open", 0, "dialing"), consumer.output()
+
+    # and the callbacks consumer is bound to privacy.forget (it was not): the task keeps no number
+    from consumers.privacy import command
+    from consumers.privacy.forms import forms_of
+
+    request_id = command.publish(rights.settings_of("tcx-privacy"), forms_of(CALLER, "CH"))
+    wait_until(lambda: f"privacy.forget {request_id} from tcx-privacy" in consumer.output(), timeout=15)
+    assert callback_task(callbacks) is None  # its number_e164 is a marker now
 
 
 def test_the_history_shows_no_desk_an_event_another_desk_forged(rights: Rights) -> None:

@@ -1,8 +1,8 @@
 """The callbacks consumer: a task for every missed external caller, closed when they are reached.
 
 ``tcx-bridge consume callbacks``; queue ``tcx.callbacks`` bound to the call events
-(``call.started.#``, ``call.connected.#``, ``call.ended.#``) and the dial results
-(``dial.#``). It keeps call records like the analytics consumer (its store:
+(``call.started.#``, ``call.connected.#``, ``call.ended.#``), the dial results
+(``dial.#``) and ``privacy.forget`` on the commands exchange (the runner erases the number in its store). It keeps call records like the analytics consumer (its store:
 ``<data_dir>/callbacks.sqlite3``, or ``callbacks_calls`` and ``callbacks`` in PostgreSQL):
 
     inbound S then E, no C, from an external number   open a task (or add to the caller's open one);
@@ -33,7 +33,7 @@ from bridge.envelope import build_outgoing
 from bridge.errors import HandlerError
 from bridge.topology import Binding
 from bridge.transport import Broker, Delivery
-from consumers.analytics.calls import CALL_PATTERNS, CallConsumer, other_party
+from consumers.analytics.calls import CallConsumer, other_party
 from consumers.callbacks import assign, tasks
 from consumers.callbacks.hours import due_at
 from consumers.callbacks.settings import CallbackOptions, options_of
@@ -61,10 +61,7 @@ class Callbacks(CallConsumer):
 
     @classmethod
     def bindings(cls, settings: Settings) -> Sequence[Binding]:
-        return [
-            *(Binding(settings.exchange, pattern) for pattern in CALL_PATTERNS),
-            Binding(settings.exchange, "dial.#"),
-        ]
+        return [*super().bindings(settings), Binding(settings.exchange, "dial.#")]  # and privacy.forget
 
     def decode(self, body: bytes, routing_key: str) -> Any:
         return events.EVENT_DECODER.decode(body)
