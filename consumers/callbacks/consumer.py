@@ -2,7 +2,8 @@
 
 ``tcx-bridge consume callbacks``; queue ``tcx.callbacks`` bound to the call events
 (``call.started.#``, ``call.connected.#``, ``call.ended.#``), the dial results
-(``dial.#``) and ``privacy.forget`` on the commands exchange (the runner erases the number in its store). It keeps call records like the analytics consumer (its store:
+(``dial.#``) and ``privacy.forget`` on the commands exchange (the runner erases the
+number in its store). It keeps call records like the analytics consumer (its store:
 ``<data_dir>/callbacks.sqlite3``, or ``callbacks_calls`` and ``callbacks`` in PostgreSQL):
 
     inbound S then E, no C, from an external number   open a task (or add to the caller's open one);
