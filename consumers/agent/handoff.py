@@ -52,15 +52,7 @@ class Taken(NamedTuple):
 
 def _decode_entry(frame: bytes) -> OutgoingMessage:
     """A built message's frame (the outbox's JSON, bridge.handoff.encode)."""
-    entry = _ENTRY.decode(frame)
-    return OutgoingMessage(
-        routing_key=entry.routing_key,
-        body=bytes(entry.body),
-        message_id=entry.message_id,
-        type=entry.type,
-        timestamp=entry.timestamp,
-        app_id=entry.app_id,
-    )
+    return _ENTRY.decode(frame).message()
 
 
 class HandoffServer:
