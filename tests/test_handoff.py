@@ -131,6 +131,7 @@ def test_agent_takes_a_launch_and_stores_it_before_answering(server: HandoffServ
         "TCX_BRIDGE_DATA_DIR": settings.data_dir,
         "TCX_BRIDGE_CONFIG": os.devnull,
         "TCX_BRIDGE_DESK": "d1",
+        "TCX_BRIDGE_HANDOFF_TIMEOUT": "5",  # a loaded test machine, not a desk's 25 ms
     }
     status = launcher.hand_launch(["/N:S", "/C:0791234567", "/T:I", "/I:42"], environ, server.directory)
     assert status == 0
@@ -161,6 +162,7 @@ def test_agent_refuses_a_launch_whose_settings_send_it_elsewhere(server: Handoff
 def test_invalid_launch_is_handed_with_status_2(server: HandoffServer) -> None:
     environ = {"TCX_BRIDGE_DATA_DIR": server.settings.data_dir, "TCX_BRIDGE_CONFIG": os.devnull}
     environ["TCX_BRIDGE_DESK"] = "d1"
+    environ["TCX_BRIDGE_HANDOFF_TIMEOUT"] = "5"  # a loaded test machine, not a desk's 25 ms
     assert launcher.hand_launch(["/N:X"], environ, server.directory) == 2
     assert server.outbox.load(server.outbox.paths()[0]).routing_key == "call.invalid.d1"
 
@@ -192,7 +194,8 @@ def test_only_an_ok_with_a_status_ends_the_launch(
     directory = tmp_path / "agent"
     agent = HangingAgent(directory, answer)
     try:
-        assert launcher.hand_launch(["/N:S", "/T:I", "/I:1"], {}, directory) == expected
+        environ = {"TCX_BRIDGE_HANDOFF_TIMEOUT": "5"}  # the agent answers at once, or never (then we wait)
+        assert launcher.hand_launch(["/N:S", "/T:I", "/I:1"], environ, directory) == expected
     finally:
         agent.close()
 
@@ -228,6 +231,7 @@ def test_a_data_dir_too_long_for_a_socket_address_still_works() -> None:
                 "TCX_BRIDGE_DATA_DIR": str(deep),
                 "TCX_BRIDGE_CONFIG": os.devnull,
                 "TCX_BRIDGE_DESK": "d1",
+                "TCX_BRIDGE_HANDOFF_TIMEOUT": "5",
             }
             assert launcher.hand_launch(["/N:E", "/T:I", "/I:7"], environ, running.directory) == 0
         finally:

@@ -52,6 +52,17 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     app_id: str
     body: msgspec.Raw
 
+    def message(self) -> OutgoingMessage:
+        """The message it was (an outboxed file, or a built message handed to the desk agent)."""
+        return OutgoingMessage(
+            routing_key=self.routing_key,
+            body=bytes(self.body),
+            message_id=self.message_id,
+            type=self.type,
+            timestamp=self.timestamp,
+            app_id=self.app_id,
+        )
+
 
 _ENTRY_DECODER = msgspec.json.Decoder(Entry)
 _ENCODER = msgspec.json.Encoder()
@@ -145,14 +156,7 @@ class OutboxFiles:
             entry = _ENTRY_DECODER.decode(path.read_bytes())
         except (OSError, msgspec.DecodeError) as error:
             raise OutboxError(f"outbox file {str(path)!r} cannot be read: {error}") from None
-        return OutgoingMessage(
-            routing_key=entry.routing_key,
-            body=bytes(entry.body),
-            message_id=entry.message_id,
-            type=entry.type,
-            timestamp=entry.timestamp,
-            app_id=entry.app_id,
-        )
+        return entry.message()
 
     def _remove(self, paths: Iterable[Path]) -> None:
         for path in paths:

@@ -55,14 +55,7 @@ def _decode_entry(frame: bytes) -> OutgoingMessage:
     entry = _ENTRY.decode(frame)
     if not handoff.is_event_id(entry.message_id):  # the outbox file's name holds it
         raise ValueError(f"a built message's id {printable(entry.message_id, 60)!r} is no event id")
-    return OutgoingMessage(
-        routing_key=entry.routing_key,
-        body=bytes(entry.body),
-        message_id=entry.message_id,
-        type=entry.type,
-        timestamp=entry.timestamp,
-        app_id=entry.app_id,
-    )
+    return entry.message()
 
 
 class HandoffServer:

@@ -234,16 +234,16 @@ class Worker:
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             return Item(delivery, None, f"undecodable: {error}", "")
         speaks_for = desk_of_user(delivery.user_id)
-        if message.routing_key != delivery.routing_key:  # only tcx-callbacks may publish callback.*
-            problem = (
-                f"spoofed: a {message.routing_key!r} message delivered with routing key "
-                f"{delivery.routing_key!r}, which vouches for another kind"
-            )
-            return Item(delivery, None, problem, "")
         if self.settings.trust_user_id and speaks_for not in (None, message.desk):
             problem = (
                 f"spoofed: the event is for desk {message.desk!r} but user {delivery.user_id!r} "
                 f"published it, who speaks for desk {speaks_for!r} only"
+            )
+            return Item(delivery, None, problem, "")
+        if message.routing_key != delivery.routing_key:  # only tcx-callbacks may publish callback.*
+            problem = (
+                f"spoofed: a {message.routing_key!r} message delivered with routing key "
+                f"{delivery.routing_key!r}, which vouches for another kind"
             )
             return Item(delivery, None, problem, "")
         if isinstance(message, CallEvent):
