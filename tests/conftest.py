@@ -211,6 +211,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_port_in(ports: range) -> int:
+    """The first port of ports (tried in their order) free on 127.0.0.1: a server of a test's own range."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {ports.start}-{ports.stop - ports.step}")
+
+
 def wallboard_tiles(port: int) -> dict[str, Any]:
     """The tiles of a local wallboard's /api/state."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as answer:

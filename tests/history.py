@@ -11,6 +11,7 @@ from bridge.envelope import OutgoingMessage
 from bridge.topology import publish_event
 from bridge.transport import Broker
 from consumers.store.core import open_store, sqlite_path
+from tests.conftest import free_port_in
 
 SEC = timedelta(seconds=1)
 T0 = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
@@ -66,13 +67,4 @@ def offsets(settings: Settings) -> list[dict[str, Any]]:
 
 def http_port() -> int:
     """A free port of this suite's HTTP range (18000-18049), for a server the test starts."""
-    import socket
-
-    for port in range(18000, 18050):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 18000 and 18049")
+    return free_port_in(range(18000, 18050))

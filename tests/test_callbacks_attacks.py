@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import http.client
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from bridge.config import load_settings
 from consumers.callbacks.web import DIAL_COOKIE, dial_routes
 from consumers.wallboard.routes import make_app
 from consumers.wallboard.web import COOKIE, Fanout, HostCheck, WebServer
+from tests.conftest import free_port_in
 
 READ = "read-only-token-of-the-wall-0001"
 DIAL = "dial-token-of-the-supervisor-0001"
@@ -35,14 +35,7 @@ def csrf_of(token: str) -> str:
 
 def port_of_ours() -> int:
     """A free port in this module's range (18400-18449)."""
-    for port in range(18449, 18399, -1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 18400-18449")
+    return free_port_in(range(18449, 18399, -1))
 
 
 def serve(data_dir: Path) -> WebServer:

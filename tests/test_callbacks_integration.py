@@ -20,7 +20,7 @@ from bridge.config import Settings
 from bridge.simulate import Plan, PlannedLaunch, Timing, notify_command, play, truth_lines
 from bridge.transport import Broker
 from consumers.store.core import open_store
-from tests.conftest import Service, Tap, run_cli, start_service, wait_until
+from tests.conftest import Service, Tap, free_port_in, run_cli, start_service, wait_until
 from tests.test_metrics_integration import samples
 
 pytestmark = pytest.mark.integration
@@ -54,16 +54,7 @@ def day(one: str, two: str) -> Plan:
 
 def port_of_ours() -> int:
     """A free port in this worktree's range (18200-18299)."""
-    import socket
-
-    for port in range(18200, 18300):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 18200-18299")
+    return free_port_in(range(18200, 18300))
 
 
 def installed(name: str) -> str:

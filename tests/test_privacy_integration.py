@@ -6,7 +6,6 @@ Real broker, SQLite stores, the CRM and analytics consumers and a desk agent run
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,13 @@ from bridge.transport import Broker, OutgoingMessage
 from consumers.analytics.calls import apply_event
 from consumers.privacy.forms import RUN_IN_TEXT, Forms, digits, find_in_text, forms_of
 from consumers.store.core import open_sqlite
-from tests.conftest import Service, desk_queue, run_cli, run_notify, start_service, wait_until
+from tests.conftest import Service, desk_queue, free_port, run_cli, run_notify, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
 WITH_ZERO = "+41 (0)79 111 22 33"  # written with (0): stored, journaled, logged in full once
 OUTBOXED = "044 555 66 77"  # only in the desk's outbox (the broker was away)
 DEAD = "0031 20 555 1234"  # only in dead-letter queues (its event was unreadable)
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def held_anywhere(data_dir: Path, forms: Forms) -> list[str]:
@@ -112,7 +105,7 @@ def test_a_simulated_day_then_three_numbers_forgotten(
     assert invalid.returncode == 2, invalid.stderr  # logged with its argv, the number in full
     masked = run_notify(env, "/N:X", f"/C:{WITH_ZERO}", "/I:p-3")
     assert masked.returncode == 2
-    away = {**env, "TCX_BRIDGE_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F"}
+    away = {**env, "TCX_BRIDGE_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
     assert run_notify(away, "/N:S", f"/C:{OUTBOXED}", "/T:I", "/I:p-4").returncode == 0
     unreadable = json.dumps({"type": "call", "caller_id": DEAD, "occurred_at": "not a time"}).encode()
     with Broker(settings.amqp_url, sign=True) as publisher:

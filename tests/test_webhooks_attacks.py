@@ -18,6 +18,7 @@ import pytest
 from consumers.webhooks.delivery import Sender
 from consumers.webhooks.guard import RefusedAddressError, check_url, refused_address
 from consumers.webhooks.settings import Target
+from tests.conftest import free_port_in
 from tests.webhook_receiver import Receiver
 
 PUBLIC = "93.184.215.14"
@@ -26,14 +27,7 @@ TOKEN = "zammad-cti-token-4f9c2"
 
 def port_of_ours() -> int:
     """A free port in this module's range (18400-18449)."""
-    for port in range(18400, 18450):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 18400-18449")
+    return free_port_in(range(18400, 18450))
 
 
 @pytest.fixture
