@@ -6,8 +6,9 @@ on; any other failure stops it and keeps every event where it is, in order.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,32 +57,43 @@ class Replaying(RefusedFiles):
             publish_batch, window = _one_at_a_time(publish), 1
         if not self.paths() and not self.orphans():
             return Replay(0, 0)
-        published = refused = 0
         with self._lock(wait) as acquired:
             if not acquired:
                 return Replay(0, len(self.paths()), locked_out=True)
             self.recover_orphans()
             pending = deque(self.paths()[:limit])
-            while pending:
-                loaded = self._load_window(pending, window)
-                if not loaded:
-                    continue
-                confirmed, stopped = _attempt(publish_batch, [message for _, message in loaded])
-                self._remove(path for path, _ in loaded[:confirmed])
-                published += confirmed
-                if stopped is None or confirmed >= len(loaded):
-                    if confirmed < len(loaded):
-                        break
-                    continue
-                if not refused_for_good(stopped):
-                    raise stopped
-                # One of the unconfirmed was refused: the first of them, alone, says which.
-                settled = self._settle(publish_batch, loaded[confirmed:], stopped)
-                if settled is None:
-                    break
-                published, refused = published + settled[0], refused + settled[1]
-                pending.extendleft(path for path, _ in reversed(loaded[confirmed + 1 :]))
+            removing = _Removing(self._remove)
+            try:
+                published, refused = self._windows(publish_batch, pending, window, removing)
+            finally:
+                removing.wait()  # every confirmed file gone (or its error raised) before the lock goes
             return Replay(published, len(self.paths()), refused=refused)
+
+    def _windows(
+        self, publish_batch: BatchPublisher, pending: deque[Path], window: int, removing: _Removing
+    ) -> tuple[int, int]:
+        """Publish pending a window at a time; return (published, refused)."""
+        published = refused = 0
+        while pending:
+            loaded = self._load_window(pending, window)
+            if not loaded:
+                continue
+            confirmed, stopped = _attempt(publish_batch, [message for _, message in loaded])
+            removing.start([path for path, _ in loaded[:confirmed]])  # while the next window goes out
+            published += confirmed
+            if stopped is None or confirmed >= len(loaded):
+                if confirmed < len(loaded):
+                    break
+                continue
+            if not refused_for_good(stopped):
+                raise stopped
+            # One of the unconfirmed was refused: the first of them, alone, says which.
+            settled = self._settle(publish_batch, loaded[confirmed:], stopped)
+            if settled is None:
+                break
+            published, refused = published + settled[0], refused + settled[1]
+            pending.extendleft(path for path, _ in reversed(loaded[confirmed + 1 :]))
+        return published, refused
 
     def _load_window(self, pending: deque[Path], window: int) -> list[tuple[Path, OutgoingMessage]]:
         """Take up to window readable events off pending; an unreadable one goes to corrupt/."""
@@ -119,6 +131,42 @@ class Replaying(RefusedFiles):
         if error is not None:
             raise error
         return None
+
+
+class _Removing:
+    """Confirmed files deleted on a thread of their own while replay publishes the next window.
+
+    Deleting is a third of a replay's time on an ext4 disk; the thread overlaps it with
+    the broker's round trips. One window at a time: start() waits for the one before,
+    and wait() raises what stopped it (a file left would be replayed again).
+    """
+
+    def __init__(self, remove: Callable[[Iterable[Path]], None]) -> None:
+        self._remove = remove
+        self._thread: threading.Thread | None = None
+        self._error: OutboxError | None = None
+
+    def start(self, paths: list[Path]) -> None:
+        self.wait()
+        if len(paths) < 8:  # a launch's few: not worth a thread
+            self._remove(paths)
+            return
+        self._thread = threading.Thread(target=self._run, args=(paths,), name="outbox-remove", daemon=True)
+        self._thread.start()
+
+    def _run(self, paths: list[Path]) -> None:
+        try:
+            self._remove(paths)
+        except OutboxError as error:
+            self._error = error
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _one_at_a_time(publish: Callable[[OutgoingMessage], None]) -> BatchPublisher:
