@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str
     publish_budget: float
     handoff_timeout: float
+    handoff_endpoint: str
     replay_batch: int
     log_max_bytes: int
     region: str

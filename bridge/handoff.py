@@ -1,15 +1,16 @@
 """The desk fast path: a launch hands its event to the desk agent already connected to the broker.
 
-The agent (``tcx-bridge agent``) listens on a Unix socket ``handoff.sock`` in
-``<data_dir>/agent``, a directory only its OS user may enter (0700, the socket
-0600; both sides also check the other's uid with SO_PEERCRED). A launch sends
-one frame and shuts its side; the agent writes the event into the outbox
-(fsync'd file, fsync'd directory) and only then answers ``ok``; it publishes
-the outbox on its open confirmed connection right after. So once a launch has
-its ``ok`` the event is as safe as an outboxed one, and the outbox rules hold
-unchanged: nothing is lost if the agent dies at any step; an event the agent
-stored but did not answer for in time is also published by the launch itself
-(a duplicate with the same event_id, which consumers drop).
+The agent (``tcx-bridge agent``) listens on a Unix socket ``handoff.sock`` (or
+on 127.0.0.1: the endpoints, below) in ``<data_dir>/agent``, a directory only
+its OS user may enter (0700, the socket 0600; both sides also check the
+other's uid with SO_PEERCRED). A launch sends one frame and shuts its side;
+the agent writes the event into the outbox (fsync'd file, fsync'd directory)
+and only then answers ``ok``; it publishes the outbox on its open confirmed
+connection right after. So once a launch has its ``ok`` the event is as safe
+as an outboxed one, and the outbox rules hold unchanged: nothing is lost if
+the agent dies at any step; an event the agent stored but did not answer for
+in time is also published by the launch itself (a duplicate with the same
+event_id, which consumers drop).
 
 Two frames: a *launch* (:func:`encode_launch`: argv, the TCX_BRIDGE_ environment,
 pid and start time), sent by the front (``bridge.launcher``) before anything
@@ -18,17 +19,21 @@ and the launch's own settings; and a *built message* (:func:`encode`, the
 outbox's JSON), sent by ``bridge.notify`` when the front did not find the agent
 where the environment says (a data_dir set in the TOML file).
 
-No agent, a stale socket, a wrong owner, a refusal, or no answer within
-``handoff_timeout`` seconds: the launch takes its own path (connect, publish,
-confirm). Only the standard library is imported here (msgspec only to encode a
-built message); no pika, no phonenumbers.
+Two endpoints, chosen by ``handoff_endpoint`` (both sides read it; the front
+from ``TCX_BRIDGE_HANDOFF_ENDPOINT``): ``unix``, the socket above, where Unix
+sockets have SO_PEERCRED (Linux); ``tcp``, 127.0.0.1 on a random port with a
+secret drawn at each agent start in ``handoff.tcp``, readable only by the user,
+and a mutual HMAC proof on each connection before the frame (bridge.loopback);
+``auto`` (the default) takes unix where it is supported, else tcp (Windows,
+macOS). Not built: a Windows named pipe whose DACL grants only the user's SID
+(its server checked with ``GetNamedPipeServerProcessId``), which would spare the
+secret file.
 
-Windows (not built yet): a named pipe ``\\\\.\\pipe\\tcx-bridge-<user SID>-<desk>``
-whose DACL grants only the user's SID (``PIPE_REJECT_REMOTE_CLIENTS``; the
-client checks the server's SID with ``GetNamedPipeServerProcessId``); where
-pipes are not usable, 127.0.0.1 on a random port with a per-boot secret in a
-file of the user's profile readable only by them, sent first on each
-connection. Until then there is no hand-off there.
+No agent, a stale socket or endpoint file, a wrong owner, a refusal, a port
+that cannot prove it is the agent, or no answer within ``handoff_timeout``
+seconds: the launch takes its own path (connect, publish, confirm). Only the
+standard library is imported here (msgspec only to encode a built message); no
+pika, no phonenumbers.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ OK = b"ok"  # the answer's first word; a launch frame's answer goes on: " <exit 
 LAUNCH = b"tcx-launch-1"  # a launch frame's first field
 MAX_FRAME = 1 << 20  # bytes; an event is at most events.MAX_BODY, the frame adds its envelope
 _SUN_PATH = 107  # bytes a Unix socket address holds on Linux (108 with the NUL)
+ENDPOINTS = ("auto", "unix", "tcp")  # handoff_endpoint's values (bridge.keys)
 
 
 def encode(message: OutgoingMessage) -> bytes:
@@ -141,6 +147,15 @@ def supported() -> bool:
     )
 
 
+def endpoint_of(choice: str) -> str:
+    """The endpoint a handoff_endpoint setting means here: ``unix`` or ``tcp`` (auto: unix where
+    :func:`supported`, else tcp); any other value as it is (no hand-off)."""
+    choice = choice.strip().lower() or "auto"
+    if choice == "auto":
+        return "unix" if supported() else "tcp"
+    return choice
+
+
 def directory_of(data_dir: str | os.PathLike[str]) -> str:
     return os.path.join(data_dir, DIRECTORY)
 
@@ -168,25 +183,33 @@ def peer_uid(connection: socket | _socket.socket) -> int:
     return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
 
 
-def hand_over(message: OutgoingMessage, data_dir: str, timeout: float) -> str | None:
+def hand_over(message: OutgoingMessage, data_dir: str, timeout: float, endpoint: str = "auto") -> str | None:
     """Give a built message to the running desk agent; None when it took it, else why not.
 
     The whole exchange (connect, send, the agent's fsync and answer) gets timeout seconds.
     """
     if timeout <= 0:
         return "off"
-    answer = send(encode(message), directory_of(data_dir), timeout)
+    answer = send(encode(message), directory_of(data_dir), timeout, endpoint)
     return None if answer == OK else answer.decode(errors="replace")
 
 
-def send(frame: bytes, directory: str | os.PathLike[str], timeout: float) -> bytes:
+def send(frame: bytes, directory: str | os.PathLike[str], timeout: float, endpoint: str = "auto") -> bytes:
     """Send one frame to the agent at directory; its answer (``ok ...``), or why there is none.
 
     Every failure is an answer that does not begin with ``ok``: no agent (no directory,
-    a stale socket), a directory or socket not this user's alone, no answer in time.
+    a stale socket or endpoint file), a directory, socket or file not this user's alone,
+    an endpoint that cannot prove it is the agent, no answer in time.
     """
-    if not supported():  # pragma: no cover - see the docstring
-        return b"no agent: no hand-off endpoint on this platform yet"
+    chosen = endpoint_of(endpoint)
+    if chosen == "tcp":
+        from bridge import loopback  # only on this endpoint: a launch on the socket never loads it
+
+        return loopback.send(frame, directory, timeout)
+    if chosen != "unix":
+        return f"no agent: no hand-off endpoint {endpoint!r} (use auto, unix or tcp)".encode()
+    if not supported():
+        return b"no agent: no Unix socket with a peer-uid check on this platform (use auto or tcp)"
     deadline = time.monotonic() + timeout
     try:
         handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -216,6 +239,14 @@ def _exchange(connection: _socket.socket, frame: bytes, deadline: float) -> byte
             return b"the hand-off socket is another user's"
         connection.sendall(frame)
         connection.shutdown(_socket.SHUT_WR)
+    except OSError as error:
+        return f"the hand-off failed ({error.strerror or error})".encode()
+    return read_answer(connection, deadline)
+
+
+def read_answer(connection: _socket.socket, deadline: float) -> bytes:
+    """The agent's answer line, without its line break, or why there is none (by the deadline)."""
+    try:
         answer = b""
         while not answer.endswith(b"\n"):
             left = deadline - time.monotonic()

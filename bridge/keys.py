@@ -22,6 +22,7 @@ from bridge.values import (
     parse_ca_file,
     parse_desk,
     parse_extension,
+    parse_handoff_endpoint,
     parse_log_format,
     parse_log_numbers,
     parse_max_age,
@@ -116,6 +117,13 @@ KEYS: tuple[Key, ...] = (
         at_least(float, 0.0),
         "seconds a launch waits for the running desk agent to take its event before it publishes "
         "itself (0: never hand over)",
+    ),
+    Key(
+        "handoff_endpoint",
+        const("auto"),
+        parse_handoff_endpoint,
+        "the desk fast path's endpoint: unix (a socket only this user reaches), tcp (127.0.0.1 with a "
+        "secret drawn at each agent start), auto: unix where the platform has it (Linux), else tcp",
     ),
     Key("replay_batch", const(20), at_least(int, 0), "outboxed events one launch replays at most"),
     Key(

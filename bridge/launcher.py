@@ -8,7 +8,10 @@ data dir). The agent reads the settings the launch would read, builds its
 event with ``bridge.notify``'s own code, stores it (fsync) and answers
 ``ok <exit status> <outcome line>``; the launch exits with that status. Any
 other answer, or none within ``TCX_BRIDGE_HANDOFF_TIMEOUT`` seconds (default
-0.025; 0 turns the hand-off off), and ``bridge.notify`` runs as before.
+0.025; 0 turns the hand-off off), and ``bridge.notify`` runs as before. The
+endpoint is ``TCX_BRIDGE_HANDOFF_ENDPOINT``'s (auto: the Unix socket where
+there is one, else 127.0.0.1 with the agent's secret, bridge.loopback, which
+only then is imported).
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ HELP = frozenset({"--help", "-h", "/?", "-?", "/h", "/help"})  # bridge.notify.H
 
 
 def data_dir(environ: Mapping[str, str]) -> str:
-    """Where the launch's data dir is, as bridge.keys.platform_dir finds it (POSIX only: no hand-off on
-    Windows yet); a data_dir set in the TOML file is not seen here (bridge.notify hands over then)."""
+    """Where the launch's data dir is, as bridge.keys.platform_dir finds it; a data_dir set in the TOML
+    file is not seen here (bridge.notify hands over then)."""
     explicit = environ.get("TCX_BRIDGE_DATA_DIR", "").strip()
     if explicit:
         return explicit
     home = os.path.expanduser("~")  # as Path.home()
+    if sys.platform == "win32":
+        base = environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+        return os.path.join(base, APP_NAME)
     if sys.platform == "darwin":
         return os.path.join(home, "Library", "Application Support", APP_NAME)
     base = environ.get("XDG_DATA_HOME", "").strip() or os.path.join(home, ".local", "share")
@@ -52,6 +58,12 @@ def timeout_of(environ: Mapping[str, str]) -> float:
         return 0.0
 
 
+def endpoint_of(environ: Mapping[str, str]) -> str:
+    """handoff_endpoint from the environment (bridge.keys: auto by default; a bad value hands nothing
+    over, bridge.notify then says why)."""
+    return environ.get("TCX_BRIDGE_HANDOFF_ENDPOINT", "").strip() or "auto"
+
+
 def hand_launch(
     argv: Sequence[str],
     environ: Mapping[str, str],
@@ -67,7 +79,7 @@ def hand_launch(
     if timeout <= 0 or (len(argv) == 1 and argv[0].lower() in HELP):
         return None
     frame = handoff.encode_launch(argv, environ, os.getpid(), started, event_id)
-    answer = handoff.send(frame, directory, timeout)
+    answer = handoff.send(frame, directory, timeout, endpoint_of(environ))
     word, _, rest = answer.partition(b" ")
     status, _, line = rest.partition(b" ")
     if word != handoff.OK or not status.isdigit():

@@ -3,10 +3,10 @@
 Path of a launch (after the front, bridge.launcher, found no desk agent to
 take it): parse argv, build and encode the event (bridge.launch_event, before
 connecting); hand it to the running desk agent (bridge.handoff) when its data
-dir differs from the one the front tried, else publish it with confirms; on
-failure retry within ``publish_budget`` seconds, then store it in the outbox
-and still exit 0: the event is safe. After a successful publish, replay a
-bounded batch of older outboxed events.
+dir or hand-off endpoint differs from the one the front tried, else publish it
+with confirms; on failure retry within ``publish_budget`` seconds, then store
+it in the outbox and still exit 0: the event is safe. After a successful
+publish, replay a bounded batch of older outboxed events.
 
 Exit status: 0 published or stored (also when a bad setting, a refused login or
 an unknown vhost made it wait in the outbox: one line on stderr names the
@@ -240,8 +240,10 @@ def run(argv: Sequence[str], tried: str | None = None, given: Given | None = Non
         log_lost(message, prepared.oversize)
         return EXIT_FAILED
     mine = os.path.normpath(handoff.directory_of(settings.data_dir))
-    if tried is None or mine != os.path.normpath(tried):  # the front did not try this agent yet
-        why_not = handoff.hand_over(message, settings.data_dir, settings.handoff_timeout)
+    endpoint = handoff.endpoint_of(settings.handoff_endpoint)
+    front = handoff.endpoint_of(os.environ.get("TCX_BRIDGE_HANDOFF_ENDPOINT", ""))  # as the front read it
+    if tried is None or mine != os.path.normpath(tried) or endpoint != front:  # the front did not try it
+        why_not = handoff.hand_over(message, settings.data_dir, settings.handoff_timeout, endpoint)
         if why_not is None:  # the desk agent has it durably and publishes it on its open connection
             _log_outcome(Delivered("handed", 0), event, message, settings, started)
             return exit_code

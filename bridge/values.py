@@ -183,6 +183,13 @@ def parse_log_format(name: str, value: Any) -> str:
     return text
 
 
+def parse_handoff_endpoint(name: str, value: Any) -> str:
+    text = parse_text(name, value).strip().lower()
+    if text not in ("auto", "unix", "tcp"):  # bridge.handoff.ENDPOINTS
+        raise ConfigError(f"{name}: {value!r} is not a hand-off endpoint; use auto, unix or tcp")
+    return text
+
+
 def parse_timezone(name: str, value: Any) -> str | None:
     text = parse_optional_text(name, value)
     if text is None:

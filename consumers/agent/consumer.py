@@ -31,7 +31,7 @@ from bridge.config import Settings
 from bridge.dial import clean_number
 from bridge.envelope import build_outgoing
 from bridge.errors import DialError, DialExpiredError, HandlerError, TcxBridgeError
-from bridge.handoff import supported
+from bridge.handoff import endpoint_of, supported
 from bridge.outbox import Outbox
 from bridge.topology import (
     Binding,
@@ -277,10 +277,17 @@ class DeskAgent(Consumer):
 
     # the desk fast path (bridge.handoff) ------------------------------------
     def start_handoff(self) -> None:
-        """Take launches' events over the private socket; the launches take their own path if it cannot."""
-        if self.settings.handoff_timeout <= 0 or not supported():  # Windows, macOS: see bridge.handoff
+        """Take launches' events over the private endpoint; the launches take their own path if it cannot."""
+        if self.settings.handoff_timeout <= 0:
             return
-        server = HandoffServer(self.settings, self._stored)
+        endpoint = endpoint_of(self.settings.handoff_endpoint)  # auto: unix on Linux, else tcp
+        if endpoint == "unix" and not supported():
+            logger.warning(
+                "desk fast path off: handoff_endpoint = unix, but this platform has no Unix socket with a "
+                "peer-uid check; set it to auto or tcp"
+            )
+            return
+        server = HandoffServer(self.settings, self._stored, endpoint)
         try:
             server.start()
         except OSError as error:

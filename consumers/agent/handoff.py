@@ -1,7 +1,10 @@
 """The agent's end of the desk fast path (bridge.handoff): take a launch's event, store it, answer.
 
 One thread accepts on ``<data_dir>/agent/handoff.sock`` (directory 0700, socket
-0600, the peer's uid checked) and, per connection: reads one frame (a launch,
+0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at the port
+``handoff.tcp`` names beside a secret drawn at this start (bridge.loopback: a
+connection that fails the proofs is closed with one log line, its frame never
+read), and, per connection: reads one frame (a launch,
 whose event it builds with bridge.launch_event and the launch's own settings,
 or a built message), writes the event into the outbox like a launch would
 (fsync'd), answers ``ok``, then calls ``on_stored`` so the agent publishes the
@@ -27,7 +30,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from bridge import handoff
+from bridge import handoff, loopback
 from bridge.config import Settings, load_settings
 from bridge.envelope import OutgoingMessage
 from bridge.errors import ConfigError, OutboxError
@@ -61,8 +64,9 @@ def _decode_entry(frame: bytes) -> OutgoingMessage:
 class HandoffServer:
     """Listens for launches handing over their events; start() and close()."""
 
-    def __init__(self, settings: Settings, on_stored: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, on_stored: Callable[[], None], endpoint: str = "unix") -> None:
         self.settings = settings
+        self.endpoint = endpoint  # unix or tcp (bridge.handoff.endpoint_of)
         self.directory = Path(handoff.directory_of(settings.data_dir))
         self.outbox = Outbox(settings.outbox_dir)
         self.on_stored = on_stored
@@ -70,18 +74,30 @@ class HandoffServer:
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._secret: bytes | None = None  # the tcp endpoint's, drawn at start()
 
     @property
     def path(self) -> Path:
-        return self.directory / handoff.SOCKET
+        """The socket, or the tcp endpoint's file."""
+        return self.directory / (handoff.SOCKET if self.endpoint == "unix" else loopback.FILE)
 
     def start(self) -> None:
-        """Create the private directory and the socket, and accept in a thread; OSError if it cannot."""
+        """Create the private directory and the endpoint, and accept in a thread; OSError if it cannot."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)  # an older or hand-made one too
-        unsafe = handoff.private(os.stat(self.directory))
-        if unsafe:
-            raise OSError(f"{self.directory} is not private ({unsafe})")
+        if os.name == "posix":  # on Windows the profile's ACL keeps the directory the user's
+            os.chmod(self.directory, 0o700)  # an older or hand-made one too
+            unsafe = handoff.private(os.stat(self.directory))
+            if unsafe:
+                raise OSError(f"{self.directory} is not private ({unsafe})")
+        listener = self._listen_unix() if self.endpoint == "unix" else self._listen_tcp()
+        listener.settimeout(0.2)  # to see close() in time
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, name="handoff", daemon=True)
+        self._thread.start()
+        where = self.path if self.endpoint == "unix" else f"{loopback.HOST}:{listener.getsockname()[1]}"
+        logger.info("desk fast path: launches hand their events over at %s", where)
+
+    def _listen_unix(self) -> socket.socket:
         handle = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             where = handoff.address(self.directory, handle)
@@ -93,11 +109,21 @@ class HandoffServer:
         finally:
             os.close(handle)
         listener.listen(64)
-        listener.settimeout(0.2)  # to see close() in time
-        self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="handoff", daemon=True)
-        self._thread.start()
-        logger.info("desk fast path: launches hand their events over at %s", self.path)
+        return listener
+
+    def _listen_tcp(self) -> socket.socket:
+        """127.0.0.1 on a port the system picks, then the file with it and a new secret."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no other process may bind it too
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            listener.bind((loopback.HOST, 0))
+            listener.listen(64)
+            self._secret = loopback.write_endpoint(self.directory, listener.getsockname()[1])
+        except OSError:
+            listener.close()
+            raise
+        return listener
 
     def close(self) -> None:
         self._stop.set()
@@ -105,8 +131,11 @@ class HandoffServer:
             self._thread.join(2.0)
         if self._listener is not None:
             self._listener.close()
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+            if self._secret is not None:
+                loopback.remove_endpoint(self.directory, self._secret)
+            else:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
 
     def _serve(self) -> None:
         assert self._listener is not None
@@ -121,17 +150,34 @@ class HandoffServer:
                 return
             with connection:
                 try:
-                    self._take(connection)
+                    connection.settimeout(READ_TIMEOUT)
+                    if self._admitted(connection):
+                        self._take(connection)
                 except Exception:  # one launch's frame never ends the fast path for the others
                     logger.exception("desk fast path: a launch's frame not taken (it takes its own path)")
+
+    def _admitted(self, connection: socket.socket) -> bool:
+        """Whether the peer may send a frame: this OS user (unix), or it proved it knows the secret (tcp)."""
+        if self._secret is None:
+            if handoff.peer_uid(connection) != os.getuid():
+                self._refuse(connection, "another user")  # unreachable through the 0700 directory
+                return False
+            return True
+        try:
+            peer = connection.getpeername()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            why = loopback.admit(connection, self._secret, READ_TIMEOUT)
+        except OSError as error:
+            why = f"the connection failed ({error.strerror or error})"
+            peer = ("?", 0)
+        if why is not None:
+            logger.warning("desk fast path: refused a connection from %s:%s: %s", peer[0], peer[1], why)
+            return False
+        return True
 
     def _take(self, connection: socket.socket) -> None:
         """One launch: its event into the outbox, then the answer; a refusal makes it take its own path."""
         try:
-            connection.settimeout(READ_TIMEOUT)
-            if handoff.peer_uid(connection) != os.getuid():
-                self._refuse(connection, "another user")  # unreachable through the 0700 directory
-                return
             frame = self._read(connection)
             if frame.startswith(handoff.LAUNCH):
                 taken = self._launch(handoff.decode_launch(frame))
