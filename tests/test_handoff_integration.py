@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bridge import handoff
+from bridge import handoff, loopback
 from bridge.config import Settings
 from bridge.transport import Broker, Delivery
 from tests.conftest import Service, Tap, desk_queue, run_notify, wait_until
 from tests.test_consumers_integration import analytics_rows, processed_count
 from tests.test_handoff import HangingAgent
+from tests.test_handoff_tcp import FakeAgent, attack
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +57,9 @@ class Agent:
 
     def __init__(self, env: dict[str, str], broker: Broker, settings: Settings, step: str = "none") -> None:
         self.log = Path(env["TCX_BRIDGE_DATA_DIR"]).parent / f"agent-{uuid.uuid4().hex[:6]}.log"
-        self.socket = Path(handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"])) / handoff.SOCKET
+        endpoint = handoff.endpoint_of(env.get("TCX_BRIDGE_HANDOFF_ENDPOINT", ""))
+        name = handoff.SOCKET if endpoint == "unix" else loopback.FILE
+        self.socket = Path(handoff.directory_of(env["TCX_BRIDGE_DATA_DIR"])) / name  # or handoff.tcp
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", AGENT, step], env=env, stdout=out, stderr=out
@@ -109,9 +116,16 @@ def call_ids(deliveries: list[Delivery]) -> list[str]:
     return [json.loads(delivery.body)["call_id"] for delivery in deliveries]
 
 
+@pytest.mark.parametrize("endpoint", ["unix", "tcp"])
 def test_handed_event_equals_a_published_one_but_for_id_and_time(
-    fast_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, agents: list[Agent]
+    fast_env: dict[str, str],
+    broker: Broker,
+    settings: Settings,
+    events_tap: Tap,
+    agents: list[Agent],
+    endpoint: str,
 ) -> None:
+    fast_env = {**fast_env, "TCX_BRIDGE_HANDOFF_ENDPOINT": endpoint}
     agents.append(Agent(fast_env, broker, settings))
     assert " INFO handed call.started.inbound." in launch(fast_env, "42")
     handed = events_tap.get(timeout=10)
@@ -132,12 +146,17 @@ def test_handed_event_equals_a_published_one_but_for_id_and_time(
 
 
 @pytest.mark.parametrize(
-    ("step", "outcome"),
+    ("step", "outcome", "endpoint"),
     [
-        ("before-store", "published"),  # no answer: the launch publishes; nothing stored, one delivery
-        ("before-answer", "published"),  # stored, no answer: published twice (same event_id)
-        ("before-confirm", "handed"),  # the outbox holds it until the next agent replays it
-        ("during-replay", "handed"),  # confirmed, not removed: replayed again (same event_id)
+        (
+            "before-store",
+            "published",
+            "unix",
+        ),  # no answer: the launch publishes; nothing stored, one delivery
+        ("before-answer", "published", "unix"),  # stored, no answer: published twice (same event_id)
+        ("before-answer", "published", "tcp"),  # the same on 127.0.0.1 (the killed agent leaves handoff.tcp)
+        ("before-confirm", "handed", "unix"),  # the outbox holds it until the next agent replays it
+        ("during-replay", "handed", "unix"),  # confirmed, not removed: replayed again (same event_id)
     ],
 )
 def test_agent_killed_at_each_step_loses_nothing(
@@ -148,7 +167,9 @@ def test_agent_killed_at_each_step_loses_nothing(
     agents: list[Agent],
     step: str,
     outcome: str,
+    endpoint: str,
 ) -> None:
+    fast_env = {**fast_env, "TCX_BRIDGE_HANDOFF_ENDPOINT": endpoint}
     agents.append(Agent(fast_env, broker, settings, step))
     line = launch(fast_env, "7")
     assert f" INFO {outcome} call.started.inbound." in line
@@ -215,3 +236,73 @@ def test_a_replayed_duplicate_is_dropped_by_the_consumers(
         lambda: processed_count(settings, "analytics") == 1 and "outcome=duplicate" in analytics.output()
     )
     assert [row["call_id"] for row in analytics_rows(settings)] == ["21"]
+
+
+@pytest.fixture
+def tcp_env(fast_env: dict[str, str]) -> dict[str, str]:
+    return {**fast_env, "TCX_BRIDGE_HANDOFF_ENDPOINT": "tcp"}
+
+
+def test_a_client_without_the_secret_gets_nothing_published(
+    tcp_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, agents: list[Agent]
+) -> None:
+    """A local process reads no handoff.tcp (0600) and connects to the agent's port with a launch frame and
+    a made-up proof: nothing is stored, nothing published; the next real launch is handed over."""
+    agent = Agent(tcp_env, broker, settings)
+    agents.append(agent)
+    found = loopback.read_endpoint(agent.socket.parent)
+    assert isinstance(found, tuple), found
+    port = found[0]
+    frame = handoff.encode_launch(
+        ["/N:S", "/T:I", "/I:66"], tcp_env, 1, time.time_ns(), handoff.new_event_id()
+    )
+    assert len(attack(port, os.urandom(32), os.urandom(32) + frame)) == 64  # the agent's proof, nothing more
+    assert attack(port, frame) != b"ok"
+    assert events_tap.drain(idle=1.0) == []
+    assert not any(settings.outbox_dir.glob("*.json"))
+    assert " INFO handed call.started.inbound." in launch(tcp_env, "67")
+    assert call_ids(events_tap.drain(idle=1.0)) == ["67"]
+    log = agent.log.read_text()
+    assert log.count("desk fast path: refused a connection from 127.0.0.1:") == 2, log
+    assert found[1].hex() not in log
+
+
+def test_a_port_squatter_gets_no_frame_and_the_launch_publishes_itself(
+    tcp_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, agents: list[Agent]
+) -> None:
+    """The agent is SIGKILLed (its handoff.tcp stays) and a process squats its port, answering as an agent
+    would without the secret: the launch sends it no frame, publishes itself, and the event is delivered."""
+    agent = Agent(tcp_env, broker, settings)
+    agents.append(agent)
+    found = loopback.read_endpoint(agent.socket.parent)
+    assert isinstance(found, tuple), found
+    agent.process.send_signal(signal.SIGKILL)
+    wait_until(agent.killed)
+    assert agent.socket.exists(), "a killed agent leaves its file"
+    fake = FakeAgent(found[0], os.urandom(64))
+    try:
+        line = launch(tcp_env, "68")
+    finally:
+        received = fake.close()
+    assert " INFO published call.started.inbound." in line
+    assert [len(got) for got in received] == [32], "the launch's nonce, no frame, no proof"
+    assert call_ids(events_tap.drain(idle=1.0)) == ["68"]
+
+
+def test_a_stale_endpoint_file_costs_the_launch_nothing(
+    tcp_env: dict[str, str], broker: Broker, settings: Settings, events_tap: Tap, agents: list[Agent]
+) -> None:
+    """The agent killed, nobody on its port: the launch is refused at once and publishes itself."""
+    agent = Agent(tcp_env, broker, settings)
+    agents.append(agent)
+    agent.process.send_signal(signal.SIGKILL)
+    wait_until(agent.killed)
+    assert agent.socket.exists()
+    port = loopback.read_endpoint(agent.socket.parent)
+    assert isinstance(port, tuple)
+    with socket.socket() as probe:  # nobody listens there now
+        assert probe.connect_ex(("127.0.0.1", port[0])) != 0
+    assert " INFO published call.started.inbound." in launch(
+        {**tcp_env, "TCX_BRIDGE_HANDOFF_TIMEOUT": "5"}, "69"
+    )
+    assert call_ids(events_tap.drain(idle=1.0)) == ["69"]
