@@ -10,11 +10,16 @@ Prints median, p95 and peak RSS of each, and the ratios (targets: notify at most
 1.15x the floor; fast at most 0.35x the floor's median and 0.5x at p95, its peak
 RSS below notify's). Every handed event is checked to reach the broker.
 
+``--endpoint tcp`` measures the fast path on 127.0.0.1 with the agent's secret
+(handoff_endpoint = tcp, as on Windows and macOS) beside the Unix socket's: two
+agents of their own, each with a data dir of its own, the launches of both
+interleaved with the others (``fast`` and ``fasttcp``).
+
 Both run in a fresh virtualenv holding only the runtime dependencies, as on a
 desk (the development venv has test tools such as typing_extensions that msgspec
 imports when present); ``--venv DIR`` reuses one.
 
-    python bench/notify_latency.py [--runs 40] [--amqp-url URL] [--venv DIR]
+    python bench/notify_latency.py [--runs 40] [--amqp-url URL] [--venv DIR] [--endpoint unix|tcp]
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def summary(name: str, samples: list[float], rss: list[int]) -> str:
 
 
 def start_agent(venv: Path, env: dict[str, str], socket_path: Path) -> subprocess.Popen[bytes]:
-    """The desk agent of the desk venv, running until its hand-off socket is there."""
+    """The desk agent of the desk venv, running until its hand-off socket (or handoff.tcp) is there."""
     agent = subprocess.Popen(
         [str(venv / "bin" / "tcx-bridge"), "agent"],
         env={**env, "TCX_BRIDGE_ASSISTANT": "/bin/true"},
@@ -130,6 +135,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--venv", type=Path, help="A virtualenv with tcx-bridge installed (default: a fresh one)."
+    )
+    parser.add_argument(
+        "--endpoint",
+        choices=("unix", "tcp"),
+        default="unix",
+        help="tcp: also the fast path on 127.0.0.1 with the agent's secret, beside the Unix socket's",
     )
     args = parser.parse_args()
 
@@ -162,41 +173,52 @@ def main() -> None:
 
     sink = f"{namespace}.sink"
     socket_path = Path(data_dir) / "data" / "tcx-bridge" / "agent" / "handoff.sock"
-    agent = start_agent(venv, env, socket_path)
-    times: dict[str, list[float]] = {"fast": [], "notify": [], "floor": []}
-    rss: dict[str, list[int]] = {"fast": [], "notify": [], "floor": []}
+    agents = [start_agent(venv, env, socket_path)]
+    # the tcp endpoint's desk: the same settings but the endpoint, in a data dir of its own
+    tcp_env = {**env, "XDG_DATA_HOME": f"{data_dir}/tcp", "TCX_BRIDGE_HANDOFF_ENDPOINT": "tcp"}
     commands = {
         "fast": lambda n: ([notify, "/N:S", "/C:0791234567", "/T:I", f"/I:fast{n}"], env),
+        "fasttcp": lambda n: ([notify, "/N:S", "/C:0791234567", "/T:I", f"/I:fast{n}"], tcp_env),
         "notify": lambda n: (
             [notify, "/N:S", "/C:0791234567", "/T:I", f"/I:{n}"],
             {**env, "TCX_BRIDGE_HANDOFF_TIMEOUT": "0"},
         ),
         "floor": lambda n: ([python, "-c", FLOOR, args.amqp_url, settings.exchange], env),
     }
+    logs = {"fast": Path(data_dir) / "data" / "tcx-bridge" / "logs" / "notify.log"}  # the outcome lines
+    if args.endpoint == "tcp":
+        tcp_file = Path(data_dir) / "tcp" / "tcx-bridge" / "agent" / "handoff.tcp"
+        agents.append(start_agent(venv, tcp_env, tcp_file))
+        logs["fasttcp"] = Path(data_dir) / "tcp" / "tcx-bridge" / "logs" / "notify.log"
+    else:
+        del commands["fasttcp"]
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, list[int]] = {name: [] for name in commands}
     try:
-        if not socket_path.exists():
-            raise SystemExit(f"no hand-off socket at {socket_path}")
         for warmup in range(3):
             for name in commands:
                 timed(*commands[name](f"warm{warmup}"))
         for n in range(args.runs):
             names = list(commands)
-            for name in names[n % 3 :] + names[: n % 3]:  # each goes first in turn
+            for name in names[n % len(names) :] + names[: n % len(names)]:  # each goes first in turn
                 seconds, peak = timed(*commands[name](n))
                 times[name].append(seconds)
                 rss[name].append(peak)
-        expected = 3 * (args.runs + 3)  # every launch's event and every floor message
+        expected = len(commands) * (args.runs + 3)  # every launch's event and every floor message
         with Broker(args.amqp_url) as broker:
             deadline = time.monotonic() + 30
             while (info := broker.queue_info(sink)) is not None and info[0] < expected:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"only {info[0]} of {expected} messages reached the broker")
                 time.sleep(0.1)
-        log = Path(data_dir) / "data" / "tcx-bridge" / "logs" / "notify.log"  # the outcome lines
-        handed = sum(" handed " in line and "call_id=fast" in line for line in log.read_text().splitlines())
+        handed = {
+            name: sum(" handed " in line and "call_id=fast" in line for line in log.read_text().splitlines())
+            for name, log in logs.items()
+        }
     finally:
-        agent.terminate()
-        agent.wait(20)
+        for agent in agents:
+            agent.terminate()
+            agent.wait(20)
         with Broker(args.amqp_url) as broker:
             for queue in (sink, settings.unrouted_exchange, settings.queue("desk.bench")):
                 broker.delete_queue(queue)
@@ -212,12 +234,16 @@ def main() -> None:
     floor_median, floor_p95 = statistics.median(times["floor"]), p95(times["floor"])
     ratio = statistics.median(times["notify"]) / floor_median
     print(f"notify  median {ratio:.2f}x the floor (target <= 1.15x): {'OK' if ratio <= 1.15 else 'OVER'}")
-    fast, fast_p95 = statistics.median(times["fast"]) / floor_median, p95(times["fast"]) / floor_p95
-    verdict = "OK" if fast <= 0.35 and fast_p95 <= 0.5 else "OVER"
-    print(f"fast    median {fast:.2f}x, p95 {fast_p95:.2f}x the floor (targets 0.35x, 0.5x): {verdict}")
-    lighter = statistics.median(rss["fast"]) / statistics.median(rss["notify"])
-    print(f"fast    peak RSS (median) {lighter:.2f}x today's path: {'OK' if lighter < 1 else 'OVER'}")
-    print(f"fast    {handed} of {args.runs + 3} launches handed over; the others published themselves")
+    for name in logs:
+        fast, fast_p95 = statistics.median(times[name]) / floor_median, p95(times[name]) / floor_p95
+        verdict = "OK" if fast <= 0.35 and fast_p95 <= 0.5 else "OVER"
+        print(f"{name:<7} median {fast:.2f}x, p95 {fast_p95:.2f}x the floor (targets 0.35x, 0.5x): {verdict}")
+        lighter = statistics.median(rss[name]) / statistics.median(rss["notify"])
+        print(f"{name:<7} peak RSS (median) {lighter:.2f}x today's path: {'OK' if lighter < 1 else 'OVER'}")
+        print(f"{name:<7} {handed[name]} of {args.runs + 3} launches handed over; the others published")
+    if "fasttcp" in times:
+        ratio = statistics.median(times["fasttcp"]) / statistics.median(times["fast"])
+        print(f"fasttcp median {ratio:.2f}x the Unix socket's fast path")
 
 
 if __name__ == "__main__":
