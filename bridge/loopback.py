@@ -195,7 +195,7 @@ def send(frame: bytes, directory: str | os.PathLike[str], timeout: float) -> byt
     port, secret = found
     connection = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     try:
-        connection.settimeout(timeout)
+        connection.settimeout(max(deadline - time.monotonic(), 0.001))
         connection.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         try:
             connection.connect((HOST, port))

@@ -1,10 +1,10 @@
 """The agent's end of the desk fast path (bridge.handoff): take a launch's event, store it, answer.
 
-One thread accepts on ``<data_dir>/agent/handoff.sock`` (directory 0700, socket
-0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at the port
-``handoff.tcp`` names beside a secret drawn at this start (bridge.loopback: a
-connection that fails the proofs is closed with one log line, its frame never
-read), and, per connection: reads one frame (a launch,
+One thread accepts on ``<data_dir>/agent/handoff.sock`` (directory 0700,
+socket 0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at
+the port ``handoff.tcp`` names beside a secret drawn at this start
+(bridge.loopback: a connection that fails the proofs is closed with one log
+line, its frame never read), and, per connection: reads one frame (a launch,
 whose event it builds with bridge.launch_event and the launch's own settings,
 or a built message), writes the event into the outbox like a launch would
 (fsync'd), answers ``ok``, then calls ``on_stored`` so the agent publishes the
@@ -12,8 +12,8 @@ outbox on its open connection at once, and writes the launch's log lines into
 its notify log. Whatever goes wrong before the answer, the launch takes its
 own path; after it, the outbox holds the event until a replay's confirm
 removes it. A launch whose settings send its event elsewhere than the agent
-would (another broker, exchange, desk or outbox) is refused: it publishes itself.
-"""
+would (another broker, exchange, desk or outbox) is refused: it publishes
+itself."""
 
 from __future__ import annotations
 
@@ -173,6 +173,7 @@ class HandoffServer:
         if why is not None:
             logger.warning("desk fast path: refused a connection from %s:%s: %s", peer[0], peer[1], why)
             return False
+        connection.settimeout(READ_TIMEOUT)  # for the frame, as on the socket
         return True
 
     def _take(self, connection: socket.socket) -> None:
