@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ import pytest
 from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError
-from bridge.topology import declare_events, declare_history, history_queue
+from bridge.topology import declare_events, declare_history, dial_results_queue, history_queue
 from bridge.transport import Broker
 from consumers.store.core import sqlite_path
 from tests.conftest import Service, _cleanup, run_cli, wait_until
@@ -45,8 +46,21 @@ def test_topology_declares_the_history_stream_bound_to_every_event(
     queue = history_queue(settings)
     with Broker(settings.amqp_url) as other, pytest.raises(BrokerRefusedError):  # the setting's age, not 7D
         other.declare_queue(queue, arguments={"x-queue-type": "stream", "x-max-age": "7D"})
+    rows = topology_rows(env)
+    assert rows[queue] == "stream: offsets 0..5 (6 events kept)"  # not "0 ready"
+    assert rows[dial_results_queue(settings)] == "stream: empty"
+    assert rows[settings.queue("analytics")] == "6 ready, 0 consumer(s)"  # a queue: as before
+
+
+def topology_rows(env: dict[str, str]) -> dict[str, str]:
+    """``topology show``: each queue's and exchange's state by its name (columns: two spaces apart)."""
     shown = run_cli(env, "topology", "show")
-    assert queue in shown.stdout
+    assert shown.returncode == 0, shown.stderr
+    rows = {}
+    for line in shown.stdout.splitlines():
+        name, state, _ = re.split(r"\s{2,}", line.split(None, 1)[1])
+        rows[name] = state
+    return rows
 
 
 def test_history_prints_a_range_a_desk_and_one_calls_story(
@@ -97,6 +111,7 @@ def test_history_follow_prints_new_events(
     send_calls(broker, settings, range(1, 2))
     wait_until(lambda: follower.output().count('"offset"') == 6)  # and what came after
     assert follower.process.poll() is None  # still following
+    assert topology_rows(env)[history] == "stream: offsets 0..5 (6 events kept)"  # a reader changes nothing
     follower.stop()
 
 
@@ -289,6 +304,13 @@ def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broke
     remaining = kept()
     assert {f"c{n:04}" for n in range(60, 120)} <= set(remaining)  # the young ones are all there
     assert len(remaining) < 360
+    shown = run_cli(short, "history", "--format", "json")
+    held = [json.loads(line)["offset"] for line in shown.stdout.splitlines()]
+    first, last = held[0], held[-1]
+    assert first > 0  # what retention kept: the first offset a reader at first gets, not 0
+    assert topology_rows(short)[history_queue(settings)] == (
+        f"stream: offsets {first}..{last} ({last - first + 1} events kept)"
+    )
 
 
 def test_backfill_then_live_on_postgresql(
