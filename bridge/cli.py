@@ -288,8 +288,9 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         rows = inspect(broker, expected(settings, list(desks)))
     width = max(len(entity.name) for entity, _ in rows)
+    state_width = max([28, *(len(state) for _, state in rows)])
     for entity, state in rows:
-        click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<28} {entity.about}")
+        click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<{state_width}}  {entity.about}")
 
 
 @without_settings
