@@ -43,6 +43,8 @@ import os
 import sys
 import time
 
+from bridge.ids import new_event_id as new_event_id  # the launch's own (bridge.launcher), without uuid
+
 TYPE_CHECKING = False  # typing is not imported on the front's path (mypy reads this name as typing's)
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -127,15 +129,6 @@ def is_event_id(text: str) -> bool:
     """Whether text is an event id the wire takes (printable, bridge.events.MAX_EVENT_ID characters at
     most) that an outbox file's name can hold (no /)."""
     return 0 < len(text) <= 128 and text.isprintable() and "/" not in text
-
-
-def new_event_id() -> str:
-    """A random UUID (version 4) as bridge.events.new_event_id makes one, without importing uuid."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def supported() -> bool:

@@ -36,7 +36,7 @@ import msgspec
 from bridge.errors import HandlerError, StoreUnavailableError, TransientError, TransportError, UnroutableError
 from bridge.events import MAX_BODY
 from bridge.topology import dead_letter_key
-from bridge.transport import Delivery, OutgoingMessage
+from bridge.transport import UNREADABLE_HEADERS, Delivery, OutgoingMessage
 
 ATTEMPTS = "x-tcx-attempts"
 REASON = "x-tcx-reason"
@@ -157,3 +157,23 @@ def _copy(
         expiration_ms=expiration_ms,
         headers=headers,
     )
+
+
+def vouch(delivery: Delivery, exchanges: frozenset[str], *, trust_user_id: bool) -> None:
+    """What the broker vouches for: the exchange it came through (one of exchanges), and a user_id when
+    they are required (trust_user_id); HandlerError (dead-lettered, never retried) when it does not.
+
+    A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
+    """
+    if delivery.exchange not in exchanges:
+        raise HandlerError(
+            f"spoofed: delivered through exchange {delivery.exchange!r}, not one this consumer is bound to"
+        )
+    unreadable = delivery.headers.get(UNREADABLE_HEADERS)
+    if unreadable is not None:  # a table no client library can read: dead-lettered, never retried
+        raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
+    if trust_user_id and not delivery.user_id:
+        raise HandlerError(
+            "spoofed: the message has no user_id, so the broker vouches for no sender "
+            "(every tcx-bridge publisher sets it; trust_user_id = false accepts such messages)"
+        )

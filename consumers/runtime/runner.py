@@ -45,11 +45,11 @@ from bridge.errors import (
 )
 from bridge.events import MAX_BODY, ForgetRequest  # MAX_BODY: the wire limit, bigger is dead-lettered unread
 from bridge.topology import Binding, again_exchange, declare_queues, retry_exchange
-from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
+from bridge.transport import Broker, Delivery, OutgoingMessage
 from consumers.privacy import command as forget_command
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
-from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded, restore, retry
+from consumers.runtime.failures import attempts_of, classify, dead_letter, guarded, restore, retry, vouch
 from consumers.runtime.metrics import NULL, Metrics, metrics_for
 from consumers.runtime.publish import Publisher
 from consumers.store.core import Store, as_store, savepoint, transaction
@@ -335,23 +335,7 @@ class Runner:
         return frozenset({*bound, self._again})
 
     def _vouch(self, delivery: Delivery) -> None:
-        """What the broker vouches for: the exchange it came through, and a user_id when they are required.
-
-        A message whose headers could not be decoded (see bridge.transport) is dead-lettered too.
-        """
-        if delivery.exchange not in self._exchanges:
-            raise HandlerError(
-                f"spoofed: delivered through exchange {delivery.exchange!r}, "
-                "not one this consumer is bound to"
-            )
-        unreadable = delivery.headers.get(UNREADABLE_HEADERS)
-        if unreadable is not None:  # a table no client library can read: dead-lettered, never retried
-            raise HandlerError(f"undecodable: the message's headers cannot be decoded ({unreadable})")
-        if self.settings.trust_user_id and not delivery.user_id:
-            raise HandlerError(
-                "spoofed: the message has no user_id, so the broker vouches for no sender "
-                "(every tcx-bridge publisher sets it; trust_user_id = false accepts such messages)"
-            )
+        vouch(delivery, self._exchanges, trust_user_id=self.settings.trust_user_id)
 
     def _failed(self, broker: Broker, delivery: Delivery, attempts: int, error: Exception) -> str:
         """Dead-letter what can never succeed, or what failed max_attempts times; else retry later."""
