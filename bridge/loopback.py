@@ -25,8 +25,8 @@ password), and nothing derived from the secret. The agent checks the launch's
 proof before it reads the frame and closes a connection that fails. The proofs
 are bound to both nonces and labelled, so no answer of the agent serves as a
 launch's proof, nor one connection's proof in another. What another local user
-can still do is keep the agent's one hand-off thread busy (up to its read
-timeout per connection): launches then publish themselves, nothing is lost.
+can still do is keep all the agent's hand-off slots busy (16 connections at once,
+up to its read timeout each): launches then publish themselves, nothing is lost.
 
 A launch imports this module only on this endpoint; its HMAC is written out over
 the interpreter's built-in SHA-256 (``_sha256``, ``_sha2`` since 3.12) because

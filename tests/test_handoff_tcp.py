@@ -24,7 +24,7 @@ import pytest
 from bridge import handoff, launcher, loopback
 from bridge.config import load_settings
 from bridge.errors import ConfigError
-from consumers.agent.handoff import READ_TIMEOUT, HandoffServer
+from consumers.agent.handoff import READ_TIMEOUT, SLOTS, HandoffServer
 from tests.conftest import free_port, wait_until
 from tests.test_handoff import FAST_PATH_PROBE, settings_for
 
@@ -184,13 +184,38 @@ def test_a_client_without_the_secret_gets_nothing_stored(
     assert server.handed == 1
 
 
-def test_a_client_that_says_nothing_holds_the_agent_only_its_read_timeout(server: HandoffServer) -> None:
+def test_a_client_that_says_nothing_does_not_hold_the_others_up(server: HandoffServer) -> None:
+    """Each connection has a thread of its own: a silent one holds only its own slot."""
     port, _ = endpoint_of(server)
     with socket.create_connection(("127.0.0.1", port), timeout=5):
         started = time.monotonic()
         environ = environ_of(server.settings.data_dir, str(READ_TIMEOUT + 3))
         assert launcher.hand_launch(LAUNCH, environ, server.directory) == 0
-        assert time.monotonic() - started < READ_TIMEOUT + 2
+        assert time.monotonic() - started < READ_TIMEOUT / 2
+
+
+def test_with_every_slot_held_a_launch_publishes_itself_at_once_then_is_handed_again(
+    server: HandoffServer,
+) -> None:
+    """SLOTS silent connections (another local user): the next launch is closed at once and takes its
+    own path; once they are gone (the read timeout), launches are handed over again."""
+    port, _ = endpoint_of(server)
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SLOTS)]
+    try:
+        time.sleep(0.2)  # every one of them accepted and in its slot
+        environ = environ_of(server.settings.data_dir, "2")
+        started = time.monotonic()
+        assert launcher.hand_launch(LAUNCH, environ, server.directory) is None
+        assert time.monotonic() - started < 1.0  # closed, not left waiting for the 2 s
+        assert server.handed == 0
+    finally:
+        for connection in silent:
+            connection.close()
+    deadline = time.monotonic() + READ_TIMEOUT + 3
+    while launcher.hand_launch(LAUNCH, environ, server.directory) is None:
+        assert time.monotonic() < deadline, "the slots never came back"
+        time.sleep(0.1)
+    assert server.handed == 1
 
 
 def test_the_agents_answer_to_one_nonce_proves_nothing_for_another(server: HandoffServer) -> None:

@@ -1,6 +1,8 @@
 """The agent's end of the desk fast path (bridge.handoff): take a launch's event, store it, answer.
 
-One thread accepts on ``<data_dir>/agent/handoff.sock`` (directory 0700,
+One thread accepts (and serves each connection on a thread of its own, at most
+``SLOTS`` at once: a silent peer holds one for ``READ_TIMEOUT``, and a connection
+beyond them is closed, so that launch publishes itself) on ``<data_dir>/agent/handoff.sock`` (directory 0700,
 socket 0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at
 the port ``handoff.tcp`` names beside a secret drawn at this start
 (bridge.loopback: a connection that fails the proofs is closed with one log
@@ -42,6 +44,7 @@ from bridge.text import printable
 logger = logging.getLogger(__name__)
 
 READ_TIMEOUT = 1.0  # seconds a launch may take to send its frame
+SLOTS = 16  # connections served at once, each on its own thread; one more is closed (it publishes itself)
 _ENTRY = msgspec.json.Decoder(Entry)
 
 
@@ -75,6 +78,7 @@ class HandoffServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._secret: bytes | None = None  # the tcp endpoint's, drawn at start()
+        self._slots = threading.BoundedSemaphore(SLOTS)
 
     @property
     def path(self) -> Path:
@@ -148,13 +152,23 @@ class HandoffServer:
                 if not self._stop.is_set():
                     logger.warning("desk fast path stopped: %s", error)
                 return
+            if not self._slots.acquire(blocking=False):  # all busy: this launch takes its own path now
+                connection.close()
+                continue
+            serving = threading.Thread(target=self._serve_one, args=(connection,), daemon=True)
+            serving.start()
+
+    def _serve_one(self, connection: socket.socket) -> None:
+        """One connection, on a thread of its own: a slow or silent peer holds one slot, not the others."""
+        try:
             with connection:
-                try:
-                    connection.settimeout(READ_TIMEOUT)
-                    if self._admitted(connection):
-                        self._take(connection)
-                except Exception:  # one launch's frame never ends the fast path for the others
-                    logger.exception("desk fast path: a launch's frame not taken (it takes its own path)")
+                connection.settimeout(READ_TIMEOUT)
+                if self._admitted(connection):
+                    self._take(connection)
+        except Exception:  # one launch's frame never ends the fast path for the others
+            logger.exception("desk fast path: a launch's frame not taken (it takes its own path)")
+        finally:
+            self._slots.release()
 
     def _admitted(self, connection: socket.socket) -> bool:
         """Whether the peer may send a frame: this OS user (unix), or it proved it knows the secret (tcp)."""
