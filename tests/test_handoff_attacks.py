@@ -9,18 +9,21 @@ is never believed, nor told the launch's numbers.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge import handoff, launcher
-from consumers.agent.handoff import HandoffServer
+from consumers.agent.handoff import REFUSAL_WINDOW, REFUSALS_LOGGED, HandoffServer
+from tests.conftest import wait_until
 from tests.test_handoff import server, settings_for  # noqa: F401  # the fixture
 
 LAUNCH = ["/N:S", "/C:0791234567", "/T:I", "/I:42"]
@@ -100,3 +103,66 @@ def test_a_fake_agent_of_another_user_is_neither_believed_nor_told_the_launch() 
             fake.kill()
             told, _ = fake.communicate(timeout=10)
     assert told.split()[1:] in ([], ["0"])  # the fake agent got not one byte of either launch
+
+
+# the tcp endpoint, attacked by another OS user (nobody, when the tests run as root) -------------------
+FLOOD = """
+import os, socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+refused = 0
+for _ in range(count):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        try:
+            connection.sendall(os.urandom(32))  # a nonce
+            connection.recv(64)  # the agent's proof and nonce
+            connection.sendall(os.urandom(32))  # a made-up proof
+            refused += connection.recv(1) == b""
+        except OSError:
+            refused += 1
+print(refused, flush=True)
+"""
+
+
+def as_attacker(code: str, *args: str) -> str:
+    """Run code as another OS user (nobody) when the tests run as root, else as this one; its stdout."""
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    other = {"user": 65534, "group": 65534, "extra_groups": []} if os.getuid() == 0 else {}
+    done = subprocess.run(
+        [python, "-I", "-S", "-c", code, *args], capture_output=True, text=True, timeout=120, check=True, **other
+    )  # type: ignore[call-overload]  # fmt: skip
+    return done.stdout
+
+
+@pytest.fixture
+def tcp_server(tmp_path: Path) -> Iterator[HandoffServer]:
+    running = HandoffServer(settings_for(tmp_path / "data"), lambda: None, "tcp")
+    running.start()
+    yield running
+    running.close()
+
+
+def tcp_environ(data_dir: str) -> dict[str, str]:
+    return {**environ_of(data_dir), "TCX_BRIDGE_HANDOFF_ENDPOINT": "tcp", "TCX_BRIDGE_HANDOFF_TIMEOUT": "5"}
+
+
+def test_a_flood_of_connections_without_the_secret_does_not_flood_the_log(
+    tcp_server: HandoffServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another local user made 1400 connections a second with made-up proofs: one warning each, 200 kB of
+    log a second (17 GB a day) for as long as it liked. Now the first REFUSALS_LOGGED lines, then a count."""
+    caplog.set_level(logging.INFO, logger="consumers.agent.handoff")
+    port = tcp_server._listener.getsockname()[1]  # type: ignore[union-attr]  # what `ss -tln` shows anyone
+    count = 300
+    assert as_attacker(FLOOD, str(port), str(count)).strip() == str(count)  # every one refused
+    assert tcp_server.handed == 0
+    wait_until(lambda: sum("refused" in r.getMessage() for r in caplog.records) >= REFUSALS_LOGGED, 10)
+    time.sleep(0.3)  # the last of the flood's threads
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == REFUSALS_LOGGED, lines[:3]
+    assert launcher.hand_launch(LAUNCH, tcp_environ(tcp_server.settings.data_dir), tcp_server.directory) == 0
+    tcp_server.close()  # tells the count
+    told = [r.getMessage() for r in caplog.records if "more connection(s)" in r.getMessage()]
+    assert told == [
+        f"desk fast path: refused {count - REFUSALS_LOGGED} more connection(s), not logged one by one "
+        f"(over {REFUSALS_LOGGED} in {REFUSAL_WINDOW:.0f} s)"
+    ]

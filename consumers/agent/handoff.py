@@ -6,7 +6,7 @@ beyond them is closed, so that launch publishes itself) on ``<data_dir>/agent/ha
 socket 0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at
 the port ``handoff.tcp`` names beside a secret drawn at this start
 (bridge.loopback: a connection that fails the proofs is closed with one log
-line, its frame never read), and, per connection: reads one frame (a launch,
+line, up to REFUSALS_LOGGED a minute, then a count; its frame never read), and, per connection: reads one frame (a launch,
 whose event it builds with bridge.launch_event and the launch's own settings,
 or a built message), writes the event into the outbox like a launch would
 (fsync'd), answers ``ok``, then calls ``on_stored`` so the agent publishes the
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 READ_TIMEOUT = 1.0  # seconds a launch may take to send its frame
 SLOTS = 16  # connections served at once, each on its own thread; one more is closed (it publishes itself)
+REFUSALS_LOGGED = 10  # refused connections logged one line each per REFUSAL_WINDOW; the rest are counted
+REFUSAL_WINDOW = 60.0  # seconds
 _ENTRY = msgspec.json.Decoder(Entry)
 
 
@@ -64,6 +66,48 @@ def _decode_entry(frame: bytes) -> OutgoingMessage:
     return entry.message()
 
 
+class RefusalLog:
+    """One line per refused connection, up to REFUSALS_LOGGED per REFUSAL_WINDOW; beyond them a count, told
+    with the next refusal after the window (or at close): another local user's flood of connections
+    without the secret (thousands a second) would otherwise fill the agent's log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._window_ends = 0.0
+        self._logged = 0
+        self._unlogged = 0
+
+    def refused(self, peer: str, why: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            unlogged = 0
+            if now >= self._window_ends:
+                self._window_ends, self._logged = now + REFUSAL_WINDOW, 0
+                unlogged, self._unlogged = self._unlogged, 0
+            if self._logged >= REFUSALS_LOGGED:
+                self._unlogged += 1
+                return
+            self._logged += 1
+        if unlogged:
+            self._tell(unlogged)
+        logger.warning("desk fast path: refused a connection from %s: %s", peer, why)
+
+    def close(self) -> None:
+        with self._lock:
+            unlogged, self._unlogged = self._unlogged, 0
+        if unlogged:
+            self._tell(unlogged)
+
+    @staticmethod
+    def _tell(unlogged: int) -> None:
+        logger.warning(
+            "desk fast path: refused %d more connection(s), not logged one by one (over %d in %.0f s)",
+            unlogged,
+            REFUSALS_LOGGED,
+            REFUSAL_WINDOW,
+        )
+
+
 class HandoffServer:
     """Listens for launches handing over their events; start() and close()."""
 
@@ -79,6 +123,7 @@ class HandoffServer:
         self._stop = threading.Event()
         self._secret: bytes | None = None  # the tcp endpoint's, drawn at start()
         self._slots = threading.BoundedSemaphore(SLOTS)
+        self._refusals = RefusalLog()
 
     @property
     def path(self) -> Path:
@@ -140,6 +185,7 @@ class HandoffServer:
             else:
                 with contextlib.suppress(OSError):
                     self.path.unlink()
+        self._refusals.close()
 
     def _serve(self) -> None:
         assert self._listener is not None
@@ -185,7 +231,7 @@ class HandoffServer:
             why = f"the connection failed ({error.strerror or error})"
             peer = ("?", 0)
         if why is not None:
-            logger.warning("desk fast path: refused a connection from %s:%s: %s", peer[0], peer[1], why)
+            self._refusals.refused(f"{peer[0]}:{peer[1]}", why)
             return False
         connection.settimeout(READ_TIMEOUT)  # for the frame, as on the socket
         return True
