@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -166,3 +167,31 @@ def test_a_flood_of_connections_without_the_secret_does_not_flood_the_log(
         f"desk fast path: refused {count - REFUSALS_LOGGED} more connection(s), not logged one by one "
         f"(over {REFUSALS_LOGGED} in {REFUSAL_WINDOW:.0f} s)"
     ]
+
+
+PLANT = """
+import os, sys
+base, target = sys.argv[1], sys.argv[2]
+data = os.path.join(base, "data")
+os.mkdir(data)
+os.chmod(data, 0o777)  # a data_dir others may write: the victim set it there
+os.symlink(target, os.path.join(data, "agent"))
+print("planted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("endpoint", ["tcp", "unix"])
+def test_a_symlink_planted_as_the_agent_directory_is_not_followed(endpoint: str) -> None:
+    """Another user who may write the data dir plants ``agent`` -> a directory of the agent's user (a web
+    root, a shared project): the agent made it 0700 and put its secret (or socket) there."""
+    with tempfile.TemporaryDirectory() as base:
+        os.chmod(base, 0o777)
+        victims = Path(base, "site")
+        victims.mkdir(mode=0o755)
+        os.chmod(victims, 0o755)
+        assert as_attacker(PLANT, base, str(victims)).strip() == "planted"
+        running = HandoffServer(settings_for(Path(base, "data")), lambda: None, endpoint)
+        with pytest.raises(OSError, match="symbolic link"):
+            running.start()  # the agent says "desk fast path off"; launches publish themselves
+        assert stat.S_IMODE(victims.stat().st_mode) == 0o755
+        assert list(victims.iterdir()) == []

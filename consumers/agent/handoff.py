@@ -1,21 +1,18 @@
 """The agent's end of the desk fast path (bridge.handoff): take a launch's event, store it, answer.
 
-One thread accepts (and serves each connection on a thread of its own, at most
-``SLOTS`` at once: a silent peer holds one for ``READ_TIMEOUT``, and a connection
-beyond them is closed, so that launch publishes itself) on ``<data_dir>/agent/handoff.sock`` (directory 0700,
-socket 0600, the peer's uid checked), or with the tcp endpoint on 127.0.0.1 at
-the port ``handoff.tcp`` names beside a secret drawn at this start
-(bridge.loopback: a connection that fails the proofs is closed with one log
-line, up to REFUSALS_LOGGED a minute, then a count; its frame never read), and, per connection: reads one frame (a launch,
-whose event it builds with bridge.launch_event and the launch's own settings,
-or a built message), writes the event into the outbox like a launch would
-(fsync'd), answers ``ok``, then calls ``on_stored`` so the agent publishes the
-outbox on its open connection at once, and writes the launch's log lines into
-its notify log. Whatever goes wrong before the answer, the launch takes its
-own path; after it, the outbox holds the event until a replay's confirm
-removes it. A launch whose settings send its event elsewhere than the agent
-would (another broker, exchange, desk or outbox) is refused: it publishes
-itself."""
+One thread accepts (and serves each connection on a thread of its own, at most ``SLOTS`` at once: a
+silent peer holds one for ``READ_TIMEOUT``, and a connection beyond them is closed, so that launch
+publishes itself) on ``<data_dir>/agent/handoff.sock`` (directory 0700, socket 0600, the peer's uid
+checked), or with the tcp endpoint on 127.0.0.1 at the port ``handoff.tcp`` names beside a secret
+drawn at this start (bridge.loopback: a connection that fails the proofs is closed with one log
+line, up to REFUSALS_LOGGED a minute, then a count; its frame never read), and, per connection:
+reads one frame (a launch, whose event it builds with bridge.launch_event and the launch's own
+settings, or a built message), writes the event into the outbox like a launch would (fsync'd),
+answers ``ok``, then calls ``on_stored`` so the agent publishes the outbox on its open connection at
+once, and writes the launch's log lines into its notify log. Whatever goes wrong before the answer,
+the launch takes its own path; after it, the outbox holds the event until a replay's confirm removes
+it. A launch whose settings send its event elsewhere than the agent would (another broker, exchange,
+desk or outbox) is refused: it publishes itself."""
 
 from __future__ import annotations
 
@@ -134,8 +131,14 @@ class HandoffServer:
         """Create the private directory and the endpoint, and accept in a thread; OSError if it cannot."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.name == "posix":  # on Windows the profile's ACL keeps the directory the user's
-            os.chmod(self.directory, 0o700)  # an older or hand-made one too
-            unsafe = handoff.private(os.stat(self.directory))
+            # never through a symlink: one planted where the directory should be (a data_dir others may
+            # write) had the agent make a directory of the attacker's choosing 0700 and hold the secret
+            handle = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(handle, 0o700)  # an older or hand-made one too
+                unsafe = handoff.private(os.fstat(handle))
+            finally:
+                os.close(handle)
             if unsafe:
                 raise OSError(f"{self.directory} is not private ({unsafe})")
         listener = self._listen_unix() if self.endpoint == "unix" else self._listen_tcp()
