@@ -191,7 +191,7 @@ def test_a_symlink_planted_as_the_agent_directory_is_not_followed(endpoint: str)
         os.chmod(victims, 0o755)
         assert as_attacker(PLANT, base, str(victims)).strip() == "planted"
         running = HandoffServer(settings_for(Path(base, "data")), lambda: None, endpoint)
-        with pytest.raises(OSError, match="symbolic link"):
+        with pytest.raises(OSError, match=r"Not a directory|symbolic link"):
             running.start()  # the agent says "desk fast path off"; launches publish themselves
         assert stat.S_IMODE(victims.stat().st_mode) == 0o755
         assert list(victims.iterdir()) == []
