@@ -51,7 +51,9 @@ SECRET = 32  # bytes
 _BLOCK = 64  # SHA-256's block size (RFC 2104's B)
 _INNER = bytes(x ^ 0x36 for x in range(256))
 _OUTER = bytes(x ^ 0x5C for x in range(256))
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+_READ_FLAGS = (  # O_NONBLOCK: a FIFO planted as the file held a launch (or the agent) in open() for good
+    os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+)
 
 
 def _sha256(data: bytes) -> bytes:
@@ -107,8 +109,11 @@ def remove_endpoint(directory: str | os.PathLike[str], secret: bytes) -> None:
     """Remove the endpoint file if it is still this agent's (another may have started since)."""
     path = os.path.join(directory, FILE)
     try:
-        with open(path, "rb") as file:
-            mine = secret.hex().encode() in file.read(256)
+        file = os.open(path, _READ_FLAGS)
+        try:
+            mine = secret.hex().encode() in os.read(file, 256)
+        finally:
+            os.close(file)
         if mine:
             os.unlink(path)
     except OSError:

@@ -16,13 +16,14 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bridge import handoff, launcher
+from bridge import handoff, launcher, loopback
 from consumers.agent.handoff import REFUSAL_WINDOW, REFUSALS_LOGGED, HandoffServer
 from tests.conftest import wait_until
 from tests.test_handoff import server, settings_for  # noqa: F401  # the fixture
@@ -195,3 +196,33 @@ def test_a_symlink_planted_as_the_agent_directory_is_not_followed(endpoint: str)
             running.start()  # the agent says "desk fast path off"; launches publish themselves
         assert stat.S_IMODE(victims.stat().st_mode) == 0o755
         assert list(victims.iterdir()) == []
+
+
+HAND_LAUNCH = """
+import sys, time
+from bridge import launcher
+started = time.monotonic()
+environ = {"TCX_BRIDGE_DATA_DIR": sys.argv[1], "TCX_BRIDGE_HANDOFF_ENDPOINT": "tcp"}  # 25 ms
+status = launcher.hand_launch(["/N:S", "/I:42"], environ, sys.argv[2])
+print(status, round(time.monotonic() - started, 3), flush=True)
+"""
+
+
+def test_a_fifo_planted_as_the_endpoint_file_does_not_hang_the_launch(tmp_path: Path) -> None:
+    """A process of the user (not the agent) makes handoff.tcp a FIFO: every launch blocked in open()
+    for good, its call never published, instead of publishing itself."""
+    directory = Path(handoff.directory_of(tmp_path / "data"))
+    directory.mkdir(mode=0o700, parents=True)
+    os.mkfifo(directory / "handoff.tcp", 0o600)
+    done = subprocess.run(
+        [sys.executable, "-c", HAND_LAUNCH, str(tmp_path / "data"), str(directory)],
+        capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    status, took = done.stdout.split()
+    assert status == "None"  # bridge.notify publishes it
+    assert float(took) < 1.0
+    closing = threading.Thread(target=loopback.remove_endpoint, args=(directory, os.urandom(32)), daemon=True)
+    closing.start()  # the agent's clean stop reads the file too
+    closing.join(5)
+    assert not closing.is_alive()
+    assert (directory / "handoff.tcp").exists()  # not this agent's: left
