@@ -9,9 +9,11 @@ is never believed, nor told the launch's numbers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from bridge import handoff, launcher, loopback
-from consumers.agent.handoff import REFUSAL_WINDOW, REFUSALS_LOGGED, HandoffServer
+from consumers.agent.handoff import READ_TIMEOUT, REFUSAL_WINDOW, REFUSALS_LOGGED, HandoffServer
 from tests.conftest import wait_until
 from tests.test_handoff import server, settings_for  # noqa: F401  # the fixture
 
@@ -226,3 +228,32 @@ def test_a_fifo_planted_as_the_endpoint_file_does_not_hang_the_launch(tmp_path: 
     closing.join(5)
     assert not closing.is_alive()
     assert (directory / "handoff.tcp").exists()  # not this agent's: left
+
+
+def test_a_frame_trickled_a_byte_at_a_time_holds_its_slot_no_longer_than_the_read_timeout(
+    tcp_server: HandoffServer,
+) -> None:
+    """A process of the user (it may read handoff.tcp) proves the secret, then sends a byte every 0.3 s:
+    each recv had its own READ_TIMEOUT, so it held the slot for good, and 16 such held every slot."""
+    found = loopback.read_endpoint(tcp_server.directory)
+    assert isinstance(found, tuple)
+    port, secret = found
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        nonce = os.urandom(32)
+        connection.sendall(nonce)
+        answer = connection.recv(64)
+        connection.sendall(loopback.launch_proof(secret, answer[32:], nonce))
+        started = time.monotonic()
+        heard = b""
+        try:
+            while time.monotonic() - started < READ_TIMEOUT + 4:
+                connection.sendall(b"t")
+                time.sleep(0.3)
+        except OSError:  # the agent closed on it
+            pass
+        held = time.monotonic() - started
+        with contextlib.suppress(OSError):
+            heard = connection.recv(200)
+    assert held < READ_TIMEOUT + 1, held
+    assert heard.startswith(b"no ") or heard == b""
+    assert tcp_server.handed == 0

@@ -301,14 +301,23 @@ class HandoffServer:
 
     @staticmethod
     def _read(connection: socket.socket) -> bytes:
+        """The frame, within READ_TIMEOUT in all: a peer that trickles a byte now and then held its slot
+        for as long as it liked (a timeout for each recv), all SLOTS of them with 16 connections."""
+        deadline = time.monotonic() + READ_TIMEOUT
         chunks: list[bytes] = []
         size = 0
-        while chunk := connection.recv(65536):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError(f"no whole frame within {READ_TIMEOUT:g} s")
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
             chunks.append(chunk)
             size += len(chunk)
             if size > handoff.MAX_FRAME:
                 raise OSError(f"a frame over {handoff.MAX_FRAME} bytes")
-        return b"".join(chunks)
 
     def _store(self, message: OutgoingMessage) -> None:
         """Durable before the answer: the outbox's fsync'd file."""
