@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from socket import socket
 
+    from bridge.config import Settings
     from bridge.envelope import OutgoingMessage
 
 DIRECTORY = "agent"  # in data_dir, mode 0700
@@ -61,8 +62,15 @@ _SUN_PATH = 107  # bytes a Unix socket address holds on Linux (108 with the NUL)
 ENDPOINTS = ("auto", "unix", "tcp")  # handoff_endpoint's values (bridge.keys)
 
 
-def encode(message: OutgoingMessage) -> bytes:
-    """The frame of one built message: the outbox's own fields (bridge.outbox.files.Entry) as JSON."""
+def destination(settings: Settings) -> list[str]:
+    """Where a launch's settings send its event: broker, exchange, desk, outbox. The agent takes only
+    events whose destination is its own (a launch's, from its settings; a built message's, sent along)."""
+    return [settings.amqp_url, settings.exchange, settings.desk, str(settings.outbox_dir)]
+
+
+def encode(message: OutgoingMessage, to: Sequence[str]) -> bytes:
+    """The frame of one built message: the outbox's own fields (bridge.outbox.files.Entry) as JSON, and
+    ``to``: the :func:`destination` of the settings that built it."""
     import msgspec  # loaded already where a message was built (bridge.notify)
 
     entry = {
@@ -72,6 +80,7 @@ def encode(message: OutgoingMessage) -> bytes:
         "timestamp": message.timestamp,
         "app_id": message.app_id,
         "body": msgspec.Raw(message.body),
+        "to": list(to),
     }
     return msgspec.json.encode(entry)
 
@@ -176,14 +185,17 @@ def peer_uid(connection: socket | _socket.socket) -> int:
     return int.from_bytes(raw[4:8], sys.byteorder, signed=True)
 
 
-def hand_over(message: OutgoingMessage, data_dir: str, timeout: float, endpoint: str = "auto") -> str | None:
-    """Give a built message to the running desk agent; None when it took it, else why not.
+def hand_over(message: OutgoingMessage, settings: Settings, endpoint: str = "auto") -> str | None:
+    """Give a message built with settings to the running desk agent of their data_dir; None when it took
+    it, else why not (one that would send it elsewhere refuses it).
 
-    The whole exchange (connect, send, the agent's fsync and answer) gets timeout seconds.
+    The whole exchange (connect, send, the agent's fsync and answer) gets handoff_timeout seconds.
     """
+    timeout = settings.handoff_timeout
     if timeout <= 0:
         return "off"
-    answer = send(encode(message), directory_of(data_dir), timeout, endpoint)
+    frame = encode(message, destination(settings))
+    answer = send(frame, directory_of(settings.data_dir), timeout, endpoint)
     return None if answer == OK else answer.decode(errors="replace")
 
 

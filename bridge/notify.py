@@ -243,7 +243,7 @@ def run(argv: Sequence[str], tried: str | None = None, given: Given | None = Non
     endpoint = handoff.endpoint_of(settings.handoff_endpoint)
     front = handoff.endpoint_of(os.environ.get("TCX_BRIDGE_HANDOFF_ENDPOINT", ""))  # as the front read it
     if tried is None or mine != os.path.normpath(tried) or endpoint != front:  # the front did not try it
-        why_not = handoff.hand_over(message, settings.data_dir, settings.handoff_timeout, endpoint)
+        why_not = handoff.hand_over(message, settings, endpoint)
         if why_not is None:  # the desk agent has it durably and publishes it on its open connection
             _log_outcome(Delivered("handed", 0), event, message, settings, started)
             return exit_code

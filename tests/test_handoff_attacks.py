@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bridge import handoff, launcher, loopback
@@ -257,3 +258,33 @@ def test_a_frame_trickled_a_byte_at_a_time_holds_its_slot_no_longer_than_the_rea
     assert held < READ_TIMEOUT + 1, held
     assert heard.startswith(b"no ") or heard == b""
     assert tcp_server.handed == 0
+
+
+@pytest.mark.parametrize("endpoint", ["unix", "tcp"])
+def test_a_built_message_for_another_desk_or_broker_is_refused(tmp_path: Path, endpoint: str) -> None:
+    """The agent compared a launch's settings with its own, but took any built message (bridge.notify's
+    frame when the data_dir is in the TOML file): a notify with another desk or broker in its environment,
+    or any process of the user, had the agent publish an event for desk d2 as d1's broker user."""
+    from bridge.launch_event import prepare
+
+    running = HandoffServer(settings_for(tmp_path / "data"), lambda: None, endpoint)
+    running.start()
+    try:
+        mine = msgspec.structs.replace(running.settings, handoff_timeout=5.0, handoff_endpoint=endpoint)
+        for other in (
+            {"desk": "d2"},
+            {"amqp_url": "amqp://guest:guest@elsewhere:5672/%2F"},
+            {"exchange": "other.events"},
+        ):
+            theirs = msgspec.structs.replace(mine, **other)
+            message = prepare(LAUNCH, theirs).message
+            assert handoff.hand_over(message, theirs, endpoint) == (
+                "no its settings send it elsewhere than this agent (broker, exchange, desk or outbox)"
+            ), other
+        unaddressed = handoff.encode(prepare(LAUNCH, mine).message, []).replace(b',"to":[]', b"")
+        assert handoff.send(unaddressed, running.directory, 5.0, endpoint).startswith(b"no ")
+        assert running.outbox.paths() == []
+        assert handoff.hand_over(prepare(LAUNCH, mine).message, mine, endpoint) is None  # its own: taken
+        assert len(running.outbox.paths()) == 1
+    finally:
+        running.close()

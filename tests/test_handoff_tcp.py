@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bridge import handoff, launcher, loopback
@@ -135,7 +136,10 @@ def test_a_built_message_is_handed_over_tcp(server: HandoffServer) -> None:
     from bridge.launch_event import prepare
 
     message = prepare(LAUNCH, server.settings).message
-    assert handoff.hand_over(message, server.settings.data_dir, 5.0, "tcp") is None
+    assert (
+        handoff.hand_over(message, msgspec.structs.replace(server.settings, handoff_timeout=5.0), "tcp")
+        is None
+    )
     assert server.outbox.load(server.outbox.paths()[0]).message_id == message.message_id
 
 

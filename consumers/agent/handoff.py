@@ -47,6 +47,16 @@ REFUSAL_WINDOW = 60.0  # seconds
 _ENTRY = msgspec.json.Decoder(Entry)
 
 
+class _Addressed(msgspec.Struct):
+    """A built message's destination (bridge.handoff.encode); none: not sent by this version's notify."""
+
+    to: list[str] | None = None
+
+
+_ADDRESSED = msgspec.json.Decoder(_Addressed)
+ELSEWHERE = "its settings send it elsewhere than this agent (broker, exchange, desk or outbox)"
+
+
 class Taken(NamedTuple):
     """A handed event to store, the answer once it is stored, and the launch's log lines to write then."""
 
@@ -55,9 +65,11 @@ class Taken(NamedTuple):
     log: Callable[[], None] | None = None
 
 
-def _decode_entry(frame: bytes) -> OutgoingMessage:
-    """A built message's frame (the outbox's JSON, bridge.handoff.encode)."""
+def _decode_entry(frame: bytes, mine: list[str]) -> OutgoingMessage:
+    """A built message's frame (the outbox's JSON, bridge.handoff.encode) sent to the destination mine."""
     entry = _ENTRY.decode(frame)
+    if _ADDRESSED.decode(frame).to != mine:  # as for a launch (a desk, a broker in its environment)
+        raise ValueError(ELSEWHERE)
     if not handoff.is_event_id(entry.message_id):  # the outbox file's name holds it
         raise ValueError(f"a built message's id {printable(entry.message_id, 60)!r} is no event id")
     return entry.message()
@@ -246,7 +258,7 @@ class HandoffServer:
             if frame.startswith(handoff.LAUNCH):
                 taken = self._launch(handoff.decode_launch(frame))
             else:
-                taken = Taken(_decode_entry(frame), handoff.OK)
+                taken = Taken(_decode_entry(frame, handoff.destination(self.settings)), handoff.OK)
             self._store(taken.message)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OutboxError, OSError) as error:
             logger.warning("desk fast path: a launch's event not taken: %s", error)
@@ -269,17 +281,9 @@ class HandoffServer:
             settings = load_settings(environ=launch.environ, sections=()).settings  # as notify reads them
         except ConfigError as error:  # notify keeps it in the outbox and says what to fix
             raise ValueError(f"its settings: {error}") from None
-        mine, its = self.settings, settings
-        if (its.amqp_url, its.exchange, its.desk, its.outbox_dir) != (
-            mine.amqp_url,
-            mine.exchange,
-            mine.desk,
-            mine.outbox_dir,
-        ):
-            raise ValueError(
-                "its settings send it elsewhere than this agent (broker, exchange, desk or outbox)"
-            )
-        if its.handoff_timeout <= 0:
+        if handoff.destination(settings) != handoff.destination(self.settings):
+            raise ValueError(ELSEWHERE)
+        if settings.handoff_timeout <= 0:
             raise ValueError("its handoff_timeout is 0")
         started = launch.started_ns / 1e9
         prepared = prepare(launch.argv, settings, Given(launch.event_id, launch.started_ns))
