@@ -61,18 +61,18 @@ class Replaying(RefusedFiles, SentFiles):
             assert publish is not None, "give publish or publish_batch"
             publish_batch, window = _one_at_a_time(publish), 1
         self.join_cleanup()  # the removals the last replay here left running; raises what stopped them
-        if not self.paths() and not self.orphans() and not self.has_sent():
+        if not self.pending_names() and not self.orphans() and not self.has_sent():
             return Replay(0, 0)
         cleanup = Cleanup(self)
         try:
             with self._lock(wait) as acquired:
                 if not acquired:
-                    return Replay(0, len(self.paths()), locked_out=True)
+                    return Replay(0, len(self.pending_names()), locked_out=True)
                 self.clear_sent()  # what an earlier replay published and did not remove: never again
                 self.recover_orphans()
                 pending = deque(self.pending_names()[:limit])
                 published, refused = self._windows(publish_batch, pending, window, cleanup)
-                remaining = len(self.paths())
+                remaining = len(self.pending_names())
         finally:
             self.leave_running(cleanup)  # the lock released: its thread empties .sent when it is done
         return Replay(published, remaining, refused=refused)
