@@ -259,14 +259,17 @@ def event_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".json"))
 
 
-def test_a_pipelined_replay_records_windows_as_sent_and_removes_them_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize("count", [12, 300])  # 300: removed by several threads at once
+def test_a_pipelined_replay_records_windows_as_sent_and_removes_them_after(
+    tmp_path: Path, count: int
+) -> None:
     outbox = Outbox(tmp_path)
-    for n in range(12):
+    for n in range(count):
         outbox.put(message(n))
     published: list[str] = []
-    result = outbox.replay(publish_batch=accepting(published), window=5)
-    assert (result.published, result.remaining) == (12, 0)
-    assert published == [f"id-{n}" for n in range(12)]
+    result = outbox.replay(publish_batch=accepting(published), window=50)
+    assert (result.published, result.remaining) == (count, 0)
+    assert published == [f"id-{n}" for n in range(count)]
     assert outbox.paths() == []  # done even where the thread has not removed them yet
     outbox.join_cleanup()
     assert event_files(tmp_path) == []
@@ -378,26 +381,29 @@ def test_new_files_written_during_a_replay_are_never_marked_sent(tmp_path: Path)
     assert event_files(tmp_path) == []
 
 
-def in_the_way(tmp_path: Path) -> tuple[Outbox, Path]:
+def in_the_way(tmp_path: Path, count: int = 6) -> tuple[Outbox, Path]:
     """A replay whose sent file cannot be removed: a directory took its name (even root cannot unlink it)."""
     outbox = Outbox(tmp_path)
-    paths = [outbox.put(message(n)) for n in range(6)]
+    paths = [outbox.put(message(n)) for n in range(count)]
+    blocked = paths[count * 2 // 3]
 
     def block() -> None:
-        if paths[2].is_file():
-            paths[2].unlink()
-            paths[2].mkdir()
-            (paths[2] / "x").write_bytes(b"")
+        if blocked.is_file():
+            blocked.unlink()
+            blocked.mkdir()
+            (blocked / "x").write_bytes(b"")
 
     result = outbox.replay(publish_batch=accepting([], during=block))
-    assert (result.published, result.remaining) == (6, 0)
-    return outbox, paths[2]
+    assert (result.published, result.remaining) == (count, 0)
+    return outbox, blocked
 
 
-def test_a_removal_failure_shows_at_join(tmp_path: Path) -> None:
-    outbox, blocked = in_the_way(tmp_path)
+@pytest.mark.parametrize("count", [6, 300])  # 300: the failure is on a helper thread's share
+def test_a_removal_failure_shows_at_join(tmp_path: Path, count: int) -> None:
+    outbox, blocked = in_the_way(tmp_path, count)
     with pytest.raises(OutboxError, match=f"cannot remove '{blocked}' after its confirm"):
         outbox.join_cleanup()
+    assert event_files(tmp_path) == [blocked.name]  # the others removed all the same
     assert outbox.paths() == []  # named in .sent: never published again
     assert outbox.has_sent()
 

@@ -38,16 +38,17 @@ class Publishing(Connection):
         if self._connection is None or not self._connection.is_open:
             return 0, BrokerUnreachableError("the connection to the broker is closed")
         action = f"publish {len(messages)} message(s) to {exchange!r}"
-        pipe = self._pipe
-        confirms = _Confirms(len(messages), offset=pipe.published if pipe is not None else 0)
+        deadline = time.monotonic() + timeout
+        confirms = _Confirms(len(messages))
         try:
             with mapped_errors(action):
+                pipe = self._pipe
                 if pipe is None or pipe.connection is not self._connection or not pipe.impl.is_open:
-                    pipe = self._pipe = _Pipe(self._connection, time.monotonic() + timeout)
-                    confirms.offset = 0
-                pipe.pipeline(
-                    exchange, [_properties(self._signed(m)) for m in messages], messages, confirms, timeout
-                )
+                    self._drop_pipe()
+                    pipe = self._pipe = _Pipe(self._connection, deadline)
+                confirms.offset = pipe.published
+                properties = [_properties(self._signed(message)) for message in messages]
+                pipe.pipeline(exchange, properties, messages, confirms, deadline)
         except TransportError as error:
             self._drop_pipe()
             return confirms.prefix(), error
@@ -104,11 +105,10 @@ class _Pipe:
         properties: list[pika.BasicProperties],
         messages: list[OutgoingMessage],
         confirms: _Confirms,
-        timeout: float,
+        deadline: float,
     ) -> None:
         """Publish every message, then wait until confirms has them all (or the first refused one)."""
         self.confirms = confirms
-        deadline = time.monotonic() + timeout
         publish, tags = self.impl.basic_publish, confirms.tags
         for tag, (message, props) in enumerate(zip(messages, properties, strict=True), start=1):
             tags[message.message_id] = tag
@@ -150,6 +150,8 @@ class _Confirms:
 
     def on_confirm(self, frame: Any) -> None:
         method = frame.method
+        if method.delivery_tag and method.delivery_tag <= self.offset:
+            return  # a batch before this one's: settled in full, so this cannot be (ignored all the same)
         tag = method.delivery_tag - self.offset if method.delivery_tag else 0
         upto = tag if tag else self.total
         if isinstance(method, pika.spec.Basic.Nack):
