@@ -408,15 +408,19 @@ def test_a_removal_failure_shows_at_join(tmp_path: Path, count: int) -> None:
     assert outbox.has_sent()
 
 
-def test_a_removal_failure_shows_at_the_next_replay(tmp_path: Path) -> None:
+def test_a_removal_failure_shows_at_the_next_replay_and_jams_nothing(tmp_path: Path) -> None:
     outbox, blocked = in_the_way(tmp_path)
     outbox.put(message(9))
-    with pytest.raises(OutboxError, match="after its confirm"):
+    with pytest.raises(OutboxError, match=f"cannot remove '{blocked}' after its confirm"):
         outbox.replay(publish_batch=accepting([]))
-    with pytest.raises(OutboxError, match="after its confirm"):  # the next, too, until it can remove it
-        outbox.replay(publish_batch=accepting([]))
+    published: list[str] = []
+    outbox.replay(publish_batch=accepting(published))  # the next one goes on
+    assert published == ["id-9"]
+    assert outbox.paths() == []  # the one in the way is still named in .sent: never published again
+    assert blocked.name in (tmp_path / ".sent").read_text()
     (blocked / "x").unlink()
     blocked.rmdir()
-    published: list[str] = []
+    outbox.put(message(10))
     outbox.replay(publish_batch=accepting(published))
-    assert published == ["id-9"]
+    assert published == ["id-9", "id-10"]
+    assert not outbox.has_sent()

@@ -71,31 +71,45 @@ class SentFiles(OutboxFiles):
             return False
 
     def clear_sent(self) -> int:
-        """Under the lock: remove the files ``.sent`` names, sync, then empty ``.sent``; return removed."""
+        """Under the lock: remove the files ``.sent`` names, sync, then empty ``.sent``; return removed.
+
+        A file that cannot be removed stays named (``.sent`` rewritten to name just those):
+        done all the same, never published again; logged at each replay until it is gone.
+        """
         names = sent_names(self.directory)
         if not names and not self.has_sent():
             return 0
-        removed = 0
-        for name in names:
+        removed, kept = 0, []
+        for name in sorted(names):
             try:
                 os.unlink(self.directory / name)
                 removed += 1
             except FileNotFoundError:
                 continue
-            except OSError as error:  # left named in .sent: done, never replayed, removed next time
-                path = str(self.directory / name)
-                raise OutboxError(f"cannot remove {path!r} after its confirm: {error}") from None
+            except OSError as error:
+                logger.error(
+                    "cannot remove %s after its confirm (%s); it stays named in %s, never published again",
+                    self.directory / name,
+                    error,
+                    SENT,
+                )
+                kept.append(name)
         try:
             fsync_directory(self.directory)  # the removals are durable before the journal forgets them
-            descriptor = os.open(self.sent_journal, os.O_WRONLY | os.O_TRUNC)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            if kept:
+                _rewrite(self.directory, kept)
+            else:
+                descriptor = os.open(self.sent_journal, os.O_WRONLY | os.O_TRUNC)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         except FileNotFoundError:
             pass
         except OSError as error:
             raise OutboxError(f"cannot empty {str(self.sent_journal)!r}: {error}") from None
+        if removed:
+            logger.info("removed %d file(s) an earlier replay published", removed)
         return removed
 
     def join_cleanup(self) -> None:
@@ -188,6 +202,17 @@ class Cleanup:
             helper.join()
         if errors:
             raise errors[0]
+
+
+def _rewrite(directory: Path, names: list[str]) -> None:
+    """``.sent`` replaced by one naming just names (written aside, fsync'd, renamed, directory synced)."""
+    aside = directory / f"{SENT}.new"  # not a .tmp- name: that is an orphaned event's
+    with open(aside, "wb") as handle:
+        handle.write(b"\n" + os.fsencode("\n".join(names)) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(aside, directory / SENT)
+    fsync_directory(directory)
 
 
 def _key(directory: Path) -> str:
