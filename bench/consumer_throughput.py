@@ -6,9 +6,10 @@ basic_ack per message at the same prefetch; ours is the analytics consumer
 (decode, merge the call record in SQLite with fsync'd commits, dedupe, ack).
 With --store-url, also the PostgreSQL store with one and with two replicas
 (separate processes on one queue), each variant on a backlog of its own.
-Target: at least 0.5x the floor, for SQLite and for two PostgreSQL replicas.
+Target: at least 0.8x the floor, for SQLite and for two PostgreSQL replicas. The log line
+per message is written as the CLI writes it (bridge.clikit.configure_logging), to a file.
 
-    python bench/consumer_throughput.py [--events 20000] [--rounds 2] [--store-url postgresql://…]
+    python bench/consumer_throughput.py [--events 20000] [--rounds 2] [--prefetch N] [--store-url postgresql://…]
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ def measure(name: str, args: argparse.Namespace) -> float:
         "TCX_BRIDGE_DATA_DIR": data_dir,
         "TCX_BRIDGE_DESK": "bench",
     }
+    if args.prefetch:
+        env["TCX_BRIDGE_PREFETCH"] = str(args.prefetch)
     if name.startswith("pg"):
         env["TCX_BRIDGE_STORE_URL"] = with_schema(args.store_url, schema)
     settings = load_settings(environ=env, read_file=False).settings
@@ -197,6 +200,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
+        "--prefetch", type=int, default=None, help="both sides' prefetch (default: the setting's)"
+    )
+    parser.add_argument(
         "--amqp-url",
         default=os.environ.get("TCX_BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
     )
@@ -206,12 +212,12 @@ def main() -> None:
         "in this database and dropped), e.g. postgresql://postgres@127.0.0.1:5432/postgres",
     )
     args = parser.parse_args()
-    import logging
+    from bridge.clikit import configure_logging
 
-    # the canonical log line per message is part of the cost: log at INFO, to a file
-    log_file = tempfile.NamedTemporaryFile(prefix="tcx-bench-", suffix=".log", delete=False)
-    logging.basicConfig(level=logging.INFO, filename=log_file.name)
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # the canonical log line per message is part of the cost: logged as the CLI logs it (redacted,
+    # numbers masked), at INFO, to a file
+    log_file = tempfile.NamedTemporaryFile(prefix="tcx-bench-", suffix=".log", mode="w", delete=False)
+    configure_logging(stream=log_file)
     names = ["floor", "sqlite", *(["pg x1", "pg x2"] if args.store_url else [])]
     results: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(args.rounds):
@@ -220,7 +226,8 @@ def main() -> None:
             results[name].append(measure(name, args))
 
     os.unlink(log_file.name)
-    print(f"{args.events} events, prefetch 100, {args.rounds} round(s), best of each")
+    prefetch = args.prefetch or load_settings(environ={}, read_file=False).settings.prefetch
+    print(f"{args.events} events, prefetch {prefetch}, {args.rounds} round(s), best of each")
     best = {name: min(times) for name, times in results.items()}
     for name in names:
         ratio = best["floor"] / best[name]
@@ -228,10 +235,10 @@ def main() -> None:
             f"{name:<7} {best[name]:6.2f} s  {args.events / best[name]:8.0f} events/s  {ratio:.2f}x the floor"
         )
     ratio = best["floor"] / best["sqlite"]
-    print(f"sqlite: {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")
+    print(f"sqlite: {ratio:.2f}x the floor's rate (target >= 0.8x): {'OK' if ratio >= 0.8 else 'UNDER'}")
     if args.store_url:
         ratio = best["floor"] / best["pg x2"]
-        print(f"pg x2:  {ratio:.2f}x the floor's rate (target >= 0.5x): {'OK' if ratio >= 0.5 else 'UNDER'}")
+        print(f"pg x2:  {ratio:.2f}x the floor's rate (target >= 0.8x): {'OK' if ratio >= 0.8 else 'UNDER'}")
 
 
 if __name__ == "__main__":

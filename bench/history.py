@@ -18,6 +18,7 @@ per event, when the broker's data directory is readable.
 
     python bench/history.py [--events 100000] [--store-url postgresql://…] [--pause 62]
     python bench/history.py --history-only --events 1000000
+    python bench/history.py --backfill-only --events 30000
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -42,6 +42,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge import events
+from bridge.clikit import configure_logging
 from bridge.config import Settings, load_settings
 from bridge.envelope import OutgoingMessage
 from bridge.topology import declare_events, declare_history, history_queue
@@ -195,10 +196,11 @@ def main() -> None:  # one run, in order
     )
     parser.add_argument("--store-url", help="also PostgreSQL (a schema of its own here, dropped)")
     parser.add_argument("--history-only", action="store_true", help="only history --call (a big stream)")
+    parser.add_argument("--backfill-only", action="store_true", help="only the backfill, no history --call")
     args = parser.parse_args()
-    log_file = tempfile.NamedTemporaryFile(prefix="tcx-bench-", suffix=".log", delete=False)
-    logging.basicConfig(level=logging.INFO, filename=log_file.name)
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # the log line per message is part of the cost: written as the CLI writes it, to a file
+    log_file = tempfile.NamedTemporaryFile(prefix="tcx-bench-", suffix=".log", mode="w", delete=False)
+    configure_logging(stream=log_file)
 
     namespace = f"benchh{uuid.uuid4().hex[:8]}"
     data_dir = tempfile.mkdtemp(prefix="tcx-bench-")
@@ -244,6 +246,8 @@ def main() -> None:  # one run, in order
                 verdict = "OK" if ratio >= target else "UNDER"
                 print(f"{name}: {ratio:.2f}x the floor's rate (target >= {target}x): {verdict}")
 
+        if args.backfill_only:
+            return
         time.sleep(args.pause)  # the last call in chunks of its own, PAUSE seconds after the others
         before = datetime.now(UTC) - timedelta(seconds=1)
         fill(settings, backlog(3, datetime.now(UTC), prefix="last"))

@@ -6,8 +6,6 @@ Our errors become ``click.ClickException`` (exit 1) at this edge.
 from __future__ import annotations
 
 import functools
-import logging
-import sys
 from typing import Any
 
 import click
@@ -18,13 +16,13 @@ from bridge.cli_history import history_command
 from bridge.clikit import (
     SettingOption,
     SettingsGroup,
+    configure_logging,
     loaded,
     with_settings,
     without_settings,
 )
 from bridge.config import Settings, describe, redact_url
 from bridge.errors import OutboxError, check_directory
-from bridge.redact import redact_logs
 
 
 @click.group(cls=SettingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,15 +72,7 @@ def cli(ctx: click.Context, /, verbose: bool, **flags: Any) -> None:
     """
     names = {"desk_flag": "desk", "extension_flag": "extension"}
     ctx.ensure_object(dict)["flags"] = {names.get(key, key): value for key, value in flags.items()}
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        redact_logs(handler)  # no password of a URL in any log line
-    if not verbose:
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    configure_logging(verbose=verbose)
 
 
 @cli.command("config")
@@ -298,8 +288,9 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
         rows = inspect(broker, expected(settings, list(desks)))
     width = max(len(entity.name) for entity, _ in rows)
+    state_width = max([28, *(len(state) for _, state in rows)])
     for entity, state in rows:
-        click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<28} {entity.about}")
+        click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<{state_width}}  {entity.about}")
 
 
 @without_settings

@@ -7,12 +7,12 @@ Every message carries ``type`` (its tag) and ``schema_version``.
 """
 
 import re
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 import msgspec
 
+from bridge.ids import new_event_id as new_event_id  # where the events are made
 from bridge.text import MAX_ID, id_problem, printable
 
 SCHEMA_VERSION = 1
@@ -299,11 +299,6 @@ def desk_problem(value: str) -> str | None:
         bad = "".join(dict.fromkeys(character for character in value if character not in _DESK_ALPHABET))
         return f"holds {printable(repr(bad))}, not allowed in a desk id; use only {DESK_CHARACTERS}"
     return None
-
-
-def new_event_id() -> str:
-    """A fresh unique id for one message."""
-    return str(uuid.uuid4())
 
 
 def format_time(moment: datetime) -> str:

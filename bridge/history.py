@@ -107,6 +107,14 @@ def stream_tail(broker: Broker, queue: str) -> int | None:
     return tail
 
 
+def stream_head(broker: Broker, queue: str) -> int | None:
+    """The offset of the first message a reader at ``first`` gets now (what retention kept), or None
+    when it holds none. One message is read (credit 1), waiting at most 0.3 s for it."""
+    with closing(broker.stream(queue, "first", idle=0.3, prefetch=1)) as reading:
+        first = next(reading, None)
+    return None if first is None else offset_of(first)
+
+
 def decode(delivery: Delivery) -> HistoryEvent | None:
     try:
         return _DECODER.decode(delivery.body)

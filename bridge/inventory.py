@@ -16,6 +16,7 @@ import msgspec
 from bridge.access import check_unique, parse_desk
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.history import stream_head, stream_tail
 from bridge.plugins import CONSUMERS, load, registered
 from bridge.topology import (
     Binding,
@@ -42,11 +43,12 @@ class ConsumerKind(Protocol):
 
 
 class Entity(NamedTuple):
-    """One thing on the broker: an exchange or a queue, and what it is for."""
+    """One thing on the broker: an exchange or a queue (stream: a stream queue), and what it is for."""
 
     kind: str
     name: str
     about: str
+    stream: bool = False
 
 
 def consumer_kinds() -> list[ConsumerKind]:
@@ -108,8 +110,8 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
         Entity("queue", settings.unrouted_exchange, "events no consumer was bound for"),
         Entity("exchange", settings.commands_exchange, "topic: desk.<desk>.dial|popup, ext.<ext>.*"),
         Entity("exchange", settings.dead_exchange, "topic: dead letters, by consumer"),
-        Entity("queue", dial_results_queue(settings), "stream: the dial results dial --wait reads"),
-        Entity("queue", history_queue(settings), "stream: every event, kept history_max_age"),
+        Entity("queue", dial_results_queue(settings), "the dial results dial --wait reads", stream=True),
+        Entity("queue", history_queue(settings), "every event, kept history_max_age", stream=True),
     ]
     for _, name, _ in queues(settings, desks):
         found += [
@@ -123,12 +125,32 @@ def expected(settings: Settings, desks: list[str]) -> list[Entity]:
 
 
 def inspect(broker: Broker, entities: list[Entity]) -> list[tuple[Entity, str]]:
-    """Each entity with what the broker says of it: missing, or exists (with messages and consumers)."""
+    """Each entity with what the broker says of it: missing, or exists (a queue with messages and
+    consumers; a stream with the offsets it keeps)."""
     rows = []
     for entity in entities:
         if entity.kind == "exchange":
             rows.append((entity, "exists" if broker.exchange_exists(entity.name) else "MISSING"))
             continue
         info = broker.queue_info(entity.name)
-        rows.append((entity, "MISSING" if info is None else f"{info[0]} ready, {info[1]} consumer(s)"))
+        if info is None:
+            rows.append((entity, "MISSING"))
+        elif entity.stream:
+            rows.append((entity, stream_state(broker, entity.name)))
+        else:
+            rows.append((entity, f"{info[0]} ready, {info[1]} consumer(s)"))
     return rows
+
+
+def stream_state(broker: Broker, queue: str) -> str:
+    """``stream: offsets A..B (N events kept)`` or ``stream: empty``. A is what a reader at first gets,
+    B the last offset: two short reads (the last chunk, one message), never the whole stream.
+
+    A passive declare says nothing of a stream: 0 messages and 0 consumers (RabbitMQ 3.10), even while
+    readers read it, so no consumer count is shown (``rabbitmqctl list_queues name consumers`` has it).
+    """
+    tail = stream_tail(broker, queue)
+    head = None if tail is None else stream_head(broker, queue)
+    if tail is None or head is None or head > tail:
+        return "stream: empty"
+    return f"stream: offsets {head}..{tail} ({tail - head + 1} events kept)"

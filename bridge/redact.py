@@ -190,13 +190,11 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "://" in message:
-            record.msg, record.args = redact_text(message), None
-            message = record.msg
+            message = redact_text(message)
         masked = _LOG_NUMBERS["masked"] and not getattr(record, "keep_numbers", False)
-        if masked and any(c.isdigit() for c in message):
-            shown = mask_numbers(message)
-            if shown != message:
-                record.msg, record.args = shown, None
+        if masked and PHONE_IN_TEXT.search(message) is not None:
+            message = mask_numbers(message)
+        record.msg, record.args = message, None  # formatted once: the handler's format() reuses it
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and "://" in record.exc_text:

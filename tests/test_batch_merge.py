@@ -69,3 +69,34 @@ def test_first_times_records_each_id_once(tmp_path: Path) -> None:
         assert store.first_times(["a", "b", "a"]) == {"a", "b"}
         assert store.first_times(["b", "c"]) == {"c"}
     assert store.execute("SELECT count(*) FROM processed").fetchone()[0] == 3
+
+
+def test_first_times_over_many_ids_in_one_batch(tmp_path: Path) -> None:
+    """More ids than one IN (...) list holds: each is judged, the known ones anywhere in the batch."""
+    store = open_sqlite(tmp_path / "ids.sqlite3", "analytics")
+    ids = [f"id-{n}" for n in range(1300)]
+    with store.transaction():
+        assert store.first_times(ids[::3]) == set(ids[::3])
+    with store.transaction():
+        assert store.first_times(ids + ids[:50]) == set(ids) - set(ids[::3])
+    assert store.execute("SELECT count(*) FROM processed").fetchone()[0] == 1300
+
+
+def test_insert_ids_go_on_after_the_highest_id_as_sqlite_would(tmp_path: Path) -> None:
+    """The ids insert_ids gives are the ones SQLite itself gives an INTEGER PRIMARY KEY, rows in order."""
+    store = open_sqlite(tmp_path / "calls.sqlite3", "analytics")
+    columns = ("desk", "direction", "call_id", "answered")
+    with store.transaction():
+        assert store.insert_ids("calls", columns, []) == []
+        assert store.insert_ids("calls", columns, [("d", "inbound", "a", 0), ("d", "inbound", "b", 1)]) == [
+            1,
+            2,
+        ]
+        own = store.execute(
+            "INSERT INTO calls (desk, direction, call_id, answered) VALUES ('d', 'inbound', 'c', 0) RETURNING id"
+        ).fetchone()["id"]
+        assert own == 3
+        store.execute("DELETE FROM calls WHERE id = 1")
+        assert store.insert_ids("calls", columns, [("e", "outbound", "x", 1)]) == [4]
+    rows = store.execute("SELECT id, call_id FROM calls ORDER BY id").fetchall()
+    assert [tuple(row) for row in rows] == [(2, "b"), (3, "c"), (4, "x")]

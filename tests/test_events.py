@@ -105,3 +105,13 @@ def test_a_time_out_of_range_in_utc_is_invalid_not_a_crash(stamp: str) -> None:
 )
 def test_desk_problem(desk: str, problem: str | None) -> None:
     assert events.desk_problem(desk) == problem
+
+
+def test_an_event_id_is_a_random_uuid_4_in_its_usual_form() -> None:
+    import uuid
+
+    made = {events.new_event_id() for _ in range(1000)}
+    assert len(made) == 1000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from bridge import events
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRefusedError
-from bridge.topology import declare_events, declare_history, history_queue
+from bridge.topology import declare_events, declare_history, dial_results_queue, history_queue
 from bridge.transport import Broker
-from tests.conftest import Service, run_cli, wait_until
+from consumers.store.core import sqlite_path
+from tests.conftest import Service, _cleanup, run_cli, wait_until
 from tests.history import SEC, offsets, processed, send_calls, stored
 
 pytestmark = pytest.mark.integration
@@ -39,8 +46,21 @@ def test_topology_declares_the_history_stream_bound_to_every_event(
     queue = history_queue(settings)
     with Broker(settings.amqp_url) as other, pytest.raises(BrokerRefusedError):  # the setting's age, not 7D
         other.declare_queue(queue, arguments={"x-queue-type": "stream", "x-max-age": "7D"})
+    rows = topology_rows(env)
+    assert rows[queue] == "stream: offsets 0..5 (6 events kept)"  # not "0 ready"
+    assert rows[dial_results_queue(settings)] == "stream: empty"
+    assert rows[settings.queue("analytics")] == "6 ready, 0 consumer(s)"  # a queue: as before
+
+
+def topology_rows(env: dict[str, str]) -> dict[str, str]:
+    """``topology show``: each queue's and exchange's state by its name (columns: two spaces apart)."""
     shown = run_cli(env, "topology", "show")
-    assert queue in shown.stdout
+    assert shown.returncode == 0, shown.stderr
+    rows = {}
+    for line in shown.stdout.splitlines():
+        name, state, _ = re.split(r"\s{2,}", line.split(None, 1)[1])
+        rows[name] = state
+    return rows
 
 
 def test_history_prints_a_range_a_desk_and_one_calls_story(
@@ -91,6 +111,7 @@ def test_history_follow_prints_new_events(
     send_calls(broker, settings, range(1, 2))
     wait_until(lambda: follower.output().count('"offset"') == 6)  # and what came after
     assert follower.process.poll() is None  # still following
+    assert topology_rows(env)[history] == "stream: offsets 0..5 (6 events kept)"  # a reader changes nothing
     follower.stop()
 
 
@@ -140,23 +161,102 @@ def test_sigkill_during_the_backfill_resumes_from_the_recorded_offset(
     assert "up to offset" in second.output()
 
 
-def test_sigkill_at_the_switch_over_loses_nothing_and_counts_nothing_twice(
-    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
-) -> None:
+SWITCH_OVER_TRIES = 8  # fresh namespaces tried to catch the switch-over window before the test skips
+
+
+class DoneWatch:
+    """Whether the backfill's done row is committed: one read-only connection to the consumer's SQLite
+    file, polled at a ms pace (a WAL reader sees each commit as soon as it returns)."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.connection: sqlite3.Connection | None = None
+
+    def __call__(self) -> bool:
+        if self.connection is None:
+            if not self.database.exists():
+                return False
+            self.connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1)
+        try:
+            return self.connection.execute("SELECT 1 FROM stream_offsets WHERE done").fetchone() is not None
+        except sqlite3.OperationalError:  # not migrated yet
+            return False
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
+def _stop_at_the_switch_over(
+    env: dict[str, str], broker: Broker, settings: Settings, services: list[Service]
+) -> Service | None:
+    """Start a late consumer of 200 calls and SIGSTOP it the moment its backfill commits done: the
+    stopped Service if its live queue had no consumer then (the window between the backfill's last
+    commit and the live consumer), else None (it went live first; killed)."""
     send_calls(broker, settings, range(200))
     first = Service(env, "consume", "analytics", "--from", "first")
     services.append(first)
-    wait_until(lambda: any(row["done"] for row in offsets(settings)), every=0.002, timeout=60)
-    send_calls(broker, settings, range(200, 220))  # live, while it switches
+    deadline = time.monotonic() + 30
+    with closing(DoneWatch(sqlite_path(settings, "analytics"))) as done:
+        while not done():
+            assert first.process.poll() is None, first.output()
+            assert time.monotonic() < deadline, "the backfill did not finish within 30 s"
+            time.sleep(0.0005)
+        os.kill(first.process.pid, signal.SIGSTOP)  # at once: the window is a few ms
+    time.sleep(0.05)  # a frame it wrote before it stopped reaches the broker
+    info = broker.queue_info(settings.queue("analytics"))
+    assert info is not None  # declared before the backfill began
+    if info[1] == 0:
+        return first
     first.kill()
-    second = Service(env, "consume", "analytics", "--from", "first")
-    services.append(second)
-    send_calls(broker, settings, range(220, 230))
-    wait_until(lambda: processed(settings) == 690, timeout=60)
-    rows = stored(settings, "SELECT * FROM calls")
-    assert len(rows) == 230
-    assert len({row["call_id"] for row in rows}) == 230
-    assert "was done before: live queue" in second.output()
+    return None
+
+
+def test_sigkill_at_the_switch_over_loses_nothing_and_counts_nothing_twice(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    """Stopped between the backfill's done commit and its live consumer, live events published, killed:
+    the next process goes live from the recorded done and counts each call once. The window is a few
+    ms: each try is a fresh namespace, and the test skips only if no try caught it."""
+    tried = [settings]
+    try:
+        caught = _stop_at_the_switch_over(env, broker, settings, services)
+        while caught is None and len(tried) < SWITCH_OVER_TRIES:
+            env = {
+                **env,
+                "TCX_BRIDGE_NAMESPACE": f"{tried[0].namespace}s{len(tried)}",
+                "TCX_BRIDGE_DATA_DIR": f"{tried[0].data_dir}{len(tried)}",
+            }
+            settings = load_settings(environ=env).settings
+            tried.append(settings)
+            declare_events(broker, settings)
+            declare_history(broker, settings)
+            caught = _stop_at_the_switch_over(env, broker, settings, services)
+        if caught is None:
+            pytest.skip(
+                f"the switch-over window (done committed, no live consumer yet) was not caught in "
+                f"{SWITCH_OVER_TRIES} tries"
+            )
+        print(f"switch-over window caught on try {len(tried)} of {SWITCH_OVER_TRIES}")
+        live = settings.queue("analytics")
+        send_calls(broker, settings, range(200, 220))  # live, while it is stopped in the switch-over
+        wait_until(lambda: broker.queue_info(live) == (60, 0))  # all in its live queue: no consumer took any
+        caught.kill()  # SIGKILL, still stopped
+        assert [bool(row["done"]) for row in offsets(settings)] == [True]
+        second = Service(env, "consume", "analytics", "--from", "first")
+        services.append(second)
+        send_calls(broker, settings, range(220, 230))
+        wait_until(lambda: processed(settings) == 690, timeout=60)
+        rows = stored(settings, "SELECT * FROM calls")
+        assert len(rows) == 230
+        assert len({row["call_id"] for row in rows}) == 230
+        assert {(r["ring_seconds"], r["talk_seconds"], bool(r["answered"])) for r in rows} == {
+            (2.0, 8.0, True)
+        }
+        assert "was done before: live queue" in second.output()
+    finally:
+        for other in tried[1:]:
+            _cleanup(other)
 
 
 def test_from_a_time_reads_only_from_then(
@@ -204,6 +304,13 @@ def test_retention_by_age_drops_what_is_older(env: dict[str, str], broker: Broke
     remaining = kept()
     assert {f"c{n:04}" for n in range(60, 120)} <= set(remaining)  # the young ones are all there
     assert len(remaining) < 360
+    shown = run_cli(short, "history", "--format", "json")
+    held = [json.loads(line)["offset"] for line in shown.stdout.splitlines()]
+    first, last = held[0], held[-1]
+    assert first > 0  # what retention kept: the first offset a reader at first gets, not 0
+    assert topology_rows(short)[history_queue(settings)] == (
+        f"stream: offsets {first}..{last} ({last - first + 1} events kept)"
+    )
 
 
 def test_backfill_then_live_on_postgresql(

@@ -199,9 +199,9 @@ def merge_batch(store: Store, events: Sequence[tuple[int, CallEvent]]) -> dict[i
                 updated[merged["id"]] = records[index]
         outcome[tag] = merged
     if created:
-        ids = store.returning_many(insert_sql(store), [[row[name] for name in INSERTED] for row in created])
-        for row, found in zip(created, ids, strict=True):
-            row["id"] = found["id"]
+        rows = [[row[name] for name in INSERTED] for row in created]
+        for row, found in zip(created, store.insert_ids(store.calls_table, INSERTED, rows), strict=True):
+            row["id"] = found
     if updated:
         store.executemany(
             update_sql(store), [[*(row[name] for name in CHANGED), key] for key, row in updated.items()]
@@ -309,16 +309,16 @@ class CallConsumer(Consumer):
 
     def handle(self, message: Any, context: Context) -> str:
         event: CallEvent = message
+        prepared = getattr(self, "_prepared", {})
+        tag = context.delivery.delivery_tag
+        if tag in prepared:  # merged by prepare(), which let no spoofed event in
+            record = prepared.pop(tag)
+            return "duplicate" if record is None else self.on_record(event, record, context)
         problem = spoofed(context.settings, context.delivery, event)
         if problem is not None:
             raise HandlerError(problem)
         if event.kind == "invalid" or event.call_id is None:
             return "ignored"
-        prepared = getattr(self, "_prepared", {})
-        tag = context.delivery.delivery_tag
-        if tag in prepared:
-            record = prepared.pop(tag)
-            return "duplicate" if record is None else self.on_record(event, record, context)
         if not self.store.first_time(event.event_id):
             return "duplicate"
         return self.on_record(event, apply_event(self.store, event), context)

@@ -74,6 +74,9 @@ class Fresh(Store):
     def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
         return self.inner.returning_many(sql, rows)
 
+    def insert_ids(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int]:
+        return self.inner.insert_ids(table, columns, rows)
+
     def first_time(self, event_id: str) -> bool:
         new = event_id not in self.seen
         self.seen.add(event_id)

@@ -45,7 +45,7 @@ from bridge.errors import (
 )
 from bridge.events import MAX_BODY, ForgetRequest  # MAX_BODY: the wire limit, bigger is dead-lettered unread
 from bridge.topology import Binding, again_exchange, declare_queues, retry_exchange
-from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery
+from bridge.transport import UNREADABLE_HEADERS, Broker, Delivery, OutgoingMessage
 from consumers.privacy import command as forget_command
 from consumers.runtime.backoff import Backoff
 from consumers.runtime.consumer import Batch, Consumer, Context
@@ -213,21 +213,23 @@ class Runner:
         broker = self._broker
         assert broker is not None  # set for as long as deliveries arrive
         lines = []
-        deliveries = [
-            restore(delivery, again=self._again, username=broker.username) for delivery in deliveries
-        ]
+        username = broker.username
+        deliveries = [restore(delivery, again=self._again, username=username) for delivery in deliveries]
         store = as_store(self.consumer.database)
+        publish = functools.partial(self._publisher.publish, broker)  # the handlers' Context.publish
+        clock = time.perf_counter
         with transaction(store):
-            read = {delivery.delivery_tag: self._read(delivery) for delivery in deliveries}
+            read = [self._read(delivery) for delivery in deliveries]
             decoded = {
-                t: r.message for t, r in read.items() if not (r.error or forget_command.is_request(r.message))
+                delivery.delivery_tag: found.message
+                for delivery, found in zip(deliveries, read, strict=True)
+                if not (found.error or forget_command.is_request(found.message))
             }
             self._prepare(store, Batch(deliveries, decoded))
-            for delivery in deliveries:
-                started = time.perf_counter()
-                found = read[delivery.delivery_tag]
-                outcome, attempts = self._handle_one(broker, store, delivery, found)
-                lines.append((delivery, outcome, attempts, time.perf_counter() - started + found.seconds))
+            for delivery, found in zip(deliveries, read, strict=True):
+                started = clock()
+                outcome, attempts = self._handle_one(broker, store, delivery, found, publish)
+                lines.append((delivery, outcome, attempts, clock() - started + found.seconds))
             if self.in_batch is not None:
                 self.in_batch(store)
         for request, user_id in self._forgets:  # committed, not acked yet: a failure redelivers the batch
@@ -295,13 +297,18 @@ class Runner:
         return self.consumer.decode(delivery.body, delivery.routing_key)
 
     def _handle_one(
-        self, broker: Broker, store: Store | None, delivery: Delivery, read: _Read
+        self,
+        broker: Broker,
+        store: Store | None,
+        delivery: Delivery,
+        read: _Read,
+        publish: Callable[[str, OutgoingMessage], bool],
     ) -> tuple[str, int]:
         """One read delivery inside its own error boundary; only a lost connection escapes it."""
         attempts = attempts_of(delivery)
         error = read.error
         if error is None:
-            context = self._context(broker, delivery)
+            context = Context(self.settings, delivery, delivery.routing_key, publish)
             outcome, error = guarded(functools.partial(self._handle_in, store, read.message, context))
             if error is None:
                 return cast("str", outcome), attempts  # handle() returned
@@ -315,7 +322,9 @@ class Runner:
         if forget_command.is_request(message):
             self._forgets.append((message, context.delivery.user_id))
             return "forget"
-        with savepoint(None if self.consumer.settled(context.delivery) else store):  # settled: prepare wrote
+        if store is None or self.consumer.settled(context.delivery):  # settled: prepare wrote it
+            return self.consumer.handle(message, context)
+        with savepoint(store):
             return self.consumer.handle(message, context)
 
     @functools.cached_property
