@@ -20,7 +20,8 @@ import pytest
 
 from bridge.config import Settings, load_settings
 from bridge.errors import BrokerRejectedError
-from bridge.outbox import Outbox
+from bridge.outbox import WINDOW, Outbox
+from bridge.outbox.files import sent_names
 from bridge.topology import declare_events, publish_events
 from bridge.transport import NOT_FOUND, Broker, OutgoingMessage
 from tests.cluster import RABBITMQ_BIN
@@ -32,6 +33,7 @@ from tests.conftest import (
     free_port,
     run_cli,
     run_notify,
+    script,
     wait_until,
 )
 
@@ -315,3 +317,31 @@ def test_publish_many_keeps_its_channel_across_batches_and_recovers_from_a_refus
     assert [d.message_id for d in broker.browse(events_tap.name)] == [
         m.message_id for b in batches for m in b
     ]
+
+
+def test_a_flush_killed_mid_replay_loses_nothing_and_repeats_at_most_a_window(
+    broker: Broker, settings: Settings, env: dict[str, str], events_tap: Tap
+) -> None:
+    """SIGKILL once the first window is recorded as sent: the next flush publishes the rest, none sent again."""
+    outbox = Outbox(settings.outbox_dir)
+    messages = [outgoing(n, settings) for n in range(3000)]
+    for m in messages:
+        outbox.put(m)
+    flush = subprocess.Popen([*script("tcx-bridge"), "spool", "flush"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(outbox.has_sent, timeout=30, every=0.002)
+    finally:
+        flush.kill()
+        flush.wait()
+    sent = sent_names(settings.outbox_dir)
+    assert sent
+    assert all((settings.outbox_dir / name).exists() for name in sent)  # killed before its removals
+    assert len(outbox.paths()) == 3000 - len(sent)
+    flushed = run_cli(env, "spool", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert flushed.stdout.strip().endswith("; 0 left")
+    assert not any((settings.outbox_dir / name).exists() for name in sent)
+    delivered = [d.message_id for d in broker.browse(events_tap.name)]
+    assert set(delivered) == {m.message_id for m in messages}  # nothing lost
+    assert len(delivered) - len(messages) <= WINDOW  # at most the window in flight, with its event ids
+    assert not any(delivered.count(m.message_id) > 1 for m in messages[: len(sent)])  # none sent twice
