@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,7 +123,7 @@ class OutboxFiles:
             body=msgspec.Raw(message.body),
         )
         final = self.directory / f"{time.time_ns():020d}-{message.message_id}{SUFFIX}"
-        temporary = self.directory / f"{TEMPORARY}{uuid.uuid4().hex}"
+        temporary = self.directory / f"{TEMPORARY}{os.urandom(16).hex()}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with temporary.open("wb") as handle:
