@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import events
+from bridge import events, notify
 from bridge.config import Settings, load_settings
 from bridge.notify import build_event, to_message, too_big
 
@@ -75,3 +75,23 @@ def test_an_invalid_launch_too_big_to_keep_is_said_so(settings: Settings) -> Non
     assert too_big(message) == (
         f"the event has {len(message.body)} bytes, over the 65536 a consumer takes, even without stray arguments"
     )
+
+
+def test_the_files_a_launch_does_not_take_for_events_are_the_outboxs_own() -> None:
+    from bridge.outbox.files import LOCK, SENT
+
+    assert {LOCK, SENT} == notify.NOT_EVENTS
+
+
+def test_an_outbox_with_only_its_lock_and_sent_journal_holds_no_event(tmp_path: Path) -> None:
+    settings = load_settings(environ={"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings
+    outbox = notify.LazyOutbox(settings)
+    tmp_path = settings.outbox_dir
+    tmp_path.mkdir(parents=True)
+    assert not outbox.may_hold_events()
+    (tmp_path / ".lock").touch()
+    (tmp_path / ".sent").write_text("\\n")
+    (tmp_path / "refused").mkdir()
+    assert not outbox.may_hold_events()
+    (tmp_path / ".tmp-0123").write_bytes(b"{")  # an orphan a killed launch left: replay recovers it
+    assert outbox.may_hold_events()

@@ -15,7 +15,7 @@ from bridge.errors import (
     OutboxError,
     PublishNackedError,
 )
-from bridge.outbox import Outbox
+from bridge.outbox import BatchPublisher, Outbox
 from bridge.transport import OutgoingMessage
 
 
@@ -238,3 +238,189 @@ def test_an_unknown_or_ambiguous_id_is_one_line(tmp_path: Path, wanted: str, err
     assert len(outbox.refused()) == 2
     assert outbox.find_refused("id-1").event_id == "id-1"
     assert outbox.find_refused(outbox.refused()[1].path.name).event_id == "id-2"
+
+
+def names(outbox: Outbox) -> list[str]:
+    return [outbox.load(p).message_id for p in outbox.paths()]
+
+
+def accepting(published: list[str], during: Callable[[], None] = lambda: None) -> BatchPublisher:
+    """A broker that confirms every window, running during() while it publishes."""
+
+    def publish_batch(messages: list[OutgoingMessage]) -> tuple[int, Exception | None]:
+        during()
+        published.extend(m.message_id for m in messages)
+        return len(messages), None
+
+    return publish_batch
+
+
+def event_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".json"))
+
+
+@pytest.mark.parametrize("count", [12, 300])  # 300: removed by several threads at once
+def test_a_pipelined_replay_records_windows_as_sent_and_removes_them_after(
+    tmp_path: Path, count: int
+) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(count):
+        outbox.put(message(n))
+    published: list[str] = []
+    result = outbox.replay(publish_batch=accepting(published), window=50)
+    assert (result.published, result.remaining) == (count, 0)
+    assert published == [f"id-{n}" for n in range(count)]
+    assert outbox.paths() == []  # done even where the thread has not removed them yet
+    outbox.join_cleanup()
+    assert event_files(tmp_path) == []
+    assert not outbox.has_sent()  # the thread emptied .sent once its files were gone
+
+
+def test_one_at_a_time_removes_each_file_at_once_without_a_journal(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(5):
+        outbox.put(message(n))
+    seen: list[list[str]] = []
+    outbox.replay(lambda m: seen.append(event_files(tmp_path)))
+    assert [len(files) for files in seen] == [5, 4, 3, 2, 1]  # the one before gone when the next goes
+    assert event_files(tmp_path) == []
+    assert not (tmp_path / ".sent").exists()
+
+
+def test_files_named_in_sent_are_not_pending(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    paths = [outbox.put(message(n)) for n in range(6)]
+    outbox.record_sent([p.name for p in paths[:4]])
+    assert names(outbox) == ["id-4", "id-5"]
+    assert len(event_files(tmp_path)) == 6  # still on disk, but done
+
+
+def test_a_crash_between_the_journal_and_the_removals_publishes_none_again(tmp_path: Path) -> None:
+    """Files left on disk and named in .sent (the process died first): the next replay removes them unpublished."""
+    outbox = Outbox(tmp_path)
+    paths = [outbox.put(message(n)) for n in range(8)]
+    outbox.record_sent([p.name for p in paths[:5]])
+    published: list[str] = []
+    result = Outbox(tmp_path).replay(publish_batch=accepting(published, during=lambda: None), window=500)
+    assert published == ["id-5", "id-6", "id-7"]
+    assert (result.published, result.remaining) == (3, 0)
+    assert not any(p.exists() for p in paths[:5])  # removed before the replay published anything
+    Outbox(tmp_path).join_cleanup()
+    assert event_files(tmp_path) == []
+
+
+def test_the_sent_files_are_removed_before_anything_is_published(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    paths = [outbox.put(message(n)) for n in range(4)]
+    outbox.record_sent([p.name for p in paths[:3]])
+    at_publish: list[list[str]] = []
+    outbox.replay(publish_batch=accepting([], during=lambda: at_publish.append(event_files(tmp_path))))
+    assert at_publish == [[paths[3].name]]
+    assert (tmp_path / ".sent").read_bytes() == b""  # emptied only after the removals
+
+
+def test_a_torn_last_line_of_sent_costs_that_one_event_only(tmp_path: Path) -> None:
+    """A crash mid-append: the complete names stand, the torn one is replayed again (same event id)."""
+    outbox = Outbox(tmp_path)
+    paths = [outbox.put(message(n)) for n in range(6)]
+    torn = paths[2].name[: len(paths[2].name) // 2]
+    (tmp_path / ".sent").write_bytes(f"\n{paths[0].name}\n{paths[1].name}\n{torn}".encode())
+    assert names(outbox) == ["id-2", "id-3", "id-4", "id-5"]
+    # An append after the torn line (none does, as replay empties .sent first; but if one did):
+    outbox.record_sent([paths[3].name, paths[4].name])
+    assert names(outbox) == ["id-2", "id-5"]  # its newline first: the torn line swallows no name
+    published: list[str] = []
+    outbox.replay(publish_batch=accepting(published))
+    assert published == ["id-2", "id-5"]
+    outbox.join_cleanup()
+    assert event_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\x00\x00\x00\x00",  # a crash may leave zeros where the append was
+        b"../outside.json",  # not a name in the outbox: never removed
+        b".lock",
+        b"",
+    ],
+)
+def test_a_line_of_sent_that_names_no_event_file_is_ignored(tmp_path: Path, line: bytes) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b"{}")
+    kept = outbox.put(message(1))
+    (tmp_path / "outbox" / ".sent").write_bytes(b"\n" + line + b"\n")
+    assert names(outbox) == ["id-1"]
+    published: list[str] = []
+    outbox.replay(lambda m: published.append(m.message_id))
+    assert published == ["id-1"]
+    assert outside.exists()
+    assert not kept.exists()
+
+
+def test_new_files_written_during_a_replay_are_never_marked_sent(tmp_path: Path) -> None:
+    """Launches outboxing events while a replay runs: theirs wait for the next replay, published once."""
+    outbox = Outbox(tmp_path)
+    for n in range(10):
+        outbox.put(message(n))
+    launched = iter(range(100, 200))
+    published: list[str] = []
+    during = lambda: [Outbox(tmp_path).put(message(next(launched))) for _ in range(3)]  # noqa: E731
+    result = outbox.replay(publish_batch=accepting(published, during), window=4)
+    assert published == [f"id-{n}" for n in range(10)]
+    assert result.remaining == 9  # three windows, three launches each
+    new = [f"id-{n}" for n in range(100, 109)]
+    assert names(outbox) == new
+    outbox.join_cleanup()
+    assert names(outbox) == new  # still there after the removals
+    again: list[str] = []
+    outbox.replay(publish_batch=accepting(again))
+    assert again == new
+    outbox.join_cleanup()
+    assert event_files(tmp_path) == []
+
+
+def in_the_way(tmp_path: Path, count: int = 6) -> tuple[Outbox, Path]:
+    """A replay whose sent file cannot be removed: a directory took its name (even root cannot unlink it)."""
+    outbox = Outbox(tmp_path)
+    paths = [outbox.put(message(n)) for n in range(count)]
+    blocked = paths[count * 2 // 3]
+
+    def block() -> None:
+        if blocked.is_file():
+            blocked.unlink()
+            blocked.mkdir()
+            (blocked / "x").write_bytes(b"")
+
+    result = outbox.replay(publish_batch=accepting([], during=block))
+    assert (result.published, result.remaining) == (count, 0)
+    return outbox, blocked
+
+
+@pytest.mark.parametrize("count", [6, 300])  # 300: the failure is on a helper thread's share
+def test_a_removal_failure_shows_at_join(tmp_path: Path, count: int) -> None:
+    outbox, blocked = in_the_way(tmp_path, count)
+    with pytest.raises(OutboxError, match=f"cannot remove '{blocked}' after its confirm"):
+        outbox.join_cleanup()
+    assert event_files(tmp_path) == [blocked.name]  # the others removed all the same
+    assert outbox.paths() == []  # named in .sent: never published again
+    assert outbox.has_sent()
+
+
+def test_a_removal_failure_shows_at_the_next_replay_and_jams_nothing(tmp_path: Path) -> None:
+    outbox, blocked = in_the_way(tmp_path)
+    outbox.put(message(9))
+    with pytest.raises(OutboxError, match=f"cannot remove '{blocked}' after its confirm"):
+        outbox.replay(publish_batch=accepting([]))
+    published: list[str] = []
+    outbox.replay(publish_batch=accepting(published))  # the next one goes on
+    assert published == ["id-9"]
+    assert outbox.paths() == []  # the one in the way is still named in .sent: never published again
+    assert blocked.name in (tmp_path / ".sent").read_text()
+    (blocked / "x").unlink()
+    blocked.rmdir()
+    outbox.put(message(10))
+    outbox.replay(publish_batch=accepting(published))
+    assert published == ["id-9", "id-10"]
+    assert not outbox.has_sent()

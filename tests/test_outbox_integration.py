@@ -7,6 +7,7 @@ desk: an event of a mistyped desk is refused for good (ACCESS_REFUSED).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -18,9 +19,11 @@ from typing import NamedTuple
 import pytest
 
 from bridge.config import Settings, load_settings
-from bridge.outbox import Outbox
-from bridge.topology import declare_events
-from bridge.transport import Broker
+from bridge.errors import BrokerRejectedError
+from bridge.outbox import WINDOW, Outbox
+from bridge.outbox.files import sent_names
+from bridge.topology import declare_events, publish_events
+from bridge.transport import NOT_FOUND, Broker, OutgoingMessage
 from tests.cluster import RABBITMQ_BIN
 from tests.conftest import (
     LOCAL_URL,
@@ -30,6 +33,7 @@ from tests.conftest import (
     free_port,
     run_cli,
     run_notify,
+    script,
     wait_until,
 )
 
@@ -244,3 +248,100 @@ def test_doctor_and_the_agent_show_refused_events(
         "-> fix the cause (the user's rights, the desk setting), then `tcx-bridge spool retry --all`; "
         "`tcx-bridge spool list` shows each, `tcx-bridge spool drop ID` deletes one"
     )
+
+
+def outgoing(n: int, settings: Settings) -> OutgoingMessage:
+    return OutgoingMessage(
+        routing_key=f"call.started.inbound.{settings.desk}",
+        body=b'{"n":%d}' % n,
+        message_id=f"{uuid.uuid4()}",
+        type="call.started",
+        timestamp=1700000000 + n,
+        app_id="tcx-bridge-notify",
+    )
+
+
+def test_a_pipelined_replay_delivers_each_event_once_and_removes_its_files(
+    broker: Broker, settings: Settings, events_tap: Tap
+) -> None:
+    outbox = Outbox(settings.outbox_dir)
+    messages = [outgoing(n, settings) for n in range(250)]
+    for m in messages:
+        outbox.put(m)
+    result = outbox.replay(publish_batch=functools.partial(publish_events, broker, settings), window=100)
+    assert (result.published, result.remaining) == (250, 0)
+    outbox.join_cleanup()
+    assert [p.name for p in settings.outbox_dir.iterdir() if p.suffix == ".json"] == []
+    assert not outbox.has_sent()
+    arrived = broker.browse(events_tap.name)
+    assert [d.message_id for d in arrived] == [m.message_id for m in messages]  # once each, in order
+    first = arrived[0]
+    assert (first.type, first.timestamp, first.user_id, first.headers) == (
+        "call.started",
+        1700000000,
+        "guest",  # signed: the broker vouches for the publisher
+        {},
+    )
+    assert first.body == b'{"n":0}'
+
+
+def test_sent_files_a_dead_replayer_left_are_not_published_again(
+    broker: Broker, settings: Settings, events_tap: Tap
+) -> None:
+    """The journal appended, the process killed before its removals: the next replay publishes the rest only."""
+    outbox = Outbox(settings.outbox_dir)
+    messages = [outgoing(n, settings) for n in range(10)]
+    paths = [outbox.put(m) for m in messages]
+    outbox.record_sent([p.name for p in paths[:6]])
+    assert len(outbox.paths()) == 4
+    result = Outbox(settings.outbox_dir).replay(
+        publish_batch=functools.partial(publish_events, broker, settings)
+    )
+    assert (result.published, result.remaining) == (4, 0)
+    Outbox(settings.outbox_dir).join_cleanup()
+    assert [d.message_id for d in broker.browse(events_tap.name)] == [m.message_id for m in messages[6:]]
+    assert [p for p in settings.outbox_dir.iterdir() if p.suffix == ".json"] == []
+
+
+def test_publish_many_keeps_its_channel_across_batches_and_recovers_from_a_refused_one(
+    broker: Broker, settings: Settings, events_tap: Tap
+) -> None:
+    batches = [[outgoing(n + 10 * b, settings) for n in range(10)] for b in range(3)]
+    assert broker.publish_many(settings.exchange, batches[0]) == (10, None)
+    assert broker.publish_many(settings.exchange, batches[1]) == (10, None)  # tags go on from 11
+    confirmed, error = broker.publish_many(f"{settings.namespace}.missing", batches[2])
+    assert confirmed == 0
+    assert isinstance(error, BrokerRejectedError)
+    assert error.reply_code == NOT_FOUND
+    assert broker.publish_many(settings.exchange, batches[2]) == (10, None)  # on a channel of its own
+    assert [d.message_id for d in broker.browse(events_tap.name)] == [
+        m.message_id for b in batches for m in b
+    ]
+
+
+def test_a_flush_killed_mid_replay_loses_nothing_and_repeats_at_most_a_window(
+    broker: Broker, settings: Settings, env: dict[str, str], events_tap: Tap
+) -> None:
+    """SIGKILL once the first window is recorded as sent: the next flush publishes the rest, none sent again."""
+    outbox = Outbox(settings.outbox_dir)
+    messages = [outgoing(n, settings) for n in range(3000)]
+    for m in messages:
+        outbox.put(m)
+    flush = subprocess.Popen([*script("tcx-bridge"), "spool", "flush"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(outbox.has_sent, timeout=30, every=0.002)
+    finally:
+        flush.kill()
+        flush.wait()
+    sent = sent_names(settings.outbox_dir)
+    assert sent
+    assert all((settings.outbox_dir / name).exists() for name in sent)  # killed before its removals
+    assert len(outbox.paths()) == 3000 - len(sent)
+    flushed = run_cli(env, "spool", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert flushed.stdout.strip().endswith("; 0 left")
+    assert not any((settings.outbox_dir / name).exists() for name in sent)
+    delivered = [d.message_id for d in broker.browse(events_tap.name)]
+    assert set(delivered) == {m.message_id for m in messages}  # nothing lost
+    assert len(delivered) - len(messages) <= WINDOW  # at most the window in flight, with its event ids
+    assert not any(delivered.count(m.message_id) > 1 for m in messages[: len(sent)])  # none sent twice

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +49,7 @@ class RefusedFiles(OutboxFiles):
         try:
             refused.mkdir(exist_ok=True)
             sidecar = refused / f"{path.name}{_REASON}"
-            temporary = refused / f"{TEMPORARY}{uuid.uuid4().hex}"
+            temporary = refused / f"{TEMPORARY}{os.urandom(16).hex()}"
             temporary.write_text(reason + "\n", encoding="utf-8")
             os.replace(temporary, sidecar)  # the reason first: an event in refused/ always has one
             os.replace(path, target)

@@ -1,4 +1,7 @@
-"""Replay: publish the outboxed events oldest first, a window at a time, deleting each after its confirm.
+"""Replay: publish the outboxed events oldest first, a window at a time, recording each window as sent.
+
+A window's confirmed files are named in ``.sent`` at once and removed on a thread
+(``bridge.outbox.sent``); a window of fewer than ``JOURNAL_MIN`` is removed at once.
 
 An event the broker refuses for good is set aside (``refused/``) and replay goes
 on; any other failure stops it and keeps every event where it is, in order.
@@ -6,19 +9,21 @@ on; any other failure stops it and keeps every event where it is, in order.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import NamedTuple
 
 from bridge.envelope import OutgoingMessage
 from bridge.errors import OutboxError, TransportError
 from bridge.outbox.refused import RefusedFiles
+from bridge.outbox.sent import JOURNAL_MIN, Cleanup, SentFiles
 from bridge.transport import refused_for_good
 
 BatchPublisher = Callable[[list[OutgoingMessage]], tuple[int, Exception | None]]
 WINDOW = 500  # messages published before waiting for their confirms
+AHEAD_MIN = 16  # windows this big: the next one is read on a thread while this one waits for confirms
 
 
 class Replay(NamedTuple):
@@ -30,8 +35,8 @@ class Replay(NamedTuple):
     refused: int = 0  # events this replay moved to refused/
 
 
-class Replaying(RefusedFiles):
-    """The outbox's files, refused/, and the replay that empties them."""
+class Replaying(RefusedFiles, SentFiles):
+    """The outbox's files, refused/, the sent journal, and the replay that empties them."""
 
     def replay(
         self,
@@ -42,7 +47,7 @@ class Replaying(RefusedFiles):
         wait: float = 0.0,
         window: int = WINDOW,
     ) -> Replay:
-        """Publish outboxed messages oldest first, deleting each after its confirm.
+        """Publish outboxed messages oldest first, each window recorded as sent after its confirms.
 
         publish_batch(messages) publishes a window of messages at once and returns
         how many of them, from the first, the broker confirmed, and the error that
@@ -55,61 +60,79 @@ class Replaying(RefusedFiles):
         if publish_batch is None:
             assert publish is not None, "give publish or publish_batch"
             publish_batch, window = _one_at_a_time(publish), 1
-        if not self.paths() and not self.orphans():
+        self.join_cleanup()  # the removals the last replay here left running; raises what stopped them
+        if not self.pending_names() and not self.orphans() and not self.has_sent():
             return Replay(0, 0)
-        with self._lock(wait) as acquired:
-            if not acquired:
-                return Replay(0, len(self.paths()), locked_out=True)
-            self.recover_orphans()
-            pending = deque(self.paths()[:limit])
-            removing = _Removing(self._remove)
-            try:
-                published, refused = self._windows(publish_batch, pending, window, removing)
-            finally:
-                removing.wait()  # every confirmed file gone (or its error raised) before the lock goes
-            return Replay(published, len(self.paths()), refused=refused)
+        cleanup = Cleanup(self)
+        try:
+            with self._lock(wait) as acquired:
+                if not acquired:
+                    return Replay(0, len(self.pending_names()), locked_out=True)
+                self.clear_sent()  # what an earlier replay published and did not remove: never again
+                self.recover_orphans()
+                pending = deque(self.pending_names()[:limit])
+                published, refused = self._windows(publish_batch, pending, window, cleanup)
+                remaining = len(self.pending_names())
+        finally:
+            self.leave_running(cleanup)  # the lock released: its thread empties .sent when it is done
+        return Replay(published, remaining, refused=refused)
 
     def _windows(
-        self, publish_batch: BatchPublisher, pending: deque[Path], window: int, removing: _Removing
+        self, publish_batch: BatchPublisher, pending: deque[str], window: int, cleanup: Cleanup
     ) -> tuple[int, int]:
-        """Publish pending a window at a time; return (published, refused)."""
+        """Publish pending a window at a time, the next one read meanwhile; return (published, refused)."""
         published = refused = 0
-        while pending:
-            loaded = self._load_window(pending, window)
-            if not loaded:
-                continue
-            confirmed, stopped = _attempt(publish_batch, [message for _, message in loaded])
-            removing.start([path for path, _ in loaded[:confirmed]])  # while the next window goes out
-            published += confirmed
-            if stopped is None or confirmed >= len(loaded):
-                if confirmed < len(loaded):
+        queued: deque[_Window] = deque()  # windows read (or being read) off pending, in order
+        try:
+            while pending or queued:
+                loaded = queued.popleft().loaded() if queued else self._load(_take(pending, window))
+                if pending and not queued and window >= AHEAD_MIN:
+                    queued.append(_Window.read(self._load, _take(pending, window)))
+                if not loaded:
+                    continue
+                confirmed, stopped = _attempt(publish_batch, [message for _, message in loaded])
+                self._done([name for name, _ in loaded[:confirmed]], cleanup)
+                published += confirmed
+                if stopped is None or confirmed >= len(loaded):
+                    if confirmed < len(loaded):
+                        break
+                    continue
+                if not refused_for_good(stopped):
+                    raise stopped
+                # One of the unconfirmed was refused: the first of them, alone, says which.
+                settled = self._settle(publish_batch, loaded[confirmed:], stopped)
+                if settled is None:
                     break
-                continue
-            if not refused_for_good(stopped):
-                raise stopped
-            # One of the unconfirmed was refused: the first of them, alone, says which.
-            settled = self._settle(publish_batch, loaded[confirmed:], stopped)
-            if settled is None:
-                break
-            published, refused = published + settled[0], refused + settled[1]
-            pending.extendleft(path for path, _ in reversed(loaded[confirmed + 1 :]))
+                published, refused = published + settled[0], refused + settled[1]
+                queued.appendleft(_Window(loaded[confirmed + 1 :]))  # before the one read meanwhile
+        finally:
+            for left in queued:
+                left.wait()  # no thread reads (or moves a file aside) once the lock is released
         return published, refused
 
-    def _load_window(self, pending: deque[Path], window: int) -> list[tuple[Path, OutgoingMessage]]:
-        """Take up to window readable events off pending; an unreadable one goes to corrupt/."""
-        loaded: list[tuple[Path, OutgoingMessage]] = []
-        while pending and len(loaded) < window:
-            path = pending.popleft()
+    def _done(self, names: list[str], cleanup: Cleanup) -> None:
+        """Confirmed: a window is recorded in .sent and removed by cleanup's thread; a few are removed now."""
+        if len(names) < JOURNAL_MIN:
+            self._remove(names)
+            return
+        self.record_sent(names)
+        cleanup.add(names)
+
+    def _load(self, names: list[str]) -> list[tuple[str, OutgoingMessage]]:
+        """The named events read back; an unreadable one goes to corrupt/."""
+        directory = os.fspath(self.directory)
+        loaded: list[tuple[str, OutgoingMessage]] = []
+        for name in names:
             try:
-                loaded.append((path, self.load(path)))
+                loaded.append((name, self.load(os.path.join(directory, name))))
             except OutboxError as unreadable:
-                self._quarantine(path, unreadable)
+                self._quarantine(self.directory / name, unreadable)
         return loaded
 
     def _settle(
         self,
         publish_batch: BatchPublisher,
-        unconfirmed: list[tuple[Path, OutgoingMessage]],
+        unconfirmed: list[tuple[str, OutgoingMessage]],
         stopped: Exception,
     ) -> tuple[int, int] | None:
         """Publish the first unconfirmed event alone: (1, 0) it went, (0, 1) set aside, None stop.
@@ -117,56 +140,61 @@ class Replaying(RefusedFiles):
         When it is the only one left, the refusal that stopped the window was its own.
         Raises the error of a failure that is not for good.
         """
-        (path, message), rest = unconfirmed[0], unconfirmed[1:]
+        (name, message), rest = unconfirmed[0], unconfirmed[1:]
         if rest:
             alone, error = _attempt(publish_batch, [message])
         else:  # it was the only one left unconfirmed: the refusal was its
             alone, error = 0, stopped
         if alone:
-            self._remove([path])
+            self._remove([name])
             return 1, 0
         if error is not None and refused_for_good(error):
-            self.set_aside(path, error)
+            self.set_aside(self.directory / name, error)
             return 0, 1
         if error is not None:
             raise error
         return None
 
 
-class _Removing:
-    """Confirmed files deleted on a thread of their own while replay publishes the next window.
+class _Window:
+    """A window of events read back: at once, or on a thread while the window before waits for confirms."""
 
-    Deleting is a third of a replay's time on an ext4 disk; the thread overlaps it with
-    the broker's round trips. One window at a time: start() waits for the one before,
-    and wait() raises what stopped it (a file left would be replayed again).
-    """
-
-    def __init__(self, remove: Callable[[Iterable[Path]], None]) -> None:
-        self._remove = remove
+    def __init__(self, loaded: list[tuple[str, OutgoingMessage]] | None = None) -> None:
+        self._loaded = loaded or []
         self._thread: threading.Thread | None = None
-        self._error: OutboxError | None = None
+        self._error: BaseException | None = None
 
-    def start(self, paths: list[Path]) -> None:
-        self.wait()
-        if len(paths) < 8:  # a launch's few: not worth a thread
-            self._remove(paths)
-            return
-        self._thread = threading.Thread(target=self._run, args=(paths,), name="outbox-remove", daemon=True)
-        self._thread.start()
+    @classmethod
+    def read(
+        cls, load: Callable[[list[str]], list[tuple[str, OutgoingMessage]]], names: list[str]
+    ) -> _Window:
+        window = cls()
+        window._thread = threading.Thread(
+            target=window._run, args=(load, names), name="outbox-read", daemon=True
+        )
+        window._thread.start()
+        return window
 
-    def _run(self, paths: list[Path]) -> None:
+    def _run(self, load: Callable[[list[str]], list[tuple[str, OutgoingMessage]]], names: list[str]) -> None:
         try:
-            self._remove(paths)
-        except OutboxError as error:
+            self._loaded = load(names)
+        except BaseException as error:  # noqa: BLE001  # raised by loaded(), in the replaying thread
             self._error = error
 
     def wait(self) -> None:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def loaded(self) -> list[tuple[str, OutgoingMessage]]:
+        self.wait()
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error
+        return self._loaded
+
+
+def _take(pending: deque[str], count: int) -> list[str]:
+    return [pending.popleft() for _ in range(min(count, len(pending)))]
 
 
 def _one_at_a_time(publish: Callable[[OutgoingMessage], None]) -> BatchPublisher:
