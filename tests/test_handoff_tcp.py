@@ -7,6 +7,7 @@ without the secret, or squats the port of a dead agent named by a stale handoff.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import os
@@ -363,3 +364,38 @@ def test_the_tcp_fast_path_imports_no_hmac_no_openssl(server: HandoffServer) -> 
         assert module not in timed, module
     assert "bridge.loopback" in imported
     wait_until(lambda: server.handed == 1)
+
+
+class _OutOfDescriptors:
+    """The listener, as accept() behaves when the process has no descriptor left, a few times."""
+
+    def __init__(self, listener: socket.socket, failures: int) -> None:
+        self.listener = listener
+        self.failures = failures
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.listener.accept()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.listener, name)
+
+
+def test_the_fast_path_outlives_a_moment_without_descriptors(
+    server: HandoffServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """accept() failing with EMFILE (a flood of connections, a leak elsewhere) stops nothing: once it
+    passes, launches are handed over again; one warning, not one per failure."""
+    assert server._listener is not None
+    server._listener = _OutOfDescriptors(server._listener, failures=5)  # type: ignore[assignment]
+    environ = environ_of(server.settings.data_dir)
+    with caplog.at_level(logging.WARNING, logger="consumers.agent.handoff"):
+        deadline = time.monotonic() + 10
+        while launcher.hand_launch(LAUNCH, environ, server.directory) is None:
+            assert time.monotonic() < deadline, "the fast path never came back"
+    assert server.handed == 1
+    warned = [r.getMessage() for r in caplog.records if "cannot take a connection" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "Too many open files" in warned[0]

@@ -17,6 +17,7 @@ desk or outbox) is refused: it publishes itself."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -132,6 +133,7 @@ class HandoffServer:
         self._stop = threading.Event()
         self._secret: bytes | None = None  # the tcp endpoint's, drawn at start()
         self._slots = threading.BoundedSemaphore(SLOTS)
+        self._warn_after = 0.0  # when _accept_failed may log again
         self._refusals = RefusalLog()
 
     @property
@@ -210,14 +212,29 @@ class HandoffServer:
             except TimeoutError:
                 continue
             except OSError as error:
-                if not self._stop.is_set():
-                    logger.warning("desk fast path stopped: %s", error)
-                return
+                if self._stop.is_set() or error.errno in (errno.EBADF, errno.EINVAL):  # closed: stop
+                    if not self._stop.is_set():
+                        logger.warning("desk fast path stopped: %s", error)
+                    return
+                self._accept_failed(error)  # out of descriptors or memory for now: launches publish
+                continue
             if not self._slots.acquire(blocking=False):  # all busy: this launch takes its own path now
                 connection.close()
                 continue
-            serving = threading.Thread(target=self._serve_one, args=(connection,), daemon=True)
-            serving.start()
+            try:
+                threading.Thread(target=self._serve_one, args=(connection,), daemon=True).start()
+            except RuntimeError as error:  # no thread to be had: this launch publishes itself
+                self._slots.release()
+                connection.close()
+                self._accept_failed(error)
+
+    def _accept_failed(self, error: Exception) -> None:
+        """A failure of the moment (EMFILE, ENOBUFS, no thread): logged once a minute, tried again soon."""
+        now = time.monotonic()
+        if now >= self._warn_after:
+            self._warn_after = now + 60.0
+            logger.warning("desk fast path: cannot take a connection now (%s); trying again", error)
+        self._stop.wait(0.1)
 
     def _serve_one(self, connection: socket.socket) -> None:
         """One connection, on a thread of its own: a slow or silent peer holds one slot, not the others."""
