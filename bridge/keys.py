@@ -133,7 +133,7 @@ KEYS: tuple[Key, ...] = (
         "size of the notify log before it rotates",
     ),
     Key("region", const("CH"), parse_region, "default region for national caller ids", check_region),
-    Key("prefetch", const(100), at_least(int, 1), "unacked messages a consumer holds at most"),
+    Key("prefetch", const(500), at_least(int, 1), "unacked messages a consumer holds at most"),
     Key("quorum", const(False), parse_boolean, "declare consumer queues as quorum queues"),
     Key(
         "max_attempts",

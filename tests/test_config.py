@@ -207,7 +207,7 @@ def test_lenient_load_keeps_good_values_and_defaults_bad_ones(tmp_path: Path) ->
     }
     loaded = load_settings({}, environ, read_file=False, lenient=True)
     assert loaded.settings.desk == "desk-9"
-    assert loaded.settings.prefetch == 100
+    assert loaded.settings.prefetch == 500
     assert loaded.sources["prefetch"] == "default, TCX_BRIDGE_PREFETCH is bad"
 
 
