@@ -137,6 +137,12 @@ def test_consumer_started_late_backfills_then_goes_on_live(
     assert {(r["ring_seconds"], r["talk_seconds"], bool(r["answered"])) for r in rows} == {(2.0, 8.0, True)}
     assert [(row["origin"], bool(row["done"])) for row in offsets(settings)] == [("first", True)]
     wait_until(lambda: "backfill done" in consumer.output())  # logged after the last batch's commit
+    log = consumer.output().splitlines()
+    batches = [line for line in log if "consumer=analytics backfill offsets " in line]
+    assert batches and all(" read, " in line and " for it" in line for line in batches)
+    counted = sum(int(n) for line in batches for n in re.findall(r"(?:recorded|duplicate)=(\d+)", line))
+    assert counted >= 3 * 300  # the history's events, counted a batch at a time ...
+    assert sum("outcome=" in line for line in log) <= 3 * 50 * 2  # ... not a line each: only the live ones
 
 
 def test_sigkill_during_the_backfill_resumes_from_the_recorded_offset(

@@ -127,6 +127,7 @@ class Backfill:
         wanted = [delivery for delivery in deliveries if self.wanted(delivery.routing_key)]
         store = as_store(self.runner.consumer.database)
         self.runner.in_batch = functools.partial(self._record, next_offset=last + 1, done=finished)
+        self.runner.outcomes.clear()
         try:
             if wanted:
                 self.runner._on_batch(wanted)  # the offset is committed with the batch's work
@@ -137,6 +138,16 @@ class Backfill:
             self.runner.in_batch = None
         self.read += len(deliveries)
         self.done = finished
+        counted = ", ".join(f"{outcome}={count}" for outcome, count in sorted(self.runner.outcomes.items()))
+        logger.info(  # one line a batch: the events' own lines are at DEBUG (failures stay at INFO)
+            "consumer=%s backfill offsets %d..%d: %d read, %d for it%s",
+            self.name,
+            offset_of(deliveries[0]),
+            last,
+            len(deliveries),
+            len(wanted),
+            f": {counted}" if wanted else "",
+        )
 
     def _finish(self, store: Store | None, next_offset: int) -> None:
         with transaction(store):

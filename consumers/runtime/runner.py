@@ -28,6 +28,7 @@ a no-op. SIGTERM and SIGINT finish the current batch, ack it, and close.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import signal
@@ -65,6 +66,7 @@ __all__ = [  # the public names, also for the plugins and scripts that import th
 ]
 
 logger = logging.getLogger(__name__)
+LINE = "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f"  # the fields, in order
 
 
 class Runner:
@@ -98,6 +100,7 @@ class Runner:
         self.before_live: Callable[[Broker], None] | None = None  # a backfill (consumers.runtime.backfill)
         self.in_batch: Callable[[Store | None], None] | None = None  # a backfill's, in each batch's commit
         self._forgets: list[tuple[ForgetRequest, str | None]] = []  # acted on once their batch committed
+        self.outcomes: collections.Counter[str] = collections.Counter()  # of the last batch, by outcome
         self._next_sweep = 0.0  # retention: at start, then once a day
 
     # lifecycle ---------------------------------------------------------------
@@ -239,33 +242,25 @@ class Runner:
             broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
+        self.outcomes = collections.Counter(outcome for _, outcome, _, _ in lines)
+        routine = logging.DEBUG if self.in_batch is not None else logging.INFO  # a backfill: counted
         for delivery, outcome, attempts, seconds in lines:
-            self._log(delivery, outcome, attempts, seconds)
+            self._log(delivery, outcome, attempts, seconds, routine)
         if self._max_messages is not None and self.handled >= self._max_messages:
             self._stop.set()
 
-    def _log(self, delivery: Delivery, outcome: str, attempts: int, seconds: float) -> None:
-        """The one line per handled message (and its metrics)."""
+    def _log(
+        self, delivery: Delivery, outcome: str, attempts: int, seconds: float, routine: int = logging.INFO
+    ) -> None:
+        """The one line per handled message (and its metrics); at level routine unless it failed."""
         self.metrics.message(self.consumer.name, outcome, seconds)
-        logger.info(
-            "consumer=%s type=%s id=%s key=%s outcome=%s attempt=%d ms=%.1f",
-            self.consumer.name,
-            delivery.type,
-            delivery.message_id,
-            delivery.routing_key,
-            outcome,
-            attempts,
-            seconds * 1000,
-            extra={
-                "consumer": self.consumer.name,
-                "type": delivery.type,
-                "message_id": delivery.message_id,
-                "routing_key": delivery.routing_key,
-                "outcome": outcome,
-                "attempt": attempts,
-                "ms": round(seconds * 1000, 1),
-            },
-        )
+        level = logging.INFO if outcome == "dead-lettered" or outcome.startswith("retry-in-") else routine
+        if not logger.isEnabledFor(level):
+            return
+        fields = {"consumer": self.consumer.name, "type": delivery.type, "message_id": delivery.message_id,
+                  "routing_key": delivery.routing_key, "outcome": outcome, "attempt": attempts,
+                  "ms": round(seconds * 1000, 1)}  # fmt: skip
+        logger.log(level, LINE, *fields.values(), extra=fields)
 
     def _prepare(self, store: Store | None, batch: Batch) -> None:
         """The consumer's batch work in a savepoint; if it fails, the messages go one by one."""
