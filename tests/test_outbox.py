@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -424,3 +426,12 @@ def test_a_removal_failure_shows_at_the_next_replay_and_jams_nothing(tmp_path: P
     outbox.replay(publish_batch=accepting(published))
     assert published == ["id-9", "id-10"]
     assert not outbox.has_sent()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_an_outboxed_event_is_the_users_alone(tmp_path: Path) -> None:
+    """An event holds the caller's number: its file is 0600, a new outbox directory 0700."""
+    outbox = Outbox(tmp_path / "outbox")
+    path = outbox.put(message(1))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "outbox").stat().st_mode) == 0o700

@@ -125,8 +125,9 @@ class OutboxFiles:
         final = self.directory / f"{time.time_ns():020d}-{message.message_id}{SUFFIX}"
         temporary = self.directory / f"{TEMPORARY}{os.urandom(16).hex()}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with temporary.open("wb") as handle:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # events hold callers' numbers:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # the user's alone
+            with open(os.open(temporary, flags, 0o600), "wb") as handle:
                 handle.write(_ENCODER.encode(entry))
                 handle.flush()
                 os.fsync(handle.fileno())
