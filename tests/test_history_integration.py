@@ -139,7 +139,8 @@ def test_consumer_started_late_backfills_then_goes_on_live(
     wait_until(lambda: "backfill done" in consumer.output())  # logged after the last batch's commit
     log = consumer.output().splitlines()
     batches = [line for line in log if "consumer=analytics backfill offsets " in line]
-    assert batches and all(" read, " in line and " for it" in line for line in batches)
+    assert batches
+    assert all(" read, " in line and " for it" in line for line in batches)
     counted = sum(int(n) for line in batches for n in re.findall(r"(?:recorded|duplicate)=(\d+)", line))
     assert counted >= 3 * 300  # the history's events, counted a batch at a time ...
     assert sum("outcome=" in line for line in log) <= 3 * 50 * 2  # ... not a line each: only the live ones
