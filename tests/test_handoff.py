@@ -290,30 +290,37 @@ except SystemExit as done:
 """
 
 
+def fast_path_imports(environ: dict[str, str]) -> tuple[set[str], set[str]]:
+    """A launch (FAST_PATH_PROBE, exit status 0) in a fresh process with environ: the modules it added to
+    sys.modules, and those ``python -X importtime`` timed, beyond what the interpreter had loaded first."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TCX_BRIDGE_")}
+    env.update(environ)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", FAST_PATH_PROBE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
+    status, modules = result.stdout.split(" ", 1)
+    assert status == "0"
+    added, before = modules.split("|")
+    timed = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    return set(added.split()), timed - set(before.split())
+
+
 def test_the_fast_path_imports_no_pika_no_phonenumbers_no_msgspec(tmp_path: Path) -> None:
     """The launch as the Assistant runs it, in a fresh process, handed to an agent: what it imported."""
     data = tmp_path / "data"
     agent = HangingAgent(data / handoff.DIRECTORY, b"ok 0 handed call.started.inbound.d1\n")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TCX_BRIDGE_")}
-    env.update(TCX_BRIDGE_DATA_DIR=str(data), TCX_BRIDGE_CONFIG=os.devnull)
     try:
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", FAST_PATH_PROBE],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=True,
+        imported, timed = fast_path_imports(
+            {"TCX_BRIDGE_DATA_DIR": str(data), "TCX_BRIDGE_CONFIG": os.devnull}
         )
     finally:
         agent.close()
-    status, modules = result.stdout.split(" ", 1)
-    assert status == "0"
-    added, before = modules.split("|")
-    imported = set(added.split())
-    timed = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    timed -= set(before.split())
     for module in (  # nor what the launch does not need: the settings machinery, logging, typing
         "pika",
         "phonenumbers",

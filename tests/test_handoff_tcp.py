@@ -13,8 +13,6 @@ import logging
 import os
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +26,8 @@ from bridge.config import load_settings
 from bridge.errors import ConfigError
 from consumers.agent.handoff import READ_TIMEOUT, SLOTS, HandoffServer
 from tests.conftest import free_port, wait_until
-from tests.test_handoff import FAST_PATH_PROBE, settings_for
+from tests.test_handoff import fast_path_imports, settings_for
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ["/N:S", "/C:0791234567", "/T:I", "/I:42"]
 
 
@@ -342,23 +339,7 @@ def test_the_endpoint_setting() -> None:
 
 def test_the_tcp_fast_path_imports_no_hmac_no_openssl(server: HandoffServer) -> None:
     """The launch as the Assistant runs it, in a fresh process, handed over tcp: what it imported."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TCX_BRIDGE_")}
-    env.update(environ_of(server.settings.data_dir))
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", FAST_PATH_PROBE],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
-    status, modules = result.stdout.split(" ", 1)
-    assert status == "0"
-    added, before = modules.split("|")
-    imported = set(added.split())
-    timed = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    timed -= set(before.split())
+    imported, timed = fast_path_imports(environ_of(server.settings.data_dir))
     for module in ("hmac", "hashlib", "_hashlib", "pika", "msgspec", "bridge.notify", "typing", "enum"):
         assert module not in imported, module
         assert module not in timed, module
