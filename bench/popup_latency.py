@@ -10,7 +10,7 @@ alone (the pop cannot come sooner), and the contact lookup itself at 1,000
 contacts against the full store. Target: launch to pop p95 <= 50 ms on the fast path.
 
 The commands run from a fresh virtualenv holding only the runtime dependencies,
-as on a desk (bench/notify_latency.py's); ``--venv DIR`` reuses one.
+as on a desk (bench/notify_latency.py's desk_venv); ``--venv DIR`` reuses one.
 
     python bench/popup_latency.py [--contacts 1000000] [--samples 40] [--venv DIR]
 """
@@ -32,23 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from notify_latency import desk_venv  # bench/ is the script's directory: on sys.path
+
 from bridge.config import load_settings
 from bridge.topology import declare_commands
 from bridge.transport import Broker
 from consumers.crm.contacts import SqliteContacts
-
-
-def desk_venv() -> Path:
-    """A fresh virtualenv with tcx-bridge and its runtime dependencies only (compiled, as pip leaves it)."""
-    root = Path(__file__).resolve().parent.parent
-    venv = Path(tempfile.mkdtemp(prefix="tcx-bench-venv-"))
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--compile", str(root)],
-        check=True,
-        stderr=subprocess.DEVNULL,
-    )
-    return venv
 
 
 def write_csv(path: Path, count: int) -> list[str]:

@@ -49,7 +49,7 @@ class SentFiles(OutboxFiles):
             names = [name for name in names if "\n" not in name]
         if not names:
             return
-        record = b"\n" + os.fsencode("\n".join(names)) + b"\n"
+        record = _lines(names)
         try:
             descriptor = os.open(self.sent_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -208,11 +208,16 @@ def _rewrite(directory: Path, names: list[str]) -> None:
     """``.sent`` replaced by one naming just names (written aside, fsync'd, renamed, directory synced)."""
     aside = directory / f"{SENT}.new"  # not a .tmp- name: that is an orphaned event's
     with open(aside, "wb") as handle:
-        handle.write(b"\n" + os.fsencode("\n".join(names)) + b"\n")
+        handle.write(_lines(names))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(aside, directory / SENT)
     fsync_directory(directory)
+
+
+def _lines(names: list[str]) -> bytes:
+    """names as ``.sent`` records them: a line each, after a newline (a torn line never swallows one)."""
+    return b"\n" + os.fsencode("\n".join(names)) + b"\n"
 
 
 def _key(directory: Path) -> str:

@@ -242,8 +242,10 @@ class Runner:
             broker.ack(deliveries[-1].delivery_tag, multiple=True)
         self.handled += len(deliveries)
         self._last_activity = time.monotonic()
-        self.outcomes = collections.Counter(outcome for _, outcome, _, _ in lines)
-        routine = logging.DEBUG if self.in_batch is not None else logging.INFO  # a backfill: counted
+        routine = logging.INFO
+        if self.in_batch is not None:  # a backfill: its lines counted a batch at a time (it logs them)
+            self.outcomes = collections.Counter(outcome for _, outcome, _, _ in lines)
+            routine = logging.DEBUG
         for delivery, outcome, attempts, seconds in lines:
             self._log(delivery, outcome, attempts, seconds, routine)
         if self._max_messages is not None and self.handled >= self._max_messages:
