@@ -59,7 +59,7 @@ OK = b"ok"  # the answer's first word; a launch frame's answer goes on: " <exit 
 LAUNCH = b"tcx-launch-1"  # a launch frame's first field
 MAX_FRAME = 1 << 20  # bytes; an event is at most events.MAX_BODY, the frame adds its envelope
 _SUN_PATH = 107  # bytes a Unix socket address holds on Linux (108 with the NUL)
-ENDPOINTS = ("auto", "unix", "tcp")  # handoff_endpoint's values (bridge.keys)
+ENDPOINTS = ("auto", "unix", "tcp")  # handoff_endpoint's values (bridge.keys, checked by bridge.values)
 
 
 def destination(settings: Settings) -> list[str]:

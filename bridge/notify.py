@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from bridge import events, handoff
+from bridge import events, handoff, launcher
 from bridge.config import Settings, load_settings
 from bridge.envelope import OutgoingMessage
 from bridge.errors import BrokerRefusedError, ConfigError, TcxBridgeError, TransportError
@@ -248,7 +248,7 @@ def run(argv: Sequence[str], tried: str | None = None, given: Given | None = Non
         return EXIT_FAILED
     mine = os.path.normpath(handoff.directory_of(settings.data_dir))
     endpoint = handoff.endpoint_of(settings.handoff_endpoint)
-    front = handoff.endpoint_of(os.environ.get("TCX_BRIDGE_HANDOFF_ENDPOINT", ""))  # as the front read it
+    front = handoff.endpoint_of(launcher.endpoint_of(os.environ))  # as the front read it
     if tried is None or mine != os.path.normpath(tried) or endpoint != front:  # the front did not try it
         why_not = handoff.hand_over(message, settings, endpoint)
         if why_not is None:  # the desk agent has it durably and publishes it on its open connection

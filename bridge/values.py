@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bridge.errors import ConfigError
 from bridge.events import MAX_DESK, MAX_EXTENSION, desk_problem
+from bridge.handoff import ENDPOINTS
 from bridge.redact import redact_text, redact_url, split_userinfo
 from bridge.text import printable
 
@@ -185,7 +186,7 @@ def parse_log_format(name: str, value: Any) -> str:
 
 def parse_handoff_endpoint(name: str, value: Any) -> str:
     text = parse_text(name, value).strip().lower()
-    if text not in ("auto", "unix", "tcp"):  # bridge.handoff.ENDPOINTS
+    if text not in ENDPOINTS:
         raise ConfigError(f"{name}: {value!r} is not a hand-off endpoint; use auto, unix or tcp")
     return text
 
