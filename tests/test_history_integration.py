@@ -153,7 +153,9 @@ def test_sigkill_during_the_backfill_resumes_from_the_recorded_offset(
     small = {**env, "TCX_BRIDGE_PREFETCH": "10"}
     first = Service(small, "consume", "analytics", "--from", "first")
     services.append(first)
-    wait_until(lambda: processed(settings) >= 90, every=0.005)
+    with closing(StoreWatch(sqlite_path(settings, "analytics"), "SELECT count(*) FROM processed")) as count:
+        wait_until(lambda: count() >= 90, every=0.0005)
+        os.kill(first.process.pid, signal.SIGSTOP)  # at once: the whole backfill takes a few tens of ms
     first.kill()
     recorded = offsets(settings)
     assert len(recorded) == 1
@@ -171,23 +173,24 @@ def test_sigkill_during_the_backfill_resumes_from_the_recorded_offset(
 SWITCH_OVER_TRIES = 8  # fresh namespaces tried to catch the switch-over window before the test skips
 
 
-class DoneWatch:
-    """Whether the backfill's done row is committed: one read-only connection to the consumer's SQLite
-    file, polled at a ms pace (a WAL reader sees each commit as soon as it returns)."""
+class StoreWatch:
+    """A number the consumer's SQLite file holds (sql's first column), polled at a ms pace: one read-only
+    connection (a WAL reader sees each commit as soon as it returns); 0 until the file is migrated."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, sql: str) -> None:
         self.database = database
+        self.sql = sql
         self.connection: sqlite3.Connection | None = None
 
-    def __call__(self) -> bool:
+    def __call__(self) -> int:
         if self.connection is None:
             if not self.database.exists():
-                return False
+                return 0
             self.connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1)
         try:
-            return self.connection.execute("SELECT 1 FROM stream_offsets WHERE done").fetchone() is not None
+            return int(self.connection.execute(self.sql).fetchone()[0])
         except sqlite3.OperationalError:  # not migrated yet
-            return False
+            return 0
 
     def close(self) -> None:
         if self.connection is not None:
@@ -204,7 +207,8 @@ def _stop_at_the_switch_over(
     first = Service(env, "consume", "analytics", "--from", "first")
     services.append(first)
     deadline = time.monotonic() + 30
-    with closing(DoneWatch(sqlite_path(settings, "analytics"))) as done:
+    done_sql = "SELECT count(*) FROM stream_offsets WHERE done"
+    with closing(StoreWatch(sqlite_path(settings, "analytics"), done_sql)) as done:
         while not done():
             assert first.process.poll() is None, first.output()
             assert time.monotonic() < deadline, "the backfill did not finish within 30 s"

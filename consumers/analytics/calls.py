@@ -17,6 +17,7 @@ and the wallboard's caller column share.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -41,11 +42,14 @@ SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_a
 
 CALLS_SCHEMA = calls_table_ddl("sqlite", "calls")  # the migrations' calls table, for a plugin's own file
 
+# a record's times are read again at each event that joins it: parsed once (datetimes are immutable)
+_moment = functools.lru_cache(maxsize=4096)(parse_time)
+
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     if start is None or end is None:
         return None
-    return round((parse_time(end) - parse_time(start)).total_seconds(), 6)
+    return round((_moment(end) - _moment(start)).total_seconds(), 6)
 
 
 def other_party(record: Mapping[str, Any]) -> str | None:
@@ -63,7 +67,7 @@ def other_party(record: Mapping[str, Any]) -> str | None:
 def _fits(record: Mapping[str, Any], slot: str, moment: datetime) -> bool:
     if record[slot] is not None:
         return False
-    times = {name: parse_time(record[name]) for name in SLOTS.values() if record[name] is not None}
+    times = {name: _moment(record[name]) for name in SLOTS.values() if record[name] is not None}
     if any(abs((moment - other).total_seconds()) > WINDOW_SECONDS for other in times.values()):
         return False
     order = list(SLOTS.values())
@@ -80,7 +84,7 @@ def merge(candidates: Sequence[Mapping[str, Any]], event: CallEvent) -> tuple[di
     record and the index of the candidate it updates (None: a new record). No I/O.
     """
     slot = SLOTS[event.kind]
-    moment = parse_time(event.occurred_at)
+    moment = _moment(event.occurred_at)
     index = next((i for i, row in enumerate(candidates) if _fits(row, slot, moment)), None)
     merged: dict[str, Any] = (
         dict(candidates[index])

@@ -67,9 +67,12 @@ class Fresh(Store):
         self.inner.script(sql)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self.inner.transaction():
+    def transaction(self, *, behind: bool = False) -> Iterator[None]:
+        with self.inner.transaction(behind=behind):
             yield
+
+    def settle(self) -> None:
+        self.inner.settle()
 
     def returning_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
         return self.inner.returning_many(sql, rows)

@@ -69,6 +69,7 @@ class Backfill:
             for binding in runner.consumer.bindings(self.settings)
             if isinstance(binding, Binding) and binding.exchange == self.settings.exchange
         ]
+        self._wanted: dict[str, bool] = {}  # routing key -> whether the bindings route it here
         self.tail: int | None = None
         self.done = False
         self.read = 0  # history messages read by this process
@@ -76,7 +77,14 @@ class Backfill:
         runner.before_live = self.run
 
     def wanted(self, routing_key: str) -> bool:
-        return any(topic_matches(pattern, routing_key) for pattern in self.patterns)
+        found = self._wanted.get(routing_key)
+        if found is None:
+            if len(self._wanted) >= 4096:  # keys carry desks: bounded
+                self._wanted.clear()
+            found = self._wanted[routing_key] = any(
+                topic_matches(pattern, routing_key) for pattern in self.patterns
+            )
+        return found
 
     def run(self, broker: Broker) -> None:
         """Read the history up to its tail (unless this origin is done), with the runner's batches."""
@@ -115,6 +123,8 @@ class Backfill:
             should_stop=lambda: self.done or self.runner.stopping,
             ack_on_receipt=True,
         )
+        if store is not None:
+            store.settle()  # the last batch's COMMIT, left to finish behind: done before the live queue
         if self.done:
             logger.info("consumer=%s backfill done (%d read): live queue", self.name, self.read)
 
@@ -132,7 +142,7 @@ class Backfill:
             if wanted:
                 self.runner._on_batch(wanted)  # the offset is committed with the batch's work
             else:
-                with transaction(store):
+                with transaction(store, behind=True):
                     self._record(store, next_offset=last + 1, done=finished)
         finally:
             self.runner.in_batch = None

@@ -221,7 +221,8 @@ class Runner:
         store = as_store(self.consumer.database)
         publish = functools.partial(self._publisher.publish, broker)  # the handlers' Context.publish
         clock = time.perf_counter
-        with transaction(store):
+        # a backfill's batch (in_batch records its offset) waits for no ack: its COMMIT may finish behind
+        with transaction(store, behind=self.in_batch is not None):
             read = [self._read(delivery) for delivery in deliveries]
             decoded = {
                 delivery.delivery_tag: found.message

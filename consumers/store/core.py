@@ -10,11 +10,19 @@ write transaction holds the whole file). PostgreSQL lives in consumers.store.pos
 SQLite files are opened in WAL mode with ``synchronous=FULL``: a committed row
 survives a crash or power cut, which is what "record it durably before acting"
 and "ack only after side effects are durable" rely on.
+
+A transaction may leave its COMMIT to finish behind (``transaction(behind=True)``):
+a backfill's batch, whose stream offset commits with it and on which no ack waits.
+SQLite then commits on a thread of its own (writing the WAL needs no GIL) while
+the consumer reads the next deliveries; the store's next use waits for it and
+raises its failure, so nothing reads or writes the file in between.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,10 +67,17 @@ class Store:
         raise NotImplementedError
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction: committed when the block ends, rolled back when it raises."""
+    def transaction(self, *, behind: bool = False) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back when it raises.
+
+        behind: the COMMIT may still be running when the block ends (SQLite; see the module); the
+        store's next use waits for it, and :meth:`settle` waits for it and raises its failure.
+        """
         raise NotImplementedError
         yield
+
+    def settle(self) -> None:
+        """Wait for a COMMIT left to finish behind; raise its failure (nothing when none is running)."""
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -110,10 +125,45 @@ class SqliteStore(Store):
     dialect = "sqlite"
 
     def __init__(self, connection: sqlite3.Connection, name: str = "", consumer: str = "") -> None:
-        self.connection = connection
+        self._connection = connection
         self.name = name
         self.consumer = consumer
         self.calls_table = "calls"
+        self._behind: threading.Thread | None = None  # a COMMIT finishing on a thread of its own
+        self._behind_error: BaseException | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, once a COMMIT left behind is done (its failure raised here)."""
+        if self._behind is not None:
+            self.settle()
+        return self._connection
+
+    def settle(self) -> None:
+        thread = self._behind
+        if thread is None:
+            return
+        thread.join()
+        self._behind = None
+        error, self._behind_error = self._behind_error, None
+        if error is not None:
+            raise error
+
+    def _commit(self) -> None:
+        """COMMIT; one that fails is rolled back (SQLite may leave it open) and raised."""
+        try:
+            self._connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("ROLLBACK")
+            raise
+
+    def _commit_behind(self) -> None:
+        """The COMMIT of a transaction(behind=True), on its own thread; a failure is kept for settle()."""
+        try:
+            self._commit()
+        except BaseException as error:  # noqa: BLE001  # raised at the store's next use
+            self._behind_error = error
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return self.connection.execute(sql, params)
@@ -130,14 +180,19 @@ class SqliteStore(Store):
                 statement = ""
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.connection.execute("BEGIN IMMEDIATE")
+    def transaction(self, *, behind: bool = False) -> Iterator[None]:
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            connection.execute("ROLLBACK")
             raise
-        self.connection.execute("COMMIT")
+        if not behind:
+            self._commit()
+            return
+        self._behind = threading.Thread(target=self._commit_behind, name="sqlite-commit")
+        self._behind.start()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -186,11 +241,16 @@ class SqliteStore(Store):
                 )
             )
         fresh = [event_id for event_id in wanted if event_id not in known]
-        self.connection.executemany("INSERT INTO processed (event_id) VALUES (?)", [(e,) for e in fresh])
+        self.connection.executemany(  # in key order: each page of the index is visited once
+            "INSERT INTO processed (event_id) VALUES (?)", [(e,) for e in sorted(fresh)]
+        )
         return set(fresh)
 
     def close(self) -> None:
-        self.connection.close()
+        try:
+            self.settle()
+        finally:
+            self._connection.close()
 
 
 def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
@@ -205,6 +265,7 @@ def open_database(path: Path, schema: str = "") -> sqlite3.Connection:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA cache_size=-32768")
         connection.executescript(PROCESSED_SQLITE + STREAM_OFFSETS_SQLITE + schema)
     except OSError as error:
         raise StoreError(path_problem(error, path.parent)) from None
@@ -303,13 +364,14 @@ def first_time(database: Store | sqlite3.Connection, event_id: str) -> bool:
 
 
 @contextmanager
-def transaction(database: Store | sqlite3.Connection | None) -> Iterator[None]:
-    """The store's transaction; nothing without a store."""
+def transaction(database: Store | sqlite3.Connection | None, *, behind: bool = False) -> Iterator[None]:
+    """The store's transaction; nothing without a store. behind: see Store.transaction (only for a
+    Store: a plugin's plain connection gets a new wrapper at each call, which could not wait for it)."""
     store = as_store(database)
     if store is None:
         yield
         return
-    with store.transaction():
+    with store.transaction(behind=behind and store is database):
         yield
 
 

@@ -254,7 +254,7 @@ class PostgresStore(Store):
 
     # transactions -------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, behind: bool = False) -> Iterator[None]:  # committed before it returns
         with self._mapped():
             self._conn.execute("BEGIN")
         self._in_transaction = True
