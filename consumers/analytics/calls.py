@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
@@ -39,6 +39,8 @@ WINDOW_SECONDS = 12 * 3600
 CANDIDATES = 20  # the newest records of a key an event may join
 CALL_PATTERNS = ("call.started.#", "call.connected.#", "call.ended.#")
 SLOTS = {"started": "started_at", "connected": "connected_at", "ended": "ended_at"}
+ORDER = tuple(SLOTS.values())  # a record's times, in the order they must come
+WINDOW = timedelta(seconds=WINDOW_SECONDS)
 
 CALLS_SCHEMA = calls_table_ddl("sqlite", "calls")  # the migrations' calls table, for a plugin's own file
 
@@ -65,16 +67,18 @@ def other_party(record: Mapping[str, Any]) -> str | None:
 
 
 def _fits(record: Mapping[str, Any], slot: str, moment: datetime) -> bool:
+    """Whether moment can fill record's empty slot: every time it holds within the window, and in order."""
     if record[slot] is not None:
         return False
-    times = {name: _moment(record[name]) for name in SLOTS.values() if record[name] is not None}
-    if any(abs((moment - other).total_seconds()) > WINDOW_SECONDS for other in times.values()):
-        return False
-    order = list(SLOTS.values())
-    position = order.index(slot)
-    before = [times[name] for name in order[:position] if name in times]
-    after = [times[name] for name in order[position + 1 :] if name in times]
-    return all(other <= moment for other in before) and all(moment <= other for other in after)
+    position = ORDER.index(slot)
+    for at, name in enumerate(ORDER):
+        value = record[name]
+        if value is None or at == position:
+            continue
+        other = _moment(value)
+        if abs(moment - other) > WINDOW or (other > moment if at < position else moment > other):
+            return False
+    return True
 
 
 def merge(candidates: Sequence[Mapping[str, Any]], event: CallEvent) -> tuple[dict[str, Any], int | None]:
