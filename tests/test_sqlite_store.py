@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,18 @@ def test_a_store_keeps_32_mib_of_pages_in_memory(tmp_path: Path) -> None:
     # random event ids touch a page of the processed index each: the default 2 MiB re-read them from disk
     connection = open_database(tmp_path / "c.sqlite3")
     assert connection.execute("PRAGMA cache_size").fetchone()[0] == -32768
+
+
+def test_without_a_thread_to_be_had_the_commit_runs_at_once(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(sqlite3.IntegrityError), store.transaction(behind=True):  # raised by the block itself
+        store.execute("INSERT INTO children (id, parent) VALUES (1, 99)")
+    with store.transaction(behind=True):
+        store.execute("INSERT INTO processed (event_id) VALUES ('at-once')")
+    store.settle()  # nothing left behind
+    assert store.execute("SELECT event_id FROM processed").fetchall()[0][0] == "at-once"

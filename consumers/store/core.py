@@ -191,8 +191,13 @@ class SqliteStore(Store):
         if not behind:
             self._commit()
             return
-        self._behind = threading.Thread(target=self._commit_behind, name="sqlite-commit")
-        self._behind.start()
+        thread = threading.Thread(target=self._commit_behind, name="sqlite-commit")
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: committed here, as without behind
+            self._commit()
+            return
+        self._behind = thread
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
