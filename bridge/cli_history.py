@@ -52,7 +52,7 @@ def history_command(
     """
     from datetime import timedelta
 
-    from bridge.history import COLUMNS, Query, as_json, as_row, entries, parse_moment
+    from bridge.history import COLUMNS, Query, as_json, as_line, as_row, entries, parse_moment
     from bridge.text import printable
     from bridge.topology import history_queue
     from bridge.transport import Broker
@@ -69,13 +69,13 @@ def history_command(
                 "run tcx-bridge topology declare as an admin first"
             )
         if form == "table":
-            click.echo("  ".join(COLUMNS))
+            click.echo(as_line(COLUMNS))
         try:
             for entry in entries(broker, history_queue(settings), query, follow=follow):
                 if form == "json":
                     sys.stdout.buffer.write(as_json(entry) + b"\n")
                 else:
-                    click.echo("  ".join(printable(cell) for cell in as_row(entry)))
+                    click.echo(as_line(tuple(printable(cell) for cell in as_row(entry))))
                 if follow:
                     sys.stdout.flush()
         except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C on --follow; piped into head

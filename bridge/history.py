@@ -214,6 +214,14 @@ def as_json(entry: Entry) -> bytes:
 
 
 COLUMNS = ("offset", "occurred_at", "what", "desk", "call_id", "number", "detail")
+# each column's usual width (call.connected.outbound, a desk, a 3CX call id, an E.164 number); a longer
+# cell pushes the rest of its line on, as rows are printed as they come (--follow) and never measured
+WIDTHS = (7, 27, 23, 8, 14, 15, 0)
+
+
+def as_line(cells: tuple[str, ...]) -> str:
+    """A row (or COLUMNS) as a line of the table: each cell padded to its column's width."""
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()
 
 
 def as_row(entry: Entry) -> tuple[str, ...]:

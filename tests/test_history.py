@@ -12,9 +12,11 @@ from bridge.envelope import Delivery
 from bridge.errors import ConfigError
 from bridge.history import (
     CALL_WINDOW,
+    COLUMNS,
     SLACK,
     Entry,
     Query,
+    as_line,
     as_row,
     decode,
     parse_moment,
@@ -117,6 +119,20 @@ def test_a_row_says_what_happened() -> None:
         "0791234567",
         "",
     )
+
+
+def test_the_tables_columns_line_up_whatever_the_cells_lengths() -> None:
+    short = entry("started")
+    other = entry("ended", desk="desk-12", call="0441234567-998")._replace(offset=123456)
+    lines = [as_line(COLUMNS), as_line(as_row(short)), as_line(as_row(other))]
+    for column in ("occurred_at", "what", "desk", "call_id", "number"):
+        starts = {line.index(cell) for line, cell in zip(lines, cells(column, short, other), strict=True)}
+        assert len(starts) == 1, (column, lines)
+
+
+def cells(column: str, *found: Entry) -> list[str]:
+    at = COLUMNS.index(column)
+    return [column, *(as_row(one)[at] for one in found)]
 
 
 def test_a_callback_event_in_the_history_reads_as_a_row_and_is_no_call() -> None:
