@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -178,6 +179,25 @@ def test_doctor_names_what_is_wrong(
     assert expected in failed[0]
     assert " -> " in failed[0]  # with the fix
     assert done.stderr.strip().endswith("Error: 1 check(s) failed")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_doctor_fails_a_data_dir_other_users_may_write_to(desk_env: dict[str, str]) -> None:
+    data = Path(desk_env["TCX_BRIDGE_DATA_DIR"])
+    (data / "outbox").mkdir(parents=True, exist_ok=True)
+    os.chmod(data / "outbox", 0o733)  # anyone may drop an event file in it
+    done = run_cli(desk_env, "doctor")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("\u2717 ")]
+    assert failed == [
+        f"\u2717 other users may write to {data / 'outbox'} (mode 733): they could put events there that "
+        f"this desk publishes as its own -> chmod go-w {data / 'outbox'}"
+    ], done.stdout
+    os.chmod(data / "outbox", 0o700)
+    done = run_cli(desk_env, "doctor")
+    assert done.returncode == 0, done.stdout
+    assert f"\u2713 only this user may write to {data} and its outbox" in done.stdout.splitlines()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from bridge.errors import (
     TcxBridgeError,
     check_directory,
 )
+from bridge.handoff import DIRECTORY
 from bridge.redact import redact_text
 from consumers.agent.assistant import assistant_running
 from consumers.agent.settings import AGENT
@@ -176,6 +177,7 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
         )
         return
     yield Check(True, f"data dir {data} exists and is writable")
+    yield from _private(data, [data, settings.outbox_dir, data / DIRECTORY])
     outbox = Outbox(settings.outbox_dir)
     paths = outbox.paths()
     if not paths:
@@ -198,6 +200,33 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
             "fix the cause (the user's rights, the desk setting), then `tcx-bridge spool retry --all`; "
             "`tcx-bridge spool list` shows each, `tcx-bridge spool drop ID` deletes one",
         )
+
+
+def _private(data: Path, directories: list[Path]) -> Iterator[Check]:
+    """Whether another user could write where the desk keeps its events (POSIX): one who can puts
+    events in the outbox that this desk publishes as its own, or replaces the agent's hand-off files."""
+    if os.name != "posix":
+        return  # Windows: the profile's ACL keeps %LOCALAPPDATA% to its user
+    me = os.geteuid()
+    for directory in directories:
+        try:
+            found = directory.stat()
+        except OSError:
+            continue  # not made yet: made 0700 (outbox, agent) or with the umask (data dir) when needed
+        if found.st_uid != me:
+            what = f"{directory} belongs to uid {found.st_uid}, not to uid {me}: its owner may write there"
+            fix = f"chown $(id -u) {directory}"
+        elif found.st_mode & 0o022:
+            what = (
+                f"other users may write to {directory} (mode {found.st_mode & 0o777:o}): they could put "
+                "events there that this desk publishes as its own"
+            )
+            fix = f"chmod go-w {directory}"
+        else:
+            continue
+        yield Check(False, what, fix)
+        return
+    yield Check(True, f"only this user may write to {data} and its outbox")
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:
