@@ -17,7 +17,7 @@ import pytest
 
 from bridge import events
 from bridge.config import Settings, load_settings
-from bridge.errors import BrokerRefusedError
+from bridge.errors import BrokerRefusedError, BrokerUnreachableError
 from bridge.topology import declare_events, declare_history, dial_results_queue, history_queue
 from bridge.transport import Broker
 from consumers.store.core import sqlite_path
@@ -365,3 +365,50 @@ def test_an_empty_history_rebuilds_nothing(
         f"Error: the history stream '{settings.namespace}.history' holds no call event: nothing to rebuild "
         "from (the table is left as it is)"
     )
+
+
+def test_a_backfill_run_again_after_a_reconnect_goes_live_only_once_its_last_commit_is_durable(
+    env: dict[str, str],
+    broker: Broker,
+    history: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker connection lost right after the last batch (the runner reconnects and runs the backfill
+    again) while that batch's COMMIT, left to finish behind, fails (a full disk): the consumer stops with
+    the failure and never consumes its live queue; the offset before that batch stands."""
+    from consumers.analytics.consumer import Analytics
+    from consumers.runtime.backfill import Backfill
+    from consumers.runtime.runner import Runner
+    from consumers.store.core import SqliteStore
+
+    settings = load_settings(environ={**env, "TCX_BRIDGE_PREFETCH": "10"}).settings
+    send_calls(broker, settings, range(20))
+    committed = SqliteStore._commit
+
+    def full_at_done(self: SqliteStore) -> None:  # the COMMIT that records the backfill done fails
+        if self._connection.execute("SELECT count(*) FROM stream_offsets WHERE done").fetchone()[0]:
+            self._connection.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        committed(self)
+
+    monkeypatch.setattr(SqliteStore, "_commit", full_at_done)
+    runner = Runner(Analytics(settings), settings)
+    filling = Backfill(runner, "first", "first")
+    handled = filling._on_batch
+
+    def then_lost(deliveries: list[object]) -> None:
+        handled(deliveries)  # type: ignore[arg-type]
+        if filling.done:
+            raise BrokerUnreachableError("the connection was lost")  # the runner reconnects
+
+    monkeypatch.setattr(filling, "_on_batch", then_lost)
+    caplog.set_level("INFO", logger="consumers.runtime")
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        runner.run()
+    assert "lost" in caplog.text  # it did reconnect
+    assert "consuming" not in caplog.text  # never went live
+    recorded = offsets(settings)
+    assert len(recorded) == 1
+    assert not recorded[0]["done"]
+    assert recorded[0]["next_offset"] == processed(settings) < 60

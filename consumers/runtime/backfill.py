@@ -89,6 +89,8 @@ class Backfill:
     def run(self, broker: Broker) -> None:
         """Read the history up to its tail (unless this origin is done), with the runner's batches."""
         store = as_store(self.runner.consumer.database)
+        if store is not None:  # run again after a reconnect: the COMMIT the last run left behind first
+            store.settle()
         if self.done:
             return
         recorded = self._recorded(store)
