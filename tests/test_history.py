@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,30 @@ def test_history_max_bytes_sets_a_size_limit() -> None:
     assert history_arguments(settings)["x-stream-max-segment-size-bytes"] == 50_000_000
     small = load_settings(environ={"TCX_BRIDGE_HISTORY_MAX_BYTES": "1000000"}).settings
     assert history_arguments(small)["x-stream-max-segment-size-bytes"] == 100_000  # a tenth: within 10%
+
+
+def test_a_backfill_stopped_as_its_last_batch_begins_is_not_done(tmp_path: Path) -> None:
+    """SIGTERM between the backfill's look at the stop and the runner's: the runner skips the batch, so
+    the backfill has neither read it nor finished (else it would say done and go live without it)."""
+    from consumers.analytics.consumer import Analytics
+    from consumers.runtime.backfill import Backfill
+    from consumers.runtime.runner import Runner
+
+    settings = load_settings(environ={"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings
+    runner = Runner(Analytics(settings), settings)
+    filling = Backfill(runner, "first", "first")
+    filling.tail = 7  # the entry's offset: its batch is the last
+
+    def stopped_meanwhile(routing_key: str) -> bool:
+        runner.stop()  # the signal arrives while the batch is being sorted
+        return True
+
+    filling.wanted = stopped_meanwhile  # type: ignore[method-assign]
+    last = entry("ended").delivery._replace(exchange=settings.exchange)
+    try:
+        filling._on_batch([last])
+        assert not filling.done
+        assert filling.read == 0
+        assert filling._recorded(runner.consumer.database) is None  # no offset recorded either
+    finally:
+        runner.consumer.close()

@@ -367,7 +367,26 @@ def test_an_empty_history_rebuilds_nothing(
     )
 
 
-def test_a_backfill_run_again_after_a_reconnect_goes_live_only_once_its_last_commit_is_durable(
+class FullOnce:
+    """A SQLite connection whose COMMIT recording the backfill done fails once, as on a full disk."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.failed = False
+
+    def execute(self, sql: str, *params: object) -> sqlite3.Cursor:
+        if sql == "COMMIT" and not self.failed:
+            done = self.connection.execute("SELECT count(*) FROM stream_offsets WHERE done").fetchone()[0]
+            if done:
+                self.failed = True
+                raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(sql, *params)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.connection, name)
+
+
+def test_a_backfill_whose_last_commit_fails_after_a_reconnect_reads_it_again_before_going_live(
     env: dict[str, str],
     broker: Broker,
     history: str,
@@ -375,8 +394,8 @@ def test_a_backfill_run_again_after_a_reconnect_goes_live_only_once_its_last_com
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The broker connection lost right after the last batch (the runner reconnects and runs the backfill
-    again) while that batch's COMMIT, left to finish behind, fails (a full disk): the consumer stops with
-    the failure and never consumes its live queue; the offset before that batch stands."""
+    again) while that batch's COMMIT, left to finish behind, fails (a full disk): the consumer waits as for
+    a store that is away, reads that batch again from the offset before it, and only then goes live."""
     from consumers.analytics.consumer import Analytics
     from consumers.runtime.backfill import Backfill
     from consumers.runtime.runner import Runner
@@ -384,31 +403,33 @@ def test_a_backfill_run_again_after_a_reconnect_goes_live_only_once_its_last_com
 
     settings = load_settings(environ={**env, "TCX_BRIDGE_PREFETCH": "10"}).settings
     send_calls(broker, settings, range(20))
-    committed = SqliteStore._commit
-
-    def full_at_done(self: SqliteStore) -> None:  # the COMMIT that records the backfill done fails
-        if self._connection.execute("SELECT count(*) FROM stream_offsets WHERE done").fetchone()[0]:
-            self._connection.execute("ROLLBACK")
-            raise sqlite3.OperationalError("database or disk is full")
-        committed(self)
-
-    monkeypatch.setattr(SqliteStore, "_commit", full_at_done)
     runner = Runner(Analytics(settings), settings)
+    store = runner.consumer.database
+    assert isinstance(store, SqliteStore)
+    full = FullOnce(store._connection)
+    store._connection = full  # type: ignore[assignment]
     filling = Backfill(runner, "first", "first")
     handled = filling._on_batch
 
     def then_lost(deliveries: list[object]) -> None:
         handled(deliveries)  # type: ignore[arg-type]
-        if filling.done:
+        if filling.done and full.failed is False:
             raise BrokerUnreachableError("the connection was lost")  # the runner reconnects
 
     monkeypatch.setattr(filling, "_on_batch", then_lost)
     caplog.set_level("INFO", logger="consumers.runtime")
-    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-        runner.run()
-    assert "lost" in caplog.text  # it did reconnect
-    assert "consuming" not in caplog.text  # never went live
-    recorded = offsets(settings)
-    assert len(recorded) == 1
-    assert not recorded[0]["done"]
-    assert recorded[0]["next_offset"] == processed(settings) < 60
+    worker = threading.Thread(target=runner.run)
+    worker.start()
+    try:
+        wait_until(lambda: "consuming" in caplog.text, timeout=60)
+    finally:
+        runner.stop()
+        worker.join(30)
+    assert full.failed
+    lines = caplog.text.splitlines()
+    lost = next(n for n, line in enumerate(lines) if "could not commit: database or disk is full" in line)
+    assert "store lost" in lines[lost]
+    assert lost < next(n for n, line in enumerate(lines) if "consuming" in line)  # live only after it
+    assert [bool(row["done"]) for row in offsets(settings)] == [True]
+    assert processed(settings) == 60
+    assert len(stored(settings, "SELECT * FROM calls")) == 20

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.errors import StoreUnavailableError
 from consumers.store.core import SqliteStore, open_database, open_sqlite, transaction
 
 # a foreign key checked at COMMIT: the one way to make SQLite's COMMIT itself fail on purpose
@@ -105,3 +106,30 @@ def test_without_a_thread_to_be_had_the_commit_runs_at_once(
         store.execute("INSERT INTO processed (event_id) VALUES ('at-once')")
     store.settle()  # nothing left behind
     assert store.execute("SELECT event_id FROM processed").fetchall()[0][0] == "at-once"
+
+
+class FailingCommit:
+    """A connection whose COMMIT fails as on a full disk (SQLite's own error); the rest goes through."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, *params: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.connection.execute(sql, *params)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.connection, name)
+
+
+def test_a_commit_that_cannot_be_written_is_a_store_away_for_now(store: SqliteStore, tmp_path: Path) -> None:
+    real = store._connection
+    store._connection = FailingCommit(real)  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailableError, match=r"could not commit: database or disk is full"):
+        with store.transaction():
+            store.execute("INSERT INTO processed (event_id) VALUES ('full')")
+    store._connection = real
+    with store.transaction():  # rolled back: a new transaction begins
+        store.execute("INSERT INTO processed (event_id) VALUES ('later')")
+    assert rows(tmp_path / "s.sqlite3", "SELECT event_id FROM processed") == [("later",)]

@@ -89,8 +89,7 @@ class Backfill:
     def run(self, broker: Broker) -> None:
         """Read the history up to its tail (unless this origin is done), with the runner's batches."""
         store = as_store(self.runner.consumer.database)
-        if store is not None:  # run again after a reconnect: the COMMIT the last run left behind first
-            store.settle()
+        self._settle(store)  # run again after a reconnect: the COMMIT the last run left behind first
         if self.done:
             return
         recorded = self._recorded(store)
@@ -125,10 +124,20 @@ class Backfill:
             should_stop=lambda: self.done or self.runner.stopping,
             ack_on_receipt=True,
         )
-        if store is not None:
-            store.settle()  # the last batch's COMMIT, left to finish behind: done before the live queue
+        self._settle(store)  # the last batch's COMMIT, left to finish behind: done before the live queue
         if self.done:
             logger.info("consumer=%s backfill done (%d read): live queue", self.name, self.read)
+
+    def _settle(self, store: Store | None) -> None:
+        """Wait for the COMMIT a batch left behind; one that failed undoes ``done`` (its batch may have
+        recorded it): the next run reads again from the offset the store holds."""
+        if store is None:
+            return
+        try:
+            store.settle()
+        except BaseException:
+            self.done = False
+            raise
 
     def _on_batch(self, deliveries: list[Delivery]) -> None:
         if self.runner.stopping or self.done:
@@ -138,16 +147,24 @@ class Backfill:
         finished = last >= self.tail
         wanted = [delivery for delivery in deliveries if self.wanted(delivery.routing_key)]
         store = as_store(self.runner.consumer.database)
-        self.runner.in_batch = functools.partial(self._record, next_offset=last + 1, done=finished)
+        went: list[bool] = []  # whether the batch went through (the runner skips it once stopping)
+
+        def record(in_store: Store | None) -> None:
+            self._record(in_store, next_offset=last + 1, done=finished)
+            went.append(True)
+
+        self.runner.in_batch = record
         self.runner.outcomes.clear()
         try:
             if wanted:
                 self.runner._on_batch(wanted)  # the offset is committed with the batch's work
             else:
                 with transaction(store, behind=True):
-                    self._record(store, next_offset=last + 1, done=finished)
+                    record(store)
         finally:
             self.runner.in_batch = None
+        if not went:
+            return  # stopped before it began: nothing of it was done
         self.read += len(deliveries)
         self.done = finished
         counted = ", ".join(f"{outcome}={count}" for outcome, count in sorted(self.runner.outcomes.items()))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, overload
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, StoreError, check_directory, path_problem
+from bridge.errors import ConfigError, StoreError, StoreUnavailableError, check_directory, path_problem
 from consumers.store.schema import PROCESSED_SQLITE, STREAM_OFFSETS_SQLITE
 
 SQLITE_STORES = ("analytics", "crm", "wallboard", "contacts", "callbacks")  # <data_dir>/<name>.sqlite3
@@ -150,12 +150,18 @@ class SqliteStore(Store):
             raise error
 
     def _commit(self) -> None:
-        """COMMIT; one that fails is rolled back (SQLite may leave it open) and raised."""
+        """COMMIT; one that fails is rolled back (SQLite may leave it open) and raised. A full disk, an
+        I/O error or a lock held too long is StoreUnavailableError: the runner waits and tries again,
+        as while a database server is away (nothing was acked)."""
         try:
             self._connection.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.execute("ROLLBACK")
+            if isinstance(error, sqlite3.OperationalError):
+                raise StoreUnavailableError(
+                    f"store {self.name or 'sqlite'!r} could not commit: {error}"
+                ) from None
             raise
 
     def _commit_behind(self) -> None:
