@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -413,3 +414,29 @@ def test_retention_sweeps_closed_tasks_only(consumer: Callbacks) -> None:
         swept = _sweep_callbacks(consumer.store, "9999-01-01T00:00:00.000000Z")
     assert swept == {"callbacks": 1}
     assert [row["id"] for row in tasks.listing(consumer.store, "all")] == [2]
+
+
+def test_the_wallboards_panel_looks_for_a_missing_store_twice_a_second_not_at_every_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consumers.store.core as core
+    from consumers.callbacks import panel
+
+    settings = load_settings(environ={"TCX_BRIDGE_DATA_DIR": str(tmp_path)}, read_file=False).settings
+    opened = []
+    real = core.open_store
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "open_store", counted)
+    board = panel.Panel(settings)
+    now = datetime.now(UTC)
+    for _ in range(20):  # the wallboard's snapshots, many a second
+        assert board.view(now, now, lambda _: None)["callbacks"] == []
+    assert len(opened) == 1
+    Callbacks(settings).close()  # the callbacks consumer creates its store
+    time.sleep(panel.POLL)
+    assert board.view(now, now, lambda _: None)["callback_tiles"]["callbacks_open"] == 0
+    assert board._store is not None  # found once it exists

@@ -38,13 +38,17 @@ class Panel:
         self._store: Any = None
         self._seen: Any = None
         self._next = 0.0
+        self._look_again = 0.0  # no store yet: when to look for it again (not at every snapshot)
 
     def _rows(self, now: datetime) -> list[dict[str, Any]]:
         if self._store is None:
+            if time.monotonic() < self._look_again:
+                return []
             from consumers.store.core import open_store
 
             self._store = open_store(self.settings, "callbacks", existing=True)
             if self._store is None:
+                self._look_again = time.monotonic() + POLL
                 return []
         since = format_time(now - timedelta(seconds=RECENT))
         rows = self._store.execute(
