@@ -70,8 +70,10 @@ def history_command(
             )
         if form == "table":
             click.echo(as_line(COLUMNS))
+        shown = 0
         try:
             for entry in entries(broker, history_queue(settings), query, follow=follow):
+                shown += 1
                 if form == "json":
                     sys.stdout.buffer.write(as_json(entry) + b"\n")
                 else:
@@ -81,3 +83,10 @@ def history_command(
         except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C on --follow; piped into head
             sys.stderr.close()  # nothing more to say, and no traceback about the closed pipe
             return
+    if not shown:  # said on stderr: the output stays empty (JSON) or the header alone (table)
+        what = f"no event of call {call_id!r}" if call_id else "no event"
+        if call_id and not since:
+            what += " in the last 24 hours; give --since for an older call"
+        else:
+            what += " in the history for that"
+        click.echo(what, err=True)

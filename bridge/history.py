@@ -32,6 +32,7 @@ SLACK = timedelta(seconds=60)  # read from this long before --since
 CALL_WINDOW = timedelta(days=1)  # history --call without --since looks at the last day
 PAST_UNTIL = 300  # seconds (publish time) read past --until before the reader stops
 IDLE = 2.0  # seconds without a message after which a reader (not --follow) is at the end
+FOLLOW_LAST = 10  # --follow alone starts with the stream's last events, as journalctl -f does
 KEYWORDS = ("first", "last", "next")
 
 Offset = str | int | datetime
@@ -182,6 +183,9 @@ def entries(broker: Broker, queue: str, query: Query, *, follow: bool = False) -
         return
     stop_at = None if query.until is None or follow else query.until.timestamp() + PAST_UNTIL
     start = stream_argument(query.start(datetime.now(UTC)))
+    if follow and query.since is None and query.call is None:  # the last few, then what comes
+        last = stream_tail(broker, queue)
+        start = "next" if last is None else max(0, last - FOLLOW_LAST + 1)
     reading = broker.stream(queue, start, idle=86_400.0 * 365 if follow else IDLE)
     with closing(reading):  # stopped early: the stream's consumer is cancelled at once
         yield from _kept(reading, query, tail, stop_at)

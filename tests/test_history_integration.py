@@ -115,6 +115,34 @@ def test_history_follow_prints_new_events(
     follower.stop()
 
 
+def test_history_follow_alone_starts_with_the_last_ten_events_as_journalctl_does(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
+) -> None:
+    send_calls(broker, settings, range(5))  # 15 events
+    follower = Service(env, "history", "--follow", "--format", "json")
+    services.append(follower)
+    wait_until(lambda: follower.output().count('"offset"') == 10)
+    send_calls(broker, settings, range(5, 6))
+    wait_until(lambda: follower.output().count('"offset"') == 13)
+    offsets_shown = [
+        json.loads(line)["offset"] for line in follower.output().splitlines() if '"offset"' in line
+    ]
+    assert offsets_shown == list(range(5, 18))  # the last ten of 0..14, then the three new ones
+    follower.stop()
+
+
+def test_history_says_when_nothing_matched(
+    env: dict[str, str], broker: Broker, settings: Settings, history: str
+) -> None:
+    send_calls(broker, settings, range(1))
+    done = run_cli(env, "history", "--call", "no-such-call")
+    assert done.returncode == 0
+    assert done.stdout.split() == ["offset", "occurred_at", "what", "desk", "call_id", "number", "detail"]
+    assert done.stderr.strip() == (
+        "no event of call 'no-such-call' in the last 24 hours; give --since for an older call"
+    )
+
+
 def test_consumer_started_late_backfills_then_goes_on_live(
     env: dict[str, str], broker: Broker, settings: Settings, history: str, services: list[Service]
 ) -> None:
@@ -286,6 +314,8 @@ def test_from_a_time_reads_only_from_then(
         "c0006",
         "c0007",
     ]
+    # the time as given (RFC 3339), never as a number the log's masking could take it for
+    assert f"(offset {moment:%Y-%m-%dT%H:%M:%SZ}) up to offset" in consumer.output()
 
 
 def test_bad_from_is_one_line(env: dict[str, str]) -> None:

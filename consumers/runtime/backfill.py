@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import datetime
 
 from bridge.errors import BrokerRefusedError
 from bridge.history import Offset, offset_of, stream_argument, stream_tail
@@ -113,7 +114,7 @@ class Backfill:
             "consumer=%s backfill from %s (offset %s) up to offset %d",
             self.name,
             self.key,
-            start,
+            f"{start:%Y-%m-%dT%H:%M:%SZ}" if isinstance(start, datetime) else start,  # as the stream reads it
             self.tail,
         )
         broker.consume(  # acked as they arrive (a stream's ack is its credit): the committed offset counts
