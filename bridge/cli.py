@@ -293,6 +293,48 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
         click.echo(f"{entity.kind:<8} {entity.name:<{width}}  {state:<{state_width}}  {entity.about}")
 
 
+@topology.command("delete")
+@click.option(
+    "--desk",
+    "desks",
+    multiple=True,
+    callback=_desk_ids,
+    help="Also delete this desk agent's queue (repeatable).",
+)
+@click.option("--yes", is_flag=True, help="Delete them; without it, only list what would go.")
+@with_settings
+def topology_delete(settings: Settings, desks: tuple[str, ...], yes: bool) -> None:
+    """Delete the namespace's exchanges and queues (those `topology show` lists), with what they hold.
+
+    For a namespace no longer used (a test, a trial, a site moved). Stop its
+    processes first; the history stream and every queued event go with it.
+
+    \b
+    Example:
+        tcx-bridge --namespace trial topology delete --desk DESK-07 --yes
+    """
+    from bridge.inventory import expected, inspect
+    from bridge.transport import Broker
+
+    with Broker(settings.amqp_url, ca_file=settings.ca_file) as broker:
+        present = [entity for entity, state in inspect(broker, expected(settings, list(desks)))
+                   if state != "MISSING"]  # fmt: skip
+        if not yes:
+            for entity in present:
+                click.echo(f"would delete {entity.kind} {entity.name}")
+            raise click.ClickException(
+                f"{len(present)} exchanges and queues of namespace {settings.namespace!r} on "
+                f"{redact_url(settings.amqp_url)}: give --yes to delete them"
+            )
+        for entity in present:
+            if entity.kind == "queue":
+                broker.delete_queue(entity.name)
+            else:
+                broker.delete_exchange(entity.name)
+            click.echo(f"deleted {entity.kind} {entity.name}")
+    click.echo(f"deleted {len(present)} exchanges and queues of namespace {settings.namespace!r}")
+
+
 @without_settings
 @cli.command("schema")
 @click.option("--asyncapi", "as_asyncapi", is_flag=True, help="An AsyncAPI 3 document instead.")

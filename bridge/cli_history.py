@@ -52,7 +52,7 @@ def history_command(
     """
     from datetime import timedelta
 
-    from bridge.history import COLUMNS, Query, as_json, as_line, as_row, entries, parse_moment
+    from bridge.history import COLUMNS, Query, as_json, as_line, as_row, entries, nothing_found, parse_moment
     from bridge.text import printable
     from bridge.topology import history_queue
     from bridge.transport import Broker
@@ -84,9 +84,4 @@ def history_command(
             sys.stderr.close()  # nothing more to say, and no traceback about the closed pipe
             return
     if not shown:  # said on stderr: the output stays empty (JSON) or the header alone (table)
-        what = f"no event of call {call_id!r}" if call_id else "no event"
-        if call_id and not since:
-            what += " in the last 24 hours; give --since for an older call"
-        else:
-            what += " in the history for that"
-        click.echo(what, err=True)
+        click.echo(nothing_found(call_id, since is not None), err=True)

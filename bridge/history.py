@@ -223,6 +223,13 @@ COLUMNS = ("offset", "occurred_at", "what", "desk", "call_id", "number", "detail
 WIDTHS = (7, 27, 23, 8, 14, 15, 0)
 
 
+def nothing_found(call: str | None, since_given: bool) -> str:
+    """What ``history`` says (on stderr) when no event matched."""
+    if call and not since_given:
+        return f"no event of call {call!r} in the last 24 hours; give --since for an older call"
+    return f"no event {f'of call {call!r} ' if call else ''}in the history for that"
+
+
 def as_line(cells: tuple[str, ...]) -> str:
     """A row (or COLUMNS) as a line of the table: each cell padded to its column's width."""
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, WIDTHS, strict=True)).rstrip()

@@ -183,21 +183,40 @@ def test_doctor_names_what_is_wrong(
 
 @pytest.mark.integration
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
-def test_doctor_fails_a_data_dir_other_users_may_write_to(desk_env: dict[str, str]) -> None:
+def test_doctor_fails_each_directory_other_users_may_write_to(desk_env: dict[str, str]) -> None:
     data = Path(desk_env["TCX_BRIDGE_DATA_DIR"])
-    (data / "outbox").mkdir(parents=True, exist_ok=True)
-    os.chmod(data / "outbox", 0o733)  # anyone may drop an event file in it
+    for name, mode in (("outbox", 0o733), ("agent", 0o775)):  # anyone may drop a file in them
+        (data / name).mkdir(parents=True, exist_ok=True)
+        os.chmod(data / name, mode)
     done = run_cli(desk_env, "doctor")
     assert done.returncode == 1
     failed = [line for line in done.stdout.splitlines() if line.startswith("\u2717 ")]
     assert failed == [
-        f"\u2717 other users may write to {data / 'outbox'} (mode 733): they could put events there that "
-        f"this desk publishes as its own -> chmod go-w {data / 'outbox'}"
+        f"\u2717 other users may write to {data / 'outbox'} (mode 733): they could put files there that "
+        f"this desk takes as its own -> chmod go-w {data / 'outbox'}",
+        f"\u2717 other users may write to {data / 'agent'} (mode 775): they could put files there that "
+        f"this desk takes as its own -> chmod go-w {data / 'agent'}",
     ], done.stdout
-    os.chmod(data / "outbox", 0o700)
+    for name in ("outbox", "agent"):
+        os.chmod(data / name, 0o700)
     done = run_cli(desk_env, "doctor")
     assert done.returncode == 0, done.stdout
-    assert f"\u2713 only this user may write to {data} and its outbox" in done.stdout.splitlines()
+    assert f"\u2713 only this user may write to {data}, its outbox and its agent directory" in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user")
+def test_doctor_fails_an_outbox_file_another_user_left(desk_env: dict[str, str]) -> None:
+    data = Path(desk_env["TCX_BRIDGE_DATA_DIR"])
+    (data / "outbox").mkdir(parents=True, exist_ok=True)
+    planted = data / "outbox" / "20261201T070000.000000Z-planted.json"
+    planted.write_text("{}")
+    os.chown(planted, 65534, 65534)  # nobody's, left while the outbox was open to all
+    done = run_cli(desk_env, "doctor")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("\u2717 ")]
+    assert len(failed) == 1, done.stdout
+    assert f"1 file(s) in the outbox belong to another user (the first: {planted.name})" in failed[0]
 
 
 @pytest.fixture

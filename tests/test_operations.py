@@ -71,6 +71,45 @@ def test_topology_show_reports_what_is_missing(env: dict[str, str], broker: Brok
     assert all("MISSING" in line for line in shown.stdout.splitlines())
 
 
+@pytest.mark.integration
+def test_topology_delete_lists_then_deletes_the_namespace_and_nothing_else(
+    env: dict[str, str], broker: Broker, settings: Settings, namespace: str
+) -> None:
+    from bridge.inventory import expected
+
+    neighbour = {**env, "TCX_BRIDGE_NAMESPACE": f"{namespace}x"}  # another namespace, sharing a prefix
+    for environ in (env, neighbour):
+        assert run_cli(environ, "topology", "declare", "--desk", "d1").returncode == 0
+    try:
+        dry = run_cli(env, "topology", "delete", "--desk", "d1")
+        assert dry.returncode == 1
+        entities = expected(settings, ["d1"])
+        assert dry.stdout.splitlines() == [f"would delete {e.kind} {e.name}" for e in entities]
+        said = dry.stderr.strip().splitlines()[-1]
+        assert said.startswith(f"Error: {len(entities)} exchanges and queues of namespace {namespace!r} on ")
+        assert said.endswith(": give --yes to delete them")
+        assert not [
+            line for line in run_cli(env, "topology", "show").stdout.splitlines() if "MISSING" in line
+        ]
+        done = run_cli(env, "topology", "delete", "--desk", "d1", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert (
+            done.stdout.splitlines()[-1]
+            == f"deleted {len(entities)} exchanges and queues of namespace {namespace!r}"
+        )
+        shown = run_cli(env, "topology", "show", "--desk", "d1").stdout.splitlines()
+        assert shown
+        assert all("MISSING" in line for line in shown)
+        others = run_cli(neighbour, "topology", "show", "--desk", "d1").stdout.splitlines()
+        assert others
+        assert not [line for line in others if "MISSING" in line]  # the other namespace stays
+        again = run_cli(env, "topology", "delete", "--yes")  # nothing left: nothing to do
+        assert again.returncode == 0
+        assert again.stdout.strip() == f"deleted 0 exchanges and queues of namespace {namespace!r}"
+    finally:
+        assert run_cli(neighbour, "topology", "delete", "--desk", "d1", "--yes").returncode == 0
+
+
 def test_messages_doc_is_generated_from_the_schema() -> None:
     """Regenerate with: tcx-bridge schema --markdown > docs/messages.md"""
     assert (ROOT / "docs" / "messages.md").read_text() == render_markdown()

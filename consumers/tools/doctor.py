@@ -204,29 +204,59 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
 
 def _private(data: Path, directories: list[Path]) -> Iterator[Check]:
     """Whether another user could write where the desk keeps its events (POSIX): one who can puts
-    events in the outbox that this desk publishes as its own, or replaces the agent's hand-off files."""
+    events in the outbox that this desk publishes as its own, or replaces the agent's hand-off files.
+    Each directory that fails is a line of its own; so are outbox files another user owns."""
     if os.name != "posix":
         return  # Windows: the profile's ACL keeps %LOCALAPPDATA% to its user
     me = os.geteuid()
+    failed = False
     for directory in directories:
         try:
             found = directory.stat()
         except OSError:
             continue  # not made yet: made 0700 (outbox, agent) or with the umask (data dir) when needed
         if found.st_uid != me:
-            what = f"{directory} belongs to uid {found.st_uid}, not to uid {me}: its owner may write there"
-            fix = f"chown $(id -u) {directory}"
-        elif found.st_mode & 0o022:
-            what = (
-                f"other users may write to {directory} (mode {found.st_mode & 0o777:o}): they could put "
-                "events there that this desk publishes as its own"
+            failed = True
+            yield Check(
+                False,
+                f"{directory} belongs to uid {found.st_uid}, not to uid {me}: its owner may write there",
+                f"sudo chown {me} {directory} (or remove it: tcx-bridge makes it again)",
             )
-            fix = f"chmod go-w {directory}"
-        else:
+        elif found.st_mode & 0o022:
+            failed = True
+            yield Check(
+                False,
+                f"other users may write to {directory} (mode {found.st_mode & 0o777:o}): they could put "
+                "files there that this desk takes as its own",
+                f"chmod go-w {directory}",
+            )
+    foreign = _foreign_files(directories[1], me)
+    if foreign:
+        failed = True
+        yield Check(
+            False,
+            f"{len(foreign)} file(s) in the outbox belong to another user (the first: {foreign[0]}): "
+            "events this desk would publish as its own",
+            "look at them (`ls -ln`, `tcx-bridge spool list`) and delete what this desk did not write",
+        )
+    if not failed:
+        yield Check(True, f"only this user may write to {data}, its outbox and its agent directory")
+
+
+def _foreign_files(outbox: Path, me: int) -> list[str]:
+    """The outbox's files another user owns (an outbox others could write to may hold them)."""
+    try:
+        entries = list(os.scandir(outbox))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != me:
+                found.append(entry.name)
+        except OSError:
             continue
-        yield Check(False, what, fix)
-        return
-    yield Check(True, f"only this user may write to {data} and its outbox")
+    return sorted(found)
 
 
 def _assistant(loaded: Loaded) -> Iterator[Check]:
