@@ -6,7 +6,8 @@ Our errors become ``click.ClickException`` (exit 1) at this edge.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -240,14 +241,17 @@ def _desk_ids(_: click.Context, __: click.Parameter, values: tuple[str, ...]) ->
     return values
 
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def _desk_option(help_text: str) -> Callable[[FC], FC]:
+    """topology's repeatable --desk (checked as a desk's settings would check it)."""
+    return click.option("--desk", "desks", multiple=True, callback=_desk_ids, help=help_text)
+
+
 @topology.command("declare")
-@click.option(
-    "--desk",
-    "desks",
-    multiple=True,
-    callback=_desk_ids,
-    help="Also declare this desk agent's queue: DESK or DESK,EXTENSION (also binds ext.<EXTENSION>.*); "
-    "repeatable.",
+@_desk_option(
+    "Also declare this desk agent's queue: DESK or DESK,EXTENSION (also binds ext.<EXTENSION>.*); repeatable."
 )
 @with_settings
 def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
@@ -267,13 +271,7 @@ def topology_declare(settings: Settings, desks: tuple[str, ...]) -> None:
 
 
 @topology.command("show")
-@click.option(
-    "--desk",
-    "desks",
-    multiple=True,
-    callback=_desk_ids,
-    help="Also show this desk agent's queues (repeatable).",
-)
+@_desk_option("Also show this desk agent's queues (repeatable).")
 @with_settings
 def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
     """Show what exists on the broker: each exchange and queue, its messages and consumers.
@@ -294,13 +292,7 @@ def topology_show(settings: Settings, desks: tuple[str, ...]) -> None:
 
 
 @topology.command("delete")
-@click.option(
-    "--desk",
-    "desks",
-    multiple=True,
-    callback=_desk_ids,
-    help="Also delete this desk agent's queue (repeatable).",
-)
+@_desk_option("Also delete this desk agent's queue (repeatable).")
 @click.option("--yes", is_flag=True, help="Delete them; without it, only list what would go.")
 @with_settings
 def topology_delete(settings: Settings, desks: tuple[str, ...], yes: bool) -> None:
