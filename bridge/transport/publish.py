@@ -140,9 +140,9 @@ class _Confirms:
     Tags count from 1, in publish order; ``failed`` is the first tag refused (total + 1: none).
     """
 
-    def __init__(self, total: int, *, offset: int = 0) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
-        self.offset = offset  # delivery tags before this batch's first, on a channel kept for batches
+        self.offset = 0  # delivery tags before this batch's first, on a channel kept for batches (set then)
         self.acked_upto = 0  # every tag up to this one is acked (a multiple ack)
         self.acked: set[int] = set()  # tags acked one by one
         self.failed = total + 1

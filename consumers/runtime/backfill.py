@@ -155,7 +155,6 @@ class Backfill:
             went.append(True)
 
         self.runner.in_batch = record
-        self.runner.outcomes.clear()
         try:
             if wanted:
                 self.runner._on_batch(wanted)  # the offset is committed with the batch's work

@@ -177,7 +177,7 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
         )
         return
     yield Check(True, f"data dir {data} exists and is writable")
-    yield from _private(data, [data, settings.outbox_dir, data / DIRECTORY])
+    yield from _private(data, settings.outbox_dir, data / DIRECTORY)
     outbox = Outbox(settings.outbox_dir)
     paths = outbox.paths()
     if not paths:
@@ -202,7 +202,7 @@ def _data_dir(loaded: Loaded) -> Iterator[Check]:
         )
 
 
-def _private(data: Path, directories: list[Path]) -> Iterator[Check]:
+def _private(data: Path, outbox: Path, agent: Path) -> Iterator[Check]:
     """Whether another user could write where the desk keeps its events (POSIX): one who can puts
     events in the outbox that this desk publishes as its own, or replaces the agent's hand-off files.
     Each directory that fails is a line of its own; so are outbox files another user owns."""
@@ -210,7 +210,7 @@ def _private(data: Path, directories: list[Path]) -> Iterator[Check]:
         return  # Windows: the profile's ACL keeps %LOCALAPPDATA% to its user
     me = os.geteuid()
     failed = False
-    for directory in directories:
+    for directory in (data, outbox, agent):
         try:
             found = directory.stat()
         except OSError:
@@ -230,7 +230,7 @@ def _private(data: Path, directories: list[Path]) -> Iterator[Check]:
                 "files there that this desk takes as its own",
                 f"chmod go-w {directory}",
             )
-    foreign = _foreign_files(directories[1], me)
+    foreign = _foreign_files(outbox, me)
     if foreign:
         failed = True
         yield Check(
